@@ -1,0 +1,112 @@
+"""Durable chat: a Gradio app whose every turn is a DBOS workflow on PostgreSQL.
+
+    python app.py                 # embedded PostgreSQL + local CPU model, http://127.0.0.1:8080
+    DATABASE_URL=postgresql://... VLLM_BASE_URL=http://gpu-box:5000 python app.py
+
+Start-up order: database, migrations, LLM, DBOS (which resumes unfinished turns), then the web
+server with the REST API and the UI on one port. SIGINT/SIGTERM stop it cleanly; a turn still
+running then resumes on the next start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from typing import Iterator
+
+import uvicorn
+
+from chat_core.config import ConfigError, Settings, load_settings
+from chat_core.errors import ChatError
+from chat_core.runtime import ChatRuntime
+from chat_core.ui import build_ui
+from chat_core.web_app import build_web_app
+
+log = logging.getLogger("app")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn re-raises SIGINT/SIGTERM after its own shutdown, which would interrupt ours; this
+    one records the signal and lets app.py finish stopping the runtime first."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = {sig: signal.signal(sig, self.handle_exit)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--port", type=int, help="port for the UI and the API (default: PORT "
+                        "or 8080)")
+    parser.add_argument("--host", help="address to listen on (default: HOST or 127.0.0.1)")
+    return parser.parse_args(argv)
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "httpx2", "httpcore", "openai"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+async def serve(settings: Settings) -> None:
+    runtime = ChatRuntime(settings)
+    service = await runtime.start()
+    try:
+        app = build_web_app(service, build_ui(service))
+        server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port,
+                                        log_level="warning", lifespan="on",
+                                        timeout_graceful_shutdown=3))
+        print(f"* Durable chat on http://{settings.host}:{settings.port}  "
+              f"(model {service.backend.get('model', '?')}, {service.backend.get('kind')} "
+              "backend)", flush=True)
+        await server.serve()
+        if not server.started:
+            raise RuntimeError(f"the web server could not listen on {settings.host}:"
+                               f"{settings.port}; is the port in use? Set PORT to another one")
+    finally:
+        log.info("stopping")
+        await runtime.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    overrides = {}
+    if args.port is not None:
+        overrides["PORT"] = str(args.port)
+    if args.host is not None:
+        overrides["HOST"] = args.host
+    try:
+        import os
+
+        settings = load_settings({**os.environ, **overrides})
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level)
+    try:
+        asyncio.run(serve(settings))
+    except (ChatError, RuntimeError, OSError) as exc:
+        message = exc.message if isinstance(exc, ChatError) else str(exc)
+        print(f"error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,343 @@
+"""Data access for conversations and messages. All SQL of the app's own tables lives here.
+
+Writes that a workflow step may repeat after a crash are idempotent: rows are keyed by ids that
+are derived from the workflow id, inserted with ON CONFLICT DO NOTHING, and read back.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from psycopg.types.json import Jsonb
+
+from .database import Database
+from .errors import NotFound
+
+Row = dict[str, Any]
+
+TERMINAL_REPLY_STATES = ("complete", "stopped", "error", "cancelled")
+IN_FLIGHT_REPLY_STATES = ("pending", "streaming")
+# Replies that count as what the assistant said, for history sent to the LLM.
+HISTORY_REPLY_STATES = ("complete", "stopped")
+
+_MESSAGE_COLUMNS = """
+    id, conversation_id, seq, role, content, created_at, parent_id, status, error, workflow_id,
+    model, prompt_tokens, completion_tokens, tokens_estimated, ttft_ms, latency_ms,
+    finish_reason, params, completed_at, stop_requested
+"""
+
+TITLE_CHARS = 60
+
+
+def derive_id(workflow_id: str, part: str) -> uuid.UUID:
+    """Stable id of a row written by a workflow, so a re-run step writes the same row."""
+    return uuid.uuid5(uuid.NAMESPACE_URL, f"chat-turn:{workflow_id}:{part}")
+
+
+def title_from(content: str) -> str:
+    line = " ".join(content.split())
+    return line if len(line) <= TITLE_CHARS else line[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+def iso(ts: datetime | None) -> str | None:
+    if ts is None:
+        return None
+    return ts.astimezone(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def public_conversation(row: Row) -> dict[str, Any]:
+    return {
+        "id": str(row["id"]),
+        "title": row["title"],
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
+    }
+
+
+def public_message(row: Row) -> dict[str, Any]:
+    """The JSON shape of a message: the seed's id, role, content, created_at, then our extras."""
+    out: dict[str, Any] = {
+        "id": str(row["id"]),
+        "role": row["role"],
+        "content": row["content"],
+        "created_at": iso(row["created_at"]),
+        "conversation_id": str(row["conversation_id"]),
+        "seq": row["seq"],
+        "status": row["status"],
+    }
+    if row["role"] == "assistant":
+        out.update(
+            parent_id=str(row["parent_id"]),
+            error=row["error"],
+            workflow_id=row["workflow_id"],
+            model=row["model"],
+            prompt_tokens=row["prompt_tokens"],
+            completion_tokens=row["completion_tokens"],
+            tokens_estimated=row["tokens_estimated"],
+            ttft_ms=row["ttft_ms"],
+            latency_ms=row["latency_ms"],
+            finish_reason=row["finish_reason"],
+            params=row["params"],
+            completed_at=iso(row["completed_at"]),
+        )
+    else:
+        out["workflow_id"] = row["workflow_id"]
+    return out
+
+
+class ChatStore:
+    def __init__(self, db: Database) -> None:
+        self.db = db
+
+    # -- conversations -----------------------------------------------------------------------
+
+    async def create_conversation(self, title: str = "") -> Row:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "INSERT INTO conversations (id, title) VALUES (%s, %s) "
+                "RETURNING id, title, created_at, updated_at",
+                (uuid.uuid4(), title),
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return row
+
+    async def get_conversation(self, conversation_id: uuid.UUID) -> Row:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, title, created_at, updated_at FROM conversations WHERE id = %s",
+                (conversation_id,),
+            )
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"conversation {conversation_id} does not exist")
+        return row
+
+    async def list_conversations(self, limit: int = 100, offset: int = 0) -> list[Row]:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, title, created_at, updated_at FROM conversations "
+                "ORDER BY updated_at DESC, id LIMIT %s OFFSET %s",
+                (limit, offset),
+            )
+            return await cur.fetchall()
+
+    # -- messages ----------------------------------------------------------------------------
+
+    async def list_messages(self, conversation_id: uuid.UUID) -> list[Row]:
+        """Every message of a conversation in reading order: by turn, the user message first,
+        then its replies oldest first."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %s "
+                "ORDER BY seq, (role = 'assistant'), created_at, id",
+                (conversation_id,),
+            )
+            return await cur.fetchall()
+
+    async def get_message(self, message_id: uuid.UUID) -> Row | None:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = %s", (message_id,)
+            )
+            return await cur.fetchone()
+
+    async def save_user_turn(
+        self,
+        conversation_id: uuid.UUID,
+        workflow_id: str,
+        user_id: uuid.UUID,
+        reply_id: uuid.UUID,
+        content: str,
+    ) -> tuple[Row, Row]:
+        """Insert the user message at the conversation's next position, and its reply
+        placeholder, in one transaction. Called again with the same ids, it returns the rows
+        written the first time."""
+        async with self.db.connection() as conn:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "SELECT last_seq, title FROM conversations WHERE id = %s FOR UPDATE",
+                    (conversation_id,),
+                )
+                conv = await cur.fetchone()
+                if conv is None:
+                    raise NotFound(f"conversation {conversation_id} does not exist")
+                cur = await conn.execute(
+                    "SELECT id FROM messages WHERE id = %s", (user_id,)
+                )
+                if await cur.fetchone() is None:
+                    seq = conv["last_seq"] + 1
+                    await conn.execute(
+                        "UPDATE conversations SET last_seq = %s, updated_at = clock_timestamp(),"
+                        " title = CASE WHEN title = '' THEN %s ELSE title END WHERE id = %s",
+                        (seq, title_from(content), conversation_id),
+                    )
+                    await conn.execute(
+                        "INSERT INTO messages (id, conversation_id, seq, role, content, status,"
+                        " workflow_id) VALUES (%s, %s, %s, 'user', %s, 'complete', %s)",
+                        (user_id, conversation_id, seq, content, workflow_id),
+                    )
+                    await conn.execute(
+                        "INSERT INTO messages (id, conversation_id, seq, role, parent_id, status,"
+                        " workflow_id) VALUES (%s, %s, %s, 'assistant', %s, 'pending', %s)"
+                        " ON CONFLICT (id) DO NOTHING",
+                        (reply_id, conversation_id, seq, user_id, workflow_id),
+                    )
+                cur = await conn.execute(
+                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id IN (%s, %s)",
+                    (user_id, reply_id),
+                )
+                rows = {r["id"]: r for r in await cur.fetchall()}
+        return rows[user_id], rows[reply_id]
+
+    async def ensure_reply(
+        self, user_message: Row, reply_id: uuid.UUID, workflow_id: str
+    ) -> Row:
+        """The reply placeholder of a turn that answers an existing user message (retry,
+        regenerate, fork)."""
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "INSERT INTO messages (id, conversation_id, seq, role, parent_id, status,"
+                " workflow_id) VALUES (%s, %s, %s, 'assistant', %s, 'pending', %s)"
+                " ON CONFLICT (id) DO NOTHING",
+                (
+                    reply_id,
+                    user_message["conversation_id"],
+                    user_message["seq"],
+                    user_message["id"],
+                    workflow_id,
+                ),
+            )
+            cur = await conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = %s", (reply_id,)
+            )
+            row = await cur.fetchone()
+        assert row is not None
+        return row
+
+    async def earlier_in_flight(
+        self, conversation_id: uuid.UUID, seq: int, workflow_id: str
+    ) -> list[Row]:
+        """Replies of earlier turns (lower seq) of this conversation that are not finished."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT id, seq, workflow_id, status FROM messages"
+                " WHERE conversation_id = %s AND seq < %s AND status IN ('pending', 'streaming')"
+                " AND workflow_id <> %s ORDER BY seq",
+                (conversation_id, seq, workflow_id),
+            )
+            return await cur.fetchall()
+
+    async def in_flight_replies(self, conversation_id: uuid.UUID) -> list[Row]:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %s"
+                " AND status IN ('pending', 'streaming') ORDER BY seq, created_at",
+                (conversation_id,),
+            )
+            return await cur.fetchall()
+
+    async def history(
+        self, conversation_id: uuid.UUID, upto_seq: int, max_chars: int, page_turns: int = 64
+    ) -> list[Row]:
+        """The newest turns up to and including `upto_seq`, as (role, content) rows in reading
+        order, stopping once `max_chars` of content is collected. Each earlier user message
+        contributes its newest complete (or stopped) reply; replies that failed are left out.
+        Walks the (conversation_id, seq) index backwards a page at a time, so a 10,000-message
+        conversation costs what its newest page costs."""
+        collected: list[Row] = []
+        total = 0
+        high = upto_seq
+        async with self.db.connection() as conn:
+            while high > 0 and total < max_chars:
+                low = max(0, high - page_turns)
+                cur = await conn.execute(
+                    "SELECT DISTINCT ON (seq, role) seq, role, content FROM messages"
+                    " WHERE conversation_id = %s AND seq > %s AND seq <= %s"
+                    " AND (role = 'user' OR (seq < %s AND status IN ('complete', 'stopped')"
+                    "      AND content <> ''))"
+                    " ORDER BY seq DESC, role ASC, created_at DESC",
+                    (conversation_id, low, high, upto_seq),
+                )
+                # Newest first, the reply before its question; reversed into reading order below.
+                page = await cur.fetchall()
+                for row in page:
+                    collected.append(row)
+                    total += len(row["content"])
+                    if total >= max_chars:
+                        break
+                high = low
+        collected.reverse()
+        return collected
+
+    async def checkpoint_partial(self, reply_id: uuid.UUID, content: str) -> bool:
+        """Store the text generated so far; returns True if a stop was requested meanwhile."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE messages SET content = %s, status = 'streaming'"
+                " WHERE id = %s AND status IN ('pending', 'streaming') RETURNING stop_requested",
+                (content, reply_id),
+            )
+            row = await cur.fetchone()
+        return bool(row and row["stop_requested"])
+
+    async def reply_state(self, reply_id: uuid.UUID) -> Row | None:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT status, content, stop_requested FROM messages WHERE id = %s",
+                (reply_id,),
+            )
+            return await cur.fetchone()
+
+    async def request_stop(self, reply_id: uuid.UUID) -> bool:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE messages SET stop_requested = true WHERE id = %s"
+                " AND status IN ('pending', 'streaming') RETURNING id",
+                (reply_id,),
+            )
+            return await cur.fetchone() is not None
+
+    async def finish_reply(self, reply_id: uuid.UUID, **values: Any) -> Row:
+        """Write a reply's final state. Idempotent: a repeated call writes the same values."""
+        allowed = {
+            "content", "status", "error", "model", "prompt_tokens", "completion_tokens",
+            "tokens_estimated", "ttft_ms", "latency_ms", "finish_reason", "params",
+        }  # fmt: skip
+        unknown = set(values) - allowed
+        if unknown:
+            raise ValueError(f"unknown reply columns {sorted(unknown)}")
+        if "params" in values and values["params"] is not None:
+            values["params"] = Jsonb(values["params"])
+        assignments = ", ".join(f"{name} = %({name})s" for name in values)
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                f"UPDATE messages SET {assignments}, completed_at = coalesce(completed_at,"
+                f" clock_timestamp()) WHERE id = %(reply_id)s RETURNING {_MESSAGE_COLUMNS}",
+                {**values, "reply_id": reply_id},
+            )
+            row = await cur.fetchone()
+            if row is not None:
+                await conn.execute(
+                    "UPDATE conversations SET updated_at = clock_timestamp() WHERE id = %s",
+                    (row["conversation_id"],),
+                )
+        if row is None:
+            raise NotFound(f"reply {reply_id} does not exist (was its conversation deleted?)")
+        return row
+
+    async def mark_interrupted(self, reply_ids: Iterable[uuid.UUID], status: str, error: str) -> None:
+        """Close replies whose workflow ended without finishing them (cancelled elsewhere)."""
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "UPDATE messages SET status = %s, error = %s, completed_at = clock_timestamp()"
+                " WHERE id = ANY(%s) AND status IN ('pending', 'streaming')",
+                (status, error, list(reply_ids)),
+            )
+
+
+def dumps(value: Any) -> str:
+    return json.dumps(value, default=str)

@@ -1,0 +1,222 @@
+"""Settings from the environment and a `.env` file, validated once at start-up.
+
+The seed's variables keep their meaning: DATABASE_URL, VLLM_BASE_URL, PORT. A real environment
+variable wins over the same name in `.env`, as with the seed. Every other knob has a default that
+works on a laptop, so an empty environment is a valid configuration.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Mapping
+from urllib.parse import urlsplit, urlunsplit
+
+from dotenv import dotenv_values
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Bump when the turn workflow's sequence of steps changes in a way that old checkpoints cannot
+# replay. DBOS only recovers workflows of the running application_version, so this must be a
+# fixed string: DBOS's default (a hash of the source) would orphan in-flight turns on any edit.
+WORKFLOW_VERSION = "chat-turn-1"
+
+
+class ConfigError(ValueError):
+    """A setting is malformed; the message names the variable and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str | None = None
+    vllm_base_url: str | None = None
+    port: int = 8080
+    host: str = "127.0.0.1"
+    llm_model: str | None = None
+    llm_api_key: str = "EMPTY"
+    data_dir: Path = PROJECT_ROOT / "data"
+    executor_id: str = ""
+    app_version: str = WORKFLOW_VERSION
+    # Input limits, enforced on the server for every entry point.
+    max_message_chars: int = 32_000
+    max_body_bytes: int = 1_000_000
+    max_idempotency_key_chars: int = 200
+    # LLM call: attempts with exponential backoff while the server is unreachable or answers 5xx.
+    # Defaults: 5 attempts, waits of 1, 2, 4, 8 s, so a turn gives up after about 15 s of outage.
+    llm_max_attempts: int = 5
+    llm_retry_interval_sec: float = 1.0
+    llm_retry_backoff: float = 2.0
+    llm_connect_timeout_sec: float = 5.0
+    # Longest silence allowed between two streamed chunks (and before the first one).
+    llm_read_timeout_sec: float = 120.0
+    # Cap on LLM requests in flight from this process; see README "Capacity".
+    llm_max_concurrency: int = 64
+    # Context window used when the server does not report max_model_len.
+    llm_context_tokens: int | None = None
+    default_temperature: float = 0.7
+    default_max_tokens: int = 1024
+    default_top_p: float = 1.0
+    default_system_prompt: str = ""
+    # How often a streaming reply's partial text is written to its row, for readers in other
+    # processes and for a stopped reply. Live readers in this process see every token.
+    stream_checkpoint_sec: float = 1.0
+    # A turn waits at most this long for an earlier turn of its conversation to finish.
+    turn_order_wait_sec: float = 900.0
+    db_pool_max: int = 20
+    log_level: str = "INFO"
+    dbos_log_level: str = "WARNING"
+
+    @property
+    def uses_embedded_database(self) -> bool:
+        return self.database_url is None
+
+    @property
+    def uses_local_llm(self) -> bool:
+        return self.vllm_base_url is None
+
+    def redacted(self) -> dict[str, object]:
+        """Settings safe to log: passwords in URLs and the API key are masked."""
+        out: dict[str, object] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name in ("database_url", "vllm_base_url") and value:
+                value = redact_url(value)
+            if f.name == "llm_api_key":
+                value = "***" if value and value != "EMPTY" else value
+            out[f.name] = value
+        return out
+
+
+def redact_url(url: str) -> str:
+    """Mask the password of a URL so that it can appear in logs and error messages."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparseable URL>"
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)[1]
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+
+
+def _env_name(field_name: str) -> str:
+    return field_name.upper()
+
+
+# Extra names accepted for some settings, after the canonical one.
+_ALIASES = {
+    "llm_api_key": ("OPENAI_API_KEY",),
+    "host": ("GRADIO_SERVER_NAME",),
+}
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, env_file: Path | None = None
+) -> Settings:
+    """Build Settings from `environ` (default os.environ) over the `.env` file (default ./.env).
+
+    Empty values count as unset, so `VLLM_BASE_URL=` in .env means "use the local model".
+    """
+    environ = os.environ if environ is None else environ
+    env_file = PROJECT_ROOT / ".env" if env_file is None else env_file
+    file_values: dict[str, str | None] = {}
+    if env_file.is_file():
+        file_values = dotenv_values(env_file)
+
+    def lookup(name: str) -> str | None:
+        for source in (environ, file_values):
+            value = source.get(name)
+            if value is not None and value.strip() != "":
+                return value.strip()
+        return None
+
+    values: dict[str, object] = {}
+    defaults = Settings()
+    for f in fields(Settings):
+        raw = None
+        for name in (_env_name(f.name),) + _ALIASES.get(f.name, ()):
+            raw = lookup(name)
+            if raw is not None:
+                break
+        if raw is None:
+            continue
+        values[f.name] = _parse(f.name, raw, getattr(defaults, f.name))
+
+    settings = Settings(**values)  # type: ignore[arg-type]
+    if not settings.executor_id:
+        # Stable across restarts of the same process slot, distinct per port, so that two
+        # processes on one database never recover (steal) each other's turns.
+        settings = replace(settings, executor_id=f"{socket.gethostname()}-{settings.port}")
+    _validate(settings)
+    return settings
+
+
+def _parse(name: str, raw: str, default: object) -> object:
+    env = _env_name(name)
+    if name in ("database_url", "vllm_base_url", "llm_model", "llm_context_tokens"):
+        if name == "llm_context_tokens":
+            return _parse_int(env, raw, minimum=256)
+        return raw.rstrip("/") if name == "vllm_base_url" else raw
+    if isinstance(default, bool):
+        return raw.lower() in ("1", "true", "yes", "on")
+    if isinstance(default, int):
+        return _parse_int(env, raw, minimum=0)
+    if isinstance(default, float):
+        try:
+            value = float(raw)
+        except ValueError:
+            raise ConfigError(f"{env} must be a number, got {raw!r}") from None
+        if value < 0:
+            raise ConfigError(f"{env} must not be negative, got {raw!r}")
+        return value
+    if isinstance(default, Path):
+        return Path(raw).expanduser().resolve()
+    return raw
+
+
+def _parse_int(env: str, raw: str, minimum: int) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{env} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{env} must be at least {minimum}, got {value}")
+    return value
+
+
+def _validate(s: Settings) -> None:
+    if not 0 < s.port < 65536:
+        raise ConfigError(f"PORT must be between 1 and 65535, got {s.port}")
+    if s.database_url is not None:
+        scheme = urlsplit(s.database_url).scheme
+        if scheme not in ("postgres", "postgresql", "postgresql+psycopg"):
+            raise ConfigError(
+                f"DATABASE_URL must be a PostgreSQL URL (postgresql://user@host:5432/dbname), "
+                f"got scheme {scheme!r}; unset it to use the embedded database"
+            )
+    if s.vllm_base_url is not None:
+        parts = urlsplit(s.vllm_base_url)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ConfigError(
+                f"VLLM_BASE_URL must look like http://host:5000, got {s.vllm_base_url!r}; "
+                "unset it to use the local CPU model"
+            )
+    if s.llm_max_attempts < 1:
+        raise ConfigError("LLM_MAX_ATTEMPTS must be at least 1")
+    if s.llm_max_concurrency < 1:
+        raise ConfigError("LLM_MAX_CONCURRENCY must be at least 1")
+    if s.max_message_chars < 1:
+        raise ConfigError("MAX_MESSAGE_CHARS must be at least 1")
+    if s.stream_checkpoint_sec <= 0:
+        raise ConfigError("STREAM_CHECKPOINT_SEC must be greater than 0")
+
+
+def settings_field_names() -> list[str]:
+    """Environment variable names understood by load_settings, for the README and --help."""
+    return [_env_name(f.name) for f in fields(Settings)]
+
+
+__all__ = ["Settings", "ConfigError", "load_settings", "redact_url", "PROJECT_ROOT"]

@@ -1,0 +1,77 @@
+"""Errors the service API raises. Each maps to one HTTP status and carries a message that says
+what went wrong and what to do, so the REST API, the UI and notebooks can show it as is."""
+
+from __future__ import annotations
+
+
+class ChatError(Exception):
+    """Base class; `status` is the HTTP status the REST API answers with."""
+
+    status = 500
+    code = "internal_error"
+
+    def __init__(self, message: str, **details: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+    def to_json(self) -> dict[str, object]:
+        body: dict[str, object] = {"error": self.message, "code": self.code}
+        body.update({k: v for k, v in self.details.items() if v is not None})
+        return body
+
+
+class InvalidInput(ChatError):
+    status = 422
+    code = "invalid_input"
+
+
+class MalformedRequest(ChatError):
+    status = 400
+    code = "malformed_request"
+
+
+class PayloadTooLarge(ChatError):
+    status = 413
+    code = "payload_too_large"
+
+
+class NotFound(ChatError):
+    status = 404
+    code = "not_found"
+
+
+class Conflict(ChatError):
+    status = 409
+    code = "conflict"
+
+
+class TurnFailed(ChatError):
+    """The LLM could not produce a reply; the user message is saved and the turn can be retried."""
+
+    status = 502
+    code = "llm_failed"
+
+
+class TurnCancelled(ChatError):
+    status = 409
+    code = "turn_cancelled"
+
+
+class DatabaseUnavailable(ChatError):
+    status = 503
+    code = "database_unavailable"
+
+
+class LLMUnavailable(ChatError):
+    """The LLM server cannot be reached or answered 5xx: worth retrying."""
+
+    status = 503
+    code = "llm_unavailable"
+
+
+class LLMRejected(ChatError):
+    """The LLM server refused the request (4xx): retrying the same request will not help."""
+
+    status = 502
+    code = "llm_rejected"

@@ -1,0 +1,264 @@
+"""One client for every OpenAI-compatible server: vLLM on a GPU, the local llama.cpp model, or
+the test and benchmark stand-ins. Streaming only, through the official `openai` package.
+
+The client makes exactly one attempt per call and classifies what went wrong; retrying is the
+workflow's job (a DBOS step with backoff), so each attempt is visible and survives a crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Awaitable, Callable
+
+import openai
+from openai import AsyncOpenAI
+
+from .errors import LLMRejected, LLMUnavailable
+from .token_estimate import estimate_message_tokens
+
+log = logging.getLogger(__name__)
+
+# Called with each new piece of text; returns True to stop the generation early.
+DeltaCallback = Callable[[str], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    id: str
+    max_model_len: int | None
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: str
+    model: str
+    prompt_tokens: int
+    completion_tokens: int
+    tokens_estimated: bool
+    ttft_ms: float | None
+    latency_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def v1_url(base_url: str) -> str:
+    """The seed's VLLM_BASE_URL has no /v1 (http://localhost:5000); the client needs it."""
+    base = base_url.rstrip("/")
+    return base if base.endswith("/v1") else base + "/v1"
+
+
+class LLMClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        api_key: str = "EMPTY",
+        model: str | None = None,
+        connect_timeout_sec: float = 5.0,
+        read_timeout_sec: float = 120.0,
+        max_concurrency: int = 64,
+        fix_hint: str = "",
+        backend: str = "openai-compatible",
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.configured_model = model
+        self.backend = backend
+        self.fix_hint = fix_hint
+        self._client = AsyncOpenAI(
+            base_url=v1_url(base_url),
+            api_key=api_key,
+            max_retries=0,
+            timeout=openai.Timeout(read_timeout_sec, connect=connect_timeout_sec),
+        )
+        self._slots = asyncio.Semaphore(max_concurrency)
+        self._model: ModelInfo | None = None
+        self._model_lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    # -- models --------------------------------------------------------------------------------
+
+    async def list_models(self) -> list[ModelInfo]:
+        try:
+            page = await self._client.models.list()
+        except openai.APIError as exc:
+            raise self._classify(exc) from exc
+        models = []
+        for m in page.data:
+            extra = getattr(m, "model_extra", None) or {}
+            length = extra.get("max_model_len")
+            models.append(ModelInfo(m.id, int(length) if isinstance(length, int) else None))
+        return models
+
+    async def model_info(self, refresh: bool = False) -> ModelInfo:
+        """The model to use: LLM_MODEL if set, else the first the server lists. Cached until
+        a request says the model is gone (the server restarted with another one)."""
+        if self._model is not None and not refresh:
+            return self._model
+        async with self._model_lock:
+            if self._model is not None and not refresh:
+                return self._model
+            models = await self.list_models()
+            if not models:
+                raise LLMUnavailable(
+                    f"{self.base_url} lists no models at /v1/models yet; wait for it to finish "
+                    f"loading. {self.fix_hint}".strip()
+                )
+            if self.configured_model:
+                chosen = next((m for m in models if m.id == self.configured_model), None)
+                if chosen is None:
+                    raise LLMRejected(
+                        f"model {self.configured_model!r} (LLM_MODEL) is not served by "
+                        f"{self.base_url}; it serves {', '.join(m.id for m in models)}. Set "
+                        "LLM_MODEL to one of those, or unset it to use the first"
+                    )
+            else:
+                chosen = models[0]
+            if self._model is None or chosen != self._model:
+                log.info("LLM model: %s at %s (max_model_len=%s)", chosen.id, self.base_url,
+                         chosen.max_model_len)
+            self._model = chosen
+            return chosen
+
+    def current_model_id(self) -> str | None:
+        return self._model.id if self._model else self.configured_model
+
+    # -- chat ----------------------------------------------------------------------------------
+
+    async def stream_chat(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        temperature: float,
+        max_tokens: int,
+        top_p: float,
+        on_delta: DeltaCallback,
+    ) -> Completion:
+        """Stream one completion; `on_delta` sees each piece and may stop the generation, in
+        which case the text so far is returned with finish_reason "stopped"."""
+        model = await self.model_info()
+        async with self._slots:
+            started = time.perf_counter()
+            try:
+                return await self._stream(model, messages, temperature, max_tokens, top_p,
+                                          on_delta, started)
+            except openai.NotFoundError as exc:
+                if not self.configured_model:
+                    # The server may now serve another model: look again before the next attempt.
+                    self._model = None
+                raise self._classify(exc) from exc
+            except openai.APIError as exc:
+                raise self._classify(exc) from exc
+
+    async def _stream(
+        self,
+        model: ModelInfo,
+        messages: list[dict[str, str]],
+        temperature: float,
+        max_tokens: int,
+        top_p: float,
+        on_delta: DeltaCallback,
+        started: float,
+    ) -> Completion:
+        pieces: list[str] = []
+        chunks = 0
+        first_token_at: float | None = None
+        finish_reason: str | None = None
+        usage = None
+        served_model = model.id
+        stream = await self._client.chat.completions.create(
+            model=model.id,
+            messages=messages,  # type: ignore[arg-type]
+            temperature=temperature,
+            max_tokens=max_tokens,
+            top_p=top_p,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+        async with stream:
+            async for chunk in stream:
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                if chunk.model:
+                    served_model = chunk.model
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                delta = choice.delta.content if choice.delta else None
+                if delta:
+                    if first_token_at is None:
+                        first_token_at = time.perf_counter()
+                    pieces.append(delta)
+                    chunks += 1
+                    if await on_delta(delta):
+                        finish_reason = "stopped"
+                        break
+                if choice.finish_reason:
+                    finish_reason = choice.finish_reason
+        if finish_reason is None:
+            raise LLMUnavailable(
+                f"{self.base_url} closed the stream before the reply finished "
+                f"(after {chunks} chunks); the turn will retry"
+            )
+        text = "".join(pieces)
+        ended = time.perf_counter()
+        if usage is not None and finish_reason != "stopped":
+            prompt_tokens, completion_tokens, estimated = (
+                usage.prompt_tokens, usage.completion_tokens, False)
+        else:
+            # No usage from the server (llama.cpp streams none) or cut short: one streamed chunk
+            # is one token on vLLM and llama.cpp; the prompt is estimated (token_estimate.py).
+            prompt_tokens, completion_tokens, estimated = (
+                estimate_message_tokens(messages), chunks, True)
+        return Completion(
+            text=text,
+            finish_reason=finish_reason,
+            model=served_model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            tokens_estimated=estimated,
+            ttft_ms=None if first_token_at is None else (first_token_at - started) * 1000.0,
+            latency_ms=(ended - started) * 1000.0,
+        )
+
+    # -- errors --------------------------------------------------------------------------------
+
+    def _classify(self, exc: openai.APIError) -> LLMUnavailable | LLMRejected:
+        """Transient (retry): no connection, timeout, 5xx, 429. Permanent: other 4xx."""
+        where = f"{self.backend} server at {self.base_url}"
+        hint = f" {self.fix_hint}" if self.fix_hint else ""
+        if isinstance(exc, openai.APITimeoutError):
+            return LLMUnavailable(f"{where} did not answer in time (timeout).{hint}")
+        if isinstance(exc, openai.APIConnectionError):
+            cause = exc.__cause__
+            reason = "refused the connection" if "refused" in str(cause).lower() else (
+                f"could not be reached ({type(cause).__name__ if cause else 'connection error'})")
+            return LLMUnavailable(f"{where} {reason}.{hint}")
+        if isinstance(exc, openai.APIStatusError):
+            status = exc.status_code
+            detail = _error_detail(exc)
+            if status >= 500 or status == 429:
+                return LLMUnavailable(f"{where} answered {status}: {detail}")
+            if status == 404:
+                return LLMRejected(
+                    f"{where} answered 404: {detail}. The model may have changed; check "
+                    "/v1/models and LLM_MODEL"
+                )
+            return LLMRejected(f"{where} rejected the request ({status}): {detail}")
+        return LLMUnavailable(f"{where} failed: {exc}.{hint}")
+
+
+def _error_detail(exc: openai.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            return str(err.get("message") or err)[:500]
+        return str(err)[:500]
+    return (exc.message or "")[:500]

@@ -1,0 +1,142 @@
+"""Start and stop everything one app process needs, in dependency order:
+
+    database (embedded or DATABASE_URL) -> migrations -> pool -> LLM (local or VLLM_BASE_URL)
+    -> workflow bindings -> DBOS.launch() (recovers this executor's unfinished turns)
+
+`start()` must run on the event loop that will serve requests: DBOS submits every workflow,
+recovered ones included, to the loop that was running when it launched, and the pool and the
+live-progress hub belong to that loop too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+from typing import Any
+
+from dbos import DBOS
+
+from .chat_store import ChatStore
+from .config import Settings, redact_url
+from .database import Database, ensure_database_exists, sqlalchemy_url
+from .embedded_postgres import EmbeddedPostgres, start_embedded_postgres
+from .llm_client import LLMClient
+from .local_llm import CONTEXT_TOKENS, MODEL_ALIAS, LocalLLMServer, start_local_llm
+from .migrations import apply_migrations
+from .service import ChatService
+from .turn_progress import TurnHub
+from . import turn_workflow
+
+log = logging.getLogger(__name__)
+
+APP_NAME = "durable-chat"
+
+
+class ChatRuntime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.embedded: EmbeddedPostgres | None = None
+        self.local_llm: LocalLLMServer | None = None
+        self.db: Database | None = None
+        self.llm: LLMClient | None = None
+        self.service: ChatService | None = None
+        self.database_url: str = ""
+        self._dbos_launched = False
+
+    async def start(self) -> ChatService:
+        try:
+            return await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> ChatService:
+        s = self.settings
+        if s.database_url is None:
+            self.embedded = await asyncio.to_thread(start_embedded_postgres, s.data_dir)
+            self.database_url = self.embedded.url
+        else:
+            self.database_url = s.database_url
+        await ensure_database_exists(self.database_url)
+        applied = await apply_migrations(self.database_url)
+        if applied:
+            log.info("applied migrations: %s", ", ".join(applied))
+        self.db = Database(self.database_url, max_size=s.db_pool_max)
+        await self.db.open()
+
+        self.llm, backend = await self._start_llm()
+        s = self.settings
+        store = ChatStore(self.db)
+        hub = TurnHub()
+        turn_workflow.bind(turn_workflow.TurnDeps(settings=s, store=store, llm=self.llm, hub=hub))
+        self.service = ChatService(s, store, self.llm, hub, backend)
+
+        DBOS(config={
+            "name": APP_NAME,
+            # One database for the app's tables (schema public) and DBOS's (schema dbos): one
+            # thing to back up, and notebooks can join turns with their workflow records.
+            "system_database_url": sqlalchemy_url(self.database_url),
+            "application_version": s.app_version,
+            "executor_id": s.executor_id,
+            "log_level": s.dbos_log_level,
+        })
+        DBOS.launch()
+        self._dbos_launched = True
+        # DBOS 3.4 keeps the previous instance's executor as this loop's default after a
+        # relaunch in one process (tests do that); any async DBOS call resets it.
+        await DBOS.list_workflows_async(limit=1, load_input=False, load_output=False)
+        log.info("DBOS launched: executor %s, version %s, database %s", s.executor_id,
+                 s.app_version, redact_url(self.database_url))
+        return self.service
+
+    async def _start_llm(self) -> tuple[LLMClient, dict[str, Any]]:
+        s = self.settings
+        if s.vllm_base_url is not None:
+            base_url = s.vllm_base_url
+            backend = {"kind": "vllm", "base_url": base_url}
+            hint = (f"Start the server with scripts/start_vllm.sh, or unset VLLM_BASE_URL to use "
+                    f"the local CPU model")
+            context = s.llm_context_tokens
+        else:
+            self.local_llm = await asyncio.to_thread(start_local_llm, s.data_dir)
+            base_url = self.local_llm.base_url
+            backend = {"kind": "local", "base_url": base_url, "log": str(self.local_llm.log_path)}
+            hint = (f"The local model server is not answering; see {self.local_llm.log_path} and "
+                    "restart the app")
+            context = s.llm_context_tokens or CONTEXT_TOKENS
+        if context != s.llm_context_tokens:
+            self.settings = replace(s, llm_context_tokens=context)
+        client = LLMClient(
+            base_url, api_key=s.llm_api_key,
+            model=s.llm_model or (MODEL_ALIAS if self.local_llm else None),
+            connect_timeout_sec=s.llm_connect_timeout_sec, read_timeout_sec=s.llm_read_timeout_sec,
+            max_concurrency=s.llm_max_concurrency, fix_hint=hint,
+            backend="vLLM" if backend["kind"] == "vllm" else "local llama.cpp")
+        try:
+            info = await client.model_info()
+            backend["model"] = info.id
+            log.info("LLM backend: %s at %s, model %s", backend["kind"], base_url, info.id)
+        except Exception as exc:  # the app still starts; turns retry and then record the error
+            log.warning("LLM server not ready yet: %s", getattr(exc, "message", exc))
+        return client, backend
+
+    async def stop(self, grace_sec: float = 5.0) -> None:
+        """Stop accepting work; turns still running stay PENDING in PostgreSQL and resume when
+        the app starts again."""
+        if self._dbos_launched:
+            self._dbos_launched = False
+            await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=grace_sec)
+        turn_workflow.bind(None)
+        if self.llm is not None:
+            await self.llm.close()
+            self.llm = None
+        if self.db is not None:
+            await self.db.close()
+            self.db = None
+        if self.local_llm is not None:
+            await asyncio.to_thread(self.local_llm.stop)
+            self.local_llm = None
+        if self.embedded is not None:
+            await asyncio.to_thread(self.embedded.stop)
+            self.embedded = None

@@ -1,0 +1,134 @@
+"""Live progress of the turns generating in this process, for streaming to clients.
+
+Tokens go from the LLM step to every watcher through memory, never through the database, so
+streaming costs nothing per token. The database holds a checkpoint of the partial text every
+STREAM_CHECKPOINT_SEC for readers in other processes (service.watch_turn falls back to it).
+Everything here runs on the one event loop that runs the workflows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import AsyncIterator
+
+TERMINAL = frozenset({"complete", "stopped", "error", "cancelled"})
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    turn_id: str
+    reply_id: str
+    status: str
+    text: str
+    # Bumped when a failed attempt is retried and the text starts over.
+    attempt: int
+    error: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+class TurnProgress:
+    def __init__(self, turn_id: str, reply_id: str) -> None:
+        self.turn_id = turn_id
+        self.reply_id = reply_id
+        self.status = "pending"
+        self.error: str | None = None
+        self.attempt = 0
+        self.stop_event = asyncio.Event()
+        self._pieces: list[str] = []
+        self._text = ""
+        self._text_valid = True
+        self._changed = asyncio.Event()
+
+    @property
+    def text(self) -> str:
+        if not self._text_valid:
+            self._text = "".join(self._pieces)
+            self._text_valid = True
+        return self._text
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot(self.turn_id, self.reply_id, self.status, self.text, self.attempt,
+                        self.error)
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def start_attempt(self) -> None:
+        if self._pieces or self.attempt > 0 or self.status != "pending":
+            self.attempt += 1
+        self._pieces.clear()
+        self._text, self._text_valid = "", True
+        self.status = "streaming"
+        self._notify()
+
+    def append(self, delta: str) -> None:
+        self._pieces.append(delta)
+        self._text_valid = False
+        self._notify()
+
+    def finish(self, status: str, text: str, error: str | None = None) -> None:
+        self.status = status
+        self.error = error
+        self._pieces = [text]
+        self._text, self._text_valid = text, True
+        self._notify()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self.stop_event.is_set()
+
+    @property
+    def chunks(self) -> int:
+        return len(self._pieces)
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+
+    async def watch(self) -> AsyncIterator[Snapshot]:
+        """Yield a snapshot now and after every change, coalescing changes that arrive while
+        the consumer is busy; ends after the final state."""
+        while True:
+            changed = self._changed
+            snap = self.snapshot()
+            yield snap
+            if snap.finished:
+                return
+            await changed.wait()
+
+
+class TurnHub:
+    """Registry of the turns in flight in this process."""
+
+    def __init__(self, keep_finished_sec: float = 30.0) -> None:
+        self._turns: dict[str, TurnProgress] = {}
+        self._keep_finished_sec = keep_finished_sec
+
+    def track(self, turn_id: str, reply_id: str) -> TurnProgress:
+        progress = self._turns.get(turn_id)
+        if progress is None:
+            progress = self._turns[turn_id] = TurnProgress(turn_id, reply_id)
+        return progress
+
+    def get(self, turn_id: str) -> TurnProgress | None:
+        return self._turns.get(turn_id)
+
+    def finish(self, turn_id: str, status: str, text: str, error: str | None = None) -> None:
+        progress = self._turns.get(turn_id)
+        if progress is None:
+            return
+        progress.finish(status, text, error)
+        # Late watchers (a page reloaded just now) still find the final state for a while.
+        asyncio.get_running_loop().call_later(
+            self._keep_finished_sec, self._forget, turn_id, progress)
+
+    def _forget(self, turn_id: str, progress: TurnProgress) -> None:
+        if self._turns.get(turn_id) is progress:
+            del self._turns[turn_id]
+
+    def __len__(self) -> int:
+        return len(self._turns)

@@ -1,0 +1,367 @@
+"""A chat turn as a DBOS workflow: the seed's four steps, each checkpointed in PostgreSQL.
+
+    1. save_user_message  - the message takes the conversation's next position (seq), and its
+                            reply placeholder is created, in one transaction
+    2. read_history       - once every earlier turn of the conversation has finished, the newest
+                            turns that fit the model's context window
+    3. call_llm           - stream the reply, retried with backoff while the server is away
+    4. save_reply         - the final text, tokens, latencies and parameters, or the error
+
+The seed reads history before saving the message; here the message is saved first, because its
+position is what defines "earlier turns" when two messages arrive at once. Rows are keyed by ids
+derived from the workflow id, so a step that re-runs after a crash writes nothing twice, and a
+request repeated with the same workflow id (Idempotency-Key) returns the first run's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from dbos import DBOS
+from dbos._error import DBOSMaxStepRetriesExceeded, DBOSWorkflowCancelledError
+
+from .chat_store import ChatStore, derive_id, public_message
+from .config import Settings
+from .context_window import DEFAULT_CONTEXT_TOKENS, fit_prompt
+from .fault_injection import crash_point
+from .errors import ChatError, LLMRejected, LLMUnavailable, TurnFailed
+from .llm_client import Completion, LLMClient
+from .token_estimate import BYTES_PER_TOKEN, estimate_message_tokens
+from .turn_progress import TurnHub
+
+log = logging.getLogger(__name__)
+
+WORKFLOW_NAME = "chat_turn"
+STEP_NAMES = ("save_user_message", "read_history", "call_llm", "save_reply")
+_TERMINAL_WORKFLOW_STATES = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
+
+
+@dataclass
+class TurnDeps:
+    settings: Settings
+    store: ChatStore
+    llm: LLMClient
+    hub: TurnHub
+
+
+_deps: TurnDeps | None = None
+
+
+def bind(deps: TurnDeps | None) -> None:
+    """Workflows are module-level functions (DBOS registers them by name), so the objects they
+    use are bound here once at start-up, before DBOS.launch() recovers any turn."""
+    global _deps
+    _deps = deps
+
+
+def _d() -> TurnDeps:
+    if _deps is None:
+        raise RuntimeError("turn workflow used before chat_core.runtime started")
+    return _deps
+
+
+def reply_id_for(workflow_id: str) -> uuid.UUID:
+    return derive_id(workflow_id, "reply")
+
+
+def user_message_id_for(workflow_id: str) -> uuid.UUID:
+    return derive_id(workflow_id, "user")
+
+
+# -- the workflow ------------------------------------------------------------------------------
+
+
+@DBOS.workflow(name=WORKFLOW_NAME)
+async def chat_turn(request: dict[str, Any]) -> dict[str, Any]:
+    """request: conversation_id, and either content (a new message) or user_message_id (answer
+    an existing one again), and params (temperature, max_tokens, top_p, system_prompt)."""
+    turn_id = DBOS.workflow_id
+    assert turn_id is not None
+    try:
+        return await _run_turn(turn_id, request)
+    except DBOSWorkflowCancelledError:
+        await _close_cancelled(turn_id)
+        raise
+    except BaseException as exc:
+        # Watchers in this process must not wait for a reply that will not come.
+        _d().hub.finish(turn_id, "error", "", _message(exc))
+        raise
+
+
+async def _run_turn(turn_id: str, request: dict[str, Any]) -> dict[str, Any]:
+    saved = await save_user_message(request)
+    prompt = await read_history(saved, request["params"])
+    try:
+        completion: dict[str, Any] = await DBOS.run_step_async(
+            _llm_step_options(), call_llm, turn_id, saved, prompt, request["params"]
+        )
+        outcome = {"status": "stopped" if completion["finish_reason"] == "stopped" else "complete",
+                   **completion}
+    except DBOSMaxStepRetriesExceeded as exc:
+        last = exc.errors[-1] if exc.errors else exc
+        outcome = {"status": "error", "error": f"{_message(last)} (gave up after "
+                   f"{exc.max_retries} attempts; retry the turn once the server is back)"}
+    except ChatError as exc:
+        outcome = {"status": "error", "error": exc.message}
+    result = await save_reply(saved, outcome, prompt, request["params"])
+    if outcome["status"] == "error":
+        raise TurnFailed(outcome["error"])
+    return result
+
+
+async def _close_cancelled(turn_id: str) -> None:
+    """A cancelled turn (Workflows tab, DBOS CLI) gets no save_reply step: close its reply."""
+    d = _d()
+    message = "the turn was cancelled"
+    d.hub.finish(turn_id, "cancelled", (d.hub.get(turn_id) or _EMPTY).text, message)
+    try:
+        await d.store.mark_interrupted([reply_id_for(turn_id)], "cancelled", message)
+    except ChatError:
+        log.warning("could not mark the reply of cancelled turn %s", turn_id)
+
+
+class _Empty:
+    text = ""
+
+
+_EMPTY = _Empty()
+
+
+def _message(exc: BaseException) -> str:
+    return exc.message if isinstance(exc, ChatError) else str(exc)
+
+
+def _llm_step_options() -> dict[str, Any]:
+    s = _d().settings
+    return {
+        "name": "call_llm",
+        "retries_allowed": True,
+        "max_attempts": s.llm_max_attempts,
+        "interval_seconds": s.llm_retry_interval_sec,
+        "backoff_rate": s.llm_retry_backoff,
+        # A refused request (bad model, too long) fails the same way every time.
+        "should_retry": lambda exc: not isinstance(exc, LLMRejected),
+        # Cancelling the workflow (Workflows tab, DBOS CLI) interrupts the stream at once.
+        "preemptible": True,
+    }
+
+
+# -- step 1 ------------------------------------------------------------------------------------
+
+
+@DBOS.step(name="save_user_message")
+async def save_user_message(request: dict[str, Any]) -> dict[str, Any]:
+    d = _d()
+    turn_id = DBOS.workflow_id
+    assert turn_id is not None
+    conversation_id = uuid.UUID(request["conversation_id"])
+    reply_id = reply_id_for(turn_id)
+    if request.get("content") is not None:
+        user, reply = await d.store.save_user_turn(
+            conversation_id, turn_id, uuid.UUID(request["user_message_id"]), reply_id,
+            request["content"],
+        )
+    else:
+        user = await d.store.get_message(uuid.UUID(request["user_message_id"]))
+        if user is None or user["role"] != "user":
+            raise TurnFailed(f"message {request['user_message_id']} no longer exists")
+        reply = await d.store.ensure_reply(user, reply_id, turn_id)
+    crash_point("save_user_message:committed")
+    d.hub.track(turn_id, str(reply["id"]))
+    return {"user_message": public_message(user), "reply_id": str(reply["id"])}
+
+
+# -- step 2 ------------------------------------------------------------------------------------
+
+
+@DBOS.step(name="read_history")
+async def read_history(saved: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+    d = _d()
+    user = saved["user_message"]
+    conversation_id = uuid.UUID(user["conversation_id"])
+    await _wait_for_earlier_turns(conversation_id, user["seq"], DBOS.workflow_id or "")
+    context_tokens = await _context_tokens()
+    rows = await d.store.history(conversation_id, user["seq"],
+                                 max_chars=context_tokens * BYTES_PER_TOKEN)
+    # The newest message of a retried turn is itself; make sure it ends the history.
+    history = [{"role": r["role"], "content": r["content"]} for r in rows]
+    if not history or history[-1]["role"] != "user":
+        history.append({"role": "user", "content": user["content"]})
+    fitted = fit_prompt(history, system_prompt=params.get("system_prompt") or "",
+                        context_tokens=context_tokens, max_tokens=int(params["max_tokens"]))
+    crash_point("read_history:done")
+    return fitted.to_dict()
+
+
+async def _context_tokens() -> int:
+    d = _d()
+    if d.settings.llm_context_tokens:
+        return d.settings.llm_context_tokens
+    try:
+        info = await d.llm.model_info()
+    except ChatError:
+        # The LLM step will report the outage; fit to the fallback meanwhile.
+        return DEFAULT_CONTEXT_TOKENS
+    return info.max_model_len or DEFAULT_CONTEXT_TOKENS
+
+
+async def _wait_for_earlier_turns(conversation_id: uuid.UUID, seq: int, turn_id: str) -> None:
+    """Turns of one conversation answer in order: wait until every earlier reply is final.
+    A reply whose workflow ended without finishing it (cancelled from outside) is closed here,
+    so one dead turn cannot block the conversation."""
+    d = _d()
+    deadline = time.monotonic() + d.settings.turn_order_wait_sec
+    delay = 0.005
+    next_status_check = time.monotonic() + 1.0
+    while True:
+        waiting = await d.store.earlier_in_flight(conversation_id, seq, turn_id)
+        if not waiting:
+            return
+        now = time.monotonic()
+        if now >= next_status_check:
+            next_status_check = now + 2.0
+            dead = []
+            for row in waiting:
+                status = await DBOS.get_workflow_status_async(row["workflow_id"])
+                if status is None or status.status in _TERMINAL_WORKFLOW_STATES:
+                    dead.append(row["id"])
+            if dead:
+                await d.store.mark_interrupted(
+                    dead, "cancelled", "the turn's workflow ended before its reply was finished")
+                continue
+        if now >= deadline:
+            raise TurnFailed(
+                f"an earlier turn of this conversation (workflow {waiting[0]['workflow_id']}) "
+                f"has not finished after {d.settings.turn_order_wait_sec:.0f} s; cancel or "
+                "resume it in the Workflows tab, then retry this turn"
+            )
+        local = d.hub.get(waiting[0]["workflow_id"])
+        if local is not None:
+            # Same process: wake as soon as that turn finishes instead of polling.
+            try:
+                async with asyncio.timeout(0.5):
+                    async for snap in local.watch():
+                        if snap.finished:
+                            break
+            except TimeoutError:
+                pass
+        else:
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)
+
+
+# -- step 3 ------------------------------------------------------------------------------------
+
+
+async def call_llm(
+    turn_id: str, saved: dict[str, Any], prompt: dict[str, Any], params: dict[str, Any]
+) -> dict[str, Any]:
+    """Stream the reply into the live progress of this turn, checkpointing the partial text so
+    other processes can show it and a stop survives a crash. Raises LLMUnavailable (retried) or
+    LLMRejected (not retried)."""
+    d = _d()
+    reply_id = uuid.UUID(saved["reply_id"])
+    progress = d.hub.track(turn_id, saved["reply_id"])
+    state = await d.store.reply_state(reply_id)
+    if state is None:
+        # A forked turn answers the message of its parent with a reply of its own.
+        user = await d.store.get_message(uuid.UUID(saved["user_message"]["id"]))
+        if user is None:
+            raise LLMRejected("the message this turn answers was deleted")
+        state = await d.store.ensure_reply(user, reply_id, turn_id)
+    if state["stop_requested"]:
+        # Stopped before a crash: keep what was checkpointed, do not generate again.
+        return _stopped(state["content"], prompt, 0, None, 0.0)
+
+    progress.start_attempt()
+    started = time.perf_counter()
+    first_token: list[float] = []
+    last_checkpoint = time.monotonic()
+    interval = d.settings.stream_checkpoint_sec
+
+    async def on_delta(delta: str) -> bool:
+        nonlocal last_checkpoint
+        if not first_token:
+            first_token.append(time.perf_counter())
+        progress.append(delta)
+        if progress.chunks == 2:
+            crash_point("call_llm:streaming")
+        if progress.stop_requested:
+            return True
+        if time.monotonic() - last_checkpoint >= interval:
+            last_checkpoint = time.monotonic()
+            if await d.store.checkpoint_partial(reply_id, progress.text):
+                progress.request_stop()
+                return True
+        return False
+
+    generation = asyncio.ensure_future(d.llm.stream_chat(
+        prompt["messages"], temperature=float(params["temperature"]),
+        max_tokens=int(prompt["max_tokens"]), top_p=float(params["top_p"]), on_delta=on_delta))
+    stop_watch = asyncio.ensure_future(progress.stop_event.wait())
+    try:
+        done, _ = await asyncio.wait({generation, stop_watch},
+                                     return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop_watch.cancel()
+        if not generation.done():
+            generation.cancel()
+    if generation in done:
+        return generation.result().to_dict()
+    # Stopped while waiting for a token: the generation was cancelled, keep the text so far.
+    try:
+        await generation
+    except (asyncio.CancelledError, ChatError):
+        pass
+    ttft = (first_token[0] - started) * 1000.0 if first_token else None
+    return _stopped(progress.text, prompt, progress.chunks, ttft,
+                    (time.perf_counter() - started) * 1000.0)
+
+
+def _stopped(text: str, prompt: dict[str, Any], chunks: int, ttft_ms: float | None,
+             latency_ms: float) -> dict[str, Any]:
+    return Completion(
+        text=text, finish_reason="stopped", model=_d().llm.current_model_id() or "",
+        prompt_tokens=estimate_message_tokens(prompt["messages"]), completion_tokens=chunks,
+        tokens_estimated=True, ttft_ms=ttft_ms, latency_ms=latency_ms,
+    ).to_dict()
+
+
+# -- step 4 ------------------------------------------------------------------------------------
+
+
+@DBOS.step(name="save_reply")
+async def save_reply(
+    saved: dict[str, Any], outcome: dict[str, Any], prompt: dict[str, Any],
+    params: dict[str, Any],
+) -> dict[str, Any]:
+    d = _d()
+    reply_id = uuid.UUID(saved["reply_id"])
+    recorded_params = {**params, "max_tokens_sent": prompt.get("max_tokens"),
+                       "context_tokens": prompt.get("context_tokens"),
+                       "dropped_messages": prompt.get("dropped_messages")}
+    if outcome["status"] == "error":
+        row = await d.store.finish_reply(
+            reply_id, status="error", error=outcome["error"], content="",
+            params=recorded_params)
+    else:
+        row = await d.store.finish_reply(
+            reply_id, status=outcome["status"], content=outcome["text"], error=None,
+            model=outcome["model"], prompt_tokens=outcome["prompt_tokens"],
+            completion_tokens=outcome["completion_tokens"],
+            tokens_estimated=outcome["tokens_estimated"], ttft_ms=outcome["ttft_ms"],
+            latency_ms=outcome["latency_ms"], finish_reason=outcome["finish_reason"],
+            params=recorded_params)
+    crash_point("save_reply:committed")
+    reply = public_message(row)
+    d.hub.finish(DBOS.workflow_id or "", reply["status"], reply["content"], reply["error"])
+    return {"user_message": saved["user_message"], "assistant_message": reply}
+
+
+__all__ = ["chat_turn", "bind", "TurnDeps", "WORKFLOW_NAME", "STEP_NAMES", "reply_id_for",
+           "user_message_id_for", "LLMUnavailable"]

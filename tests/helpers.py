@@ -1,0 +1,196 @@
+"""Test harness: real PostgreSQL databases, the real app in-process or as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Coroutine, TypeVar
+
+import httpx
+import psycopg
+import uvicorn
+
+from chat_core.config import Settings, load_settings
+from chat_core.runtime import ChatRuntime
+from chat_core.service import ChatService
+from chat_core.ui import build_ui
+from chat_core.web_app import build_web_app
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+NO_ENV_FILE = ROOT / "tests" / "no-such.env"
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def create_database(prefix: str = "chat_test") -> str:
+    name = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def query(url: str, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        return conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
+
+
+def base_env(database_url: str, llm_url: str, tmp: Path, **extra: str) -> dict[str, str]:
+    """Environment of an app under test: fast LLM retries, its own data dir and executor."""
+    env = {
+        "DATABASE_URL": database_url,
+        "VLLM_BASE_URL": llm_url,
+        "PORT": str(free_port()),
+        "DATA_DIR": str(tmp),
+        "EXECUTOR_ID": f"test-{uuid.uuid4().hex[:8]}",
+        "LLM_MAX_ATTEMPTS": "3",
+        "LLM_RETRY_INTERVAL_SEC": "0.2",
+        "LLM_RETRY_BACKOFF": "1.5",
+        "LLM_READ_TIMEOUT_SEC": "20",
+        "STREAM_CHECKPOINT_SEC": "0.2",
+        "LOG_LEVEL": "WARNING",
+    }
+    env.update(extra)
+    return env
+
+
+class InProcessApp:
+    """The whole app (runtime, REST API, UI) served by uvicorn on a thread with its own event
+    loop, as app.py runs it. `call()` runs a service coroutine on that loop."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.settings: Settings = load_settings(env, env_file=NO_ENV_FILE)
+        self.url = f"http://127.0.0.1:{self.settings.port}"
+        self.runtime: ChatRuntime | None = None
+        self.service: ChatService | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+
+    def start(self, timeout: float = 60) -> "InProcessApp":
+        self._thread = threading.Thread(target=self._run, daemon=True, name="app-under-test")
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("app did not start in time")
+        if self._error is not None:
+            raise self._error
+        return self
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as exc:  # surfaced by start()
+            self._error = exc
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.runtime = ChatRuntime(self.settings)
+        self.service = await self.runtime.start()
+        try:
+            app = build_web_app(self.service, build_ui(self.service))
+            self._server = uvicorn.Server(uvicorn.Config(
+                app, host="127.0.0.1", port=self.settings.port, log_level="warning",
+                lifespan="on", timeout_graceful_shutdown=1))
+            self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            serving = asyncio.ensure_future(self._server.serve())
+            while not self._server.started and not serving.done():
+                await asyncio.sleep(0.01)
+            self._ready.set()
+            await serving
+        finally:
+            await self.runtime.stop()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+        assert self.loop is not None
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(30)
+
+    def client(self, timeout: float = 60) -> httpx.Client:
+        return httpx.Client(base_url=self.url, timeout=timeout)
+
+
+class AppProcess:
+    """app.py as a child process, for tests that kill it with -9 and start it again."""
+
+    def __init__(self, env: dict[str, str], log_path: Path) -> None:
+        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.url = f"http://127.0.0.1:{env['PORT']}"
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 60) -> "AppProcess":
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=self.env,
+                                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"app exited with {self.proc.returncode}:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code in (200, 503):
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"app did not answer within {timeout} s:\n{self.log()}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> int | None:
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+
+def wait_until(predicate: Any, timeout: float = 30, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout} s")
+        time.sleep(interval)

@@ -1,0 +1,136 @@
+"""Crash recovery for real: app.py as a subprocess, killed with -9 during the LLM call and at
+each step boundary, then started again. The tables must hold the user message once and exactly
+one reply that answers it."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from chat_core.emulated_llm import EmulatedLLM
+from tests.helpers import AppProcess, base_env, query, wait_until
+
+
+def _turn_rows(url: str, cid: str) -> list[tuple]:
+    return query(url, "SELECT role, content, status FROM messages WHERE conversation_id = %s"
+                 " ORDER BY seq, role DESC, created_at", (cid,))
+
+
+def _finished(url: str, cid: str) -> list[tuple] | None:
+    rows = _turn_rows(url, cid)
+    if rows and all(r[2] not in ("pending", "streaming") for r in rows):
+        return rows
+    return None
+
+
+def _unfinished_workflows(url: str) -> int:
+    return query(url, "SELECT count(*) FROM dbos.workflow_status WHERE status IN"
+                 " ('PENDING', 'ENQUEUED')")[0][0]
+
+
+def _assert_one_answered_turn(url: str, cid: str, text: str) -> None:
+    wait_until(lambda: _unfinished_workflows(url) == 0, timeout=60)
+    rows = _finished(url, cid)
+    assert rows is not None, _turn_rows(url, cid)
+    assert len(rows) == 2, rows
+    (role_u, content_u, _), (role_a, content_a, status_a) = rows
+    assert (role_u, content_u) == ("user", text)
+    assert role_a == "assistant" and status_a == "complete"
+    assert content_a.startswith(f"Reply to [{text}]")
+
+
+def _send_in_background(url: str, cid: str, text: str, key: str) -> threading.Thread:
+    def post() -> None:
+        try:
+            httpx.post(f"{url}/api/conversations/{cid}/messages", json={"content": text},
+                       headers={"Idempotency-Key": key}, timeout=60)
+        except httpx.HTTPError:
+            pass  # the app dies under this request
+
+    thread = threading.Thread(target=post, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.fixture()
+def app_env(database_url: str, llm: EmulatedLLM, tmp_path: Path) -> dict[str, str]:
+    return base_env(database_url, llm.base_url, tmp_path,
+                    CHAT_FAULT_FILE=str(tmp_path / "fault"), EXECUTOR_ID="crash-test")
+
+
+def test_kill_9_while_the_llm_is_generating(app_env: dict[str, str], llm: EmulatedLLM,
+                                            database_url: str, tmp_path: Path) -> None:
+    app = AppProcess(app_env, tmp_path / "app.log").start()
+    try:
+        cid = httpx.post(f"{app.url}/api/conversations").json()["id"]
+        llm.script({"action": "hang"})
+        sender = _send_in_background(app.url, cid, "survive the crash", "k1")
+        wait_until(lambda: len(llm.requests) == 1)
+        assert _turn_rows(database_url, cid)[0][:2] == ("user", "survive the crash")
+        app.kill9()
+        sender.join(10)
+        llm.release()
+        app.start()  # recovers the turn by itself
+        _assert_one_answered_turn(database_url, cid, "survive the crash")
+        # The client retries its request after the crash: the same turn comes back.
+        again = httpx.post(f"{app.url}/api/conversations/{cid}/messages",
+                           json={"content": "survive the crash"},
+                           headers={"Idempotency-Key": "k1"}, timeout=30)
+        assert again.status_code == 200
+        assert again.json()["assistant_message"]["content"].startswith(
+            "Reply to [survive the crash]")
+        _assert_one_answered_turn(database_url, cid, "survive the crash")
+        assert llm.user_messages_seen() == ["survive the crash"] * 2  # hung call, then re-run
+    finally:
+        app.stop()
+
+
+@pytest.mark.parametrize("point,llm_calls", [
+    ("save_user_message:committed", 1),
+    ("read_history:done", 1),
+    ("call_llm:streaming", 2),
+    ("save_reply:committed", 1),
+])
+def test_kill_9_at_each_step_boundary(app_env: dict[str, str], llm: EmulatedLLM,
+                                      database_url: str, tmp_path: Path, point: str,
+                                      llm_calls: int) -> None:
+    llm.settings.reply_tokens = 6
+    llm.settings.tpot_ms = 10
+    app = AppProcess(app_env, tmp_path / "app.log").start()
+    try:
+        cid = httpx.post(f"{app.url}/api/conversations").json()["id"]
+        Path(app_env["CHAT_FAULT_FILE"]).write_text(point)
+        text = f"crash at {point}"
+        key = str(uuid.uuid4())
+        sender = _send_in_background(app.url, cid, text, key)
+        assert app.wait_exit(30) == 137, app.log()
+        sender.join(10)
+        app.start()
+        _assert_one_answered_turn(database_url, cid, text)
+        assert llm.user_messages_seen() == [text] * llm_calls
+        again = httpx.post(f"{app.url}/api/conversations/{cid}/messages", json={"content": text},
+                           headers={"Idempotency-Key": key}, timeout=30)
+        assert again.status_code == 200, again.text
+        _assert_one_answered_turn(database_url, cid, text)
+    finally:
+        app.stop()
+
+
+def test_sigterm_stops_cleanly_and_the_turn_resumes(app_env: dict[str, str], llm: EmulatedLLM,
+                                                    database_url: str, tmp_path: Path) -> None:
+    app = AppProcess(app_env, tmp_path / "app.log").start()
+    try:
+        cid = httpx.post(f"{app.url}/api/conversations").json()["id"]
+        llm.script({"action": "hang"})
+        _send_in_background(app.url, cid, "graceful", "k2")
+        wait_until(lambda: len(llm.requests) == 1)
+        assert app.stop() == 0, app.log()
+        llm.release()
+        app.start()
+        _assert_one_answered_turn(database_url, cid, "graceful")
+    finally:
+        app.stop()

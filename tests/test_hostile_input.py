@@ -1,0 +1,133 @@
+"""Every endpoint against malformed and hostile input: a 4xx with a JSON error that says what
+is wrong, never a 500, and nothing stored."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from tests.helpers import InProcessApp, query
+
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def conv(app: InProcessApp) -> str:
+    with app.client() as http:
+        return str(http.post("/api/conversations").json()["id"])
+
+
+def _message_count(app: InProcessApp) -> int:
+    return query(app.settings.database_url or "", "SELECT count(*) FROM messages")[0][0]
+
+
+BAD_MESSAGE_BODIES = [
+    # (raw body, headers, expected status, words the error must contain)
+    (b"", JSON, 400, "empty"),
+    (b"{", JSON, 400, "not valid JSON"),
+    (b"[1, 2]", JSON, 422, "JSON object"),
+    (b'"just a string"', JSON, 422, "JSON object"),
+    (b"{}", JSON, 422, '"content"'),
+    (b'{"content": ""}', JSON, 422, "empty"),
+    (b'{"content": "   \\n\\t "}', JSON, 422, "whitespace"),
+    (b'{"content": null}', JSON, 422, "string"),
+    (b'{"content": 42}', JSON, 422, "string"),
+    (b'{"content": ["a"]}', JSON, 422, "string"),
+    (b'{"content": {"text": "hi"}}', JSON, 422, "string"),
+    (b'{"content": "a\\u0000b"}', JSON, 422, "NUL"),
+    (b'{"content": "\\ud800 lone surrogate"}', JSON, 422, "surrogate"),
+    (b'{"content": "hi", "role": "system"}', JSON, 422, "unknown field"),
+    (b'{"content": "hi"}', {"content-type": "text/plain"}, 400, "application/json"),
+    (b'{"content": "hi"}', {"content-type": "application/x-www-form-urlencoded"}, 400,
+     "application/json"),
+    (b"\xff\xfe\x00garbage", JSON, 400, "UTF-8"),
+    (("[" * 100_000 + "]" * 100_000).encode(), JSON, 400, "nested"),
+    (json.dumps({"content": "x" * 32_001}).encode(), JSON, 422, "limit"),
+    (json.dumps({"content": "x" * 2_000_000}).encode(), JSON, 413, "limit"),
+]
+
+
+@pytest.mark.parametrize("body,headers,status,words", BAD_MESSAGE_BODIES,
+                         ids=[f"case{i}" for i in range(len(BAD_MESSAGE_BODIES))])
+def test_bad_message_bodies_are_rejected_clearly(app: InProcessApp, conv: str, body: bytes,
+                                                 headers: dict, status: int, words: str) -> None:
+    before = _message_count(app)
+    with app.client() as http:
+        response = http.post(f"/api/conversations/{conv}/messages", content=body, headers=headers)
+    assert response.status_code == status, response.text
+    error = response.json()
+    assert words.lower() in error["error"].lower(), error
+    assert error["code"]
+    assert _message_count(app) == before
+
+
+@pytest.mark.parametrize("cid", ["not-a-uuid", str(uuid.uuid4()), "1 OR 1=1", "%00", "' ;--",
+                                 "a" * 5000])
+def test_unknown_or_malformed_conversation_ids_are_404(app: InProcessApp, cid: str) -> None:
+    with app.client() as http:
+        for method, path in (("GET", f"/api/conversations/{cid}"),
+                             ("GET", f"/api/conversations/{cid}/messages"),
+                             ("POST", f"/api/conversations/{cid}/messages")):
+            response = http.request(method, path, json={"content": "hello"})
+            assert response.status_code == 404, (method, path, response.text)
+            assert "does not exist" in response.json()["error"]
+
+
+def test_stored_verbatim_sql_and_html_like_content(app: InProcessApp, conv: str) -> None:
+    tricky = "'); DROP TABLE messages; -- <script>alert(1)</script> ☃ 𝔘𝔫𝔦𝔠𝔬𝔡𝔢 \u202e"
+    with app.client() as http:
+        sent = http.post(f"/api/conversations/{conv}/messages", json={"content": tricky})
+        assert sent.status_code == 200
+        listed = http.get(f"/api/conversations/{conv}/messages").json()
+    assert tricky in [m["content"] for m in listed]
+
+
+@pytest.mark.parametrize("body,status", [
+    (b'{"title": 5}', 422), (b'{"title": "a\\u0000"}', 422), (b'{"nope": 1}', 422),
+    (b"[]", 422), (b"{bad", 400), (b'{"title": "' + b"t" * 300 + b'"}', 422),
+])
+def test_bad_conversation_bodies(app: InProcessApp, body: bytes, status: int) -> None:
+    before = query(app.settings.database_url or "", "SELECT count(*) FROM conversations")[0][0]
+    with app.client() as http:
+        response = http.post("/api/conversations", content=body, headers=JSON)
+    assert response.status_code == status, response.text
+    assert response.json()["error"]
+    assert query(app.settings.database_url or "", "SELECT count(*) FROM conversations")[0][0] \
+        == before
+
+
+@pytest.mark.parametrize("params", ["limit=abc", "limit=0", "limit=100000", "offset=-1"])
+def test_bad_list_parameters(app: InProcessApp, params: str) -> None:
+    with app.client() as http:
+        response = http.get(f"/api/conversations?{params}")
+    assert response.status_code == 422
+    assert "limit" in response.json()["error"]
+
+
+@pytest.mark.parametrize("key", ["", "k" * 201])
+def test_bad_idempotency_keys(app: InProcessApp, conv: str, key: str) -> None:
+    with app.client() as http:
+        response = http.post(f"/api/conversations/{conv}/messages", json={"content": "hi"},
+                             headers={"Idempotency-Key": key})
+    assert response.status_code in (400, 422), response.text
+    assert "key" in response.json()["error"].lower()
+
+
+@pytest.mark.parametrize("turn_id", ["nope", "turn-" + "x" * 200, f"turn-{uuid.uuid4()}"])
+def test_unknown_turns_are_404(app: InProcessApp, turn_id: str) -> None:
+    with app.client() as http:
+        assert http.post(f"/api/turns/{turn_id}/stop").status_code == 404
+        assert http.get(f"/api/turns/{turn_id}/events").status_code == 404
+
+
+def test_retry_of_unknown_message_is_404(app: InProcessApp, conv: str) -> None:
+    with app.client() as http:
+        response = http.post(f"/api/conversations/{conv}/messages/{uuid.uuid4()}/retry")
+    assert response.status_code == 404
+
+
+def test_the_server_survives_all_of_the_above(app: InProcessApp) -> None:
+    with app.client() as http:
+        assert http.get("/healthz").status_code == 200
