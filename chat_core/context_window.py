@@ -1,19 +1,20 @@
 """Fit a conversation into the model's context window before the request is sent.
 
-Oldest turns go first; the system prompt and the newest user message are never dropped. Token
-counts come from token_estimate (which over-counts), so the fitted request is never longer than
-the server accepts. If even the system prompt and the newest message leave too little room for a
-reply, the reply's max_tokens shrinks, down to MIN_REPLY_TOKENS; below that the turn fails with
-an error that says the message is too long for the model.
+Oldest turns go first; the system prompt and the newest user message are never dropped. The
+caller gives each message's token count: exact, from the server's tokenizer, or the upper bound
+of one token per byte (token_estimate), so the request never exceeds what the server accepts.
+If even the system prompt and the newest message leave too little room for a reply, the reply's
+max_tokens shrinks, down to MIN_REPLY_TOKENS; below that the turn fails with an error that says
+the message is too long for the model.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .errors import LLMRejected
-from .token_estimate import PER_MESSAGE_TOKENS, REPLY_PRIMER_TOKENS, estimate_tokens
+from .token_estimate import PER_MESSAGE_TOKENS, PROMPT_OVERHEAD_TOKENS
 
 MIN_REPLY_TOKENS = 64
 DEFAULT_CONTEXT_TOKENS = 4096
@@ -23,69 +24,73 @@ DEFAULT_CONTEXT_TOKENS = 4096
 class FittedPrompt:
     messages: list[dict[str, str]]
     max_tokens: int
-    prompt_tokens_estimate: int
+    prompt_tokens: int
     context_tokens: int
-    dropped_messages: int = 0
-    notes: list[str] = field(default_factory=list)
+    dropped_messages: int
+    exact_counts: bool
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "messages": self.messages,
             "max_tokens": self.max_tokens,
-            "prompt_tokens_estimate": self.prompt_tokens_estimate,
+            "prompt_tokens_bound": self.prompt_tokens,
             "context_tokens": self.context_tokens,
             "dropped_messages": self.dropped_messages,
+            "exact_counts": self.exact_counts,
         }
-
-
-def _cost(message: dict[str, str]) -> int:
-    return PER_MESSAGE_TOKENS + estimate_tokens(message["content"])
 
 
 def fit_prompt(
     history: Sequence[dict[str, str]],
+    counts: Sequence[int],
     *,
     system_prompt: str,
+    system_count: int,
     context_tokens: int,
     max_tokens: int,
+    exact_counts: bool,
 ) -> FittedPrompt:
-    """`history` is in reading order and ends with the newest user message."""
+    """`history` is in reading order and ends with the newest user message; `counts[i]` is the
+    token count of `history[i]["content"]`, `system_count` that of the system prompt."""
     if not history or history[-1]["role"] != "user":
         raise ValueError("history must end with the user message being answered")
+    if len(counts) != len(history):
+        raise ValueError("one count per message")
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
-    newest = dict(history[-1])
-    fixed = REPLY_PRIMER_TOKENS + sum(_cost(m) for m in system) + _cost(newest)
+    fixed = PROMPT_OVERHEAD_TOKENS + PER_MESSAGE_TOKENS + counts[-1]
+    if system:
+        fixed += PER_MESSAGE_TOKENS + system_count
 
     reply_room = min(max_tokens, context_tokens - fixed)
     if reply_room < min(MIN_REPLY_TOKENS, max_tokens):
         raise LLMRejected(
             f"the message is too long for the model's context window: about {fixed} tokens "
             f"with the system prompt, and the model takes {context_tokens} in all, with room "
-            f"for a reply; shorten the message (or the system prompt)"
+            "for a reply; shorten the message (or the system prompt)"
         )
     budget = context_tokens - reply_room - fixed
 
     # Walk back from the newest earlier message, keeping whole messages while they fit.
-    kept: list[dict[str, str]] = []
+    keep_from = len(history) - 1
     used = 0
-    earlier = history[:-1]
-    for message in reversed(earlier):
-        cost = _cost(message)
+    for i in range(len(history) - 2, -1, -1):
+        cost = PER_MESSAGE_TOKENS + counts[i]
         if used + cost > budget:
             break
-        kept.append({"role": message["role"], "content": message["content"]})
         used += cost
-    kept.reverse()
-    # A history that starts with a reply, cut from its question, confuses models: drop it.
-    dropped = len(earlier) - len(kept)
-    while kept and kept[0]["role"] == "assistant" and dropped > 0:
-        used -= _cost(kept.pop(0))
-        dropped += 1
+        keep_from = i
+    # A history that starts with a reply cut from its question confuses models: drop it.
+    while keep_from < len(history) - 1 and history[keep_from]["role"] == "assistant" \
+            and keep_from > 0:
+        used -= PER_MESSAGE_TOKENS + counts[keep_from]
+        keep_from += 1
 
+    kept = [{"role": m["role"], "content": m["content"]} for m in history[keep_from:]]
     return FittedPrompt(
-        messages=system + kept + [{"role": "user", "content": newest["content"]}],
+        messages=system + kept,
         max_tokens=reply_room,
-        prompt_tokens_estimate=fixed + used,
+        prompt_tokens=fixed + used,
         context_tokens=context_tokens,
-        dropped_messages=dropped,
+        dropped_messages=keep_from,
+        exact_counts=exact_counts,
     )

@@ -43,6 +43,8 @@ class EmulatorSettings:
     ttft_ms: float = 0.0
     tpot_ms: float = 0.0
     reply_tokens: int = 8
+    # Offer vLLM's /tokenize endpoint (off: like a server without one).
+    tokenizer: bool = True
     # Actions applied to the next chat requests, one each, in order:
     #   {"action": "ok"}                             answer normally
     #   {"action": "error", "status": 500}            answer with that HTTP status
@@ -80,6 +82,7 @@ class EmulatedLLM:
         self.app = Starlette(routes=[
             Route("/v1/models", self._models),
             Route("/v1/chat/completions", self._chat, methods=["POST"]),
+            Route("/tokenize", self._tokenize, methods=["POST"]),
             Route("/_control", self._control, methods=["POST"]),
             Route("/_requests", self._requests),
             Route("/_release", self._release_route, methods=["POST"]),
@@ -125,8 +128,19 @@ class EmulatedLLM:
         return self.base_url
 
     def stop(self) -> None:
-        """Stop listening; the port refuses connections until start() is called again."""
+        """Die like a killed process: open connections are cut, and the port refuses new ones
+        until start() is called again."""
         if self._server is not None:
+            server = self._server
+
+            def cut_connections() -> None:
+                for connection in list(server.server_state.connections):
+                    transport = getattr(connection, "transport", None)
+                    if transport is not None:
+                        transport.abort()
+
+            if self._loop is not None and self._loop.is_running():
+                self._loop.call_soon_threadsafe(cut_connections)
             self.release()
             self._server.should_exit = True
             self._server.force_exit = True
@@ -154,6 +168,18 @@ class EmulatedLLM:
         if self.settings.max_model_len:
             entry["max_model_len"] = self.settings.max_model_len
         return JSONResponse({"object": "list", "data": [entry]})
+
+    async def _tokenize(self, request: Request) -> Response:
+        """vLLM's tokenizer endpoint, with this server's way of counting."""
+        if not self.settings.tokenizer:
+            return JSONResponse({"detail": "Not Found"}, status_code=404)
+        body = await request.json()
+        if "messages" in body:
+            count = server_token_count(body["messages"])
+        else:
+            count = len(str(body.get("prompt", "")).encode()) // BYTES_PER_SERVER_TOKEN
+        return JSONResponse({"count": count, "max_model_len": self.settings.max_model_len,
+                             "tokens": list(range(count))})
 
     async def _control(self, request: Request) -> Response:
         body = await request.json()

@@ -8,11 +8,13 @@ workflow's job (a DBOS step with backoff), so each attempt is visible and surviv
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass
 from typing import Any, Awaitable, Callable
 
+import httpx
 import openai
 from openai import AsyncOpenAI
 
@@ -44,6 +46,10 @@ class Completion:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class _NoTokenizer(Exception):
+    pass
 
 
 def v1_url(base_url: str) -> str:
@@ -78,9 +84,15 @@ class LLMClient:
         self._slots = asyncio.Semaphore(max_concurrency)
         self._model: ModelInfo | None = None
         self._model_lock = asyncio.Lock()
+        # None: not probed yet; "": the server has none; else the path that works.
+        self._tokenizer_path: str | None = None
+        self._token_cache: dict[bytes, int] = {}
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(read_timeout_sec,
+                                                             connect=connect_timeout_sec))
 
     async def close(self) -> None:
         await self._client.close()
+        await self._http.aclose()
 
     # -- models --------------------------------------------------------------------------------
 
@@ -120,11 +132,79 @@ class LLMClient:
                     )
             else:
                 chosen = models[0]
+            if self._model is not None and chosen.id != self._model.id:
+                self._tokenizer_path = None
             if self._model is None or chosen != self._model:
                 log.info("LLM model: %s at %s (max_model_len=%s)", chosen.id, self.base_url,
                          chosen.max_model_len)
             self._model = chosen
             return chosen
+
+    # -- tokens --------------------------------------------------------------------------------
+
+    async def count_tokens(self, texts: list[str]) -> list[int] | None:
+        """Exact token counts from the server's own tokenizer (vLLM's /tokenize, llama.cpp's
+        /extras/tokenize/count), or None if it offers none. Counts are cached per model and
+        text: a conversation's messages are counted once, not on every turn."""
+        if self._tokenizer_path == "":
+            return None
+        model = await self.model_info()
+        results: list[int | None] = [None] * len(texts)
+        missing: dict[bytes, list[int]] = {}
+        for i, text in enumerate(texts):
+            key = hashlib.blake2b(f"{model.id}\0{text}".encode("utf-8", "surrogatepass"),
+                                  digest_size=16).digest()
+            cached = self._token_cache.get(key)
+            if cached is None:
+                missing.setdefault(key, []).append(i)
+            else:
+                results[i] = cached
+        if missing:
+            limit = asyncio.Semaphore(16)
+
+            async def one(key: bytes, text: str) -> None:
+                async with limit:
+                    count = await self._tokenize(model.id, text)
+                self._remember(key, count)
+                for i in missing[key]:
+                    results[i] = count
+
+            try:
+                await asyncio.gather(*(one(k, texts[idx[0]]) for k, idx in missing.items()))
+            except _NoTokenizer:
+                return None
+        return [r for r in results if r is not None]
+
+    def _remember(self, key: bytes, count: int) -> None:
+        if len(self._token_cache) >= 200_000:
+            self._token_cache.clear()
+        self._token_cache[key] = count
+
+    async def _tokenize(self, model_id: str, text: str) -> int:
+        paths = [self._tokenizer_path] if self._tokenizer_path else [
+            "/tokenize", "/extras/tokenize/count"]
+        for path in paths:
+            body = ({"model": model_id, "prompt": text, "add_special_tokens": False}
+                    if path == "/tokenize" else {"input": text})
+            try:
+                response = await self._http.post(self.base_url + path, json=body)
+            except httpx.HTTPError as exc:
+                raise LLMUnavailable(f"{self.base_url}{path} failed: {exc}") from exc
+            if response.status_code in (404, 405):
+                continue
+            if response.status_code != 200:
+                raise LLMUnavailable(
+                    f"{self.base_url}{path} answered {response.status_code}: "
+                    f"{response.text[:200]}")
+            data = response.json()
+            self._tokenizer_path = path
+            if "count" in data:
+                return int(data["count"])
+            return len(data["tokens"])
+        self._tokenizer_path = ""
+        log.info("%s offers no tokenizer endpoint; fitting history with 1 token per byte",
+                 self.base_url)
+        raise _NoTokenizer()
 
     def current_model_id(self) -> str | None:
         return self._model.id if self._model else self.configured_model
@@ -150,8 +230,11 @@ class LLMClient:
                                           on_delta, started)
             except openai.NotFoundError as exc:
                 if not self.configured_model:
-                    # The server may now serve another model: look again before the next attempt.
+                    # The server restarted with another model: look again on the next attempt.
                     self._model = None
+                    raise LLMUnavailable(
+                        f"{self.base_url} no longer serves {model.id} ({_error_detail(exc)}); "
+                        "the next attempt uses the model it lists now") from exc
                 raise self._classify(exc) from exc
             except openai.APIError as exc:
                 raise self._classify(exc) from exc
@@ -236,10 +319,7 @@ class LLMClient:
         if isinstance(exc, openai.APITimeoutError):
             return LLMUnavailable(f"{where} did not answer in time (timeout).{hint}")
         if isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__
-            reason = "refused the connection" if "refused" in str(cause).lower() else (
-                f"could not be reached ({type(cause).__name__ if cause else 'connection error'})")
-            return LLMUnavailable(f"{where} {reason}.{hint}")
+            return LLMUnavailable(f"{where} {_connection_failure(exc)}.{hint}")
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             detail = _error_detail(exc)
@@ -254,11 +334,30 @@ class LLMClient:
         return LLMUnavailable(f"{where} failed: {exc}.{hint}")
 
 
+def _connection_failure(exc: BaseException) -> str:
+    """Name the root cause: refused (nothing listens), reset/closed mid-stream, or other."""
+    seen: list[BaseException] = []
+    current: BaseException | None = exc
+    while current is not None and current not in seen:
+        seen.append(current)
+        current = current.__cause__ or current.__context__
+    for e in seen:
+        if isinstance(e, ConnectionRefusedError) or "refused" in str(e).lower():
+            return "refused the connection"
+    for e in seen:
+        text = str(e).lower()
+        if isinstance(e, (ConnectionResetError, ConnectionAbortedError)) or \
+                "incomplete" in text or "closed" in text or "reset" in text:
+            return "closed the connection in the middle of the reply"
+    root = seen[-1]
+    return f"could not be reached ({type(root).__name__}: {str(root)[:200]})"
+
+
 def _error_detail(exc: openai.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
         err = body.get("error", body)
         if isinstance(err, dict):
-            return str(err.get("message") or err)[:500]
-        return str(err)[:500]
-    return (exc.message or "")[:500]
+            return str(err.get("message") or err)[:500].rstrip(".")
+        return str(err)[:500].rstrip(".")
+    return (exc.message or "")[:500].rstrip(".")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
 
@@ -126,7 +127,13 @@ class ChatRuntime:
         the app starts again."""
         if self._dbos_launched:
             self._dbos_launched = False
-            await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=grace_sec)
+            # DBOS makes its own thread pool this loop's default executor and shuts it down in
+            # destroy(): run destroy on a thread of our own, then give the loop a fresh pool.
+            loop = asyncio.get_running_loop()
+            with ThreadPoolExecutor(1, thread_name_prefix="dbos-destroy") as pool:
+                await loop.run_in_executor(
+                    pool, lambda: DBOS.destroy(workflow_completion_timeout_sec=grace_sec))
+            loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="chat-runtime"))
         turn_workflow.bind(None)
         if self.llm is not None:
             await self.llm.close()

@@ -27,11 +27,11 @@ from dbos._error import DBOSMaxStepRetriesExceeded, DBOSWorkflowCancelledError
 
 from .chat_store import ChatStore, derive_id, public_message
 from .config import Settings
-from .context_window import DEFAULT_CONTEXT_TOKENS, fit_prompt
+from .context_window import DEFAULT_CONTEXT_TOKENS, FittedPrompt, fit_prompt
 from .fault_injection import crash_point
 from .errors import ChatError, LLMRejected, LLMUnavailable, TurnFailed
 from .llm_client import Completion, LLMClient
-from .token_estimate import BYTES_PER_TOKEN, estimate_message_tokens
+from .token_estimate import estimate_message_tokens, upper_bound_tokens
 from .turn_progress import TurnHub
 
 log = logging.getLogger(__name__)
@@ -186,16 +186,45 @@ async def read_history(saved: dict[str, Any], params: dict[str, Any]) -> dict[st
     conversation_id = uuid.UUID(user["conversation_id"])
     await _wait_for_earlier_turns(conversation_id, user["seq"], DBOS.workflow_id or "")
     context_tokens = await _context_tokens()
-    rows = await d.store.history(conversation_id, user["seq"],
-                                 max_chars=context_tokens * BYTES_PER_TOKEN)
-    # The newest message of a retried turn is itself; make sure it ends the history.
+    # Enough text to fill the window even at 6 characters per token.
+    rows = await d.store.history(conversation_id, user["seq"], max_chars=context_tokens * 6)
     history = [{"role": r["role"], "content": r["content"]} for r in rows]
     if not history or history[-1]["role"] != "user":
         history.append({"role": "user", "content": user["content"]})
-    fitted = fit_prompt(history, system_prompt=params.get("system_prompt") or "",
-                        context_tokens=context_tokens, max_tokens=int(params["max_tokens"]))
+    fitted = await _fit(history, params.get("system_prompt") or "", context_tokens,
+                        int(params["max_tokens"]))
     crash_point("read_history:done")
     return fitted.to_dict()
+
+
+async def _fit(history: list[dict[str, str]], system_prompt: str, context_tokens: int,
+               max_tokens: int) -> FittedPrompt:
+    """Fit with the 1-token-per-byte bound first: short conversations need nothing more. When
+    that drops messages (or cannot fit at all), count exactly with the server's tokenizer."""
+    texts = [m["content"] for m in history]
+
+    def fit(counts: list[int], system_count: int, exact: bool) -> FittedPrompt:
+        return fit_prompt(history, counts, system_prompt=system_prompt,
+                          system_count=system_count, context_tokens=context_tokens,
+                          max_tokens=max_tokens, exact_counts=exact)
+
+    try:
+        bounded: FittedPrompt | None = fit([upper_bound_tokens(t) for t in texts],
+                                           upper_bound_tokens(system_prompt), False)
+    except LLMRejected:
+        bounded = None
+    if bounded is not None and bounded.dropped_messages == 0:
+        return bounded
+    try:
+        exact = await _d().llm.count_tokens(texts + [system_prompt])
+    except ChatError:
+        exact = None
+    if exact is None:
+        if bounded is None:
+            return fit([upper_bound_tokens(t) for t in texts], upper_bound_tokens(system_prompt),
+                       False)  # raises the "too long" error
+        return bounded
+    return fit(exact[:-1], exact[-1], True)
 
 
 async def _context_tokens() -> int:
@@ -344,7 +373,8 @@ async def save_reply(
     reply_id = uuid.UUID(saved["reply_id"])
     recorded_params = {**params, "max_tokens_sent": prompt.get("max_tokens"),
                        "context_tokens": prompt.get("context_tokens"),
-                       "dropped_messages": prompt.get("dropped_messages")}
+                       "dropped_messages": prompt.get("dropped_messages"),
+                       "exact_token_counts": prompt.get("exact_counts")}
     if outcome["status"] == "error":
         row = await d.store.finish_reply(
             reply_id, status="error", error=outcome["error"], content="",

@@ -139,8 +139,10 @@ class InProcessApp:
 class AppProcess:
     """app.py as a child process, for tests that kill it with -9 and start it again."""
 
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+    def __init__(self, env: dict[str, str | None], log_path: Path) -> None:
+        merged = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        # A None value removes the variable (e.g. DATABASE_URL, to get the embedded database).
+        self.env = {k: v for k, v in merged.items() if v is not None}
         self.url = f"http://127.0.0.1:{env['PORT']}"
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None

@@ -1,0 +1,72 @@
+"""Migrations: applied in order, once each, recorded; two processes starting at once agree."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from chat_core.migrations import apply_migrations, discover
+from tests.helpers import ROOT, create_database, drop_database, query
+
+
+@pytest.fixture()
+def empty_db() -> Iterator[str]:
+    url = create_database("chat_mig")
+    yield url
+    drop_database(url)
+
+
+def test_applied_once_and_recorded(empty_db: str) -> None:
+    names = [m.name for m in discover()]
+    assert names[0] == "001_init"
+    assert asyncio.run(apply_migrations(empty_db)) == names
+    assert asyncio.run(apply_migrations(empty_db)) == []
+    recorded = [r[0] for r in query(empty_db, "SELECT name FROM schema_migrations ORDER BY name")]
+    assert recorded == names
+    tables = {r[0] for r in query(empty_db, "SELECT tablename FROM pg_tables"
+                                  " WHERE schemaname = 'public'")}
+    assert {"conversations", "messages", "schema_migrations"} <= tables
+
+
+def test_long_conversation_reads_use_an_index(empty_db: str) -> None:
+    asyncio.run(apply_migrations(empty_db))
+    plan = "\n".join(r[0] for r in query(
+        empty_db, "EXPLAIN SELECT * FROM messages WHERE conversation_id ="
+        " '00000000-0000-0000-0000-000000000000' AND seq > 10 ORDER BY seq DESC LIMIT 64"))
+    assert "Index" in plan
+
+
+def test_two_processes_starting_at_once(empty_db: str) -> None:
+    code = ("import asyncio, sys; from chat_core.migrations import apply_migrations;"
+            "print(asyncio.run(apply_migrations(sys.argv[1])))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, empty_db], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    applied = [out for out, _ in outputs if out.strip() != "[]"]
+    assert len(applied) == 1  # exactly one process applied them; the others found them done
+    assert query(empty_db, "SELECT count(*) FROM schema_migrations")[0][0] == len(discover())
+
+
+def test_a_failing_migration_leaves_no_trace(empty_db: str, tmp_path: Path) -> None:
+    (tmp_path / "001_ok.sql").write_text("CREATE TABLE a (id int);")
+    (tmp_path / "002_bad.sql").write_text("CREATE TABLE b (id int); SELECT no_such_function();")
+    with pytest.raises(Exception, match="no_such_function"):
+        asyncio.run(apply_migrations(empty_db, tmp_path))
+    tables = {r[0] for r in query(empty_db, "SELECT tablename FROM pg_tables"
+                                  " WHERE schemaname = 'public'")}
+    assert "b" not in tables and "a" not in tables
+    (tmp_path / "002_bad.sql").write_text("CREATE TABLE b (id int);")
+    assert asyncio.run(apply_migrations(empty_db, tmp_path)) == ["001_ok", "002_bad"]
+
+
+def test_misnamed_files_are_an_error(tmp_path: Path) -> None:
+    (tmp_path / "init.sql").write_text("SELECT 1;")
+    with pytest.raises(ValueError, match="NNN_lower_snake.sql"):
+        discover(tmp_path)
