@@ -2,6 +2,7 @@
 
     python app.py                 # embedded PostgreSQL + local CPU model, http://127.0.0.1:8080
     DATABASE_URL=postgresql://... VLLM_BASE_URL=http://gpu-box:5000 python app.py
+    SHARE_AUTH=alice:long-password python app.py --share    # public Gradio link, login required
 
 Start-up order: database, migrations, LLM, DBOS (which resumes unfinished turns), then the web
 server with the REST API and the UI on one port. SIGINT/SIGTERM stop it cleanly; a turn still
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -24,8 +26,9 @@ import uvicorn
 from chat_core.config import ConfigError, Settings, load_settings
 from chat_core.errors import ChatError
 from chat_core.runtime import ChatRuntime
+from chat_core.share_link import open_share_link
 from chat_core.ui import build_ui
-from chat_core.web_app import build_web_app
+from chat_core.web_app import build_web_app, parse_credentials
 
 log = logging.getLogger("app")
 
@@ -54,6 +57,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--port", type=int, help="port for the UI and the API (default: PORT "
                         "or 8080)")
     parser.add_argument("--host", help="address to listen on (default: HOST or 127.0.0.1)")
+    parser.add_argument("--share", action="store_true",
+                        help="also publish a public Gradio share link; needs SHARE_AUTH="
+                        "user:password (environment or .env)")
     return parser.parse_args(argv)
 
 
@@ -64,18 +70,34 @@ def configure_logging(level: str) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, share: bool = False) -> None:
+    credentials = parse_credentials(settings.share_auth) if settings.share_auth else None
+    if share and not credentials:
+        raise ConfigError("--share publishes the app on the internet: set SHARE_AUTH=user:password"
+                          " (environment or .env) so that only you and the people you tell can"
+                          " use it")
     runtime = ChatRuntime(settings)
     service = await runtime.start()
     try:
-        app = build_web_app(service, build_ui(service))
+        app = build_web_app(service, build_ui(service, share_mode=share),
+                            credentials=credentials, share_mode=share)
         server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port,
                                         log_level="warning", lifespan="on",
                                         timeout_graceful_shutdown=3))
-        print(f"* Durable chat on http://{settings.host}:{settings.port}  "
-              f"(model {service.backend.get('model', '?')}, {service.backend.get('kind')} "
-              "backend)", flush=True)
-        await server.serve()
+        serving = asyncio.ensure_future(server.serve())
+        while not server.started and not serving.done():
+            await asyncio.sleep(0.05)
+        if server.started:
+            print(f"* Durable chat on http://{settings.host}:{settings.port}  "
+                  f"(model {service.backend.get('model', '?')}, {service.backend.get('kind')} "
+                  "backend)", flush=True)
+            if share:
+                try:
+                    url = await asyncio.to_thread(open_share_link, settings.host, settings.port)
+                    print(f"* Public share link: {url}  (login required)", flush=True)
+                except RuntimeError as exc:
+                    print(f"* {exc}", flush=True)
+        await serving
         if not server.started:
             raise RuntimeError(f"the web server could not listen on {settings.host}:"
                                f"{settings.port}; is the port in use? Set PORT to another one")
@@ -92,16 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.host is not None:
         overrides["HOST"] = args.host
     try:
-        import os
-
         settings = load_settings({**os.environ, **overrides})
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
     try:
-        asyncio.run(serve(settings))
-    except (ChatError, RuntimeError, OSError) as exc:
+        asyncio.run(serve(settings, share=args.share))
+    except (ChatError, RuntimeError, OSError, ValueError) as exc:
         message = exc.message if isinstance(exc, ChatError) else str(exc)
         print(f"error: {message}", file=sys.stderr)
         return 1

@@ -166,9 +166,10 @@ class ChatStore:
                 if conv is None:
                     raise NotFound(f"conversation {conversation_id} does not exist")
                 cur = await conn.execute(
-                    "SELECT id FROM messages WHERE id = %s", (user_id,)
+                    "SELECT seq FROM messages WHERE id = %s", (user_id,)
                 )
-                if await cur.fetchone() is None:
+                existing = await cur.fetchone()
+                if existing is None:
                     seq = conv["last_seq"] + 1
                     await conn.execute(
                         "UPDATE conversations SET last_seq = %s, updated_at = clock_timestamp(),"
@@ -180,12 +181,15 @@ class ChatStore:
                         " workflow_id) VALUES (%s, %s, %s, 'user', %s, 'complete', %s)",
                         (user_id, conversation_id, seq, content, workflow_id),
                     )
-                    await conn.execute(
-                        "INSERT INTO messages (id, conversation_id, seq, role, parent_id, status,"
-                        " workflow_id) VALUES (%s, %s, %s, 'assistant', %s, 'pending', %s)"
-                        " ON CONFLICT (id) DO NOTHING",
-                        (reply_id, conversation_id, seq, user_id, workflow_id),
-                    )
+                else:
+                    seq = existing["seq"]
+                # Also when the message exists: a fork from step 1 answers it with a new reply.
+                await conn.execute(
+                    "INSERT INTO messages (id, conversation_id, seq, role, parent_id, status,"
+                    " workflow_id) VALUES (%s, %s, %s, 'assistant', %s, 'pending', %s)"
+                    " ON CONFLICT (id) DO NOTHING",
+                    (reply_id, conversation_id, seq, user_id, workflow_id),
+                )
                 cur = await conn.execute(
                     f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id IN (%s, %s)",
                     (user_id, reply_id),
@@ -329,14 +333,44 @@ class ChatStore:
             raise NotFound(f"reply {reply_id} does not exist (was its conversation deleted?)")
         return row
 
-    async def mark_interrupted(self, reply_ids: Iterable[uuid.UUID], status: str, error: str) -> None:
-        """Close replies whose workflow ended without finishing them (cancelled elsewhere)."""
+    async def mark_interrupted(self, reply_ids: Iterable[uuid.UUID], status: str, error: str,
+                               content: str | None = None) -> None:
+        """Close replies whose workflow ended without finishing them (cancelled), keeping the
+        text generated so far when it is known."""
         async with self.db.connection() as conn:
             await conn.execute(
-                "UPDATE messages SET status = %s, error = %s, completed_at = clock_timestamp()"
+                "UPDATE messages SET status = %s, error = %s, completed_at = clock_timestamp(),"
+                " content = coalesce(%s, content)"
                 " WHERE id = ANY(%s) AND status IN ('pending', 'streaming')",
-                (status, error, list(reply_ids)),
+                (status, error, content, list(reply_ids)),
             )
+
+    async def reopen_reply(self, reply_id: uuid.UUID) -> None:
+        """A resumed turn's reply is in flight again."""
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "UPDATE messages SET status = 'pending', error = NULL, completed_at = NULL,"
+                " stop_requested = false WHERE id = %s AND status = 'cancelled'", (reply_id,))
+
+    async def workflow_ids_of_conversation(self, conversation_id: uuid.UUID) -> list[str]:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT workflow_id FROM messages WHERE conversation_id = %s"
+                " AND role = 'assistant' AND workflow_id IS NOT NULL ORDER BY created_at DESC",
+                (conversation_id,))
+            return [r["workflow_id"] for r in await cur.fetchall()]
+
+    async def replies_of_workflows(self, workflow_ids: list[str]) -> dict[str, Row]:
+        """Reply state and conversation of each turn workflow, in one query."""
+        if not workflow_ids:
+            return {}
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT m.workflow_id, m.conversation_id, m.status, m.error, c.title"
+                " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+                " WHERE m.workflow_id = ANY(%s) AND m.role = 'assistant'",
+                (workflow_ids,))
+            return {r["workflow_id"]: r for r in await cur.fetchall()}
 
 
 def dumps(value: Any) -> str:

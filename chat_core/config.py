@@ -65,6 +65,8 @@ class Settings:
     # A turn waits at most this long for an earlier turn of its conversation to finish.
     turn_order_wait_sec: float = 900.0
     db_pool_max: int = 20
+    # "user:password[,user2:password2]": required by --share; protects the UI and the REST API.
+    share_auth: str = ""
     log_level: str = "INFO"
     dbos_log_level: str = "WARNING"
 
@@ -85,6 +87,8 @@ class Settings:
                 value = redact_url(value)
             if f.name == "llm_api_key":
                 value = "***" if value and value != "EMPTY" else value
+            if f.name == "share_auth" and value:
+                value = "***"
             out[f.name] = value
         return out
 

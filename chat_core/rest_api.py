@@ -12,6 +12,9 @@
     POST /api/conversations/{id}/messages/{mid}/retry        answer a user message again
     GET  /api/turns/{turn_id}/events                         re-attach to a reply (SSE)
     POST /api/turns/{turn_id}/stop                           stop it, keeping the text so far
+    GET  /api/workflows[?status=&limit=&conversation_id=]    recent turn workflows
+    GET  /api/workflows/{id}, /api/workflows/{id}/steps      one workflow, its steps
+    POST /api/workflows/{id}/cancel | /resume | /fork        steer it ({"start_step": n})
 
 Bodies are parsed here rather than by FastAPI's models, so every malformed input gets a 4xx with
 a message that says what to fix, in the same {"error", "code"} shape as every other error.
@@ -29,6 +32,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from .errors import ChatError, InvalidInput, MalformedRequest, PayloadTooLarge
 from .service import ChatService, Turn
+from .validation import parse_id
 
 log = logging.getLogger(__name__)
 
@@ -230,5 +234,46 @@ def build_rest_api(get_service: Callable[[], ChatService]) -> APIRouter:
         await service.check_turn_exists(turn_id)
         stopped = await service.stop_turn(turn_id)
         return _json({"turn_id": turn_id, "stopping": stopped})
+
+    @router.get("/api/workflows")
+    @_guarded
+    async def list_workflows(request: Request) -> Response:
+        q = request.query_params
+        try:
+            limit = int(q.get("limit", "50"))
+        except ValueError:
+            raise InvalidInput("limit must be a whole number") from None
+        cid = q.get("conversation_id")
+        if cid is not None:
+            cid = str(parse_id(cid))
+        return _json(await svc().workflows.list_turns(q.get("status"), limit, cid))
+
+    @router.get("/api/workflows/{workflow_id}")
+    @_guarded
+    async def get_workflow(workflow_id: str) -> Response:
+        return _json(await svc().workflows.get(workflow_id))
+
+    @router.get("/api/workflows/{workflow_id}/steps")
+    @_guarded
+    async def workflow_steps(workflow_id: str) -> Response:
+        return _json(await svc().workflows.steps(workflow_id))
+
+    @router.post("/api/workflows/{workflow_id}/cancel")
+    @_guarded
+    async def cancel_workflow(workflow_id: str) -> Response:
+        return _json(await svc().workflows.cancel(workflow_id))
+
+    @router.post("/api/workflows/{workflow_id}/resume")
+    @_guarded
+    async def resume_workflow(workflow_id: str) -> Response:
+        return _json(await svc().workflows.resume(workflow_id))
+
+    @router.post("/api/workflows/{workflow_id}/fork")
+    @_guarded
+    async def fork_workflow(workflow_id: str, request: Request) -> Response:
+        service = svc()
+        body = _object(await read_json_body(request, service.settings.max_body_bytes,
+                                            required=True), {"start_step"})
+        return _json(await service.workflows.fork(workflow_id, body.get("start_step")), 202)
 
     return router

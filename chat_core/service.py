@@ -20,8 +20,8 @@ from .llm_client import LLMClient
 from .turn_progress import Snapshot, TurnHub
 from .turn_workflow import chat_turn, reply_id_for, user_message_id_for
 from .validation import check_text, parse_id
+from .workflow_admin import TURN_ID_PREFIX, WorkflowAdmin, check_turn_id
 
-TURN_ID_PREFIX = "turn-"
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,7 @@ class ChatService:
         self.llm = llm
         self.hub = hub
         self.backend = backend or {}
+        self.workflows = WorkflowAdmin(store, hub)
 
     # -- conversations -------------------------------------------------------------------------
 
@@ -222,8 +223,7 @@ class ChatService:
     async def stop_turn(self, turn_id: str) -> bool:
         """Stop generating; the text so far is kept as the reply, marked stopped. Returns False
         if the turn had already finished."""
-        if not isinstance(turn_id, str) or not turn_id.startswith(TURN_ID_PREFIX):
-            raise NotFound(f"turn {str(turn_id)[:80]!r} does not exist")
+        check_turn_id(turn_id)
         reply_id = reply_id_for(turn_id)
         progress = self.hub.get(turn_id)
         if progress is not None and not progress.snapshot().finished:
@@ -233,9 +233,7 @@ class ChatService:
         return flagged or (progress is not None and not progress.snapshot().finished)
 
     async def check_turn_exists(self, turn_id: str) -> None:
-        if not isinstance(turn_id, str) or not turn_id.startswith(TURN_ID_PREFIX) \
-                or len(turn_id) > 80:
-            raise NotFound(f"turn {str(turn_id)[:80]!r} does not exist")
+        check_turn_id(turn_id)
         if self.hub.get(turn_id) is not None:
             return
         if await self.store.get_message(reply_id_for(turn_id)) is not None:

@@ -29,7 +29,7 @@ from .chat_store import ChatStore, derive_id, public_message
 from .config import Settings
 from .context_window import DEFAULT_CONTEXT_TOKENS, FittedPrompt, fit_prompt
 from .fault_injection import crash_point
-from .errors import ChatError, LLMRejected, LLMUnavailable, TurnFailed
+from .errors import ChatError, LLMRejected, LLMUnavailable, NotFound, TurnFailed
 from .llm_client import Completion, LLMClient
 from .token_estimate import estimate_message_tokens, upper_bound_tokens
 from .turn_progress import TurnHub
@@ -173,7 +173,7 @@ async def save_user_message(request: dict[str, Any]) -> dict[str, Any]:
         reply = await d.store.ensure_reply(user, reply_id, turn_id)
     crash_point("save_user_message:committed")
     d.hub.track(turn_id, str(reply["id"]))
-    return {"user_message": public_message(user), "reply_id": str(reply["id"])}
+    return {"user_message": public_message(user)}
 
 
 # -- step 2 ------------------------------------------------------------------------------------
@@ -294,8 +294,9 @@ async def call_llm(
     other processes can show it and a stop survives a crash. Raises LLMUnavailable (retried) or
     LLMRejected (not retried)."""
     d = _d()
-    reply_id = uuid.UUID(saved["reply_id"])
-    progress = d.hub.track(turn_id, saved["reply_id"])
+    # From this workflow's id, not from step 1's output: a fork copies that output.
+    reply_id = reply_id_for(turn_id)
+    progress = d.hub.track(turn_id, str(reply_id))
     state = await d.store.reply_state(reply_id)
     if state is None:
         # A forked turn answers the message of its parent with a reply of its own.
@@ -370,23 +371,31 @@ async def save_reply(
     params: dict[str, Any],
 ) -> dict[str, Any]:
     d = _d()
-    reply_id = uuid.UUID(saved["reply_id"])
+    reply_id = reply_id_for(DBOS.workflow_id or "")
     recorded_params = {**params, "max_tokens_sent": prompt.get("max_tokens"),
                        "context_tokens": prompt.get("context_tokens"),
                        "dropped_messages": prompt.get("dropped_messages"),
                        "exact_token_counts": prompt.get("exact_counts")}
     if outcome["status"] == "error":
-        row = await d.store.finish_reply(
-            reply_id, status="error", error=outcome["error"], content="",
-            params=recorded_params)
+        values: dict[str, Any] = dict(status="error", error=outcome["error"], content="",
+                                      params=recorded_params)
     else:
-        row = await d.store.finish_reply(
-            reply_id, status=outcome["status"], content=outcome["text"], error=None,
+        values = dict(
+            status=outcome["status"], content=outcome["text"], error=None,
             model=outcome["model"], prompt_tokens=outcome["prompt_tokens"],
             completion_tokens=outcome["completion_tokens"],
             tokens_estimated=outcome["tokens_estimated"], ttft_ms=outcome["ttft_ms"],
             latency_ms=outcome["latency_ms"], finish_reason=outcome["finish_reason"],
             params=recorded_params)
+    try:
+        row = await d.store.finish_reply(reply_id, **values)
+    except NotFound:
+        # A turn forked from this step copied the LLM's output but has no reply row yet.
+        user = await d.store.get_message(uuid.UUID(saved["user_message"]["id"]))
+        if user is None:
+            raise
+        await d.store.ensure_reply(user, reply_id, DBOS.workflow_id or "")
+        row = await d.store.finish_reply(reply_id, **values)
     crash_point("save_reply:committed")
     reply = public_message(row)
     d.hub.finish(DBOS.workflow_id or "", reply["status"], reply["content"], reply["error"])

@@ -1,40 +1,327 @@
-"""The Gradio UI. It only calls ChatService: no SQL, no LLM calls here."""
+"""The Gradio UI: a Chat tab (conversation sidebar, streaming chat pane) and a Workflows tab.
+
+`build_ui(service)` returns the Blocks, so tests and app.py build the same thing. Handlers only
+call ChatService: no SQL and no LLM calls here. Every handler is async, so many users stream at
+once without tying up Gradio's thread pool; the load on the LLM server is capped in the LLM
+client (LLM_MAX_CONCURRENCY), not here.
+"""
 
 from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
 import gradio as gr
+import pandas as pd
 
 from .errors import ChatError
 from .service import ChatService
+from .turn_progress import Snapshot
+from .turn_workflow import STEP_NAMES
+from .ui_render import chat_messages, reply_markdown, safe_markdown
+from .workflow_admin import WORKFLOW_STATES
+
+CONVERSATION_KEY = "durable-chat-conversation"
+TURN_COLUMNS = ["workflow", "conversation", "status", "reply", "started", "seconds",
+                "recoveries", "error"]
+STEP_COLUMNS = ["step", "name", "started", "ms", "error"]
+
+CSS = """
+#sidebar .wrap { flex-direction: column; }
+/* The chat pane shows what is stored; a "clear" that only empties the view would mislead. */
+#chatbot button[aria-label="Clear"] { display: none; }
+#backend-line { font-size: 0.9em; opacity: 0.85; }
+"""
 
 
-def build_ui(service: ChatService) -> gr.Blocks:
-    backend = service.backend
-    with gr.Blocks(title="Durable chat") as demo:
-        gr.Markdown(f"### Durable chat\nModel: `{backend.get('model', '?')}` "
-                    f"({backend.get('kind', '?')} backend)")
-        conversation = gr.State(None)
-        chatbot = gr.Chatbot(label="Conversation")
-        box = gr.Textbox(placeholder="Type a message and press Enter", show_label=False)
+def backend_line(service: ChatService) -> str:
+    b = service.backend
+    model = service.llm.current_model_id() or b.get("model") or "unknown model"
+    if b.get("kind") == "local":
+        where = "local llama.cpp server on this machine's CPU, started by the app"
+    else:
+        where = f"vLLM / OpenAI-compatible server at {b.get('base_url')}"
+    return f"**Model:** `{model}` · {where}"
 
-        async def send(text: str, conv: str | None, history: list[dict[str, Any]]
-                       ) -> AsyncIterator[tuple[Any, ...]]:
-            try:
-                if conv is None:
-                    conv = (await service.create_conversation())["id"]
-                turn = await service.start_turn(conv, text)
-            except ChatError as exc:
-                raise gr.Error(exc.message) from None
-            history = history + [{"role": "user", "content": text},
-                                 {"role": "assistant", "content": ""}]
-            yield "", conv, history
-            async for snap in service.watch_turn(turn.turn_id):
-                history[-1] = {"role": "assistant",
-                               "content": snap.text or (snap.error or "")}
-                yield "", conv, history
 
-        box.submit(send, [box, conversation, chatbot], [box, conversation, chatbot],
-                   api_name="send")
+def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
+    limit = service.settings.max_message_chars
+    with gr.Blocks(title="Durable chat", fill_height=True) as demo:
+        with gr.Row():
+            gr.Markdown("## Durable chat")
+            header = gr.Markdown(backend_line(service), elem_id="backend-line")
+        with gr.Tabs():
+            with gr.Tab("Chat", id="chat") as chat_tab:
+                chat = _build_chat_tab(service, share_mode, limit)
+            with gr.Tab("Workflows", id="workflows") as workflows_tab:
+                timer = _build_workflows_tab(service, workflows_tab)
+        chat_tab.select(lambda: gr.Timer(active=False), outputs=[timer], queue=False,
+                        api_visibility="private")
+        demo.load(chat["on_load"], inputs=[chat["conversation"]], outputs=chat["outputs"],
+                  api_name="load_chat")
+        demo.load(lambda: backend_line(service), outputs=[header], api_visibility="private")
     return demo
+
+
+# -- chat tab ----------------------------------------------------------------------------------
+
+
+def _build_chat_tab(service: ChatService, share_mode: bool, limit: int) -> dict[str, Any]:
+    conversation = gr.BrowserState(None, storage_key=CONVERSATION_KEY)
+    turn = gr.State(None)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=220):
+            new_chat = gr.Button("+ New chat", variant="primary", elem_id="new-chat")
+            conversations = gr.Radio(choices=[], label="Conversations", elem_id="sidebar",
+                                     interactive=True)
+        with gr.Column(scale=4):
+            chatbot = gr.Chatbot(label="Conversation", height=560, elem_id="chatbot",
+                                 autoscroll=True, sanitize_html=True, buttons=["copy"],
+                                 placeholder="Start a conversation: type below and press Enter."
+                                 " Shift+Enter adds a line.")
+            notice = gr.Markdown("", elem_id="notice")
+            with gr.Row():
+                box = gr.Textbox(placeholder="Message (Enter sends, Shift+Enter for a new line)",
+                                 show_label=False, lines=1, max_lines=12, max_length=limit,
+                                 scale=8, autofocus=True, elem_id="message-box",
+                                 submit_btn="Send")
+            with gr.Row():
+                stop = gr.Button("■ Stop", visible=False, variant="stop", elem_id="stop",
+                                 size="sm")
+                retry = gr.Button("↻ Retry", visible=False, elem_id="retry", size="sm")
+
+    outputs = [conversation, conversations, chatbot, notice, box, stop, retry, turn]
+
+    async def sidebar(selected: str | None) -> Any:
+        rows = await service.list_conversations(limit=100)
+        choices = [(c["title"] or "New conversation", c["id"]) for c in rows]
+        return gr.Radio(choices=choices, value=selected if selected in
+                        {c["id"] for c in rows} else None)
+
+    def idle(messages: list[dict[str, Any]]) -> dict[Any, Any]:
+        """Input enabled; Retry offered when the newest reply failed or was cancelled."""
+        last = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
+        failed = last is not None and last["status"] in ("error", "cancelled")
+        return {box: gr.Textbox(interactive=True), stop: gr.Button(visible=False),
+                retry: gr.Button(visible=failed), turn: None}
+
+    def busy(turn_id: str) -> dict[Any, Any]:
+        return {box: gr.Textbox(value="", interactive=False), stop: gr.Button(visible=True),
+                retry: gr.Button(visible=False), turn: turn_id}
+
+    async def follow(turn_id: str, shown: list[dict[str, str]], conv_id: str
+                     ) -> AsyncIterator[dict[Any, Any]]:
+        """Stream one reply into the chat pane, then show the conversation as stored."""
+        try:
+            async for snap in service.watch_turn(turn_id):
+                yield {chatbot: shown + [_live(snap, share_mode)]}
+        except ChatError as exc:
+            yield {notice: f"⚠️ {safe_markdown(exc.message)}"}
+        messages = await service.list_messages(conv_id)
+        final = chat_messages(messages, share_mode)
+        last = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
+        note = ""
+        if last is not None and last["status"] == "error":
+            note = "⚠️ The reply failed; your message is saved. Press Retry to try again."
+        yield {chatbot: final, notice: note, conversations: await sidebar(conv_id),
+               **idle(messages)}
+
+    async def show(conv_id: str | None) -> AsyncIterator[dict[Any, Any]]:
+        """Show a conversation; if a reply is being generated, follow it (re-attach)."""
+        if conv_id is None:
+            yield {conversation: None, chatbot: [], notice: "",
+                   conversations: await sidebar(None), **idle([])}
+            return
+        try:
+            messages = await service.list_messages(conv_id)
+        except ChatError:
+            yield {conversation: None, chatbot: [], notice: "",
+                   conversations: await sidebar(None), **idle([])}
+            return
+        shown = chat_messages(messages, share_mode)
+        in_flight = await service.in_flight(conv_id)
+        if not in_flight:
+            yield {conversation: conv_id, chatbot: shown, notice: "",
+                   conversations: await sidebar(conv_id), **idle(messages)}
+            return
+        turn_id = in_flight[-1]["workflow_id"]
+        if shown and shown[-1]["role"] == "assistant":
+            shown = shown[:-1]
+        yield {conversation: conv_id, chatbot: shown, notice: "",
+               conversations: await sidebar(conv_id), **busy(turn_id)}
+        async for update in follow(turn_id, shown, conv_id):
+            yield update
+
+    async def on_load(conv_id: str | None) -> AsyncIterator[dict[Any, Any]]:
+        async for update in show(conv_id):
+            yield update
+
+    async def on_select(conv_id: str | None) -> AsyncIterator[dict[Any, Any]]:
+        async for update in show(conv_id):
+            yield update
+
+    async def on_new() -> AsyncIterator[dict[Any, Any]]:
+        async for update in show(None):
+            yield update
+
+    async def on_send(text: str, conv_id: str | None, shown: list[dict[str, Any]]
+                      ) -> AsyncIterator[dict[Any, Any]]:
+        try:
+            if conv_id is None:
+                conv_id = (await service.create_conversation())["id"]
+            started = await service.start_turn(conv_id, text)
+        except ChatError as exc:
+            # Nothing is lost: the text stays in the box, the error says what to change.
+            yield {notice: f"⚠️ {safe_markdown(exc.message)}", box: gr.Textbox(value=text)}
+            return
+        shown = list(shown or []) + [{"role": "user", "content": safe_markdown(text, share_mode)}]
+        yield {conversation: conv_id, chatbot: shown + [{"role": "assistant", "content": "…"}],
+               notice: "", conversations: await sidebar(conv_id), **busy(started.turn_id)}
+        async for update in follow(started.turn_id, shown, conv_id):
+            yield update
+
+    async def on_retry(conv_id: str | None) -> AsyncIterator[dict[Any, Any]]:
+        if conv_id is None:
+            return
+        messages = await service.list_messages(conv_id)
+        last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
+        if last_user is None:
+            return
+        try:
+            started = await service.retry_turn(conv_id, last_user["id"])
+        except ChatError as exc:
+            yield {notice: f"⚠️ {safe_markdown(exc.message)}"}
+            return
+        shown = chat_messages(messages, share_mode)
+        if shown and shown[-1]["role"] == "assistant":
+            shown = shown[:-1]
+        yield {chatbot: shown + [{"role": "assistant", "content": "…"}], notice: "",
+               **busy(started.turn_id)}
+        async for update in follow(started.turn_id, shown, conv_id):
+            yield update
+
+    async def on_stop(turn_id: str | None) -> None:
+        if turn_id:
+            await service.stop_turn(turn_id)
+
+    # Chat events are not capped by Gradio (concurrency_limit=None): each is an async
+    # generator waiting on the service; the LLM client's semaphore is the real cap.
+    events: dict[str, Any] = dict(outputs=outputs, concurrency_limit=None)
+    box.submit(on_send, inputs=[box, conversation, chatbot], api_name="send", **events)
+    conversations.select(on_select, inputs=[conversations], api_name="select", **events)
+    new_chat.click(on_new, api_name="new_chat", **events)
+    retry.click(on_retry, inputs=[conversation], api_name="retry", **events)
+    stop.click(on_stop, inputs=[turn], api_name="stop", concurrency_limit=None)
+    return {"conversation": conversation, "outputs": outputs, "on_load": on_load}
+
+
+def _clock(stamp: str | None) -> str:
+    """"2026-11-25T19:49:52.094Z" -> "2026-11-25 19:49:52" (UTC)."""
+    return stamp[:19].replace("T", " ") if stamp else ""
+
+
+def _seconds(ms: float | None) -> str:
+    return "" if ms is None else f"{ms / 1000:.2f}"
+
+
+def _live(snap: Snapshot, share_mode: bool) -> dict[str, str]:
+    return {"role": "assistant", "content": reply_markdown(
+        {"status": snap.status, "content": snap.text, "error": snap.error}, share_mode)}
+
+
+# -- workflows tab -----------------------------------------------------------------------------
+
+
+def _build_workflows_tab(service: ChatService, tab: gr.Tab) -> gr.Timer:
+    gr.Markdown("Every chat turn is a DBOS workflow, checkpointed step by step in PostgreSQL. "
+                "The table refreshes every 2 s while this tab is open. Select a row to see its "
+                "steps; Cancel stops a running turn, Resume restarts a cancelled one from its "
+                "last finished step, Fork runs a turn again from a step as a new branch reply.")
+    with gr.Row(equal_height=True):
+        status = gr.Dropdown(["all", *WORKFLOW_STATES], value="all", label="Status filter",
+                             elem_id="wf-status", scale=1, min_width=160)
+        selected = gr.Textbox(label="Selected workflow", elem_id="wf-selected", scale=3,
+                              placeholder="select a row below, or paste a workflow id")
+        refresh = gr.Button("Refresh", scale=0, min_width=100)
+    table = gr.Dataframe(headers=TURN_COLUMNS, interactive=False, wrap=True,
+                         elem_id="wf-table", max_height=380,
+                         column_widths=["25%", "23%", "10%", "9%", "11%", "8%", "6%", "8%"])
+    with gr.Row(equal_height=True):
+        cancel = gr.Button("Cancel", variant="stop", elem_id="wf-cancel", scale=1)
+        resume = gr.Button("Resume", elem_id="wf-resume", scale=1)
+        fork_step = gr.Dropdown([(f"{i}. {name}", i) for i, name in enumerate(STEP_NAMES, 1)],
+                                value=3, show_label=False, scale=1, elem_id="wf-fork-step",
+                                min_width=160)
+        fork = gr.Button("Fork from step", elem_id="wf-fork", scale=1)
+    result = gr.Markdown("", elem_id="wf-result")
+    steps = gr.Dataframe(headers=STEP_COLUMNS, interactive=False, elem_id="wf-steps",
+                         label="Steps of the selected workflow")
+    timer = gr.Timer(2.0, active=False)
+
+    async def load_table(state: str) -> pd.DataFrame:
+        rows = await service.workflows.list_turns(None if state == "all" else state, limit=100)
+        return pd.DataFrame([[r["workflow_id"], r["conversation_title"] or r["conversation_id"],
+                              r["status"], r["reply_status"], _clock(r["started_at"]),
+                              _seconds(r["duration_ms"]), r["recovery_attempts"],
+                              r["error"] or ""] for r in rows], columns=TURN_COLUMNS)
+
+    async def load_steps(workflow_id: str) -> pd.DataFrame:
+        workflow_id = (workflow_id or "").strip()
+        if not workflow_id:
+            return pd.DataFrame(columns=STEP_COLUMNS)
+        try:
+            rows = await service.workflows.steps(workflow_id)
+        except ChatError:
+            return pd.DataFrame(columns=STEP_COLUMNS)
+        return pd.DataFrame([[r["step"], r["name"], _clock(r["started_at"]), r["duration_ms"],
+                              r["error"] or ""] for r in rows], columns=STEP_COLUMNS)
+
+    async def tick(state: str, workflow_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        return await load_table(state), await load_steps(workflow_id)
+
+    def pick(frame: pd.DataFrame, evt: gr.SelectData) -> str:
+        row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        return str(frame.iloc[row]["workflow"])
+
+    async def act(action: str, workflow_id: str, step: int, state: str
+                  ) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+        workflow_id = (workflow_id or "").strip()
+        try:
+            if action == "cancel":
+                info = await service.workflows.cancel(workflow_id)
+                message = f"Cancelled `{workflow_id}`: now {info['status']}."
+            elif action == "resume":
+                info = await service.workflows.resume(workflow_id)
+                message = f"Resumed `{workflow_id}`: now {info['status']}."
+            else:
+                info = await service.workflows.fork(workflow_id, int(step))
+                message = (f"Forked `{workflow_id}` from step {step} as `{info['workflow_id']}`;"
+                           " its reply is added next to the original.")
+        except ChatError as exc:
+            message = f"⚠️ {safe_markdown(exc.message)}"
+        return message, await load_table(state), await load_steps(workflow_id)
+
+    async def do_cancel(w: str, s: int, st: str) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+        return await act("cancel", w, s, st)
+
+    async def do_resume(w: str, s: int, st: str) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+        return await act("resume", w, s, st)
+
+    async def do_fork(w: str, s: int, st: str) -> tuple[str, pd.DataFrame, pd.DataFrame]:
+        return await act("fork", w, s, st)
+
+    tab.select(lambda: gr.Timer(active=True), outputs=[timer], queue=False,
+               api_visibility="private").then(tick, inputs=[status, selected],
+                                              outputs=[table, steps], api_name="workflows")
+    timer.tick(tick, inputs=[status, selected], outputs=[table, steps], api_name="tick",
+               concurrency_limit=None, show_progress="hidden")
+    refresh.click(tick, inputs=[status, selected], outputs=[table, steps],
+                  api_visibility="private")
+    status.change(load_table, inputs=[status], outputs=[table], api_visibility="private")
+    table.select(pick, inputs=[table], outputs=[selected], api_visibility="private").then(
+        load_steps, inputs=[selected], outputs=[steps], api_visibility="private")
+    selected.submit(load_steps, inputs=[selected], outputs=[steps], api_name="steps")
+    action_io = dict(inputs=[selected, fork_step, status], outputs=[result, table, steps])
+    cancel.click(do_cancel, api_name="cancel_workflow", **action_io)
+    resume.click(do_resume, api_name="resume_workflow", **action_io)
+    fork.click(do_fork, api_name="fork_workflow", **action_io)
+    return timer

@@ -3,23 +3,81 @@
 A FastAPI app carries the REST routes and mounts the Gradio Blocks at "/". We run uvicorn
 ourselves (app.py) rather than through Blocks.launch(), so that the workflows, the database pool
 and every request share one event loop, and DBOS is launched before the server accepts anything.
+
+Share mode (a public Gradio link) locks things down: login required for the UI and (HTTP Basic,
+same credentials) for the REST API, Gradio's direct-call API closed so every call goes through
+the queue, the monitoring page off, links in replies shown as text (ui_render.py).
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import base64
+import binascii
+import hmac
+from typing import Awaitable, Callable
 
 import gradio as gr
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 
 from .rest_api import build_rest_api
 from .service import ChatService
+from .ui import CSS
+
+Credentials = list[tuple[str, str]]
 
 
-def build_web_app(service: ChatService, ui: gr.Blocks,
-                  mount_kwargs: dict[str, object] | None = None) -> FastAPI:
+def parse_credentials(text: str) -> Credentials:
+    """"user:password" pairs separated by commas (SHARE_AUTH). Passwords of fewer than 8
+    characters are refused: a share link is on the public internet."""
+    pairs: Credentials = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        user, sep, password = item.partition(":")
+        if not sep or not user or not password:
+            raise ValueError("SHARE_AUTH must look like user:password (several separated by "
+                             "commas)")
+        if len(password) < 8:
+            raise ValueError(f"the SHARE_AUTH password of {user!r} is shorter than 8 characters;"
+                             " a share link is public, choose a longer one")
+        pairs.append((user, password))
+    return pairs
+
+
+def _basic_auth_ok(header: str | None, credentials: Credentials) -> bool:
+    if not header or not header.lower().startswith("basic "):
+        return False
+    try:
+        user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        return False
+    return any(hmac.compare_digest(user, u) & hmac.compare_digest(password, p)
+               for u, p in credentials)
+
+
+def build_web_app(service: ChatService, ui: gr.Blocks, *,
+                  credentials: Credentials | None = None, share_mode: bool = False) -> FastAPI:
     app = FastAPI(title="Durable chat", docs_url="/api/docs", redoc_url=None,
                   openapi_url="/api/openapi.json")
-    get_service: Callable[[], ChatService] = lambda: service
-    app.include_router(build_rest_api(get_service))
-    return gr.mount_gradio_app(app, ui, path="/", **(mount_kwargs or {}))  # type: ignore[arg-type]
+    if credentials:
+        @app.middleware("http")
+        async def require_login(request: Request,
+                                call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+            path = request.url.path
+            if (path.startswith("/api/") or path == "/healthz") and \
+                    not _basic_auth_ok(request.headers.get("authorization"), credentials):
+                return JSONResponse({"error": "log in with the SHARE_AUTH credentials (HTTP "
+                                     "Basic)", "code": "unauthorized"}, status_code=401,
+                                    headers={"WWW-Authenticate": 'Basic realm="durable-chat"'})
+            return await call_next(request)
+
+    app.include_router(build_rest_api(lambda: service))
+    # Many users stream at once: no per-event cap in Gradio (the LLM client caps LLM load);
+    # a bounded queue answers "busy" instead of growing without limit. In share mode the
+    # direct-call API is closed, so every call goes through the queue and its limits.
+    ui.queue(default_concurrency_limit=None, max_size=2048, api_open=not share_mode)
+    return gr.mount_gradio_app(
+        app, ui, path="/", auth=credentials or None, css=CSS,
+        auth_message="Durable chat: log in with the credentials from SHARE_AUTH.",
+        enable_monitoring=False if share_mode else None, show_error=True, max_file_size="1mb",
+        footer_links=["api"] if not share_mode else [],
+    )

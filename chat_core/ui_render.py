@@ -1,0 +1,83 @@
+"""Turn stored messages into what the chat pane shows, safely.
+
+Message text is stored verbatim; only its display is changed. A reply can be steered by a
+prompt injection, so what it says must not make the browser act on its own:
+- HTML is shown as text, not interpreted (Gradio's sanitizer already removes scripts and event
+  handlers, but it keeps <img src=...>, which the browser would fetch);
+- markdown images become a text placeholder: a browser fetches an image without a click, which
+  would carry data to any server named in its URL;
+- in share mode, links are shown as text with their target spelled out, so nothing is one
+  click away from an address the user did not see.
+Code blocks and inline code are left as they are: markdown renders them as text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+_CODE = re.compile(r"(```.*?(?:```|$)|~~~.*?(?:~~~|$)|`[^`\n]*`)", re.DOTALL)
+_IMAGE = re.compile(r"!\[([^\]]*)\]\s*(\(([^)]*)\)|\[[^\]]*\])")
+_LINK = re.compile(r"(?<!!)\[([^\]]+)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+_REF_DEFINITION = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*\S+.*$", re.MULTILINE)
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
+_BARE_URL = re.compile(r"\b(https?)://")
+
+
+def _safe_text(segment: str, share_mode: bool) -> str:
+    segment = _IMAGE.sub(lambda m: f"[image: {m.group(1) or 'untitled'}]", segment)
+    segment = _ENTITY.sub("&amp;", segment)  # "&lt;" typed by the user shows as typed
+    segment = _TAG_START.sub("&lt;", segment)
+    if share_mode:
+        segment = _LINK.sub(lambda m: f"{m.group(1)} ({_defang(m.group(2))})", segment)
+        segment = _REF_DEFINITION.sub(lambda m: _defang(m.group(0)), segment)
+        segment = _BARE_URL.sub(lambda m: f"{m.group(1)}[:]//", segment)
+    return segment
+
+
+def _defang(url: str) -> str:
+    return _BARE_URL.sub(lambda m: f"{m.group(1)}[:]//", url)
+
+
+def safe_markdown(text: str, share_mode: bool = False) -> str:
+    """The text with its active parts neutralised (see the module docstring)."""
+    parts = _CODE.split(text)
+    return "".join(part if i % 2 else _safe_text(part, share_mode)
+                   for i, part in enumerate(parts))
+
+
+STATUS_NOTES = {
+    "stopped": "_(stopped)_",
+    "cancelled": "_(cancelled)_",
+}
+
+
+def reply_markdown(reply: dict[str, Any], share_mode: bool = False) -> str:
+    status = reply.get("status")
+    text = safe_markdown(reply.get("content") or "", share_mode)
+    if status == "error":
+        error = safe_markdown(reply.get("error") or "the reply failed", share_mode)
+        return f"{text}\n\n⚠️ **Error:** {error}".strip()
+    if status in ("pending", "streaming") and not text:
+        return "…"
+    note = STATUS_NOTES.get(status or "")
+    return f"{text}\n\n{note}".strip() if note else text
+
+
+def chat_messages(messages: list[dict[str, Any]], share_mode: bool = False
+                  ) -> list[dict[str, str]]:
+    """Chatbot messages: each user message, then the newest of its replies."""
+    shown: list[dict[str, str]] = []
+    latest: dict[str, dict[str, Any]] = {}
+    for m in messages:
+        if m["role"] == "assistant":
+            latest[m["parent_id"]] = m  # messages come oldest first: the last one wins
+    for m in messages:
+        if m["role"] != "user":
+            continue
+        shown.append({"role": "user", "content": safe_markdown(m["content"], share_mode)})
+        reply = latest.get(m["id"])
+        if reply is not None:
+            shown.append({"role": "assistant", "content": reply_markdown(reply, share_mode)})
+    return shown

@@ -1,0 +1,159 @@
+"""Inspect and steer turn workflows: the Workflows tab, the REST API and notebooks use this.
+
+It reads DBOS's own records (through DBOS's API, not its tables) and joins them with the turn's
+rows, so a workflow shows which conversation it belongs to and what its reply became.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from dbos import DBOS, SetWorkflowID
+
+from .chat_store import ChatStore, iso
+from .errors import Conflict, InvalidInput, NotFound
+from .turn_progress import TurnHub
+from .turn_workflow import STEP_NAMES, WORKFLOW_NAME, reply_id_for
+
+TURN_ID_PREFIX = "turn-"
+WORKFLOW_STATES = ("PENDING", "ENQUEUED", "SUCCESS", "ERROR", "CANCELLED",
+                   "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
+_ACTIVE = ("PENDING", "ENQUEUED")
+
+
+def _ms_to_iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return iso(datetime.fromtimestamp(ms / 1000.0, tz=timezone.utc))
+
+
+def check_turn_id(turn_id: Any) -> str:
+    if not isinstance(turn_id, str) or not turn_id.startswith(TURN_ID_PREFIX) \
+            or len(turn_id) > 80:
+        raise NotFound(f"turn {str(turn_id)[:80]!r} does not exist")
+    return turn_id
+
+
+class WorkflowAdmin:
+    def __init__(self, store: ChatStore, hub: TurnHub) -> None:
+        self.store = store
+        self.hub = hub
+
+    async def list_turns(self, status: str | None = None, limit: int = 50,
+                         conversation_id: str | None = None) -> list[dict[str, Any]]:
+        """Recent turn workflows, newest first: id, conversation, status, started, duration,
+        recovery attempts, error, and the state of the reply."""
+        if status is not None and status not in WORKFLOW_STATES:
+            raise InvalidInput(f"status must be one of {', '.join(WORKFLOW_STATES)}")
+        if not 1 <= limit <= 500:
+            raise InvalidInput("limit must be 1..500")
+        ids: list[str] | None = None
+        if conversation_id is not None:
+            ids = await self.store.workflow_ids_of_conversation(uuid.UUID(conversation_id))
+            if not ids:
+                return []
+        workflows = await DBOS.list_workflows_async(
+            name=WORKFLOW_NAME, status=status, limit=limit, sort_desc=True,
+            workflow_ids=ids, load_input=False, load_output=False)
+        replies = await self.store.replies_of_workflows([w.workflow_id for w in workflows])
+        now_ms = time.time() * 1000
+        out = []
+        for w in workflows:
+            reply = replies.get(w.workflow_id, {})
+            ended = w.status not in _ACTIVE
+            end_ms = (w.completed_at or w.updated_at) if ended else now_ms
+            out.append({
+                "workflow_id": w.workflow_id,
+                "conversation_id": str(reply["conversation_id"]) if reply else None,
+                "conversation_title": reply.get("title"),
+                "status": w.status,
+                "reply_status": reply.get("status"),
+                "started_at": _ms_to_iso(w.created_at),
+                "duration_ms": round(end_ms - w.created_at, 1) if w.created_at else None,
+                "recovery_attempts": w.recovery_attempts,
+                "executor_id": w.executor_id,
+                "forked_from": w.forked_from,
+                "error": _error_text(w.error) or reply.get("error"),
+            })
+        return out
+
+    async def get(self, workflow_id: str) -> dict[str, Any]:
+        check_turn_id(workflow_id)
+        status = await DBOS.get_workflow_status_async(workflow_id)
+        if status is None or status.name != WORKFLOW_NAME:
+            raise NotFound(f"turn workflow {workflow_id} does not exist")
+        replies = await self.store.replies_of_workflows([workflow_id])
+        reply = replies.get(workflow_id, {})
+        return {
+            "workflow_id": workflow_id, "status": status.status,
+            "conversation_id": str(reply["conversation_id"]) if reply else None,
+            "reply_status": reply.get("status"),
+            "started_at": _ms_to_iso(status.created_at),
+            "updated_at": _ms_to_iso(status.updated_at),
+            "recovery_attempts": status.recovery_attempts, "executor_id": status.executor_id,
+            "app_version": status.app_version, "forked_from": status.forked_from,
+            "error": _error_text(status.error) or reply.get("error"),
+        }
+
+    async def steps(self, workflow_id: str) -> list[dict[str, Any]]:
+        """The steps a turn has run, with their durations; step numbers are what "fork from
+        step" takes."""
+        await self.get(workflow_id)
+        steps = await DBOS.list_workflow_steps_async(workflow_id, load_output=False)
+        out = []
+        for s in steps:
+            started, completed = s.get("started_at_epoch_ms"), s.get("completed_at_epoch_ms")
+            out.append({
+                "step": s["function_id"],
+                "name": s["function_name"],
+                "started_at": _ms_to_iso(started),
+                "duration_ms": (completed - started) if started and completed else None,
+                "error": _error_text(s.get("error")),
+            })
+        return out
+
+    async def cancel(self, workflow_id: str) -> dict[str, Any]:
+        """Cancel a running turn: generation stops at once, the reply keeps its partial text
+        and is marked cancelled. Later turns of the conversation go on."""
+        info = await self.get(workflow_id)
+        if info["status"] not in _ACTIVE:
+            raise Conflict(f"turn {workflow_id} is {info['status']}, not running")
+        await DBOS.cancel_workflow_async(workflow_id)
+        progress = self.hub.get(workflow_id)
+        text = progress.text if progress else None
+        await self.store.mark_interrupted([reply_id_for(workflow_id)], "cancelled",
+                                          "cancelled from the Workflows tab", content=text)
+        self.hub.finish(workflow_id, "cancelled", text or "", "cancelled")
+        return await self.get(workflow_id)
+
+    async def resume(self, workflow_id: str) -> dict[str, Any]:
+        """Run a cancelled or stuck turn again from its last completed step."""
+        info = await self.get(workflow_id)
+        if info["status"] == "SUCCESS":
+            raise Conflict(f"turn {workflow_id} already succeeded; fork it to run it again")
+        await self.store.reopen_reply(reply_id_for(workflow_id))
+        await DBOS.resume_workflow_async(workflow_id)
+        return await self.get(workflow_id)
+
+    async def fork(self, workflow_id: str, start_step: int) -> dict[str, Any]:
+        """A new turn that copies this one's steps before `start_step` and runs the rest again;
+        its reply is added next to the original's, which is kept."""
+        await self.get(workflow_id)
+        if not isinstance(start_step, int) or isinstance(start_step, bool) \
+                or not 1 <= start_step <= len(STEP_NAMES):
+            raise InvalidInput(f"start_step must be 1..{len(STEP_NAMES)} "
+                               f"({', '.join(f'{i + 1}={n}' for i, n in enumerate(STEP_NAMES))})")
+        new_id = f"{TURN_ID_PREFIX}{uuid.uuid4()}"
+        with SetWorkflowID(new_id):
+            await DBOS.fork_workflow_async(workflow_id, start_step)
+        return {"workflow_id": new_id, "forked_from": workflow_id, "start_step": start_step}
+
+
+def _error_text(error: Any) -> str | None:
+    if error is None:
+        return None
+    message = getattr(error, "message", None)
+    return str(message if message else error)[:1000]

@@ -1,0 +1,172 @@
+"""The Gradio app through gradio_client against the launched app: create, send with streaming,
+list, select, stop, and the Workflows tab's table and steps."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterator
+
+import pytest
+from gradio_client import Client
+
+from chat_core.emulated_llm import EmulatedLLM
+from tests.helpers import InProcessApp, query, wait_until
+
+
+@pytest.fixture()
+def client(app: InProcessApp) -> Iterator[Client]:
+    c = Client(app.url, verbose=False)
+    yield c
+    c.close()
+
+
+def _texts(chatbot: list[dict[str, Any]]) -> list[str]:
+    out = []
+    for m in chatbot:
+        content = m["content"]
+        if isinstance(content, list):  # Gradio 6 gives content as blocks
+            content = "".join(block.get("text", "") for block in content)
+        out.append(content)
+    return out
+
+
+def _latest(outputs: list[tuple]) -> tuple:
+    """Gradio sends only what changed ({"__type__": "update"} for the rest): fold the
+    streamed outputs into the values the page would show."""
+    current: list[Any] = [None] * len(outputs[0])
+    for output in outputs:
+        for i, value in enumerate(output):
+            if isinstance(value, dict) and value.get("__type__") == "update":
+                if "value" in value:
+                    current[i] = value["value"]
+            else:
+                current[i] = value
+    return tuple(current)
+
+
+def _chatbot_states(outputs: list[tuple]) -> list[list[str]]:
+    return [_texts(o[2]) for o in outputs if isinstance(o[2], list)]
+
+
+def _send(client: Client, text: str, conv: str | None, shown: list | None = None
+          ) -> tuple[list[tuple], tuple]:
+    job = client.submit(text, conv, shown or [], api_name="/send")
+    outputs = list(job)
+    return outputs, _latest(job.outputs())
+
+
+def test_send_streams_then_lists_and_selects(client: Client, app: InProcessApp,
+                                             llm: EmulatedLLM) -> None:
+    llm.settings.reply_tokens = 12
+    llm.settings.tpot_ms = 60
+    client.predict(api_name="/new_chat")
+    _, final = _send(client, "stream this please", None)
+    conv, _, chatbot, notice, _ = final
+    texts = _texts(chatbot)
+    assert texts[0] == "stream this please"
+    assert texts[1].startswith("Reply to [stream this please]") and texts[1].endswith("w10")
+    assert notice == ""
+    # Streamed: the reply was seen growing through at least two partial states.
+    outputs, _ = _send(client, "and again", conv, chatbot)
+    partial = {texts[3] for texts in _chatbot_states(outputs) if len(texts) == 4}
+    partial = {p for p in partial if p.startswith("Reply to [and again]") and
+               not p.endswith("w10")}
+    assert len(partial) >= 2, partial
+
+    # Listed (REST, same store) and selectable.
+    with app.client() as http:
+        assert conv in [c["id"] for c in http.get("/api/conversations").json()]
+    selected = client.predict(conv, api_name="/select")
+    assert _texts(selected[2])[::2] == ["stream this please", "and again"]
+
+
+def test_stop_keeps_the_partial_reply(client: Client, app: InProcessApp,
+                                      llm: EmulatedLLM) -> None:
+    llm.settings.reply_tokens = 200
+    llm.settings.tpot_ms = 30
+    job = client.submit("a long answer please", None, [], api_name="/send")
+    seen = ""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        states = _chatbot_states(job.outputs())
+        if states and len(states[-1]) > 1:
+            seen = states[-1][1]
+            if " w3" in seen:
+                break
+        time.sleep(0.05)
+    assert " w3" in seen
+    client.predict(api_name="/stop")
+    wait_until(job.done, timeout=20)
+    conv, _, chatbot, _, _ = _latest(job.outputs())
+    final = _texts(chatbot)[1]
+    assert final.endswith("_(stopped)_")
+    assert " w199" not in final
+    row = query(app.settings.database_url or "", "SELECT status, content, finish_reason FROM"
+                " messages WHERE conversation_id = %s AND role = 'assistant'", (conv,))[0]
+    assert row[0] == "stopped" and row[2] == "stopped"
+    assert row[1].startswith("Reply to [a long answer please] w0 w1 w2 w3")
+    assert len(llm.requests) == 1
+
+
+def test_workflows_table_shows_the_turn_and_its_steps(client: Client, app: InProcessApp,
+                                                      llm: EmulatedLLM) -> None:
+    _, final = _send(client, "visible in the workflows tab", None)
+    conv = final[0]
+    workflow_id = query(app.settings.database_url or "", "SELECT workflow_id FROM messages"
+                        " WHERE conversation_id = %s AND role = 'assistant'", (conv,))[0][0]
+    table, _ = client.predict("all", "", api_name="/workflows")
+    rows = {r[0]: r for r in table["data"]}
+    assert workflow_id in rows
+    assert rows[workflow_id][1] == "visible in the workflows tab"
+    assert rows[workflow_id][2] == "SUCCESS" and rows[workflow_id][3] == "complete"
+    steps = client.predict(workflow_id, api_name="/steps")
+    assert [r[1] for r in steps["data"]] == ["save_user_message", "read_history", "call_llm",
+                                            "save_reply"]
+    assert all(r[3] is not None and r[3] >= 0 for r in steps["data"])
+    failed, _ = client.predict("ERROR", "", api_name="/workflows")
+    assert workflow_id not in {r[0] for r in failed["data"]}
+
+
+def test_fork_and_cancel_from_the_workflows_tab(client: Client, app: InProcessApp,
+                                                llm: EmulatedLLM) -> None:
+    _, final = _send(client, "fork me", None)
+    conv = final[0]
+    db = app.settings.database_url or ""
+    original = query(db, "SELECT workflow_id FROM messages WHERE conversation_id = %s"
+                     " AND role = 'assistant'", (conv,))[0][0]
+    message, _, _ = client.predict(original, 3, "all", api_name="/fork_workflow")
+    assert "Forked" in message
+    replies = wait_until(lambda: (r := query(
+        db, "SELECT status, content FROM messages WHERE conversation_id = %s AND"
+        " role = 'assistant' ORDER BY created_at", (conv,))) and len(r) == 2
+        and r[1][0] == "complete" and r)
+    assert [r[1].startswith("Reply to [fork me]") for r in replies] == [True, True]
+    assert len(llm.requests) == 2  # the fork called the LLM again; the user message was kept
+    assert query(db, "SELECT count(*) FROM messages WHERE conversation_id = %s AND"
+                 " role = 'user'", (conv,))[0][0] == 1
+
+    # Cancel a turn that hangs in the LLM call: it stops, and says so.
+    llm.script({"action": "hang", "max_sec": 60})
+    job = client.submit("cancel me", conv, [], api_name="/send")
+    wait_until(lambda: len(llm.requests) == 3)
+    running = query(db, "SELECT workflow_id FROM messages WHERE conversation_id = %s AND"
+                    " status IN ('pending', 'streaming')", (conv,))[0][0]
+    message, _, _ = client.predict(running, 3, "all", api_name="/cancel_workflow")
+    assert "now CANCELLED" in message
+    wait_until(job.done, timeout=20)
+    llm.release()
+    assert query(db, "SELECT status FROM messages WHERE workflow_id = %s AND role ="
+                 " 'assistant'", (running,))[0][0] == "cancelled"
+    bad, _, _ = client.predict("turn-nope", 3, "all", api_name="/cancel_workflow")
+    assert "does not exist" in bad
+
+
+def test_bad_input_is_refused_and_kept(client: Client, llm: EmulatedLLM,
+                                       app: InProcessApp) -> None:
+    too_long = "x" * (app.settings.max_message_chars + 1)
+    for text in ("   ", "a\x00b", too_long):
+        _, final = _send(client, text, None)
+        _, _, _, notice, box = final
+        assert notice.startswith("⚠️")
+        assert box == text  # nothing lost: the text stays in the box
+    assert llm.requests == []
