@@ -66,7 +66,12 @@ def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
 
 
 def _build_chat_tab(service: ChatService, share_mode: bool, limit: int) -> dict[str, Any]:
-    conversation = gr.BrowserState(None, storage_key=CONVERSATION_KEY)
+    # The open conversation survives reloads and app restarts in the browser's localStorage.
+    # BrowserState encrypts with a per-launch random key unless given one, which would forget
+    # it on restart; the value is only a conversation id, checked on the server, so a fixed key
+    # is enough.
+    conversation = gr.BrowserState(None, storage_key=CONVERSATION_KEY,
+                                   secret="durable-chat/open-conversation")
     turn = gr.State(None)
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=220):
@@ -261,7 +266,7 @@ def _build_workflows_tab(service: ChatService, tab: gr.Tab) -> gr.Timer:
         rows = await service.workflows.list_turns(None if state == "all" else state, limit=100)
         return pd.DataFrame([[r["workflow_id"], r["conversation_title"] or r["conversation_id"],
                               r["status"], r["reply_status"], _clock(r["started_at"]),
-                              _seconds(r["duration_ms"]), r["recovery_attempts"],
+                              _seconds(r["duration_ms"]), max(0, (r["recovery_attempts"] or 1) - 1),
                               r["error"] or ""] for r in rows], columns=TURN_COLUMNS)
 
     async def load_steps(workflow_id: str) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from chat_core.config import Settings, load_settings
 from chat_core.runtime import ChatRuntime
 from chat_core.service import ChatService
 from chat_core.ui import build_ui
-from chat_core.web_app import build_web_app
+from chat_core.web_app import build_web_app, parse_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -77,8 +77,9 @@ class InProcessApp:
     """The whole app (runtime, REST API, UI) served by uvicorn on a thread with its own event
     loop, as app.py runs it. `call()` runs a service coroutine on that loop."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], share: bool = False) -> None:
         self.settings: Settings = load_settings(env, env_file=NO_ENV_FILE)
+        self.share = share
         self.url = f"http://127.0.0.1:{self.settings.port}"
         self.runtime: ChatRuntime | None = None
         self.service: ChatService | None = None
@@ -109,7 +110,9 @@ class InProcessApp:
         self.runtime = ChatRuntime(self.settings)
         self.service = await self.runtime.start()
         try:
-            app = build_web_app(self.service, build_ui(self.service))
+            credentials = parse_credentials(self.settings.share_auth) or None
+            app = build_web_app(self.service, build_ui(self.service, share_mode=self.share),
+                                credentials=credentials, share_mode=self.share)
             self._server = uvicorn.Server(uvicorn.Config(
                 app, host="127.0.0.1", port=self.settings.port, log_level="warning",
                 lifespan="on", timeout_graceful_shutdown=1))

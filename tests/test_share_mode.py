@@ -1,0 +1,89 @@
+"""Share mode: what a public link exposes is locked: login for the UI and the REST API, no
+direct-call API around the queue, no monitoring page, links and images in replies inert."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from chat_core.emulated_llm import EmulatedLLM
+from chat_core.ui_render import safe_markdown
+from chat_core.web_app import parse_credentials
+from tests.helpers import ROOT, InProcessApp, base_env
+
+USER, PASSWORD = "alice", "correct horse battery"
+
+
+@pytest.fixture(scope="module")
+def shared(database_url: str, llm: EmulatedLLM, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[InProcessApp]:
+    env = base_env(database_url, llm.base_url, tmp_path_factory.mktemp("share"),
+                   SHARE_AUTH=f"{USER}:{PASSWORD}")
+    app = InProcessApp(env, share=True).start()
+    yield app
+    app.stop()
+
+
+def test_rest_api_requires_the_credentials(shared: InProcessApp) -> None:
+    with httpx.Client(base_url=shared.url) as http:
+        for path in ("/api/conversations", "/healthz"):
+            denied = http.get(path)
+            assert denied.status_code == 401
+            assert denied.headers["www-authenticate"].startswith("Basic")
+        assert http.get("/api/conversations", auth=(USER, "wrong password")).status_code == 401
+        created = http.post("/api/conversations", auth=(USER, PASSWORD))
+        assert created.status_code == 201
+        sent = http.post(f"/api/conversations/{created.json()['id']}/messages",
+                         json={"content": "hi"}, auth=(USER, PASSWORD))
+        assert sent.status_code == 200
+
+
+def test_the_ui_asks_for_a_login(shared: InProcessApp) -> None:
+    with httpx.Client(base_url=shared.url) as http:
+        config = http.get("/config")
+        assert config.status_code in (401, 403) or "login" in config.text.lower()
+        login = http.post("/login", data={"username": USER, "password": PASSWORD})
+        assert login.status_code in (200, 302, 303)
+        assert http.get("/config").status_code == 200
+        bad = httpx.post(f"{shared.url}/login", data={"username": USER, "password": "nope"})
+        assert bad.status_code in (400, 401)
+
+
+def test_no_direct_api_and_no_monitoring(shared: InProcessApp) -> None:
+    with httpx.Client(base_url=shared.url) as http:
+        http.post("/login", data={"username": USER, "password": PASSWORD})
+        direct = http.post("/gradio_api/run/send", json={"data": ["hi", None, []]})
+        assert direct.status_code in (401, 403, 404, 405), direct.text
+        for path in ("/monitoring", "/monitoring/summary"):
+            page = http.get(path)
+            assert page.status_code == 403 and "not enabled" in page.text
+
+
+def test_links_and_images_in_replies_are_inert_in_share_mode() -> None:
+    text = "see [docs](https://evil.example/?q=secret) ![x](https://evil.example/p.png) " \
+           "https://evil.example/raw `https://code.example/kept`"
+    shown = safe_markdown(text, share_mode=True)
+    assert "](https://" not in shown and "https://evil" not in shown
+    assert "[image: x]" in shown
+    assert "`https://code.example/kept`" in shown  # code is left as typed
+
+
+@pytest.mark.parametrize("value,words", [("alice", "user:password"),
+                                          ("alice:short", "shorter than 8")])
+def test_weak_or_malformed_credentials_are_refused(value: str, words: str) -> None:
+    with pytest.raises(ValueError, match=words):
+        parse_credentials(value)
+
+
+def test_share_without_credentials_refuses_to_start(tmp_path: Path) -> None:
+    env = {"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path), "HOME": str(tmp_path)}
+    result = subprocess.run([sys.executable, str(ROOT / "app.py"), "--share"], env=env,
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "SHARE_AUTH=user:password" in result.stderr
+    assert not (tmp_path / "pgdata").exists()  # refused before starting anything
