@@ -6,14 +6,13 @@ are derived from the workflow id, inserted with ON CONFLICT DO NOTHING, and read
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
 from psycopg.types.json import Jsonb
 
-from .database import Database
+from .database import Database, retry_transient
 from .errors import NotFound
 
 Row = dict[str, Any]
@@ -95,16 +94,25 @@ class ChatStore:
     # -- conversations -----------------------------------------------------------------------
 
     async def create_conversation(self, title: str = "") -> Row:
+        return await self._insert_conversation(uuid.uuid4(), title)
+
+    @retry_transient
+    async def _insert_conversation(self, conversation_id: uuid.UUID, title: str) -> Row:
+        # The id is chosen before the first attempt, so a retry cannot create a second row.
         async with self.db.connection() as conn:
+            await conn.execute(
+                "INSERT INTO conversations (id, title) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+                (conversation_id, title),
+            )
             cur = await conn.execute(
-                "INSERT INTO conversations (id, title) VALUES (%s, %s) "
-                "RETURNING id, title, created_at, updated_at",
-                (uuid.uuid4(), title),
+                "SELECT id, title, created_at, updated_at FROM conversations WHERE id = %s",
+                (conversation_id,),
             )
             row = await cur.fetchone()
         assert row is not None
         return row
 
+    @retry_transient
     async def get_conversation(self, conversation_id: uuid.UUID) -> Row:
         async with self.db.connection() as conn:
             cur = await conn.execute(
@@ -116,6 +124,7 @@ class ChatStore:
             raise NotFound(f"conversation {conversation_id} does not exist")
         return row
 
+    @retry_transient
     async def list_conversations(self, limit: int = 100, offset: int = 0) -> list[Row]:
         async with self.db.connection() as conn:
             cur = await conn.execute(
@@ -127,6 +136,7 @@ class ChatStore:
 
     # -- messages ----------------------------------------------------------------------------
 
+    @retry_transient
     async def list_messages(self, conversation_id: uuid.UUID) -> list[Row]:
         """Every message of a conversation in reading order: by turn, the user message first,
         then its replies oldest first."""
@@ -138,6 +148,7 @@ class ChatStore:
             )
             return await cur.fetchall()
 
+    @retry_transient
     async def get_message(self, message_id: uuid.UUID) -> Row | None:
         async with self.db.connection() as conn:
             cur = await conn.execute(
@@ -145,6 +156,7 @@ class ChatStore:
             )
             return await cur.fetchone()
 
+    @retry_transient
     async def save_user_turn(
         self,
         conversation_id: uuid.UUID,
@@ -197,6 +209,7 @@ class ChatStore:
                 rows = {r["id"]: r for r in await cur.fetchall()}
         return rows[user_id], rows[reply_id]
 
+    @retry_transient
     async def ensure_reply(
         self, user_message: Row, reply_id: uuid.UUID, workflow_id: str
     ) -> Row:
@@ -222,6 +235,7 @@ class ChatStore:
         assert row is not None
         return row
 
+    @retry_transient
     async def earlier_in_flight(
         self, conversation_id: uuid.UUID, seq: int, workflow_id: str
     ) -> list[Row]:
@@ -235,6 +249,7 @@ class ChatStore:
             )
             return await cur.fetchall()
 
+    @retry_transient
     async def in_flight_replies(self, conversation_id: uuid.UUID) -> list[Row]:
         async with self.db.connection() as conn:
             cur = await conn.execute(
@@ -244,6 +259,7 @@ class ChatStore:
             )
             return await cur.fetchall()
 
+    @retry_transient
     async def history(
         self, conversation_id: uuid.UUID, upto_seq: int, max_chars: int, page_turns: int = 64
     ) -> list[Row]:
@@ -277,6 +293,7 @@ class ChatStore:
         collected.reverse()
         return collected
 
+    @retry_transient
     async def checkpoint_partial(self, reply_id: uuid.UUID, content: str) -> bool:
         """Store the text generated so far; returns True if a stop was requested meanwhile."""
         async with self.db.connection() as conn:
@@ -288,6 +305,7 @@ class ChatStore:
             row = await cur.fetchone()
         return bool(row and row["stop_requested"])
 
+    @retry_transient
     async def reply_state(self, reply_id: uuid.UUID) -> Row | None:
         async with self.db.connection() as conn:
             cur = await conn.execute(
@@ -296,6 +314,7 @@ class ChatStore:
             )
             return await cur.fetchone()
 
+    @retry_transient
     async def request_stop(self, reply_id: uuid.UUID) -> bool:
         async with self.db.connection() as conn:
             cur = await conn.execute(
@@ -305,6 +324,7 @@ class ChatStore:
             )
             return await cur.fetchone() is not None
 
+    @retry_transient
     async def finish_reply(self, reply_id: uuid.UUID, **values: Any) -> Row:
         """Write a reply's final state. Idempotent: a repeated call writes the same values."""
         allowed = {
@@ -333,6 +353,7 @@ class ChatStore:
             raise NotFound(f"reply {reply_id} does not exist (was its conversation deleted?)")
         return row
 
+    @retry_transient
     async def mark_interrupted(self, reply_ids: Iterable[uuid.UUID], status: str, error: str,
                                content: str | None = None) -> None:
         """Close replies whose workflow ended without finishing them (cancelled), keeping the
@@ -345,6 +366,7 @@ class ChatStore:
                 (status, error, content, list(reply_ids)),
             )
 
+    @retry_transient
     async def reopen_reply(self, reply_id: uuid.UUID) -> None:
         """A resumed turn's reply is in flight again."""
         async with self.db.connection() as conn:
@@ -352,6 +374,7 @@ class ChatStore:
                 "UPDATE messages SET status = 'pending', error = NULL, completed_at = NULL,"
                 " stop_requested = false WHERE id = %s AND status = 'cancelled'", (reply_id,))
 
+    @retry_transient
     async def workflow_ids_of_conversation(self, conversation_id: uuid.UUID) -> list[str]:
         async with self.db.connection() as conn:
             cur = await conn.execute(
@@ -360,6 +383,7 @@ class ChatStore:
                 (conversation_id,))
             return [r["workflow_id"] for r in await cur.fetchall()]
 
+    @retry_transient
     async def replies_of_workflows(self, workflow_ids: list[str]) -> dict[str, Row]:
         """Reply state and conversation of each turn workflow, in one query."""
         if not workflow_ids:
@@ -371,7 +395,3 @@ class ChatStore:
                 " WHERE m.workflow_id = ANY(%s) AND m.role = 'assistant'",
                 (workflow_ids,))
             return {r["workflow_id"]: r for r in await cur.fetchall()}
-
-
-def dumps(value: Any) -> str:
-    return json.dumps(value, default=str)

@@ -53,6 +53,8 @@ class Settings:
     llm_read_timeout_sec: float = 120.0
     # Cap on LLM requests in flight from this process; see README "Capacity".
     llm_max_concurrency: int = 64
+    # Cap on LLM requests in flight from all processes on this database together (0: none).
+    llm_global_concurrency: int = 0
     # Context window used when the server does not report max_model_len.
     llm_context_tokens: int | None = None
     default_temperature: float = 0.7

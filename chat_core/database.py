@@ -7,9 +7,11 @@ runtime.py), so every query of a turn runs on that loop without a thread hop.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import time
 from contextlib import asynccontextmanager
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -70,20 +72,67 @@ def _first_line(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
+# SQLSTATE classes that mean "the server or the connection went away", not "the query is wrong":
+# 08 connection exception, 57P01-57P03 admin shutdown / crash shutdown / cannot connect now.
+_TRANSIENT_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for errors that retrying the same idempotent operation can fix."""
+    if isinstance(exc, (DatabaseUnavailable, PoolTimeout)):
+        return True
+    if isinstance(exc, psycopg.OperationalError):
+        state = getattr(exc, "sqlstate", None) or ""
+        return not state or state.startswith(_TRANSIENT_STATES)
+    return False
+
+
+T = TypeVar("T")
+
+
+def retry_transient(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+    """Retry an idempotent database operation while PostgreSQL is unreachable (restarting,
+    failing over), like DBOS does for its own writes: the turn pauses instead of failing.
+    Gives up after Database.retry_for_sec with DatabaseUnavailable."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, *args: Any, **kwargs: Any) -> T:
+        db: Database = self.db
+        deadline = time.monotonic() + db.retry_for_sec
+        delay = 0.05
+        while True:
+            try:
+                return await fn(self, *args, **kwargs)
+            except Exception as exc:
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    if is_transient(exc) and not isinstance(exc, DatabaseUnavailable):
+                        raise DatabaseUnavailable(
+                            f"PostgreSQL at {redact_url(db.url)} is unreachable "
+                            f"({_first_line(exc)}); the request can be retried") from exc
+                    raise
+                log.warning("database unavailable (%s); retrying in %.2f s",
+                            _first_line(exc), delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    return wrapper
+
+
 class Database:
     """Async connection pool with errors that say what to do when the server is away."""
 
-    def __init__(self, url: str, max_size: int = 20) -> None:
+    def __init__(self, url: str, max_size: int = 20, retry_for_sec: float = 120.0) -> None:
         self.url = psycopg_url(url)
+        self.retry_for_sec = retry_for_sec
         self._pool = AsyncConnectionPool(
             self.url,
             min_size=1,
             max_size=max_size,
             open=False,
             kwargs={"row_factory": dict_row, "autocommit": True},
-            # A connection that died while PostgreSQL restarted is replaced, not handed out.
-            check=AsyncConnectionPool.check_connection,
-            timeout=30,
+            # No check on checkout (a round trip per query): a connection that died while
+            # PostgreSQL restarted fails once, is discarded, and retry_transient tries again.
+            timeout=10,
             reconnect_timeout=300,
             name="chat-app",
         )

@@ -254,6 +254,16 @@ class EmulatedLLM:
                       include_usage: bool, prompt_tokens: int) -> AsyncIterator[bytes]:
         self.active_streams += 1
         self.max_active_streams = max(self.max_active_streams, self.active_streams)
+        counted = True
+
+        def done() -> None:
+            # Counted as finished before the last bytes go out: a client that has read them
+            # may start its next request before this generator is closed.
+            nonlocal counted
+            if counted:
+                counted = False
+                self.active_streams -= 1
+
         try:
             s = self.settings
             created = int(time.time())
@@ -272,17 +282,18 @@ class EmulatedLLM:
                 if i:
                     await asyncio.sleep(tpot)
                 yield chunk({"content": token})
-            yield chunk({}, "stop")
+            tail = chunk({}, "stop")
             if include_usage:
                 usage = {"id": "chatcmpl-emulated", "object": "chat.completion.chunk",
                          "created": created, "model": s.model, "choices": [],
                          "usage": {"prompt_tokens": prompt_tokens,
                                    "completion_tokens": len(tokens),
                                    "total_tokens": prompt_tokens + len(tokens)}}
-                yield f"data: {json.dumps(usage)}\n\n".encode()
-            yield b"data: [DONE]\n\n"
+                tail += f"data: {json.dumps(usage)}\n\n".encode()
+            done()
+            yield tail + b"data: [DONE]\n\n"
         finally:
-            self.active_streams -= 1
+            done()
 
 
 def _error(status: int, message: str, kind: str = "BadRequestError") -> JSONResponse:

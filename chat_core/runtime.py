@@ -23,6 +23,7 @@ from .config import Settings, redact_url
 from .database import Database, ensure_database_exists, sqlalchemy_url
 from .embedded_postgres import EmbeddedPostgres, start_embedded_postgres
 from .llm_client import LLMClient
+from .llm_slots import GlobalLLMSlots
 from .local_llm import CONTEXT_TOKENS, MODEL_ALIAS, LocalLLMServer, start_local_llm
 from .migrations import apply_migrations
 from .service import ChatService
@@ -42,6 +43,7 @@ class ChatRuntime:
         self.db: Database | None = None
         self.llm: LLMClient | None = None
         self.service: ChatService | None = None
+        self.slots: GlobalLLMSlots | None = None
         self.database_url: str = ""
         self._dbos_launched = False
 
@@ -65,12 +67,16 @@ class ChatRuntime:
             log.info("applied migrations: %s", ", ".join(applied))
         self.db = Database(self.database_url, max_size=s.db_pool_max)
         await self.db.open()
+        if s.llm_global_concurrency > 0:
+            self.slots = GlobalLLMSlots(self.db, s.llm_global_concurrency, s.executor_id)
+            await self.slots.start()
 
         self.llm, backend = await self._start_llm()
         s = self.settings
         store = ChatStore(self.db)
         hub = TurnHub()
-        turn_workflow.bind(turn_workflow.TurnDeps(settings=s, store=store, llm=self.llm, hub=hub))
+        turn_workflow.bind(turn_workflow.TurnDeps(settings=s, store=store, llm=self.llm, hub=hub,
+                                                  slots=self.slots))
         self.service = ChatService(s, store, self.llm, hub, backend)
 
         DBOS(config={
@@ -135,6 +141,9 @@ class ChatRuntime:
                     pool, lambda: DBOS.destroy(workflow_completion_timeout_sec=grace_sec))
             loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="chat-runtime"))
         turn_workflow.bind(None)
+        if self.slots is not None:
+            await self.slots.stop()
+            self.slots = None
         if self.llm is not None:
             await self.llm.close()
             self.llm = None

@@ -16,6 +16,7 @@ request repeated with the same workflow id (Idempotency-Key) returns the first r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 import uuid
@@ -31,6 +32,7 @@ from .context_window import DEFAULT_CONTEXT_TOKENS, FittedPrompt, fit_prompt
 from .fault_injection import crash_point
 from .errors import ChatError, LLMRejected, LLMUnavailable, NotFound, TurnFailed
 from .llm_client import Completion, LLMClient
+from .llm_slots import GlobalLLMSlots
 from .token_estimate import estimate_message_tokens, upper_bound_tokens
 from .turn_progress import TurnHub
 
@@ -47,6 +49,7 @@ class TurnDeps:
     store: ChatStore
     llm: LLMClient
     hub: TurnHub
+    slots: GlobalLLMSlots | None = None
 
 
 _deps: TurnDeps | None = None
@@ -330,9 +333,14 @@ async def call_llm(
                 return True
         return False
 
-    generation = asyncio.ensure_future(d.llm.stream_chat(
-        prompt["messages"], temperature=float(params["temperature"]),
-        max_tokens=int(prompt["max_tokens"]), top_p=float(params["top_p"]), on_delta=on_delta))
+    async def generate() -> Completion:
+        async with d.slots.slot(turn_id) if d.slots else contextlib.nullcontext():
+            return await d.llm.stream_chat(
+                prompt["messages"], temperature=float(params["temperature"]),
+                max_tokens=int(prompt["max_tokens"]), top_p=float(params["top_p"]),
+                on_delta=on_delta)
+
+    generation = asyncio.ensure_future(generate())
     stop_watch = asyncio.ensure_future(progress.stop_event.wait())
     try:
         done, _ = await asyncio.wait({generation, stop_watch},

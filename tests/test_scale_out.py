@@ -1,0 +1,83 @@
+"""Two app processes on one PostgreSQL: distinct executor ids, one global cap on LLM requests,
+one killed mid-turn while the other keeps serving; its turns finish when it restarts."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import time
+from pathlib import Path
+
+import httpx
+
+from chat_core.emulated_llm import EmulatedLLM
+from tests.helpers import AppProcess, base_env, query, wait_until
+
+CAP = 3
+
+
+def _chat(url: str, text: str, timeout: float = 60) -> httpx.Response:
+    cid = httpx.post(f"{url}/api/conversations", timeout=10).json()["id"]
+    return httpx.post(f"{url}/api/conversations/{cid}/messages", json={"content": text},
+                      headers={"Idempotency-Key": text}, timeout=timeout)
+
+
+def test_two_processes_share_one_database_and_one_llm_cap(database_url: str, llm: EmulatedLLM,
+                                                          tmp_path: Path) -> None:
+    llm.settings.reply_tokens = 12
+    llm.settings.tpot_ms = 50  # about 0.6 s per reply
+    common = dict(LLM_GLOBAL_CONCURRENCY=str(CAP), LLM_MAX_CONCURRENCY="16")
+    a = AppProcess(base_env(database_url, llm.base_url, tmp_path / "a", EXECUTOR_ID="node-a",
+                            **common), tmp_path / "a.log")
+    b = AppProcess(base_env(database_url, llm.base_url, tmp_path / "b", EXECUTOR_ID="node-b",
+                            **common), tmp_path / "b.log")
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a.start()
+    b.start()
+    try:
+        # An uncontended turn waits for no slot: no queue latency on top of the LLM's time.
+        started = time.monotonic()
+        assert _chat(a.url, "alone").status_code == 200
+        assert time.monotonic() - started < 0.6 + 0.5
+
+        # Both processes at once: every turn answered, never more than CAP streams at the LLM.
+        llm.max_active_streams = 0
+        with concurrent.futures.ThreadPoolExecutor(16) as pool:
+            jobs = [pool.submit(_chat, url, f"{name}-{i}")
+                    for i in range(8) for name, url in (("a", a.url), ("b", b.url))]
+            results = [j.result() for j in jobs]
+        assert [r.status_code for r in results] == [200] * 16
+        assert llm.max_active_streams == CAP
+
+        # Kill A with turns in flight; B keeps serving meanwhile.
+        llm.settings.tpot_ms = 200
+        pool = concurrent.futures.ThreadPoolExecutor(4)
+        for i in range(4):
+            pool.submit(_chat, a.url, f"in-flight-on-a-{i}")
+        wait_until(lambda: query(database_url, "SELECT count(*) FROM messages WHERE"
+                                 " content LIKE 'in-flight-on-a-%%'")[0][0] == 4)
+        a.kill9()
+        llm.settings.tpot_ms = 50
+        # A's dead turns hold slots until its heartbeat is 10 s old; then B gets them.
+        started = time.monotonic()
+        assert _chat(b.url, "b still serves", timeout=60).status_code == 200
+        assert time.monotonic() - started < 15
+        pending = query(database_url, "SELECT count(*) FROM dbos.workflow_status WHERE"
+                        " executor_id = 'node-a' AND status = 'PENDING'")[0][0]
+        assert pending >= 1  # B does not take A's turns: they wait for A
+        a.start()
+        wait_until(lambda: query(database_url, "SELECT count(*) FROM messages r JOIN messages u"
+                                 " ON r.parent_id = u.id WHERE u.content LIKE"
+                                 " 'in-flight-on-a-%%' AND r.status = 'complete'")[0][0] == 4,
+                   timeout=60)
+        pool.shutdown(wait=False)
+        assert query(database_url, "SELECT count(*) FROM dbos.workflow_status WHERE status IN"
+                     " ('PENDING', 'ENQUEUED')")[0][0] == 0
+        # Exactly one user message and one reply per in-flight turn.
+        rows = query(database_url, "SELECT u.content, count(r.id) FROM messages u LEFT JOIN"
+                     " messages r ON r.parent_id = u.id WHERE u.content LIKE 'in-flight-on-a-%%'"
+                     " GROUP BY u.content")
+        assert sorted(rows) == [(f"in-flight-on-a-{i}", 1) for i in range(4)]
+    finally:
+        a.stop()
+        b.stop()
