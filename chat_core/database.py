@@ -18,6 +18,8 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
+from sqlalchemy import engine as sa_engine
+from sqlalchemy import event as sa_event
 
 from .config import redact_url
 from .errors import DatabaseUnavailable
@@ -116,6 +118,27 @@ def retry_transient(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[
                 delay = min(delay * 2, 2.0)
 
     return wrapper
+
+
+def treat_failed_connects_as_disconnects() -> None:
+    """Make DBOS wait out a PostgreSQL restart instead of failing the turn.
+
+    DBOS retries its own writes while the database is away, but recognises "away" from the
+    error text ("connection failed", SQLSTATE 08...). A connection attempt to a unix socket whose
+    server is restarting fails with "connection is bad: ... No such file or directory" and no
+    SQLSTATE, which DBOS takes for a real error: the workflow fails and stays PENDING until the
+    next start. This SQLAlchemy hook (only DBOS uses SQLAlchemy here) marks any connection-level
+    failure without an SQLSTATE as a disconnect, which DBOS retries."""
+    if getattr(treat_failed_connects_as_disconnects, "installed", False):
+        return
+
+    @sa_event.listens_for(sa_engine.Engine, "handle_error")
+    def _disconnect(ctx: Any) -> None:
+        error = ctx.original_exception
+        if isinstance(error, psycopg.OperationalError) and not getattr(error, "sqlstate", None):
+            ctx.is_disconnect = True
+
+    treat_failed_connects_as_disconnects.installed = True  # type: ignore[attr-defined]
 
 
 class Database:

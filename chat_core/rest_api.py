@@ -30,6 +30,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from .database import is_transient
 from .errors import ChatError, InvalidInput, MalformedRequest, PayloadTooLarge
 from .service import ChatService, Turn
 from .validation import parse_id
@@ -53,7 +54,11 @@ def _guarded(handler: Handler) -> Handler:
             return await handler(*args, **kwargs)
         except ChatError as exc:
             return _json(exc.to_json(), exc.status)
-        except Exception:
+        except Exception as exc:
+            if is_transient(exc) or is_transient(getattr(exc, "orig", None) or exc):
+                log.warning("database unavailable in %s: %s", handler.__name__, exc)
+                return _json({"error": "the database is unreachable (restarting?); retry the "
+                              "request", "code": "database_unavailable"}, 503)
             log.exception("unexpected error in %s", handler.__name__)
             return _json({"error": "internal error; see the server log", "code": "internal_error"},
                          500)

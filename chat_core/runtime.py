@@ -20,7 +20,8 @@ from dbos import DBOS
 
 from .chat_store import ChatStore
 from .config import Settings, redact_url
-from .database import Database, ensure_database_exists, sqlalchemy_url
+from .database import (Database, ensure_database_exists, sqlalchemy_url,
+                       treat_failed_connects_as_disconnects)
 from .embedded_postgres import EmbeddedPostgres, start_embedded_postgres
 from .llm_client import LLMClient
 from .llm_slots import GlobalLLMSlots
@@ -79,6 +80,7 @@ class ChatRuntime:
                                                   slots=self.slots))
         self.service = ChatService(s, store, self.llm, hub, backend)
 
+        treat_failed_connects_as_disconnects()
         DBOS(config={
             "name": APP_NAME,
             # One database for the app's tables (schema public) and DBOS's (schema dbos): one
