@@ -281,4 +281,10 @@ def build_rest_api(get_service: Callable[[], ChatService]) -> APIRouter:
                                             required=True), {"start_step"})
         return _json(await service.workflows.fork(workflow_id, body.get("start_step")), 202)
 
+    @router.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                      include_in_schema=False)
+    async def unknown(rest: str, request: Request) -> Response:
+        return _json({"error": f"no endpoint {request.method} /api/{rest[:100]}; see /api/docs",
+                      "code": "not_found"}, 404)
+
     return router

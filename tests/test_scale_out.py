@@ -78,6 +78,26 @@ def test_two_processes_share_one_database_and_one_llm_cap(database_url: str, llm
                      " messages r ON r.parent_id = u.id WHERE u.content LIKE 'in-flight-on-a-%%'"
                      " GROUP BY u.content")
         assert sorted(rows) == [(f"in-flight-on-a-{i}", 1) for i in range(4)]
+
+        # A process that is gone for good: Resume on another process takes its turn over.
+        llm.settings.tpot_ms = 300
+        orphan = concurrent.futures.ThreadPoolExecutor(1)
+        orphan.submit(_chat, a.url, "orphaned-on-a")
+        wait_until(lambda: query(database_url, "SELECT count(*) FROM messages WHERE content ="
+                                 " 'orphaned-on-a'")[0][0] == 1)
+        a.kill9()
+        llm.settings.tpot_ms = 20
+        workflow_id = query(database_url, "SELECT workflow_id FROM messages WHERE content ="
+                            " 'orphaned-on-a'")[0][0]
+        resumed = httpx.post(f"{b.url}/api/workflows/{workflow_id}/resume", timeout=30)
+        assert resumed.status_code == 200, resumed.text
+        wait_until(lambda: query(database_url, "SELECT status, executor_id FROM"
+                                 " dbos.workflow_status WHERE workflow_uuid = %s",
+                                 (workflow_id,))[0] == ("SUCCESS", "node-b"), timeout=30)
+        assert query(database_url, "SELECT r.status, r.content LIKE 'Reply to [orphaned-on-a]%%'"
+                     " FROM messages r JOIN messages u ON r.parent_id = u.id WHERE u.content ="
+                     " 'orphaned-on-a'") == [("complete", True)]
+        orphan.shutdown(wait=False)
     finally:
         a.stop()
         b.stop()

@@ -1,0 +1,60 @@
+"""Start-up failures end with one clear line that says what to do, and no secret in it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from chat_core.emulated_llm import EmulatedLLM
+from tests.helpers import ROOT, AppProcess, base_env, free_port
+
+SECRET = "s3cret-Passw0rd"
+
+
+def _run_app(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    full = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATA_DIR": str(tmp_path), **env}
+    return subprocess.run([sys.executable, str(ROOT / "app.py")], env=full, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_postgres_down_at_start(tmp_path: Path) -> None:
+    port = free_port()  # nothing listens there
+    result = _run_app({"DATABASE_URL": f"postgresql://app:{SECRET}@127.0.0.1:{port}/chat",
+                       "VLLM_BASE_URL": "http://127.0.0.1:9"}, tmp_path)
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot connect to PostgreSQL at postgresql://app:***@")
+    assert "start the server" in lines[0] and "DATABASE_URL" in lines[0]
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_bad_setting_is_one_line(tmp_path: Path) -> None:
+    result = _run_app({"PORT": "eighty"}, tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: PORT must be a whole number, got 'eighty'"
+
+
+def test_password_never_reaches_logs_or_responses(database_url: str, llm: EmulatedLLM,
+                                                  tmp_path: Path) -> None:
+    # The local server trusts connections, so any password is accepted: use a telling one.
+    url = database_url.replace("postgres@", f"postgres:{SECRET}@")
+    env = base_env(url, llm.base_url, tmp_path, LOG_LEVEL="DEBUG", DBOS_LOG_LEVEL="DEBUG")
+    env["PORT"] = str(free_port())
+    app = AppProcess(env, tmp_path / "app.log").start()
+    try:
+        bodies = [httpx.get(f"{app.url}{path}").text for path in
+                  ("/healthz", "/api/conversations", "/api/conversations/x", "/nope",
+                   "/api/workflows")]
+        llm.stop()
+        bodies.append(httpx.get(f"{app.url}/healthz").text)
+        llm.start()
+    finally:
+        app.stop()
+    assert all(SECRET not in body for body in bodies)
+    log = (tmp_path / "app.log").read_text()
+    assert "postgres:***@" in log or "DBOS launched" in log
+    assert SECRET not in log
