@@ -137,14 +137,17 @@ class ChatStore:
     # -- messages ----------------------------------------------------------------------------
 
     @retry_transient
-    async def list_messages(self, conversation_id: uuid.UUID) -> list[Row]:
-        """Every message of a conversation in reading order: by turn, the user message first,
-        then its replies oldest first."""
+    async def list_messages(self, conversation_id: uuid.UUID,
+                            last_turns: int | None = None) -> list[Row]:
+        """Messages of a conversation in reading order: by turn, the user message first, then
+        its replies oldest first; only the newest `last_turns` turns if given."""
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %s "
-                "ORDER BY seq, (role = 'assistant'), created_at, id",
-                (conversation_id,),
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(cid)s"
+                " AND seq > coalesce((SELECT last_seq FROM conversations WHERE id = %(cid)s)"
+                " - %(turns)s, 0)"
+                " ORDER BY seq, (role = 'assistant'), created_at, id",
+                {"cid": conversation_id, "turns": last_turns if last_turns else 2**62},
             )
             return await cur.fetchall()
 
@@ -166,48 +169,46 @@ class ChatStore:
         content: str,
     ) -> tuple[Row, Row]:
         """Insert the user message at the conversation's next position, and its reply
-        placeholder, in one transaction. Called again with the same ids, it returns the rows
-        written the first time."""
+        placeholder, in one statement (one round trip: this is on every turn's path). Called
+        again with the same ids, it returns the rows written the first time."""
+        params = {"cid": conversation_id, "uid": user_id, "rid": reply_id, "wid": workflow_id,
+                  "content": content, "title": title_from(content)}
         async with self.db.connection() as conn:
-            async with conn.transaction():
-                cur = await conn.execute(
-                    "SELECT last_seq, title FROM conversations WHERE id = %s FOR UPDATE",
-                    (conversation_id,),
+            # The UPDATE takes the conversation's row lock: concurrent turns get consecutive
+            # seq values in the order they commit.
+            cur = await conn.execute(
+                f"""
+                WITH conv AS (
+                    UPDATE conversations SET last_seq = last_seq + 1,
+                           updated_at = clock_timestamp(),
+                           title = CASE WHEN title = '' THEN %(title)s ELSE title END
+                    WHERE id = %(cid)s AND NOT EXISTS (SELECT 1 FROM messages WHERE id = %(uid)s)
+                    RETURNING last_seq
+                ), u AS (
+                    INSERT INTO messages (id, conversation_id, seq, role, content, status,
+                                          workflow_id)
+                    SELECT %(uid)s, %(cid)s, last_seq, 'user', %(content)s, 'complete', %(wid)s
+                    FROM conv RETURNING {_MESSAGE_COLUMNS}
+                ), r AS (
+                    INSERT INTO messages (id, conversation_id, seq, role, parent_id, status,
+                                          workflow_id)
+                    SELECT %(rid)s, %(cid)s, last_seq, 'assistant', %(uid)s, 'pending', %(wid)s
+                    FROM conv ON CONFLICT (id) DO NOTHING RETURNING {_MESSAGE_COLUMNS}
                 )
-                conv = await cur.fetchone()
-                if conv is None:
-                    raise NotFound(f"conversation {conversation_id} does not exist")
-                cur = await conn.execute(
-                    "SELECT seq FROM messages WHERE id = %s", (user_id,)
-                )
-                existing = await cur.fetchone()
-                if existing is None:
-                    seq = conv["last_seq"] + 1
-                    await conn.execute(
-                        "UPDATE conversations SET last_seq = %s, updated_at = clock_timestamp(),"
-                        " title = CASE WHEN title = '' THEN %s ELSE title END WHERE id = %s",
-                        (seq, title_from(content), conversation_id),
-                    )
-                    await conn.execute(
-                        "INSERT INTO messages (id, conversation_id, seq, role, content, status,"
-                        " workflow_id) VALUES (%s, %s, %s, 'user', %s, 'complete', %s)",
-                        (user_id, conversation_id, seq, content, workflow_id),
-                    )
-                else:
-                    seq = existing["seq"]
-                # Also when the message exists: a fork from step 1 answers it with a new reply.
-                await conn.execute(
-                    "INSERT INTO messages (id, conversation_id, seq, role, parent_id, status,"
-                    " workflow_id) VALUES (%s, %s, %s, 'assistant', %s, 'pending', %s)"
-                    " ON CONFLICT (id) DO NOTHING",
-                    (reply_id, conversation_id, seq, user_id, workflow_id),
-                )
-                cur = await conn.execute(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id IN (%s, %s)",
-                    (user_id, reply_id),
-                )
-                rows = {r["id"]: r for r in await cur.fetchall()}
-        return rows[user_id], rows[reply_id]
+                SELECT * FROM u UNION ALL SELECT * FROM r
+                """,
+                params,
+            )
+            rows = {r["id"]: r for r in await cur.fetchall()}
+            if user_id in rows and reply_id in rows:
+                return rows[user_id], rows[reply_id]
+            # Done before (a re-run step, or a fork from step 1), or no such conversation.
+            cur = await conn.execute(
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = %s", (user_id,))
+            user = await cur.fetchone()
+            if user is None:
+                raise NotFound(f"conversation {conversation_id} does not exist")
+        return user, await self.ensure_reply(user, reply_id, workflow_id)
 
     @retry_transient
     async def ensure_reply(
@@ -339,16 +340,15 @@ class ChatStore:
         assignments = ", ".join(f"{name} = %({name})s" for name in values)
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                f"UPDATE messages SET {assignments}, completed_at = coalesce(completed_at,"
-                f" clock_timestamp()) WHERE id = %(reply_id)s RETURNING {_MESSAGE_COLUMNS}",
+                f"WITH r AS (UPDATE messages SET {assignments}, completed_at ="
+                f" coalesce(completed_at, clock_timestamp()) WHERE id = %(reply_id)s"
+                f" RETURNING {_MESSAGE_COLUMNS}),"
+                " c AS (UPDATE conversations SET updated_at = clock_timestamp()"
+                "  WHERE id = (SELECT conversation_id FROM r))"
+                " SELECT * FROM r",
                 {**values, "reply_id": reply_id},
             )
             row = await cur.fetchone()
-            if row is not None:
-                await conn.execute(
-                    "UPDATE conversations SET updated_at = clock_timestamp() WHERE id = %s",
-                    (row["conversation_id"],),
-                )
         if row is None:
             raise NotFound(f"reply {reply_id} does not exist (was its conversation deleted?)")
         return row

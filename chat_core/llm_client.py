@@ -14,14 +14,21 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Awaitable, Callable
 
+import anyio
 import httpx
+import httpx2
 import openai
 from openai import AsyncOpenAI
+from orjson import loads as _loads
 
 from .errors import LLMRejected, LLMUnavailable
 from .token_estimate import estimate_message_tokens
 
 log = logging.getLogger(__name__)
+
+# What reading a response stream can raise when the server dies or stalls mid-reply (the openai
+# package sits on httpx2, an httpx fork).
+_STREAM_ERRORS = (httpx2.HTTPError, anyio.EndOfStream, OSError)
 
 # Called with each new piece of text; returns True to stop the generation early.
 DeltaCallback = Callable[[str], Awaitable[bool]]
@@ -253,9 +260,11 @@ class LLMClient:
         chunks = 0
         first_token_at: float | None = None
         finish_reason: str | None = None
-        usage = None
+        usage: dict[str, Any] | None = None
         served_model = model.id
-        stream = await self._client.chat.completions.create(
+        # The raw event stream, parsed here: the openai package would build a pydantic object
+        # per token, which was the largest CPU cost of a turn in profiles (scripts/bench.py).
+        request = self._client.chat.completions.with_streaming_response.create(
             model=model.id,
             messages=messages,  # type: ignore[arg-type]
             temperature=temperature,
@@ -264,26 +273,42 @@ class LLMClient:
             stream=True,
             stream_options={"include_usage": True},
         )
-        async with stream:
-            async for chunk in stream:
-                if chunk.usage is not None:
-                    usage = chunk.usage
-                if chunk.model:
-                    served_model = chunk.model
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                delta = choice.delta.content if choice.delta else None
-                if delta:
-                    if first_token_at is None:
-                        first_token_at = time.perf_counter()
-                    pieces.append(delta)
-                    chunks += 1
-                    if await on_delta(delta):
-                        finish_reason = "stopped"
+        async with request as response:
+            try:
+                async for line in response.iter_lines():
+                    if not line.startswith("data:"):
+                        continue
+                    payload = line[5:].strip()
+                    if payload == "[DONE]":
                         break
-                if choice.finish_reason:
-                    finish_reason = choice.finish_reason
+                    chunk = _loads(payload)
+                    if "error" in chunk and not chunk.get("choices"):
+                        raise LLMUnavailable(f"{self.base_url} reported an error mid-stream: "
+                                             f"{str(chunk['error'])[:300]}")
+                    if chunk.get("usage"):
+                        usage = chunk["usage"]
+                    served_model = chunk.get("model") or served_model
+                    choices = chunk.get("choices")
+                    if not choices:
+                        continue
+                    choice = choices[0]
+                    delta = (choice.get("delta") or {}).get("content")
+                    if delta:
+                        if first_token_at is None:
+                            first_token_at = time.perf_counter()
+                        pieces.append(delta)
+                        chunks += 1
+                        if await on_delta(delta):
+                            finish_reason = "stopped"
+                            break
+                    if choice.get("finish_reason"):
+                        finish_reason = choice["finish_reason"]
+            except (ValueError, TypeError, AttributeError) as exc:
+                raise LLMUnavailable(f"{self.base_url} sent a malformed stream ({exc}); the "
+                                     "turn will retry") from exc
+            except _STREAM_ERRORS as exc:
+                raise LLMUnavailable(f"{self.backend} server at {self.base_url} "
+                                     f"{_connection_failure(exc)}.") from exc
         if finish_reason is None:
             raise LLMUnavailable(
                 f"{self.base_url} closed the stream before the reply finished "
@@ -293,7 +318,8 @@ class LLMClient:
         ended = time.perf_counter()
         if usage is not None and finish_reason != "stopped":
             prompt_tokens, completion_tokens, estimated = (
-                usage.prompt_tokens, usage.completion_tokens, False)
+                int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
+                False)
         else:
             # No usage from the server (llama.cpp streams none) or cut short: one streamed chunk
             # is one token on vLLM and llama.cpp; the prompt is estimated (token_estimate.py).

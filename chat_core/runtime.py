@@ -89,6 +89,11 @@ class ChatRuntime:
             "application_version": s.app_version,
             "executor_id": s.executor_id,
             "log_level": s.dbos_log_level,
+            # No "pre-ping" round trip on every connection checkout (DBOS's default): a
+            # connection that died with a PostgreSQL restart fails once and DBOS retries it
+            # (see treat_failed_connects_as_disconnects). Pool sized for many turns at once.
+            "db_engine_kwargs": {"pool_pre_ping": False, "pool_size": s.db_pool_max * 2,
+                                 "connect_args": {"application_name": "durable-chat-dbos"}},
         })
         DBOS.launch()
         self._dbos_launched = True

@@ -13,7 +13,7 @@ from dbos import DBOS, SetWorkflowID
 from dbos._core import WorkflowHandleAsyncTask
 from dbos._error import DBOSAwaitedWorkflowCancelledError, DBOSWorkflowCancelledError
 
-from .chat_store import ChatStore, public_conversation, public_message
+from .chat_store import ChatStore, public_conversation, public_message, title_from
 from .config import Settings
 from .errors import ChatError, Conflict, InvalidInput, NotFound, TurnCancelled, TurnFailed
 from .llm_client import LLMClient
@@ -60,6 +60,11 @@ class ChatService:
 
     # -- conversations -------------------------------------------------------------------------
 
+    @staticmethod
+    def title_for(first_message: str) -> str:
+        """The title a conversation gets from its first message."""
+        return title_from(first_message)
+
     async def create_conversation(self, title: str | None = None) -> dict[str, Any]:
         if title is not None:
             check_text(title, "title", 200, allow_empty=True)
@@ -74,10 +79,14 @@ class ChatService:
     async def get_conversation(self, conversation_id: str | uuid.UUID) -> dict[str, Any]:
         return public_conversation(await self.store.get_conversation(parse_id(conversation_id)))
 
-    async def list_messages(self, conversation_id: str | uuid.UUID) -> list[dict[str, Any]]:
+    async def list_messages(self, conversation_id: str | uuid.UUID,
+                            last_turns: int | None = None) -> list[dict[str, Any]]:
+        """All messages in reading order, or those of the newest `last_turns` turns."""
         cid = parse_id(conversation_id)
-        await self.store.get_conversation(cid)
-        return [public_message(r) for r in await self.store.list_messages(cid)]
+        rows = await self.store.list_messages(cid, last_turns)
+        if not rows:
+            await self.store.get_conversation(cid)  # 404 for an unknown conversation
+        return [public_message(r) for r in rows]
 
     # -- turns ---------------------------------------------------------------------------------
 
@@ -186,7 +195,8 @@ class ChatService:
             out[name] = public_message(row) if row else None
         return out
 
-    async def watch_turn(self, turn_id: str, poll_sec: float = 0.25) -> AsyncIterator[Snapshot]:
+    async def watch_turn(self, turn_id: str, poll_sec: float = 0.25,
+                         min_interval: float = 0.0) -> AsyncIterator[Snapshot]:
         """Snapshots of a reply as it is generated, ending with its final state. Reads this
         process's live progress when the turn runs here, else the checkpoints in the database
         (a turn run by another process, or not yet resumed after a restart)."""
@@ -195,7 +205,7 @@ class ChatService:
         while True:
             progress = self.hub.get(turn_id)
             if progress is not None:
-                async for snap in progress.watch():
+                async for snap in progress.watch(min_interval):
                     yield snap
                     last = snap
                 if last is not None and last.finished:

@@ -9,6 +9,7 @@ Everything here runs on the one event loop that runs the workflows.
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import AsyncIterator
 
@@ -38,6 +39,7 @@ class TurnProgress:
         self.error: str | None = None
         self.attempt = 0
         self.stop_event = asyncio.Event()
+        self._finished = asyncio.Event()
         self._pieces: list[str] = []
         self._text = ""
         self._text_valid = True
@@ -76,6 +78,7 @@ class TurnProgress:
         self.error = error
         self._pieces = [text]
         self._text, self._text_valid = text, True
+        self._finished.set()
         self._notify()
 
     @property
@@ -89,16 +92,25 @@ class TurnProgress:
     def request_stop(self) -> None:
         self.stop_event.set()
 
-    async def watch(self) -> AsyncIterator[Snapshot]:
+    async def watch(self, min_interval: float = 0.0) -> AsyncIterator[Snapshot]:
         """Yield a snapshot now and after every change, coalescing changes that arrive while
-        the consumer is busy; ends after the final state."""
+        the consumer is busy, and at most one per `min_interval` seconds (a UI needs no more
+        than about 20 updates a second); the final state comes at once, and ends it."""
         while True:
             changed = self._changed
             snap = self.snapshot()
             yield snap
             if snap.finished:
                 return
+            shown_at = time.monotonic()
             await changed.wait()
+            delay = shown_at + min_interval - time.monotonic()
+            # The first words show at once; after that, updates are spaced out.
+            if delay > 0 and snap.text and not self._finished.is_set():
+                try:
+                    await asyncio.wait_for(self._finished.wait(), delay)
+                except asyncio.TimeoutError:
+                    pass
 
 
 class TurnHub:

@@ -219,7 +219,7 @@ async def _fit(history: list[dict[str, str]], system_prompt: str, context_tokens
     if bounded is not None and bounded.dropped_messages == 0:
         return bounded
     try:
-        exact = await _d().llm.count_tokens(texts + [system_prompt])
+        exact = await _count_newest(texts, system_prompt, context_tokens)
     except ChatError:
         exact = None
     if exact is None:
@@ -228,6 +228,32 @@ async def _fit(history: list[dict[str, str]], system_prompt: str, context_tokens
                        False)  # raises the "too long" error
         return bounded
     return fit(exact[:-1], exact[-1], True)
+
+
+_COUNT_BATCH = 64
+
+
+async def _count_newest(texts: list[str], system_prompt: str, context_tokens: int
+                        ) -> list[int] | None:
+    """Exact counts for the system prompt and the newest messages, a batch at a time, until
+    they alone fill the window; older messages get a count that cannot fit. So a long
+    conversation costs tokenizer calls for what can be sent, not for everything read."""
+    llm = _d().llm
+    counts = [context_tokens + 1] * len(texts)
+    head = await llm.count_tokens([system_prompt])
+    if head is None:
+        return None
+    used = head[0]
+    end = len(texts)
+    while end > 0 and used <= context_tokens:
+        start = max(0, end - _COUNT_BATCH)
+        batch = await llm.count_tokens(texts[start:end])
+        if batch is None:
+            return None
+        counts[start:end] = batch
+        used += sum(batch)
+        end = start
+    return counts + head
 
 
 async def _context_tokens() -> int:
@@ -383,6 +409,7 @@ async def save_reply(
     recorded_params = {**params, "max_tokens_sent": prompt.get("max_tokens"),
                        "context_tokens": prompt.get("context_tokens"),
                        "dropped_messages": prompt.get("dropped_messages"),
+                       "prompt_messages": len(prompt.get("messages") or []),
                        "exact_token_counts": prompt.get("exact_counts")}
     if outcome["status"] == "error":
         values: dict[str, Any] = dict(status="error", error=outcome["error"], content="",

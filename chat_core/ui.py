@@ -21,6 +21,14 @@ from .ui_render import chat_messages, reply_markdown, safe_markdown
 from .workflow_admin import WORKFLOW_STATES
 
 CONVERSATION_KEY = "durable-chat-conversation"
+# A streaming reply updates the page at most this often: 10 updates a second read as smooth
+# streaming. Each update costs Gradio a few milliseconds of CPU (it re-sends the chat's
+# messages), so with many streams at once the interval grows to keep the whole process under
+# UI_MAX_UPDATES_PER_SEC; the first words and the final text are never delayed.
+UI_UPDATE_SEC = 0.1
+UI_MAX_UPDATES_PER_SEC = 150
+# Turns a conversation shows when opened; the whole history stays in the database and the API.
+SHOWN_TURNS = 100
 TURN_COLUMNS = ["workflow", "conversation", "status", "reply", "started", "seconds",
                 "recoveries", "error"]
 STEP_COLUMNS = ["step", "name", "started", "ms", "error"]
@@ -65,6 +73,9 @@ def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
 # -- chat tab ----------------------------------------------------------------------------------
 
 
+_streams = [0]  # replies being streamed to pages by this process
+
+
 def _build_chat_tab(service: ChatService, share_mode: bool, limit: int) -> dict[str, Any]:
     # The open conversation survives reloads and app restarts in the browser's localStorage.
     # BrowserState encrypts with a per-launch random key unless given one, which would forget
@@ -96,62 +107,77 @@ def _build_chat_tab(service: ChatService, share_mode: bool, limit: int) -> dict[
 
     outputs = [conversation, conversations, chatbot, notice, box, stop, retry, turn]
 
-    async def sidebar(selected: str | None) -> Any:
+    async def sidebar(selected: str | None, first_message: str | None = None) -> Any:
         rows = await service.list_conversations(limit=100)
-        choices = [(c["title"] or "New conversation", c["id"]) for c in rows]
-        return gr.Radio(choices=choices, value=selected if selected in
-                        {c["id"] for c in rows} else None)
+        # A new conversation gets its title when its first turn saves the message, which may
+        # not have happened yet: show the title it will get.
+        choices = [(c["title"] or (service.title_for(first_message) if first_message and
+                                   c["id"] == selected else "New conversation"), c["id"])
+                   for c in rows]
+        return gr.update(choices=choices, value=selected if selected in
+                         {c["id"] for c in rows} else None)
 
-    def idle(messages: list[dict[str, Any]]) -> dict[Any, Any]:
+    # Each property update makes Gradio rebuild that component (a few ms of CPU per update), so
+    # handlers send only the ones that change.
+    def idle(failed: bool, after_busy: bool = False) -> dict[Any, Any]:
         """Input enabled; Retry offered when the newest reply failed or was cancelled."""
+        out: dict[Any, Any] = {box: gr.update(interactive=True), stop: gr.update(visible=False),
+                               turn: None}
+        if failed or not after_busy:  # busy() already hid Retry
+            out[retry] = gr.update(visible=failed)
+        return out
+
+    def last_failed(messages: list[dict[str, Any]]) -> bool:
         last = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
-        failed = last is not None and last["status"] in ("error", "cancelled")
-        return {box: gr.Textbox(interactive=True), stop: gr.Button(visible=False),
-                retry: gr.Button(visible=failed), turn: None}
+        return last is not None and last["status"] in ("error", "cancelled")
 
     def busy(turn_id: str) -> dict[Any, Any]:
-        return {box: gr.Textbox(value="", interactive=False), stop: gr.Button(visible=True),
-                retry: gr.Button(visible=False), turn: turn_id}
+        return {box: gr.update(value="", interactive=False), stop: gr.update(visible=True),
+                retry: gr.update(visible=False), turn: turn_id}
 
     async def follow(turn_id: str, shown: list[dict[str, str]], conv_id: str
                      ) -> AsyncIterator[dict[Any, Any]]:
-        """Stream one reply into the chat pane, then show the conversation as stored."""
+        """Stream one reply into the chat pane; its last snapshot is its stored final state."""
+        status = "error"
+        _streams[0] += 1
+        interval = max(UI_UPDATE_SEC, _streams[0] / UI_MAX_UPDATES_PER_SEC)
         try:
-            async for snap in service.watch_turn(turn_id):
+            async for snap in service.watch_turn(turn_id, min_interval=interval):
+                status = snap.status
                 yield {chatbot: shown + [_live(snap, share_mode)]}
         except ChatError as exc:
             yield {notice: f"⚠️ {safe_markdown(exc.message)}"}
-        messages = await service.list_messages(conv_id)
-        final = chat_messages(messages, share_mode)
-        last = next((m for m in reversed(messages) if m["role"] == "assistant"), None)
-        note = ""
-        if last is not None and last["status"] == "error":
-            note = "⚠️ The reply failed; your message is saved. Press Retry to try again."
-        yield {chatbot: final, notice: note, conversations: await sidebar(conv_id),
-               **idle(messages)}
+        finally:
+            _streams[0] -= 1
+        note = ("⚠️ The reply failed; your message is saved. Press Retry to try again."
+                if status == "error" else "")
+        yield {notice: note, **idle(status in ("error", "cancelled"), after_busy=True)}
 
     async def show(conv_id: str | None) -> AsyncIterator[dict[Any, Any]]:
         """Show a conversation; if a reply is being generated, follow it (re-attach)."""
         if conv_id is None:
             yield {conversation: None, chatbot: [], notice: "",
-                   conversations: await sidebar(None), **idle([])}
+                   conversations: await sidebar(None), **idle(False)}
             return
         try:
-            messages = await service.list_messages(conv_id)
+            messages = await service.list_messages(conv_id, last_turns=SHOWN_TURNS)
         except ChatError:
             yield {conversation: None, chatbot: [], notice: "",
-                   conversations: await sidebar(None), **idle([])}
+                   conversations: await sidebar(None), **idle(False)}
             return
         shown = chat_messages(messages, share_mode)
+        earlier = messages[0]["seq"] - 1 if messages else 0
+        note = (f"Showing the newest {SHOWN_TURNS} turns; {earlier} earlier turns are in the "
+                "history (REST API: GET /api/conversations/{id}/messages)." if earlier else "")
         in_flight = await service.in_flight(conv_id)
         if not in_flight:
-            yield {conversation: conv_id, chatbot: shown, notice: "",
-                   conversations: await sidebar(conv_id), **idle(messages)}
+            yield {conversation: conv_id, chatbot: shown, notice: note,
+                   conversations: await sidebar(conv_id), **idle(last_failed(messages))}
             return
         turn_id = in_flight[-1]["workflow_id"]
         if shown and shown[-1]["role"] == "assistant":
             shown = shown[:-1]
-        yield {conversation: conv_id, chatbot: shown, notice: "",
+        yield {conversation: conv_id, chatbot: shown, notice: note,
                conversations: await sidebar(conv_id), **busy(turn_id)}
         async for update in follow(turn_id, shown, conv_id):
             yield update
@@ -176,18 +202,21 @@ def _build_chat_tab(service: ChatService, share_mode: bool, limit: int) -> dict[
             started = await service.start_turn(conv_id, text)
         except ChatError as exc:
             # Nothing is lost: the text stays in the box, the error says what to change.
-            yield {notice: f"⚠️ {safe_markdown(exc.message)}", box: gr.Textbox(value=text)}
+            yield {notice: f"⚠️ {safe_markdown(exc.message)}", box: gr.update(value=text)}
             return
         shown = list(shown or []) + [{"role": "user", "content": safe_markdown(text, share_mode)}]
-        yield {conversation: conv_id, chatbot: shown + [{"role": "assistant", "content": "…"}],
-               notice: "", conversations: await sidebar(conv_id), **busy(started.turn_id)}
+        first = {conversation: conv_id, chatbot: shown + [{"role": "assistant", "content": "…"}],
+                 notice: "", **busy(started.turn_id)}
+        if not shown[:-1]:
+            first[conversations] = await sidebar(conv_id, text)  # a new conversation: list it
+        yield first
         async for update in follow(started.turn_id, shown, conv_id):
             yield update
 
     async def on_retry(conv_id: str | None) -> AsyncIterator[dict[Any, Any]]:
         if conv_id is None:
             return
-        messages = await service.list_messages(conv_id)
+        messages = await service.list_messages(conv_id, last_turns=SHOWN_TURNS)
         last_user = next((m for m in reversed(messages) if m["role"] == "user"), None)
         if last_user is None:
             return

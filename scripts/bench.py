@@ -1,0 +1,586 @@
+"""Benchmark: what the app adds on top of the LLM server, measured side by side in one run.
+
+The same workload (conversations of several streaming turns, each turn sending the history so
+far) runs against
+    direct   the emulated vLLM server, straight through the openai client
+    service  ChatService in this process (DBOS workflow, PostgreSQL, streaming from memory)
+    rest     app.py's REST API, streaming (server-sent events)
+    gradio   app.py's Gradio API (/gradio_api/call/send), streaming
+at several concurrency levels, and prints one table: turns/s, time to first token p50/p99,
+turn latency p50/p99, overhead against direct, throughput against direct, the app's CPU time per
+turn and peak memory, and PostgreSQL transactions per turn. Then one turn at a time on a fresh
+conversation and on one with 10,000 earlier messages. Targets are checked at the end.
+
+    python scripts/bench.py --quick        # concurrency 1, 16, 64: a few minutes
+    python scripts/bench.py                # 1, 16, 64, 256, 512
+
+The emulated server (chat_core/emulated_llm.py, its own process) stands in for a GPU: it
+answers every request after --ttft-ms, then one token every --tpot-ms. Everything shares this
+machine's cores, so the numbers are comparisons within one run, not absolutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import httpx
+import psutil
+import psycopg
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from chat_core.config import load_settings  # noqa: E402
+from chat_core.llm_client import LLMClient  # noqa: E402
+from chat_core.runtime import ChatRuntime  # noqa: E402
+
+PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+@dataclass
+class Sample:
+    ttft_ms: float
+    latency_ms: float
+
+
+@dataclass
+class Result:
+    mode: str
+    concurrency: int
+    samples: list[Sample] = field(default_factory=list)
+    wall_sec: float = 0.0
+    errors: int = 0
+    cpu_sec: float | None = None
+    peak_rss_mb: float | None = None
+    db_tx: int | None = None
+
+    @property
+    def turns(self) -> int:
+        return len(self.samples)
+
+    @property
+    def turns_per_sec(self) -> float:
+        return self.turns / self.wall_sec if self.wall_sec else 0.0
+
+    def p(self, attr: str, q: float) -> float:
+        return pct([getattr(s, attr) for s in self.samples], q)
+
+
+class Database:
+    def __init__(self) -> None:
+        self.name = f"bench_{uuid.uuid4().hex[:10]}"
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{self.name}"')
+        self.url = PG_ADMIN.rsplit("/", 1)[0] + "/" + self.name
+
+    def transactions(self) -> int:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute("SELECT pg_stat_clear_snapshot()")
+            row = conn.execute("SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE"
+                               " datname = %s", (self.name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def drop(self) -> None:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+
+
+class ProcessMeter:
+    """CPU seconds and peak RSS of one process (and its children) while a level runs."""
+
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.peak = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def _cpu(self) -> float:
+        t = self.proc.cpu_times()
+        return t.user + t.system
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            await asyncio.sleep(0.1)
+
+    def start(self) -> None:
+        self.cpu0 = self._cpu()
+        self.peak = self.proc.memory_info().rss
+        self._task = asyncio.create_task(self._sample())
+
+    def stop(self) -> tuple[float, float]:
+        assert self._task is not None
+        self._task.cancel()
+        return self._cpu() - self.cpu0, self.peak / 2**20
+
+
+# -- clients for each mode ---------------------------------------------------------------------
+
+TurnFn = Callable[[Any, int, int], Awaitable[Sample]]
+
+
+MIN_SAMPLES = [30]
+
+
+async def run_level(mode: str, concurrency: int, turns_per_conv: int,
+                    new_conversation: Callable[[], Awaitable[Any]], turn: TurnFn) -> Result:
+    """Each of `concurrency` conversations runs its turns back to back; at low concurrency
+    conversations get more turns, so that every level has at least MIN_SAMPLES samples."""
+    result = Result(mode, concurrency)
+    turns_per_conv = max(turns_per_conv, -(-MIN_SAMPLES[0] // concurrency))
+    conversations = [await new_conversation() for _ in range(concurrency)]
+
+    async def converse(index: int, conv: Any) -> None:
+        for n in range(turns_per_conv):
+            try:
+                result.samples.append(await turn(conv, index, n))
+            except Exception as exc:  # counted, and shown in the table
+                result.errors += 1
+                if result.errors <= 3:
+                    print(f"  ! {mode} error: {type(exc).__name__}: {str(exc)[:200]}",
+                          flush=True)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(converse(i, c) for i, c in enumerate(conversations)))
+    result.wall_sec = time.perf_counter() - started
+    return result
+
+
+def text_for(index: int, n: int) -> str:
+    return f"conversation {index} turn {n}: tell me something about durable workflows"
+
+
+class DirectClient:
+    """What a client of vLLM would do itself: keep the history, stream each reply."""
+
+    def __init__(self, base_url: str) -> None:
+        self.client = LLMClient(base_url, max_concurrency=100_000, read_timeout_sec=300)
+
+    async def new_conversation(self) -> list[dict[str, str]]:
+        return []
+
+    async def turn(self, history: list[dict[str, str]], index: int, n: int) -> Sample:
+        history.append({"role": "user", "content": text_for(index, n)})
+        started = time.perf_counter()
+        first: list[float] = []
+
+        async def on_delta(delta: str) -> bool:
+            if not first:
+                first.append(time.perf_counter())
+            return False
+
+        completion = await self.client.stream_chat(history, temperature=0.7, max_tokens=256,
+                                                   top_p=1.0, on_delta=on_delta)
+        ended = time.perf_counter()
+        history.append({"role": "assistant", "content": completion.text})
+        return Sample((first[0] - started) * 1000, (ended - started) * 1000)
+
+
+class ServiceClient:
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    async def new_conversation(self) -> str:
+        return str((await self.service.create_conversation())["id"])
+
+    async def turn(self, cid: str, index: int, n: int) -> Sample:
+        started = time.perf_counter()
+        turn = await self.service.start_turn(cid, text_for(index, n))
+        first = None
+        async for snap in self.service.watch_turn(turn.turn_id):
+            if first is None and snap.text:
+                first = time.perf_counter()
+        await self.service.wait_turn(turn)
+        ended = time.perf_counter()
+        return Sample(((first or ended) - started) * 1000, (ended - started) * 1000)
+
+
+class RestClient:
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=600,
+                                      limits=httpx.Limits(max_connections=None))
+
+    async def new_conversation(self) -> str:
+        return str((await self.http.post("/api/conversations")).json()["id"])
+
+    async def turn(self, cid: str, index: int, n: int) -> Sample:
+        started = time.perf_counter()
+        first = None
+        done = False
+        async with self.http.stream("POST", f"/api/conversations/{cid}/messages?stream=true",
+                                    json={"content": text_for(index, n)}) as response:
+            event = ""
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    if event == "delta" and first is None:
+                        first = time.perf_counter()
+                    elif event == "done":
+                        done = True
+                    elif event == "error":
+                        raise RuntimeError(line[6:200])
+        ended = time.perf_counter()
+        if not done:
+            raise RuntimeError("stream ended without a done event")
+        return Sample(((first or ended) - started) * 1000, (ended - started) * 1000)
+
+
+class GradioClient:
+    """Gradio's HTTP API as its own clients use it: join the queue, read the event stream."""
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=600,
+                                      limits=httpx.Limits(max_connections=None))
+
+    async def new_conversation(self) -> dict[str, Any]:
+        return {"id": None, "chatbot": []}
+
+    async def turn(self, conv: dict[str, Any], index: int, n: int) -> Sample:
+        started = time.perf_counter()
+        joined = await self.http.post("/gradio_api/call/send", json={
+            "data": [text_for(index, n), conv["id"], conv["chatbot"]]})
+        event_id = joined.json()["event_id"]
+        first = None
+        outputs = None
+        async with self.http.stream("GET", f"/gradio_api/call/send/{event_id}") as response:
+            event = ""
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: ") and event in ("generating", "complete"):
+                    data = json.loads(line[6:])
+                    if isinstance(data[0], str):
+                        conv["id"] = data[0]
+                    if isinstance(data[2], list):
+                        outputs = data[2]
+                        if first is None and len(outputs) >= 2:
+                            text = outputs[-1]["content"]
+                            text = text[0]["text"] if isinstance(text, list) else text
+                            if text and text != "…":
+                                first = time.perf_counter()
+                elif event == "error":
+                    raise RuntimeError(line[:200])
+        ended = time.perf_counter()
+        if outputs is None:
+            raise RuntimeError("no output")
+        conv["chatbot"] = outputs
+        return Sample(((first or ended) - started) * 1000, (ended - started) * 1000)
+
+
+# -- orchestration -----------------------------------------------------------------------------
+
+
+def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "chat_core.emulated_llm", "--port", str(port),
+                             "--ttft-ms", str(args.ttft_ms), "--tpot-ms", str(args.tpot_ms),
+                             "--tokens", str(args.tokens), "--max-model-len", "16384"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(url + "/v1/models", timeout=1).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("emulated LLM did not start")
+
+
+def app_env(db_url: str, llm_url: str, port: int, workdir: Path) -> dict[str, str]:
+    return {"DATABASE_URL": db_url, "VLLM_BASE_URL": llm_url, "PORT": str(port),
+            "DATA_DIR": str(workdir), "EXECUTOR_ID": f"bench-{port}", "LOG_LEVEL": "WARNING",
+            "LLM_MAX_CONCURRENCY": "1024", "LLM_READ_TIMEOUT_SEC": "300",
+            "MAX_MESSAGE_CHARS": "100000"}
+
+
+async def bench(args: argparse.Namespace) -> list[Result]:
+    levels = [int(x) for x in args.concurrency.split(",")]
+    modes = args.modes.split(",")
+    emulator, llm_url = start_emulator(args)
+    args.llm_url = llm_url
+    db = Database()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-"))
+    results: list[Result] = []
+    app_proc = None
+    try:
+        if "direct" in modes:
+            direct = DirectClient(llm_url)
+            for c in levels:
+                results.append(await run_level("direct", c, args.turns, direct.new_conversation,
+                                               direct.turn))
+                report_line(results[-1])
+            await direct.client.close()
+
+        if "service" in modes:
+            env = app_env(db.url, llm_url, free_port(), workdir)
+            runtime = ChatRuntime(load_settings(env, env_file=ROOT / "no-such.env"))
+            service = await runtime.start()
+            try:
+                client = ServiceClient(service)
+                meter = ProcessMeter(os.getpid())
+                for c in levels:
+                    tx0 = db.transactions()
+                    meter.start()
+                    r = await run_level("service", c, args.turns, client.new_conversation,
+                                        client.turn)
+                    r.cpu_sec, r.peak_rss_mb = meter.stop()
+                    r.db_tx = db.transactions() - tx0
+                    results.append(r)
+                    report_line(r)
+            finally:
+                await runtime.stop()
+
+        if "rest" in modes or "gradio" in modes or args.long_messages:
+            port = free_port()
+            env = {**os.environ, **app_env(db.url, llm_url, port, workdir),
+                   "PYTHONUNBUFFERED": "1"}
+            log = open(workdir / "app.log", "ab")
+            app_proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env,
+                                        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+            base = f"http://127.0.0.1:{port}"
+            for _ in range(600):
+                try:
+                    if httpx.get(base + "/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.1)
+            meter = ProcessMeter(app_proc.pid)
+            for mode, client_cls in (("rest", RestClient), ("gradio", GradioClient)):
+                if mode not in modes:
+                    continue
+                client = client_cls(base)
+                for c in levels:
+                    tx0 = db.transactions()
+                    meter.start()
+                    r = await run_level(mode, c, args.turns, client.new_conversation,
+                                        client.turn)
+                    r.cpu_sec, r.peak_rss_mb = meter.stop()
+                    r.db_tx = db.transactions() - tx0
+                    results.append(r)
+                    report_line(r)
+                await client.http.aclose()
+            if args.long_messages:
+                results.extend(await long_conversation(base, db, args))
+    finally:
+        if app_proc is not None:
+            app_proc.terminate()
+            app_proc.wait(30)
+        emulator.terminate()
+        db.drop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return results
+
+
+async def long_conversation(base: str, db: Database, args: argparse.Namespace) -> list[Result]:
+    """The same single turns on a fresh conversation and on one with N earlier messages."""
+    client = RestClient(base)
+    long_id = str(uuid.uuid4())
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        # Rows shaped like the ones turns write; inserted in bulk because the measurement is
+        # about reading a long conversation, not about writing it.
+        turns = args.long_messages // 2
+        conn.execute("INSERT INTO conversations (id, title, last_seq) VALUES (%s, 'long', %s)",
+                     (long_id, turns))
+        conn.execute(
+            "INSERT INTO messages (id, conversation_id, seq, role, content, status)"
+            " SELECT gen_random_uuid(), %s, g, 'user', 'earlier question ' || g || ' about"
+            " the history of the durable workflow idea', 'complete'"
+            " FROM generate_series(1, %s) g", (long_id, turns))
+        conn.execute(
+            "INSERT INTO messages (id, conversation_id, seq, role, parent_id, content, status)"
+            " SELECT gen_random_uuid(), %s, u.seq, 'assistant', u.id, 'an earlier answer of"
+            " about the same length as the question ' || u.seq, 'complete'"
+            " FROM messages u WHERE u.conversation_id = %s", (long_id, long_id))
+        conn.execute("ANALYZE messages")
+    out = []
+    for label, make in (("fresh", client.new_conversation), ("long", None)):
+        r = Result(f"rest-{label}" if label == "fresh" else
+                   f"rest-{args.long_messages // 1000}k-msgs", 1)
+        started = time.perf_counter()
+        for i in range(args.long_turns):
+            cid = await make() if make else long_id
+            r.samples.append(await client.turn(cid, 10_000 + i, i))
+        r.wall_sec = time.perf_counter() - started
+        out.append(r)
+        report_line(r)
+    await client.http.aclose()
+
+    # The same request straight to the LLM server: the history the app sent (the turns that
+    # fitted the window), so the comparison isolates what the app adds.
+    with psycopg.connect(db.url, autocommit=True) as conn:
+        sent = conn.execute(
+            "SELECT (params->>'prompt_messages')::int FROM messages WHERE conversation_id = %s"
+            " AND role = 'assistant' AND params ? 'prompt_messages' ORDER BY seq DESC LIMIT 1",
+            (long_id,)).fetchone()
+        keep = sent[0] - 1 if sent else 50  # the earlier messages; the new one is added below
+        rows = conn.execute(
+            "SELECT role, content FROM messages WHERE conversation_id = %s AND status ="
+            " 'complete' ORDER BY seq DESC, role ASC LIMIT %s", (long_id, keep)).fetchall()
+    history = [{"role": role, "content": content} for role, content in reversed(rows)]
+    direct = DirectClient(args.llm_url)
+    r = Result(f"direct-{args.long_messages // 1000}k-msgs", 1)
+    started = time.perf_counter()
+    for i in range(args.long_turns):
+        r.samples.append(await direct.turn(list(history), 20_000 + i, i))
+    r.wall_sec = time.perf_counter() - started
+    await direct.client.close()
+    out.append(r)
+    report_line(r)
+    return out
+
+
+def report_line(r: Result) -> None:
+    print(f"  measured {r.mode:>14} x{r.concurrency:<4} {r.turns:5d} turns, "
+          f"{r.turns_per_sec:7.1f}/s, latency p50 {r.p('latency_ms', 50):7.1f} ms"
+          + (f", {r.errors} errors" if r.errors else ""), flush=True)
+
+
+def print_table(results: list[Result], args: argparse.Namespace) -> list[str]:
+    direct = {r.concurrency: r for r in results if r.mode == "direct"}
+    header = ("mode", "conc", "turns", "turns/s", "ttft p50", "ttft p99", "lat p50",
+              "lat p99", "overhead p50", "overhead p99", "vs direct", "CPU ms/turn",
+              "peak MB", "DB tx/turn", "errors")
+    rows = []
+    long_direct = next((r for r in results if r.mode.startswith("direct-")), None)
+    for r in results:
+        d = direct.get(r.concurrency)
+        if r.mode.startswith("rest-"):
+            d = long_direct if r.mode.endswith("-msgs") and long_direct else direct.get(1)
+        over50 = r.p("latency_ms", 50) - d.p("latency_ms", 50) if d else None
+        over99 = r.p("latency_ms", 99) - d.p("latency_ms", 99) if d else None
+        ratio = r.turns_per_sec / d.turns_per_sec if d and d.turns_per_sec and \
+            not r.mode.startswith(("rest-", "direct-")) else None
+        rows.append((r.mode, str(r.concurrency), str(r.turns), f"{r.turns_per_sec:.1f}",
+                     f"{r.p('ttft_ms', 50):.1f}", f"{r.p('ttft_ms', 99):.1f}",
+                     f"{r.p('latency_ms', 50):.1f}", f"{r.p('latency_ms', 99):.1f}",
+                     "" if r.mode.startswith("direct") or over50 is None else f"{over50:+.1f}",
+                     "" if r.mode.startswith("direct") or over99 is None else f"{over99:+.1f}",
+                     "" if ratio is None or r.mode == "direct" else f"{ratio:.2f}",
+                     "" if r.cpu_sec is None else f"{r.cpu_sec / max(r.turns, 1) * 1000:.1f}",
+                     "" if r.peak_rss_mb is None else f"{r.peak_rss_mb:.0f}",
+                     "" if r.db_tx is None else f"{r.db_tx / max(r.turns, 1):.1f}",
+                     str(r.errors)))
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(header)]
+    lines = ["  ".join(h.rjust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in rows]
+    print()
+    print(f"Emulated LLM: time to first token {args.ttft_ms} ms, {args.tpot_ms} ms per token, "
+          f"{args.tokens} tokens per reply; {args.turns} turns per conversation; "
+          f"{os.cpu_count()} CPU cores shared by all processes; times in ms.")
+    print("\n".join(lines))
+    return lines
+
+
+def check_targets(results: list[Result]) -> list[str]:
+    direct = {r.concurrency: r for r in results if r.mode == "direct"}
+    checks = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append(f"  [{'PASS' if ok else 'MISS'}] {name}: {detail}")
+
+    for r in results:
+        if r.mode not in ("service", "rest", "gradio"):
+            continue
+        d = direct.get(r.concurrency)
+        if d is None:
+            continue
+        if r.concurrency == 1:
+            o50 = r.p("latency_ms", 50) - d.p("latency_ms", 50)
+            o99 = r.p("latency_ms", 99) - d.p("latency_ms", 99)
+            check(f"{r.mode} overhead p50 <= 15 ms at concurrency 1", o50 <= 15, f"{o50:.1f} ms")
+            check(f"{r.mode} overhead p99 <= 50 ms at concurrency 1", o99 <= 50, f"{o99:.1f} ms")
+            t = r.p("ttft_ms", 50) - d.p("ttft_ms", 50)
+            check(f"{r.mode} time to first token <= direct + 20 ms (p50)", t <= 20,
+                  f"{t:+.1f} ms")
+        if r.concurrency in (64, 512):
+            want = 0.95 if r.concurrency == 64 else 0.8
+            ratio = r.turns_per_sec / d.turns_per_sec if d.turns_per_sec else 0
+            check(f"{r.mode} throughput >= {want} x direct at {r.concurrency}", ratio >= want,
+                  f"{ratio:.2f}")
+    fresh = next((r for r in results if r.mode == "rest-fresh"), None)
+    long = next((r for r in results if r.mode.startswith("rest-") and r.mode != "rest-fresh"),
+                None)
+    long_direct = next((r for r in results if r.mode.startswith("direct-")), None)
+    if fresh and long and long_direct and 1 in direct:
+        of = fresh.p("latency_ms", 50) - direct[1].p("latency_ms", 50)
+        ol = long.p("latency_ms", 50) - long_direct.p("latency_ms", 50)
+        check(f"turn on a {long.mode[5:]} conversation within 1.2 x the overhead of a fresh one",
+              ol <= 1.2 * max(of, 1e-9), f"{ol:.1f} ms vs {of:.1f} ms")
+    print("\nTargets:")
+    print("\n".join(checks))
+    return checks
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true",
+                        help="concurrency 1,16,64 and fewer long-conversation turns")
+    parser.add_argument("--concurrency", default="1,16,64,256,512")
+    parser.add_argument("--modes", default="direct,service,rest,gradio")
+    parser.add_argument("--turns", type=int, default=3, help="turns per conversation")
+    parser.add_argument("--ttft-ms", type=float, default=100.0)
+    parser.add_argument("--tpot-ms", type=float, default=25.0)
+    parser.add_argument("--tokens", type=int, default=40)
+    parser.add_argument("--long-messages", type=int, default=10_000,
+                        help="earlier messages in the long conversation (0: skip)")
+    parser.add_argument("--long-turns", type=int, default=30)
+    parser.add_argument("--min-samples", type=int, default=30,
+                        help="turns measured at least per level (more conversation turns at "
+                        "low concurrency)")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument("--uvloop", action="store_true", help="run this process on uvloop")
+    args = parser.parse_args()
+    if args.quick:
+        args.concurrency = "1,16,64"
+        args.long_turns = 12
+        args.min_samples = 20
+    MIN_SAMPLES[0] = args.min_samples
+    if args.uvloop:
+        import uvloop
+
+        results = uvloop.run(bench(args))
+    else:
+        results = asyncio.run(bench(args))
+    lines = print_table(results, args)
+    checks = check_targets(results)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "args": vars(args) | {"json": str(args.json)}, "table": lines, "targets": checks,
+            "results": [{"mode": r.mode, "concurrency": r.concurrency, "turns": r.turns,
+                         "turns_per_sec": r.turns_per_sec, "errors": r.errors,
+                         "latency_p50": r.p("latency_ms", 50),
+                         "latency_p99": r.p("latency_ms", 99),
+                         "ttft_p50": r.p("ttft_ms", 50)} for r in results]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""scripts/bench.py keeps working: a tiny run of every mode prints the table and the targets.
+(The numbers are not checked here: speed targets live in the benchmark, not in tests.)"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import ROOT
+
+
+def test_bench_runs_every_mode(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--concurrency", "1,2",
+         "--turns", "2", "--tokens", "5", "--tpot-ms", "5", "--ttft-ms", "10",
+         "--long-messages", "200", "--long-turns", "2", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "turns/s" in result.stdout and "Targets:" in result.stdout
+    report = json.loads(out.read_text())
+    modes = {(r["mode"], r["concurrency"]) for r in report["results"]}
+    for mode in ("direct", "service", "rest", "gradio"):
+        assert {(mode, 1), (mode, 2)} <= modes
+    assert all(r["errors"] == 0 and r["turns"] > 0 for r in report["results"])
+    assert {"rest-fresh", "rest-0k-msgs", "direct-0k-msgs"} <= {r["mode"] for r in report["results"]}
