@@ -25,7 +25,10 @@ HISTORY_REPLY_STATES = ("complete", "stopped")
 _MESSAGE_COLUMNS = """
     id, conversation_id, seq, role, content, created_at, parent_id, status, error, workflow_id,
     model, prompt_tokens, completion_tokens, tokens_estimated, ttft_ms, latency_ms,
-    finish_reason, params, completed_at, stop_requested
+    finish_reason, params, completed_at, stop_requested, active
+"""
+_CONVERSATION_COLUMNS = """
+    id, title, created_at, updated_at, settings, origin_conversation_id, origin_message_id
 """
 
 TITLE_CHARS = 60
@@ -48,12 +51,21 @@ def iso(ts: datetime | None) -> str | None:
 
 
 def public_conversation(row: Row) -> dict[str, Any]:
-    return {
+    out = {
         "id": str(row["id"]),
         "title": row["title"],
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
+    if "settings" in row:
+        out["settings"] = row["settings"] or {}
+        out["origin_conversation_id"] = _str_or_none(row["origin_conversation_id"])
+        out["origin_message_id"] = _str_or_none(row["origin_message_id"])
+    return out
+
+
+def _str_or_none(value: Any) -> str | None:
+    return None if value is None else str(value)
 
 
 def public_message(row: Row) -> dict[str, Any]:
@@ -70,6 +82,7 @@ def public_message(row: Row) -> dict[str, Any]:
     if row["role"] == "assistant":
         out.update(
             parent_id=str(row["parent_id"]),
+            active=row["active"],
             error=row["error"],
             workflow_id=row["workflow_id"],
             model=row["model"],
@@ -105,7 +118,7 @@ class ChatStore:
                 (conversation_id, title),
             )
             cur = await conn.execute(
-                "SELECT id, title, created_at, updated_at FROM conversations WHERE id = %s",
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = %s",
                 (conversation_id,),
             )
             row = await cur.fetchone()
@@ -116,7 +129,7 @@ class ChatStore:
     async def get_conversation(self, conversation_id: uuid.UUID) -> Row:
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                "SELECT id, title, created_at, updated_at FROM conversations WHERE id = %s",
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = %s",
                 (conversation_id,),
             )
             row = await cur.fetchone()
@@ -133,6 +146,133 @@ class ChatStore:
                 (limit, offset),
             )
             return await cur.fetchall()
+
+    @retry_transient
+    async def update_conversation(self, conversation_id: uuid.UUID, *, title: str | None = None,
+                                  settings: dict[str, Any] | None = None) -> Row:
+        """Rename, and/or replace the settings overrides (already validated)."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "UPDATE conversations SET title = coalesce(%(title)s, title),"
+                " settings = coalesce(%(settings)s, settings), updated_at = clock_timestamp()"
+                f" WHERE id = %(cid)s RETURNING {_CONVERSATION_COLUMNS}",
+                {"cid": conversation_id, "title": title,
+                 "settings": Jsonb(settings) if settings is not None else None})
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"conversation {conversation_id} does not exist")
+        return row
+
+    @retry_transient
+    async def delete_conversation(self, conversation_id: uuid.UUID) -> bool:
+        async with self.db.connection() as conn:
+            cur = await conn.execute("DELETE FROM conversations WHERE id = %s RETURNING id",
+                                     (conversation_id,))
+            return await cur.fetchone() is not None
+
+    @retry_transient
+    async def search(self, query: str, limit: int = 20) -> list[Row]:
+        """Conversations whose messages match `query` (web-search syntax: words, "phrases",
+        -excluded, or), best match first, each with its best message and a snippet."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                """
+                WITH q AS (SELECT websearch_to_tsquery('english', %(q)s) AS q),
+                hits AS (
+                    SELECT DISTINCT ON (m.conversation_id) m.conversation_id, m.id, m.content,
+                           ts_rank(m.search, q.q) AS rank
+                    FROM messages m, q WHERE m.search @@ q.q
+                    ORDER BY m.conversation_id, rank DESC
+                ), top AS (SELECT * FROM hits ORDER BY rank DESC LIMIT %(limit)s)
+                SELECT c.id, c.title, c.created_at, c.updated_at, top.id AS message_id,
+                       top.rank, ts_headline('english', left(top.content, 20000), q.q,
+                       'MaxFragments=1, MaxWords=24, MinWords=8, StartSel=«, StopSel=»')
+                       AS snippet
+                FROM top JOIN conversations c ON c.id = top.conversation_id, q
+                ORDER BY top.rank DESC, c.updated_at DESC
+                """,
+                {"q": query, "limit": limit})
+            return await cur.fetchall()
+
+    @retry_transient
+    async def select_reply(self, reply_id: uuid.UUID) -> Row | None:
+        """Make this reply the active one among the replies to its message."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                f"WITH r AS (SELECT id, parent_id FROM messages WHERE id = %(rid)s AND role ="
+                " 'assistant' AND status IN ('complete', 'stopped')),"
+                " u AS (UPDATE messages m SET active = (m.id = %(rid)s) FROM r"
+                "  WHERE m.parent_id = r.parent_id RETURNING m.*)"
+                f" SELECT {_MESSAGE_COLUMNS} FROM u WHERE id = %(rid)s",
+                {"rid": reply_id})
+            return await cur.fetchone()
+
+    @retry_transient
+    async def branch(self, source_id: uuid.UUID, upto_seq: int, new_id: uuid.UUID,
+                     title: str, origin_message_id: uuid.UUID) -> Row:
+        """A new conversation holding the source's turns up to `upto_seq`, each user message
+        with its active reply, linked to where it came from. Ids derive from the new
+        conversation's, so doing it again (a retried request) creates nothing twice."""
+        async with self.db.connection() as conn:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "INSERT INTO conversations (id, title, settings, origin_conversation_id,"
+                    " origin_message_id, last_seq) SELECT %(new)s, %(title)s, settings,"
+                    " id, %(origin)s, %(upto)s FROM conversations WHERE id = %(src)s"
+                    " ON CONFLICT (id) DO NOTHING RETURNING id",
+                    {"new": new_id, "title": title, "origin": origin_message_id,
+                     "upto": upto_seq, "src": source_id})
+                if await cur.fetchone() is not None:
+                    await conn.execute(
+                        """
+                        INSERT INTO messages (id, conversation_id, seq, role, content,
+                            created_at, parent_id, status, error, workflow_id, model,
+                            prompt_tokens, completion_tokens, tokens_estimated, ttft_ms,
+                            latency_ms, finish_reason, params, completed_at, active)
+                        SELECT uuid_from(%(new)s, m.id), %(new)s, m.seq, m.role, m.content,
+                            m.created_at,
+                            CASE WHEN m.parent_id IS NULL THEN NULL
+                                 ELSE uuid_from(%(new)s, m.parent_id) END,
+                            m.status, m.error, m.workflow_id, m.model, m.prompt_tokens,
+                            m.completion_tokens, m.tokens_estimated, m.ttft_ms, m.latency_ms,
+                            m.finish_reason, m.params, m.completed_at, m.active
+                        FROM messages m WHERE m.conversation_id = %(src)s
+                          AND m.seq <= %(upto)s AND (m.role = 'user' OR m.active)
+                        ORDER BY m.seq, m.role DESC
+                        """,
+                        {"new": new_id, "src": source_id, "upto": upto_seq})
+                cur = await conn.execute(
+                    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = %s",
+                    (new_id,))
+                row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"conversation {source_id} does not exist")
+        return row
+
+    @retry_transient
+    async def import_conversation(self, conversation: dict[str, Any],
+                                  messages: list[dict[str, Any]]) -> Row:
+        """Write a validated import in one transaction: all of it, or nothing."""
+        async with self.db.connection() as conn:
+            async with conn.transaction():
+                cur = await conn.execute(
+                    "INSERT INTO conversations (id, title, settings, last_seq, created_at)"
+                    " VALUES (%(id)s, %(title)s, %(settings)s, %(last_seq)s,"
+                    " coalesce(%(created_at)s, clock_timestamp()))"
+                    f" RETURNING {_CONVERSATION_COLUMNS}",
+                    {**conversation, "settings": Jsonb(conversation["settings"])})
+                row = await cur.fetchone()
+                async with conn.cursor() as cur:
+                    await cur.executemany(
+                        "INSERT INTO messages (id, conversation_id, seq, role, content,"
+                        " created_at, parent_id, status, error, model, params, active)"
+                        " VALUES (%(id)s, %(conversation_id)s, %(seq)s, %(role)s, %(content)s,"
+                        " coalesce(%(created_at)s, clock_timestamp()), %(parent_id)s,"
+                        " %(status)s, %(error)s, %(model)s, %(params)s, %(active)s)",
+                        [{**m, "params": Jsonb(m["params"]) if m.get("params") else None}
+                         for m in messages])
+        assert row is not None
+        return row
 
     # -- messages ----------------------------------------------------------------------------
 
@@ -278,8 +418,8 @@ class ChatStore:
                 cur = await conn.execute(
                     "SELECT DISTINCT ON (seq, role) seq, role, content FROM messages"
                     " WHERE conversation_id = %s AND seq > %s AND seq <= %s"
-                    " AND (role = 'user' OR (seq < %s AND status IN ('complete', 'stopped')"
-                    "      AND content <> ''))"
+                    " AND (role = 'user' OR (seq < %s AND active AND status IN"
+                    "      ('complete', 'stopped') AND content <> ''))"
                     " ORDER BY seq DESC, role ASC, created_at DESC",
                     (conversation_id, low, high, upto_seq),
                 )
@@ -305,6 +445,21 @@ class ChatStore:
             )
             row = await cur.fetchone()
         return bool(row and row["stop_requested"])
+
+    @retry_transient
+    async def turn_overrides(self, workflow_id: str) -> dict[str, Any]:
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT params FROM turn_overrides WHERE workflow_id = %s", (workflow_id,))
+            row = await cur.fetchone()
+        return dict(row["params"]) if row else {}
+
+    @retry_transient
+    async def save_turn_overrides(self, workflow_id: str, params: dict[str, Any]) -> None:
+        async with self.db.connection() as conn:
+            await conn.execute(
+                "INSERT INTO turn_overrides (workflow_id, params) VALUES (%s, %s)"
+                " ON CONFLICT (workflow_id) DO NOTHING", (workflow_id, Jsonb(params)))
 
     @retry_transient
     async def reply_state(self, reply_id: uuid.UUID) -> Row | None:
@@ -338,15 +493,20 @@ class ChatStore:
         if "params" in values and values["params"] is not None:
             values["params"] = Jsonb(values["params"])
         assignments = ", ".join(f"{name} = %({name})s" for name in values)
+        # A reply that completes (or is stopped with text) becomes the one shown and sent as
+        # history; the alternatives it joins are kept.
+        activate = values.get("status") in ("complete", "stopped")
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 f"WITH r AS (UPDATE messages SET {assignments}, completed_at ="
-                f" coalesce(completed_at, clock_timestamp()) WHERE id = %(reply_id)s"
-                f" RETURNING {_MESSAGE_COLUMNS}),"
+                f" coalesce(completed_at, clock_timestamp()), active = active OR %(activate)s"
+                f" WHERE id = %(reply_id)s RETURNING {_MESSAGE_COLUMNS}),"
+                " s AS (UPDATE messages SET active = false WHERE %(activate)s AND parent_id ="
+                "  (SELECT parent_id FROM r) AND id <> %(reply_id)s AND active),"
                 " c AS (UPDATE conversations SET updated_at = clock_timestamp()"
                 "  WHERE id = (SELECT conversation_id FROM r))"
                 " SELECT * FROM r",
-                {**values, "reply_id": reply_id},
+                {**values, "reply_id": reply_id, "activate": activate},
             )
             row = await cur.fetchone()
         if row is None:

@@ -37,6 +37,8 @@ class FittedPrompt:
             "context_tokens": self.context_tokens,
             "dropped_messages": self.dropped_messages,
             "exact_counts": self.exact_counts,
+            # Room left for the reply: a fork with a larger max_tokens may use up to this.
+            "reply_room": self.context_tokens - self.prompt_tokens,
         }
 
 

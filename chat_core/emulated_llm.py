@@ -232,7 +232,12 @@ class EmulatedLLM:
                 pass
             if action.get("then") == "error":
                 return _error(503, "emulated failure after hang")
-        tokens = reply_for(messages, min(s.reply_tokens, max_tokens) - 1)
+        if body.get("continue_final_message") and messages and \
+                messages[-1].get("role") == "assistant":
+            tokens = [" (continued)"] + [f" c{i}" for i in range(min(s.reply_tokens,
+                                                                       max_tokens) - 1)]
+        else:
+            tokens = reply_for(messages, min(s.reply_tokens, max_tokens) - 1)
         tpot = float(action.get("tpot_ms", s.tpot_ms)) / 1000.0
         if not body.get("stream"):
             await asyncio.sleep(s.ttft_ms / 1000.0 + tpot * (len(tokens) - 1))

@@ -226,15 +226,18 @@ class LLMClient:
         max_tokens: int,
         top_p: float,
         on_delta: DeltaCallback,
+        continue_final: bool = False,
     ) -> Completion:
         """Stream one completion; `on_delta` sees each piece and may stop the generation, in
-        which case the text so far is returned with finish_reason "stopped"."""
+        which case the text so far is returned with finish_reason "stopped". With
+        `continue_final`, the last message is the assistant's unfinished text and the reply
+        goes on from it (vLLM's continue_final_message; servers without it start a new reply)."""
         model = await self.model_info()
         async with self._slots:
             started = time.perf_counter()
             try:
                 return await self._stream(model, messages, temperature, max_tokens, top_p,
-                                          on_delta, started)
+                                          on_delta, started, continue_final)
             except openai.NotFoundError as exc:
                 if not self.configured_model:
                     # The server restarted with another model: look again on the next attempt.
@@ -255,6 +258,7 @@ class LLMClient:
         top_p: float,
         on_delta: DeltaCallback,
         started: float,
+        continue_final: bool = False,
     ) -> Completion:
         pieces: list[str] = []
         chunks = 0
@@ -272,6 +276,8 @@ class LLMClient:
             top_p=top_p,
             stream=True,
             stream_options={"include_usage": True},
+            extra_body={"continue_final_message": True, "add_generation_prompt": False}
+            if continue_final else None,
         )
         async with request as response:
             try:

@@ -9,7 +9,16 @@
                                                              "assistant_message"}; optional
                                                              Idempotency-Key header; with
                                                              ?stream=true: server-sent events
+    PATCH /api/conversations/{id}                            {"title"?, "settings"?}
+    DELETE /api/conversations/{id}                           (cancels a turn in flight first)
+    GET  /api/conversations?q=words                          ranked full-text search
+    GET  /api/conversations/{id}/export?format=json|markdown
+    POST /api/conversations/import                           an export, as JSON
     POST /api/conversations/{id}/messages/{mid}/retry        answer a user message again
+    POST /api/conversations/{id}/messages/{mid}/continue     go on from a stopped reply
+    POST /api/conversations/{id}/messages/{mid}/edit         {"content"}: branch and answer
+    POST /api/conversations/{id}/messages/{mid}/branch       copy the turns up to it
+    POST /api/conversations/{id}/messages/{mid}/select       show this alternative reply
     GET  /api/turns/{turn_id}/events                         re-attach to a reply (SSE)
     POST /api/turns/{turn_id}/stop                           stop it, keeping the text so far
     GET  /api/workflows[?status=&limit=&conversation_id=]    recent turn workflows
@@ -30,6 +39,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
+from .conversation_export import MAX_IMPORT_BYTES
 from .database import is_transient
 from .errors import ChatError, InvalidInput, MalformedRequest, PayloadTooLarge
 from .service import ChatService, Turn
@@ -167,12 +177,21 @@ def build_rest_api(get_service: Callable[[], ChatService]) -> APIRouter:
     @router.get("/api/conversations")
     @_guarded
     async def list_conversations(request: Request) -> Response:
+        q = request.query_params
         try:
-            limit = int(request.query_params.get("limit", "100"))
-            offset = int(request.query_params.get("offset", "0"))
+            limit = int(q.get("limit", "20" if "q" in q else "100"))
+            offset = int(q.get("offset", "0"))
         except ValueError:
             raise InvalidInput("limit and offset must be whole numbers") from None
+        if "q" in q:
+            return _json(await svc().search_conversations(q["q"], limit))
         return _json(await svc().list_conversations(limit, offset))
+
+    @router.post("/api/conversations/import")
+    @_guarded
+    async def import_conversation(request: Request) -> Response:
+        body = await read_json_body(request, MAX_IMPORT_BYTES, required=True)
+        return _json(await svc().import_conversation(body), 201)
 
     @router.post("/api/conversations")
     @_guarded
@@ -187,6 +206,32 @@ def build_rest_api(get_service: Callable[[], ChatService]) -> APIRouter:
     @_guarded
     async def get_conversation(conversation_id: str) -> Response:
         return _json(await svc().get_conversation(conversation_id))
+
+    @router.patch("/api/conversations/{conversation_id}")
+    @_guarded
+    async def update_conversation(conversation_id: str, request: Request) -> Response:
+        service = svc()
+        body = _object(await read_json_body(request, service.settings.max_body_bytes,
+                                            required=True), {"title", "settings"})
+        return _json(await service.update_conversation(
+            conversation_id, title=body.get("title"), settings=body.get("settings")))
+
+    @router.delete("/api/conversations/{conversation_id}")
+    @_guarded
+    async def delete_conversation(conversation_id: str) -> Response:
+        return _json(await svc().delete_conversation(conversation_id))
+
+    @router.get("/api/conversations/{conversation_id}/export")
+    @_guarded
+    async def export_conversation(conversation_id: str, request: Request) -> Response:
+        fmt = request.query_params.get("format", "json")
+        exported = await svc().export_conversation(conversation_id, fmt)
+        name = f"conversation-{conversation_id}"
+        if isinstance(exported, str):
+            return Response(exported, media_type="text/markdown; charset=utf-8", headers={
+                "Content-Disposition": f'attachment; filename="{name}.md"'})
+        return JSONResponse(exported, headers={
+            "Content-Disposition": f'attachment; filename="{name}.json"'})
 
     @router.get("/api/conversations/{conversation_id}/messages")
     @_guarded
@@ -217,11 +262,52 @@ def build_rest_api(get_service: Callable[[], ChatService]) -> APIRouter:
     async def retry(conversation_id: str, message_id: str, request: Request) -> Response:
         service = svc()
         turn = await service.retry_turn(conversation_id, message_id)
+        return await _turn_response(service, turn, request)
+
+    async def _turn_response(service: ChatService, turn: Turn, request: Request,
+                             extra: dict[str, Any] | None = None) -> Response:
         if _wants_stream(request):
             return StreamingResponse(turn_events(service, turn, turn.turn_id),
                                      media_type="text/event-stream",
                                      headers={"Cache-Control": "no-cache"})
-        return _json(await service.wait_turn(turn))
+        return _json({**(extra or {}), **await service.wait_turn(turn)})
+
+    @router.post("/api/conversations/{conversation_id}/messages/{message_id}/continue")
+    @_guarded
+    async def continue_reply(conversation_id: str, message_id: str,
+                             request: Request) -> Response:
+        service = svc()
+        turn = await service.continue_reply(conversation_id, message_id)
+        return await _turn_response(service, turn, request)
+
+    @router.post("/api/conversations/{conversation_id}/messages/{message_id}/edit")
+    @_guarded
+    async def edit_message(conversation_id: str, message_id: str, request: Request) -> Response:
+        service = svc()
+        body = _object(await read_json_body(request, service.settings.max_body_bytes,
+                                            required=True), {"content"})
+        if "content" not in body:
+            raise InvalidInput('the body needs a "content" field with the new text',
+                               field="content")
+        branch, turn = await service.edit_message(
+            conversation_id, message_id, body["content"],
+            idempotency_key=request.headers.get("idempotency-key"))
+        return await _turn_response(service, turn, request, {"conversation": branch})
+
+    @router.post("/api/conversations/{conversation_id}/messages/{message_id}/branch")
+    @_guarded
+    async def branch(conversation_id: str, message_id: str, request: Request) -> Response:
+        key = request.headers.get("idempotency-key")
+        service = svc()
+        if key is not None:
+            key = service.check_idempotency_key(key)
+        return _json(await service.branch_conversation(conversation_id, message_id, key=key),
+                     201)
+
+    @router.post("/api/conversations/{conversation_id}/messages/{message_id}/select")
+    @_guarded
+    async def select_reply(conversation_id: str, message_id: str) -> Response:
+        return _json(await svc().select_reply(conversation_id, message_id))
 
     @router.get("/api/turns/{turn_id}/events")
     @_guarded
@@ -278,8 +364,9 @@ def build_rest_api(get_service: Callable[[], ChatService]) -> APIRouter:
     async def fork_workflow(workflow_id: str, request: Request) -> Response:
         service = svc()
         body = _object(await read_json_body(request, service.settings.max_body_bytes,
-                                            required=True), {"start_step"})
-        return _json(await service.workflows.fork(workflow_id, body.get("start_step")), 202)
+                                            required=True), {"start_step", "params"})
+        return _json(await service.workflows.fork(workflow_id, body.get("start_step"),
+                                                  body.get("params")), 202)
 
     @router.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
                       include_in_schema=False)

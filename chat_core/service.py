@@ -19,7 +19,8 @@ from .errors import ChatError, Conflict, InvalidInput, NotFound, TurnCancelled, 
 from .llm_client import LLMClient
 from .turn_progress import Snapshot, TurnHub
 from .turn_workflow import chat_turn, reply_id_for, user_message_id_for
-from .validation import check_text, parse_id
+from . import conversation_export
+from .validation import check_settings, check_text, parse_id
 from .workflow_admin import TURN_ID_PREFIX, WorkflowAdmin, check_turn_id
 
 
@@ -95,6 +96,14 @@ class ChatService:
         return {"temperature": s.default_temperature, "max_tokens": s.default_max_tokens,
                 "top_p": s.default_top_p, "system_prompt": s.default_system_prompt}
 
+    def params_for(self, conversation: dict[str, Any]) -> dict[str, Any]:
+        """The configured defaults, overridden by the conversation's settings. Fixed into the
+        turn's workflow input, so a recovered turn runs with what it was accepted with."""
+        params = self.default_params()
+        params.update({k: v for k, v in (conversation.get("settings") or {}).items()
+                       if v is not None})
+        return params
+
     def check_idempotency_key(self, key: Any) -> str:
         if not isinstance(key, str) or not key.strip():
             raise InvalidInput("the idempotency key must be a non-empty string")
@@ -112,33 +121,163 @@ class ChatService:
         text = check_text(content, "content", self.settings.max_message_chars)
         key = self.check_idempotency_key(idempotency_key) if idempotency_key is not None \
             else str(uuid.uuid4())
-        await self.store.get_conversation(cid)
+        conversation = await self.store.get_conversation(cid)
         turn_id = turn_id_for(cid, key)
         user_id = user_message_id_for(turn_id)
         request = {"conversation_id": str(cid), "content": text, "user_message_id": str(user_id),
-                   "params": self.default_params()}
+                   "params": self.params_for(conversation)}
         return await self._start(turn_id, request, str(user_id))
 
     async def retry_turn(self, conversation_id: str | uuid.UUID,
                          message_id: str | uuid.UUID) -> Turn:
         """Answer a user message again (after an error, or to regenerate): a new turn whose
         reply is added next to the earlier ones, which are kept."""
+        cid, message = await self._message_in(conversation_id, message_id)
+        if message["role"] == "assistant":
+            message = await self.store.get_message(message["parent_id"])
+            assert message is not None
+        conversation = await self._idle_conversation(cid)
+        turn_id = f"{TURN_ID_PREFIX}{uuid.uuid4()}"
+        request = {"conversation_id": str(cid), "content": None,
+                   "user_message_id": str(message["id"]), "params": self.params_for(conversation)}
+        return await self._start(turn_id, request, str(message["id"]))
+
+    async def continue_reply(self, conversation_id: str | uuid.UUID,
+                             reply_id: str | uuid.UUID) -> Turn:
+        """Go on from where a stopped (or cut-off) reply ended: a new reply that starts with
+        the old one's text, which is kept as an alternative."""
+        cid, reply = await self._message_in(conversation_id, reply_id)
+        if reply["role"] != "assistant" or reply["status"] not in ("stopped", "complete") \
+                or not reply["content"]:
+            raise InvalidInput("only a stopped or finished reply with text can be continued")
+        conversation = await self._idle_conversation(cid)
+        turn_id = f"{TURN_ID_PREFIX}{uuid.uuid4()}"
+        request = {"conversation_id": str(cid), "content": None,
+                   "user_message_id": str(reply["parent_id"]),
+                   "continue_reply_id": str(reply["id"]), "params": self.params_for(conversation)}
+        return await self._start(turn_id, request, str(reply["parent_id"]))
+
+    async def _message_in(self, conversation_id: str | uuid.UUID,
+                          message_id: str | uuid.UUID) -> tuple[uuid.UUID, dict[str, Any]]:
         cid = parse_id(conversation_id)
         mid = parse_id(message_id, "message")
         message = await self.store.get_message(mid)
         if message is None or message["conversation_id"] != cid:
             raise NotFound(f"message {mid} does not exist in conversation {cid}")
-        if message["role"] == "assistant":
-            message = await self.store.get_message(message["parent_id"])
-            assert message is not None
+        return cid, message
+
+    async def _idle_conversation(self, cid: uuid.UUID) -> dict[str, Any]:
+        conversation = await self.store.get_conversation(cid)
         busy = await self.store.in_flight_replies(cid)
         if busy:
             raise Conflict("a reply is still being generated in this conversation; wait for it "
-                           "or stop it, then retry", turn_id=busy[0]["workflow_id"])
-        turn_id = f"{TURN_ID_PREFIX}{uuid.uuid4()}"
-        request = {"conversation_id": str(cid), "content": None,
-                   "user_message_id": str(message["id"]), "params": self.default_params()}
-        return await self._start(turn_id, request, str(message["id"]))
+                           "or stop it, then try again", turn_id=busy[0]["workflow_id"])
+        return conversation
+
+    # -- conversation management ---------------------------------------------------------------
+
+    async def update_conversation(self, conversation_id: str | uuid.UUID, *,
+                                  title: Any = None, settings: Any = None) -> dict[str, Any]:
+        """Rename it and/or change its generation settings (a null setting goes back to the
+        configured default). Applies to turns accepted from now on."""
+        cid = parse_id(conversation_id)
+        if title is None and settings is None:
+            raise InvalidInput('nothing to change: send "title" and/or "settings"')
+        if title is not None:
+            title = check_text(title, "title", 200).strip()
+        merged = None
+        if settings is not None:
+            changes = check_settings(settings)
+            current = dict((await self.store.get_conversation(cid))["settings"] or {})
+            current.update(changes)
+            merged = {k: v for k, v in current.items() if v is not None}
+        return public_conversation(await self.store.update_conversation(
+            cid, title=title, settings=merged))
+
+    async def delete_conversation(self, conversation_id: str | uuid.UUID) -> dict[str, Any]:
+        """Delete it with its messages; a reply still being generated is cancelled first."""
+        cid = parse_id(conversation_id)
+        await self.store.get_conversation(cid)
+        cancelled = []
+        for reply in await self.store.in_flight_replies(cid):
+            try:
+                await self.workflows.cancel(reply["workflow_id"])
+                cancelled.append(reply["workflow_id"])
+            except ChatError:
+                pass  # finished meanwhile
+        deleted = await self.store.delete_conversation(cid)
+        if not deleted:
+            raise NotFound(f"conversation {cid} does not exist")
+        return {"deleted": str(cid), "cancelled_turns": cancelled}
+
+    async def search_conversations(self, query: Any, limit: int = 20) -> list[dict[str, Any]]:
+        """Ranked full-text search over messages (PostgreSQL, English stemming): words,
+        "exact phrases", -excluded words, or."""
+        text = check_text(query, "q", 200)
+        if not 1 <= limit <= 100:
+            raise InvalidInput("limit must be 1..100")
+        return [{**public_conversation(r), "message_id": str(r["message_id"]),
+                 "rank": round(float(r["rank"]), 6), "snippet": r["snippet"]}
+                for r in await self.store.search(text, limit)]
+
+    async def select_reply(self, conversation_id: str | uuid.UUID,
+                           reply_id: str | uuid.UUID) -> dict[str, Any]:
+        """Show this alternative reply, and send it as history from now on."""
+        cid, reply = await self._message_in(conversation_id, reply_id)
+        if reply["role"] != "assistant":
+            raise InvalidInput("only a reply can be selected among alternatives")
+        row = await self.store.select_reply(reply["id"])
+        if row is None:
+            raise InvalidInput(f"reply {reply['id']} is {reply['status']}; only a finished "
+                               "or stopped reply can be selected")
+        return public_message(row)
+
+    async def branch_conversation(self, conversation_id: str | uuid.UUID,
+                                  message_id: str | uuid.UUID, *, before: bool = False,
+                                  key: str | None = None) -> dict[str, Any]:
+        """A new conversation with this one's turns up to (or, `before`, up to but not
+        including) the turn of `message_id`, linked to its origin; the original is unchanged."""
+        cid, message = await self._message_in(conversation_id, message_id)
+        source = await self.store.get_conversation(cid)
+        upto = message["seq"] - 1 if before else message["seq"]
+        new_id = uuid.uuid5(uuid.NAMESPACE_URL,
+                            f"chat-branch:{cid}:{message['id']}:{before}:{key or uuid.uuid4()}")
+        title = f"{source['title'] or 'Conversation'} (branch)"[:200]
+        return public_conversation(await self.store.branch(cid, upto, new_id, title,
+                                                           message["id"]))
+
+    async def edit_message(self, conversation_id: str | uuid.UUID, message_id: str | uuid.UUID,
+                           content: Any, *, idempotency_key: str | None = None
+                           ) -> tuple[dict[str, Any], Turn]:
+        """Edit an earlier user message: the conversation branches into a new one that holds
+        the turns before it and the edited message, which is answered; the original stays."""
+        text = check_text(content, "content", self.settings.max_message_chars)
+        key = self.check_idempotency_key(idempotency_key) if idempotency_key is not None \
+            else str(uuid.uuid4())
+        _, message = await self._message_in(conversation_id, message_id)
+        if message["role"] != "user":
+            raise InvalidInput("only a user message can be edited")
+        branch = await self.branch_conversation(conversation_id, message_id, before=True,
+                                                key=key)
+        turn = await self.start_turn(branch["id"], text, idempotency_key=key)
+        return branch, turn
+
+    async def export_conversation(self, conversation_id: str | uuid.UUID,
+                                  fmt: str = "json") -> dict[str, Any] | str:
+        cid = parse_id(conversation_id)
+        conversation = public_conversation(await self.store.get_conversation(cid))
+        messages = [public_message(r) for r in await self.store.list_messages(cid)]
+        if fmt == "json":
+            return conversation_export.to_json(conversation, messages)
+        if fmt in ("markdown", "md"):
+            return conversation_export.to_markdown(conversation, messages)
+        raise InvalidInput("format must be json or markdown")
+
+    async def import_conversation(self, data: Any) -> dict[str, Any]:
+        """Create a conversation from an export (validated first; a bad file changes nothing)."""
+        conversation, messages = conversation_export.parse_import(
+            data, max_chars=self.settings.max_message_chars)
+        return public_conversation(await self.store.import_conversation(conversation, messages))
 
     async def _start(self, turn_id: str, request: dict[str, Any], user_id: str) -> Turn:
         reply_id = str(reply_id_for(turn_id))

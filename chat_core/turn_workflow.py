@@ -98,7 +98,7 @@ async def chat_turn(request: dict[str, Any]) -> dict[str, Any]:
 
 async def _run_turn(turn_id: str, request: dict[str, Any]) -> dict[str, Any]:
     saved = await save_user_message(request)
-    prompt = await read_history(saved, request["params"])
+    prompt = await read_history(saved, request)
     try:
         completion: dict[str, Any] = await DBOS.run_step_async(
             _llm_step_options(), call_llm, turn_id, saved, prompt, request["params"]
@@ -183,21 +183,43 @@ async def save_user_message(request: dict[str, Any]) -> dict[str, Any]:
 
 
 @DBOS.step(name="read_history")
-async def read_history(saved: dict[str, Any], params: dict[str, Any]) -> dict[str, Any]:
+async def read_history(saved: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
     d = _d()
+    turn_id = DBOS.workflow_id or ""
     user = saved["user_message"]
     conversation_id = uuid.UUID(user["conversation_id"])
-    await _wait_for_earlier_turns(conversation_id, user["seq"], DBOS.workflow_id or "")
+    await _wait_for_earlier_turns(conversation_id, user["seq"], turn_id)
+    params = await effective_params(turn_id, request["params"])
+    continue_text = ""
+    if request.get("continue_reply_id"):
+        reply = await d.store.get_message(uuid.UUID(request["continue_reply_id"]))
+        continue_text = reply["content"] if reply else ""
     context_tokens = await _context_tokens()
     # Enough text to fill the window even at 6 characters per token.
     rows = await d.store.history(conversation_id, user["seq"], max_chars=context_tokens * 6)
     history = [{"role": r["role"], "content": r["content"]} for r in rows]
     if not history or history[-1]["role"] != "user":
         history.append({"role": "user", "content": user["content"]})
-    fitted = await _fit(history, params.get("system_prompt") or "", context_tokens,
+    # A continued reply's text is sent too: it takes its share of the window.
+    reserve = upper_bound_tokens(continue_text) + 8 if continue_text else 0
+    fitted = await _fit(history, params.get("system_prompt") or "", context_tokens - reserve,
                         int(params["max_tokens"]))
+    prompt = {**fitted.to_dict(), "params": params, "continue_text": continue_text}
+    if continue_text:
+        prompt["messages"].append({"role": "assistant", "content": continue_text})
     crash_point("read_history:done")
-    return fitted.to_dict()
+    return prompt
+
+
+OVERRIDE_SUFFIX = "-o"
+
+
+async def effective_params(turn_id: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A turn's parameters: those it was accepted with, and for a turn forked with other
+    parameters (its id ends in -o), those. Only such turns pay for the lookup."""
+    if not turn_id.endswith(OVERRIDE_SUFFIX):
+        return params
+    return {**params, **await _d().store.turn_overrides(turn_id)}
 
 
 async def _fit(history: list[dict[str, str]], system_prompt: str, context_tokens: int,
@@ -337,7 +359,22 @@ async def call_llm(
         # Stopped before a crash: keep what was checkpointed, do not generate again.
         return _stopped(state["content"], prompt, 0, None, 0.0)
 
+    params = await effective_params(turn_id, {**params, **prompt.get("params", {})})
+    messages = prompt["messages"]
+    fitted_with = prompt.get("params")
+    if fitted_with is not None and \
+            (params.get("system_prompt") or "") != (fitted_with.get("system_prompt") or ""):
+        # A fork from step 3 with another system prompt: swap it in the fitted prompt.
+        messages = [m for m in messages if m["role"] != "system"]
+        if params["system_prompt"]:
+            messages.insert(0, {"role": "system", "content": params["system_prompt"]})
+    max_tokens = min(int(params["max_tokens"]),
+                     int(prompt.get("reply_room") or prompt["max_tokens"]))
+    continue_text = prompt.get("continue_text") or ""
+
     progress.start_attempt()
+    if continue_text:
+        progress.append(continue_text)
     started = time.perf_counter()
     first_token: list[float] = []
     last_checkpoint = time.monotonic()
@@ -362,9 +399,9 @@ async def call_llm(
     async def generate() -> Completion:
         async with d.slots.slot(turn_id) if d.slots else contextlib.nullcontext():
             return await d.llm.stream_chat(
-                prompt["messages"], temperature=float(params["temperature"]),
-                max_tokens=int(prompt["max_tokens"]), top_p=float(params["top_p"]),
-                on_delta=on_delta)
+                messages, temperature=float(params["temperature"]), max_tokens=max_tokens,
+                top_p=float(params["top_p"]), on_delta=on_delta,
+                continue_final=bool(continue_text))
 
     generation = asyncio.ensure_future(generate())
     stop_watch = asyncio.ensure_future(progress.stop_event.wait())
@@ -376,15 +413,17 @@ async def call_llm(
         if not generation.done():
             generation.cancel()
     if generation in done:
-        return generation.result().to_dict()
+        completion = generation.result()
+        completion.text = continue_text + completion.text
+        return {**completion.to_dict(), "params": params}
     # Stopped while waiting for a token: the generation was cancelled, keep the text so far.
     try:
         await generation
     except (asyncio.CancelledError, ChatError):
         pass
     ttft = (first_token[0] - started) * 1000.0 if first_token else None
-    return _stopped(progress.text, prompt, progress.chunks, ttft,
-                    (time.perf_counter() - started) * 1000.0)
+    return {**_stopped(progress.text, prompt, progress.chunks, ttft,
+                       (time.perf_counter() - started) * 1000.0), "params": params}
 
 
 def _stopped(text: str, prompt: dict[str, Any], chunks: int, ttft_ms: float | None,
@@ -406,10 +445,12 @@ async def save_reply(
 ) -> dict[str, Any]:
     d = _d()
     reply_id = reply_id_for(DBOS.workflow_id or "")
-    recorded_params = {**params, "max_tokens_sent": prompt.get("max_tokens"),
+    recorded_params = {**params, **prompt.get("params", {}), **outcome.get("params", {}),
+                       "max_tokens_sent": prompt.get("max_tokens"),
                        "context_tokens": prompt.get("context_tokens"),
                        "dropped_messages": prompt.get("dropped_messages"),
                        "prompt_messages": len(prompt.get("messages") or []),
+                       "continued": bool(prompt.get("continue_text")),
                        "exact_token_counts": prompt.get("exact_counts")}
     if outcome["status"] == "error":
         values: dict[str, Any] = dict(status="error", error=outcome["error"], content="",

@@ -65,19 +65,53 @@ def reply_markdown(reply: dict[str, Any], share_mode: bool = False) -> str:
     return f"{text}\n\n{note}".strip() if note else text
 
 
-def chat_messages(messages: list[dict[str, Any]], share_mode: bool = False
-                  ) -> list[dict[str, str]]:
-    """Chatbot messages: each user message, then the newest of its replies."""
-    shown: list[dict[str, str]] = []
-    latest: dict[str, dict[str, Any]] = {}
+def _shown_reply(replies: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Which of a message's replies the pane shows: one being generated (the user is watching
+    it), else the active one, else the newest."""
+    for reply in reversed(replies):
+        if reply["status"] in ("pending", "streaming"):
+            return reply
+    active = [r for r in replies if r.get("active")]
+    if active:
+        return active[-1]
+    return replies[-1] if replies else None
+
+
+def conversation_view(messages: list[dict[str, Any]], share_mode: bool = False
+                      ) -> tuple[list[dict[str, str]], dict[str, Any]]:
+    """The chat pane's messages (each user message, then the reply shown for it), and what the
+    actions need: the message id behind each entry, the newest turn's user message and reply,
+    and that reply's alternatives (oldest first) with the position of the one shown."""
+    replies: dict[str, list[dict[str, Any]]] = {}
     for m in messages:
         if m["role"] == "assistant":
-            latest[m["parent_id"]] = m  # messages come oldest first: the last one wins
+            replies.setdefault(m["parent_id"], []).append(m)  # oldest first
+    shown: list[dict[str, str]] = []
+    ids: list[str] = []
+    state: dict[str, Any] = {}
     for m in messages:
         if m["role"] != "user":
             continue
         shown.append({"role": "user", "content": safe_markdown(m["content"], share_mode)})
-        reply = latest.get(m["id"])
+        ids.append(m["id"])
+        alternatives = replies.get(m["id"], [])
+        reply = _shown_reply(alternatives)
+        state = {"last_user": m["id"], "last_reply": None, "alternatives": [], "alt_index": 0}
         if reply is not None:
             shown.append({"role": "assistant", "content": reply_markdown(reply, share_mode)})
-    return shown
+            ids.append(reply["id"])
+            finished = [r["id"] for r in alternatives
+                        if r["status"] not in ("pending", "streaming")]
+            state.update(
+                last_reply={"id": reply["id"], "status": reply["status"],
+                            "finish_reason": reply.get("finish_reason")},
+                alternatives=finished,
+                alt_index=finished.index(reply["id"]) if reply["id"] in finished else 0)
+    state["ids"] = ids
+    return shown, state
+
+
+def chat_messages(messages: list[dict[str, Any]], share_mode: bool = False
+                  ) -> list[dict[str, str]]:
+    """Chatbot messages: each user message, then the reply shown for it."""
+    return conversation_view(messages, share_mode)[0]

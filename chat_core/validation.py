@@ -50,3 +50,42 @@ def _json_type(value: Any) -> str:
         return "null"
     return {bool: "a boolean", int: "a number", float: "a number", list: "an array",
             dict: "an object"}.get(type(value), type(value).__name__)
+
+
+SETTING_LIMITS = {
+    "temperature": (0.0, 2.0),
+    "top_p": (0.0, 1.0),
+    "max_tokens": (1, 32_768),
+}
+MAX_SYSTEM_PROMPT_CHARS = 8_000
+
+
+def check_settings(value: Any) -> dict[str, Any]:
+    """Generation settings overrides: system_prompt, temperature, max_tokens, top_p. A null
+    value removes an override (back to the configured default)."""
+    if not isinstance(value, dict):
+        raise InvalidInput(f"'settings' must be an object, got {_json_type(value)}")
+    allowed = {"system_prompt", *SETTING_LIMITS}
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise InvalidInput(f"unknown setting(s) {', '.join(map(repr, unknown))[:200]}; allowed: "
+                           f"{', '.join(sorted(allowed))}")
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if item is None:
+            out[key] = None
+        elif key == "system_prompt":
+            out[key] = check_text(item, "system_prompt", MAX_SYSTEM_PROMPT_CHARS,
+                                  allow_empty=True)
+        else:
+            low, high = SETTING_LIMITS[key]
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or item != item:
+                raise InvalidInput(f"'{key}' must be a number, got {_json_type(item)}",
+                                   field=key)
+            if key == "max_tokens" and not float(item).is_integer():
+                raise InvalidInput("'max_tokens' must be a whole number", field=key)
+            if not low <= item <= high or (key == "top_p" and item == 0):
+                bound = "0 < top_p <= 1" if key == "top_p" else f"{low} <= {key} <= {high}"
+                raise InvalidInput(f"'{key}' must satisfy {bound}, got {item}", field=key)
+            out[key] = int(item) if key == "max_tokens" else float(item)
+    return out

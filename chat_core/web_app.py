@@ -78,6 +78,6 @@ def build_web_app(service: ChatService, ui: gr.Blocks, *,
     return gr.mount_gradio_app(
         app, ui, path="/", auth=credentials or None, css=CSS,
         auth_message="Durable chat: log in with the credentials from SHARE_AUTH.",
-        enable_monitoring=False if share_mode else None, show_error=True, max_file_size="1mb",
+        enable_monitoring=False if share_mode else None, show_error=True, max_file_size="10mb",
         footer_links=["api"] if not share_mode else [],
     )

@@ -16,7 +16,8 @@ from dbos import DBOS, SetWorkflowID
 from .chat_store import ChatStore, iso
 from .errors import Conflict, InvalidInput, NotFound
 from .turn_progress import TurnHub
-from .turn_workflow import STEP_NAMES, WORKFLOW_NAME, reply_id_for
+from .turn_workflow import OVERRIDE_SUFFIX, STEP_NAMES, WORKFLOW_NAME, reply_id_for
+from .validation import check_settings
 
 TURN_ID_PREFIX = "turn-"
 WORKFLOW_STATES = ("PENDING", "ENQUEUED", "SUCCESS", "ERROR", "CANCELLED",
@@ -138,18 +139,28 @@ class WorkflowAdmin:
         await DBOS.resume_workflow_async(workflow_id)
         return await self.get(workflow_id)
 
-    async def fork(self, workflow_id: str, start_step: int) -> dict[str, Any]:
-        """A new turn that copies this one's steps before `start_step` and runs the rest again;
-        its reply is added next to the original's, which is kept."""
+    async def fork(self, workflow_id: str, start_step: int,
+                   params: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A new turn that copies this one's steps before `start_step` and runs the rest again,
+        with other generation parameters if given (a new system prompt is fitted into the
+        history from step 2 on); its reply is added as an alternative to the original's."""
         await self.get(workflow_id)
         if not isinstance(start_step, int) or isinstance(start_step, bool) \
                 or not 1 <= start_step <= len(STEP_NAMES):
             raise InvalidInput(f"start_step must be 1..{len(STEP_NAMES)} "
                                f"({', '.join(f'{i + 1}={n}' for i, n in enumerate(STEP_NAMES))})")
+        overrides = None
+        if params:
+            overrides = {k: v for k, v in check_settings(params).items() if v is not None}
         new_id = f"{TURN_ID_PREFIX}{uuid.uuid4()}"
+        if overrides:
+            new_id += OVERRIDE_SUFFIX
+            # Written before the fork exists, so its steps always find them.
+            await self.store.save_turn_overrides(new_id, overrides)
         with SetWorkflowID(new_id):
             await DBOS.fork_workflow_async(workflow_id, start_step)
-        return {"workflow_id": new_id, "forked_from": workflow_id, "start_step": start_step}
+        return {"workflow_id": new_id, "forked_from": workflow_id, "start_step": start_step,
+                "params": overrides or {}}
 
 
 def _error_text(error: Any) -> str | None:

@@ -5,85 +5,25 @@ test-artifacts/."""
 
 from __future__ import annotations
 
-import shutil
-import time
 from pathlib import Path
-from typing import Iterator
 
 import httpx
-import pytest
-from playwright.sync_api import Browser, Page, Route, sync_playwright
+from playwright.sync_api import Browser, Page, Route
 
 from chat_core.emulated_llm import EmulatedLLM
-from tests.helpers import ROOT, AppProcess, InProcessApp, base_env, query, wait_until
+from tests.browser_support import (ARTIFACTS, bot_text, browser, open_app, page, send,
+                                   watch_reply)
+from tests.helpers import AppProcess, InProcessApp, base_env, query, wait_until
 
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run", "--disable-sync",
-                 "--disable-quic"]
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    executable = shutil.which("chromium")
-    if executable is None:
-        pytest.fail("Chromium is missing: apt-get install chromium (scripts/test.sh does it)")
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield b
-        b.close()
-
-
-@pytest.fixture()
-def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    p = context.new_page()
-    p.set_default_timeout(20_000)
-    yield p
-    ARTIFACTS.mkdir(exist_ok=True)
-    p.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"))
-    context.close()
-
-
-def _open(page: Page, url: str) -> None:
-    page.goto(url)
-    page.wait_for_selector("#message-box textarea")
-    page.wait_for_timeout(300)  # let the load event restore the conversation
-
-
-def _bot_text(page: Page) -> str:
-    bots = page.locator('#chatbot [data-testid="bot"]')
-    return bots.last.inner_text() if bots.count() else ""
-
-
-def _send(page: Page, text: str) -> None:
-    box = page.locator("#message-box textarea")
-    box.click()
-    box.fill(text)
-    box.press("Enter")
-
-
-def _watch_reply(page: Page, done_marker: str, timeout: float = 30) -> list[str]:
-    """Distinct texts of the newest reply as the page showed them, until it shows the marker."""
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        text = _bot_text(page)
-        if text and (not seen or seen[-1] != text):
-            seen.append(text)
-        if done_marker in text:
-            return seen
-        page.wait_for_timeout(25)
-    raise AssertionError(f"reply did not finish; saw {seen[-3:]}")
-
+__all__ = ["browser", "page"]  # fixtures
 
 def test_chat_streams_and_finishes(page: Page, app: InProcessApp, llm: EmulatedLLM) -> None:
     llm.settings.reply_tokens = 30
     llm.settings.tpot_ms = 40
-    _open(page, app.url)
+    open_app(page, app.url)
     page.click("#new-chat")
-    _send(page, "Hello from the browser")
-    seen = _watch_reply(page, "w28")
+    send(page, "Hello from the browser")
+    seen = watch_reply(page, "w28")
     assert len([s for s in seen if s.startswith("Reply to [Hello from the browser]")]) >= 3
     assert page.locator('#chatbot [data-testid="user"]').last.inner_text() == \
         "Hello from the browser"
@@ -97,15 +37,15 @@ def test_reload_during_a_long_reply_reattaches(page: Page, app: InProcessApp,
                                                llm: EmulatedLLM) -> None:
     llm.settings.reply_tokens = 120
     llm.settings.tpot_ms = 40
-    _open(page, app.url)
+    open_app(page, app.url)
     page.click("#new-chat")
-    _send(page, "a long reply please")
-    wait_until(lambda: " w10" in _bot_text(page), timeout=20)
+    send(page, "a long reply please")
+    wait_until(lambda: " w10" in bot_text(page), timeout=20)
     assert page.locator("#message-box textarea").is_disabled()
     page.reload()
     page.wait_for_selector("#message-box textarea")
     # The reloaded page finds the turn in the database and follows it to the end.
-    seen = _watch_reply(page, " w118")
+    seen = watch_reply(page, " w118")
     assert any(" w20" in s and " w118" not in s for s in seen), "did not see it stream"
     assert len(llm.requests) == 1  # the same generation, not a new one
     wait_until(lambda: page.locator("#message-box textarea").is_enabled(), timeout=10)
@@ -115,21 +55,21 @@ def test_stop_button_keeps_the_partial_reply(page: Page, app: InProcessApp,
                                              llm: EmulatedLLM) -> None:
     llm.settings.reply_tokens = 300
     llm.settings.tpot_ms = 30
-    _open(page, app.url)
+    open_app(page, app.url)
     page.click("#new-chat")
-    _send(page, "stop me midway")
-    wait_until(lambda: " w5" in _bot_text(page), timeout=20)
+    send(page, "stop me midway")
+    wait_until(lambda: " w5" in bot_text(page), timeout=20)
     page.click("#stop")
-    wait_until(lambda: "(stopped)" in _bot_text(page), timeout=20)
-    assert " w299" not in _bot_text(page)
+    wait_until(lambda: "(stopped)" in bot_text(page), timeout=20)
+    assert " w299" not in bot_text(page)
     wait_until(lambda: page.locator("#message-box textarea").is_enabled(), timeout=10)
 
 
 def test_workflows_tab_shows_the_turn(page: Page, app: InProcessApp, llm: EmulatedLLM) -> None:
-    _open(page, app.url)
+    open_app(page, app.url)
     page.click("#new-chat")
-    _send(page, "find me in the workflows tab")
-    _watch_reply(page, "Reply to [find me in the workflows tab]")
+    send(page, "find me in the workflows tab")
+    watch_reply(page, "Reply to [find me in the workflows tab]")
     workflow_id = query(app.settings.database_url or "", "SELECT workflow_id FROM messages"
                         " WHERE content = 'find me in the workflows tab'")[0][0]
     page.get_by_role("tab", name="Workflows").click()
@@ -157,16 +97,16 @@ def test_hostile_content_renders_inert(page: Page, app: InProcessApp, llm: Emula
                if "evil.example" in route.request.url else route.continue_())
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-    _open(page, app.url)
+    open_app(page, app.url)
     page.click("#new-chat")
-    _send(page, HOSTILE)
-    _watch_reply(page, "Reply to [")
+    send(page, HOSTILE)
+    watch_reply(page, "Reply to [")
     page.wait_for_timeout(1000)
     assert page.evaluate("window.__pwned") is None
     assert dialogs == [] and outside == []
     # The user still sees what was said, as text.
     assert "<script>" in page.locator('#chatbot [data-testid="user"]').last.inner_text()
-    assert "[image: leak]" in _bot_text(page)
+    assert "[image: leak]" in bot_text(page)
     assert page.locator("#chatbot img[src*='evil.example']").count() == 0
     assert page.locator("#chatbot iframe").count() == 0
 
@@ -181,15 +121,15 @@ def test_restart_during_a_reply_and_reload(browser: Browser, database_url: str,
     page = context.new_page()
     page.set_default_timeout(30_000)
     try:
-        _open(page, app.url)
+        open_app(page, app.url)
         page.click("#new-chat")
-        _send(page, "survive a restart")
-        wait_until(lambda: " w10" in _bot_text(page), timeout=20)
+        send(page, "survive a restart")
+        wait_until(lambda: " w10" in bot_text(page), timeout=20)
         app.kill9()
         app.start()
         page.reload()
         page.wait_for_selector("#message-box textarea")
-        seen = _watch_reply(page, " w148", timeout=60)
+        seen = watch_reply(page, " w148", timeout=60)
         assert seen[-1].startswith("Reply to [survive a restart]")
         assert httpx.get(f"{app.url}/healthz").status_code == 200
         rows = query(database_url, "SELECT role, status FROM messages m WHERE conversation_id ="

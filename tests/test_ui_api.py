@@ -61,7 +61,7 @@ def test_send_streams_then_lists_and_selects(client: Client, app: InProcessApp,
     llm.settings.tpot_ms = 60
     client.predict(api_name="/new_chat")
     _, final = _send(client, "stream this please", None)
-    conv, _, chatbot, notice, _ = final
+    conv, chatbot, notice = final[0], final[2], final[3]
     texts = _texts(chatbot)
     assert texts[0] == "stream this please"
     assert texts[1].startswith("Reply to [stream this please]") and texts[1].endswith("w10")
@@ -97,7 +97,8 @@ def test_stop_keeps_the_partial_reply(client: Client, app: InProcessApp,
     assert " w3" in seen
     client.predict(api_name="/stop")
     wait_until(job.done, timeout=20)
-    conv, _, chatbot, _, _ = _latest(job.outputs())
+    latest = _latest(job.outputs())
+    conv, chatbot = latest[0], latest[2]
     final = _texts(chatbot)[1]
     assert final.endswith("_(stopped)_")
     assert " w199" not in final
@@ -134,7 +135,8 @@ def test_fork_and_cancel_from_the_workflows_tab(client: Client, app: InProcessAp
     db = app.settings.database_url or ""
     original = query(db, "SELECT workflow_id FROM messages WHERE conversation_id = %s"
                      " AND role = 'assistant'", (conv,))[0][0]
-    message, _, _ = client.predict(original, 3, "all", api_name="/fork_workflow")
+    message, _, _ = client.predict(original, 3, "all", "", "", "", "",
+                                   api_name="/fork_workflow")
     assert "Forked" in message
     replies = wait_until(lambda: (r := query(
         db, "SELECT status, content FROM messages WHERE conversation_id = %s AND"
@@ -166,7 +168,7 @@ def test_bad_input_is_refused_and_kept(client: Client, llm: EmulatedLLM,
     too_long = "x" * (app.settings.max_message_chars + 1)
     for text in ("   ", "a\x00b", too_long):
         _, final = _send(client, text, None)
-        _, _, _, notice, box = final
+        notice, box = final[3], final[4]
         assert notice.startswith("⚠️")
         assert box == text  # nothing lost: the text stays in the box
     assert llm.requests == []

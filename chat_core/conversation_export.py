@@ -1,0 +1,176 @@
+"""Export a conversation as JSON or Markdown, and read a JSON export back.
+
+The JSON keeps everything a reply records (alternatives too), so an import is a faithful copy.
+An import is checked completely before anything is written: a malformed, oversized or hostile
+file gets an error that names the problem, and the database is left as it was.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import InvalidInput
+from .validation import check_settings, check_text
+
+FORMAT = "durable-chat/conversation"
+VERSION = 1
+MAX_IMPORT_MESSAGES = 20_000
+MAX_IMPORT_BYTES = 10_000_000
+_REPLY_FIELDS = ("parent_id", "status", "error", "model", "prompt_tokens", "completion_tokens",
+                 "ttft_ms", "latency_ms", "finish_reason", "params", "active", "completed_at")
+
+
+def to_json(conversation: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "exported_at": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+        "conversation": {k: conversation.get(k) for k in (
+            "id", "title", "created_at", "settings", "origin_conversation_id")},
+        "messages": [
+            {k: m.get(k) for k in ("id", "role", "content", "created_at", "seq",
+                                   *(_REPLY_FIELDS if m["role"] == "assistant" else ()))}
+            for m in messages if m["status"] not in ("pending", "streaming")
+        ],
+    }
+
+
+def to_markdown(conversation: dict[str, Any], messages: list[dict[str, Any]]) -> str:
+    """Readable transcript: each message and the reply shown for it (alternatives left out)."""
+    lines = [f"# {conversation['title'] or 'Conversation'}", "",
+             f"_Exported from Durable chat; conversation {conversation['id']}, started "
+             f"{conversation['created_at']}._", ""]
+    shown: dict[str, dict[str, Any]] = {}
+    for m in messages:
+        if m["role"] == "assistant" and (m.get("active") or m["parent_id"] not in shown):
+            shown[m["parent_id"]] = m
+    for m in messages:
+        if m["role"] != "user":
+            continue
+        lines += [f"**You** · {m['created_at']}", "", m["content"], ""]
+        reply = shown.get(m["id"])
+        if reply is None:
+            continue
+        label = f"**Assistant** · {reply.get('model') or 'unknown model'}"
+        if reply["status"] != "complete":
+            label += f" · {reply['status']}"
+        lines += [label, "", reply["content"] or f"_{reply.get('error') or 'no text'}_", ""]
+    return "\n".join(lines)
+
+
+def _timestamp(value: Any, where: str) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or len(value) > 40:
+        raise InvalidInput(f"{where}: created_at must be an ISO 8601 timestamp string")
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidInput(f"{where}: created_at {value!r} is not an ISO 8601 timestamp") \
+            from None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=timezone.utc)
+    return parsed.isoformat()
+
+
+def _number(value: Any, where: str, name: str) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
+            or abs(value) > 1e12:
+        raise InvalidInput(f"{where}: {name} must be a number")
+    return value
+
+
+def parse_import(data: Any, *, max_chars: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Validate an export and turn it into rows with new ids (the imported conversation is a
+    new one: importing the same file twice gives two)."""
+    if not isinstance(data, dict):
+        raise InvalidInput("the import must be a JSON object as written by export")
+    if data.get("format") != FORMAT:
+        raise InvalidInput(f"not a conversation export: \"format\" must be {FORMAT!r}")
+    if data.get("version") != VERSION:
+        raise InvalidInput(f"unsupported export version {str(data.get('version'))[:20]!r}; "
+                           f"this app reads version {VERSION}")
+    conv = data.get("conversation")
+    if not isinstance(conv, dict):
+        raise InvalidInput('"conversation" must be an object')
+    raw_messages = data.get("messages")
+    if not isinstance(raw_messages, list):
+        raise InvalidInput('"messages" must be a list')
+    if len(raw_messages) > MAX_IMPORT_MESSAGES:
+        raise InvalidInput(f"the export has {len(raw_messages):,} messages; the limit is "
+                           f"{MAX_IMPORT_MESSAGES:,}")
+    title = conv.get("title") or ""
+    title = check_text(title, "conversation.title", 200, allow_empty=True).strip()
+    settings = check_settings(conv.get("settings") or {})
+    settings = {k: v for k, v in settings.items() if v is not None}
+    conversation_id = uuid.uuid4()
+
+    new_ids: dict[str, uuid.UUID] = {}
+    rows: list[dict[str, Any]] = []
+    seq = 0
+    last_user: uuid.UUID | None = None
+    user_seq: dict[uuid.UUID, int] = {}
+    for i, m in enumerate(raw_messages):
+        where = f"messages[{i}]"
+        if not isinstance(m, dict):
+            raise InvalidInput(f"{where} must be an object")
+        role = m.get("role")
+        if role not in ("user", "assistant"):
+            raise InvalidInput(f"{where}: role must be \"user\" or \"assistant\"")
+        content = check_text(m.get("content", ""), f"{where}.content", max_chars,
+                             allow_empty=(role == "assistant"))
+        new_id = uuid.uuid4()
+        old_id = m.get("id")
+        if isinstance(old_id, str) and len(old_id) <= 64:
+            new_ids[old_id] = new_id
+        row: dict[str, Any] = {
+            "id": new_id, "conversation_id": conversation_id, "role": role, "content": content,
+            "created_at": _timestamp(m.get("created_at"), where), "parent_id": None,
+            "status": "complete", "error": None, "model": None, "params": None,
+            "active": False,
+        }
+        if role == "user":
+            seq += 1
+            row["seq"] = seq
+            last_user = new_id
+            user_seq[new_id] = seq
+        else:
+            parent_ref = m.get("parent_id")
+            parent = new_ids.get(parent_ref) if isinstance(parent_ref, str) else last_user
+            if parent is None or parent not in user_seq:
+                raise InvalidInput(f"{where}: a reply must follow the user message it answers")
+            status = m.get("status", "complete")
+            if status not in ("complete", "stopped", "error", "cancelled"):
+                raise InvalidInput(f"{where}: status must be complete, stopped, error or "
+                                   "cancelled")
+            error = m.get("error")
+            if error is not None:
+                error = check_text(error, f"{where}.error", 2000, allow_empty=True)
+            model = m.get("model")
+            if model is not None:
+                model = check_text(model, f"{where}.model", 200)
+            params = m.get("params")
+            if params is not None and (not isinstance(params, dict) or len(str(params)) > 5000):
+                raise InvalidInput(f"{where}: params must be a small object")
+            for name in ("prompt_tokens", "completion_tokens", "ttft_ms", "latency_ms"):
+                _number(m.get(name), where, name)
+            row.update(seq=user_seq[parent], parent_id=parent, status=status, error=error,
+                       model=model, params=params,
+                       active=bool(m.get("active", True)) and status in ("complete", "stopped"))
+        rows.append(row)
+    if not rows:
+        raise InvalidInput("the export holds no messages")
+    # One active reply per message at most: the last one marked active wins.
+    seen: set[uuid.UUID] = set()
+    for row in reversed(rows):
+        if row["role"] == "assistant" and row["active"]:
+            if row["parent_id"] in seen:
+                row["active"] = False
+            seen.add(row["parent_id"])
+    return ({"id": conversation_id, "title": title or rows[0]["content"][:60],
+             "settings": settings, "last_seq": seq,
+             "created_at": _timestamp(conv.get("created_at"), "conversation")}, rows)

@@ -1,0 +1,87 @@
+"""Driving the UI in Debian's headless Chromium with Playwright: fixtures and page helpers
+shared by the browser test modules. Screenshots of every test go to test-artifacts/."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from typing import Iterator
+
+import pytest
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.helpers import ROOT
+
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync",
+                 "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail("Chromium is missing: apt-get install chromium (scripts/test.sh does it)")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 1000},
+                                  accept_downloads=True)
+    p = context.new_page()
+    p.set_default_timeout(20_000)
+    yield p
+    ARTIFACTS.mkdir(exist_ok=True)
+    p.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    context.close()
+
+
+def open_app(page: Page, url: str) -> None:
+    page.goto(url)
+    page.wait_for_selector("#message-box textarea")
+    page.wait_for_timeout(300)  # let the load event restore the conversation
+
+
+def bot_text(page: Page) -> str:
+    bots = page.locator('#chatbot [data-testid="bot"]')
+    return bots.last.inner_text() if bots.count() else ""
+
+
+def user_texts(page: Page) -> list[str]:
+    return page.locator('#chatbot [data-testid="user"]').all_inner_texts()
+
+
+def send(page: Page, text: str) -> None:
+    box = page.locator("#message-box textarea")
+    box.click()
+    box.fill(text)
+    box.press("Enter")
+
+
+def watch_reply(page: Page, done_marker: str, timeout: float = 30) -> list[str]:
+    """Distinct texts of the newest reply as the page showed them, until it shows the marker."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = bot_text(page)
+        if text and (not seen or seen[-1] != text):
+            seen.append(text)
+        if done_marker in text:
+            return seen
+        page.wait_for_timeout(25)
+    raise AssertionError(f"reply did not finish; saw {seen[-3:]}")
+
+
+def wait_idle(page: Page, timeout: float = 20) -> None:
+    """The input is usable again: the reply finished."""
+    page.locator("#message-box textarea").wait_for(state="visible")
+    deadline = time.monotonic() + timeout
+    while not page.locator("#message-box textarea").is_enabled():
+        if time.monotonic() > deadline:
+            raise AssertionError("the input stayed disabled")
+        page.wait_for_timeout(50)

@@ -1,0 +1,223 @@
+"""Every conversation feature, used in a real browser the way a person would: keyboard, rename,
+delete with confirmation, search, settings, regenerate and alternatives, edit as a branch, stop
+and continue, fork with other parameters, export and import."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from playwright.sync_api import Page
+
+from chat_core.emulated_llm import EmulatedLLM
+from tests.browser_support import (bot_text, browser, open_app, page, send, user_texts,
+                                   wait_idle, watch_reply)
+from tests.helpers import InProcessApp, query, wait_until
+
+__all__ = ["browser", "page"]  # fixtures
+
+
+def _chat(page: Page, app: InProcessApp, *texts: str) -> None:
+    open_app(page, app.url)
+    page.click("#new-chat")
+    for text in texts:
+        send(page, text)
+        watch_reply(page, f"Reply to [{text}]")
+        wait_idle(page)
+
+
+def _upload(page: Page, path: Path) -> None:
+    with page.expect_file_chooser() as chooser:
+        page.click("#import")
+    chooser.value.set_files(str(path))
+
+
+def _sidebar(page: Page) -> list[str]:
+    return page.locator("#sidebar label").all_inner_texts()
+
+
+def test_enter_sends_shift_enter_adds_a_line_and_the_newest_stays_in_view(
+        page: Page, app: InProcessApp, llm: EmulatedLLM) -> None:
+    llm.settings.reply_tokens = 60
+    open_app(page, app.url)
+    page.click("#new-chat")
+    box = page.locator("#message-box textarea")
+    box.click()
+    box.type("first line")
+    box.press("Shift+Enter")
+    box.type("second line")
+    assert box.input_value() == "first line\nsecond line"
+    assert llm.requests == []
+    box.press("Enter")
+    watch_reply(page, " w58")
+    assert user_texts(page) == ["first line\nsecond line"]
+    for n in range(4):
+        send(page, f"message {n} " + "with more words " * 20)
+        watch_reply(page, f"Reply to [message {n}")
+        wait_idle(page)
+    watch_reply(page, " w58")
+    newest = page.locator('#chatbot [data-testid="bot"]').last
+    log = page.locator('#chatbot [role="log"]')
+    wait_until(lambda: newest.bounding_box()["y"] + newest.bounding_box()["height"]
+               <= log.bounding_box()["y"] + log.bounding_box()["height"] + 2, timeout=5)
+
+
+def test_rename_and_delete_with_confirmation(page: Page, app: InProcessApp) -> None:
+    _chat(page, app, "to be renamed")
+    title = page.locator("#title textarea, #title input").first
+    title.fill("My renamed chat")
+    title.press("Enter")
+    page.locator("#sidebar").get_by_text("My renamed chat").wait_for()
+    page.click("#delete")
+    page.locator("#confirm-delete-no").click()
+    page.wait_for_timeout(300)
+    assert "My renamed chat" in _sidebar(page)
+    page.click("#delete")
+    page.locator("#confirm-delete-yes").click()
+    page.locator("#notice").get_by_text("Conversation deleted.").wait_for()
+    assert "My renamed chat" not in _sidebar(page)
+    assert query(app.settings.database_url or "", "SELECT count(*) FROM conversations WHERE"
+                 " title = 'My renamed chat'")[0][0] == 0
+
+
+def test_search_finds_by_message_text(page: Page, app: InProcessApp) -> None:
+    _chat(page, app, "we discussed flamingo migration patterns")
+    _chat(page, app, "unrelated topic about bread")
+    search = page.locator("#search textarea, #search input").first
+    search.fill("flamingos")
+    search.press("Enter")
+    page.locator("#notice").get_by_text("match").wait_for()
+    labels = _sidebar(page)
+    assert len(labels) == 1 and "flamingo" in labels[0].lower()
+    page.locator("#sidebar label").first.click()
+    wait_until(lambda: user_texts(page) == ["we discussed flamingo migration patterns"])
+    search.fill("")
+    search.press("Enter")
+    wait_until(lambda: len(_sidebar(page)) >= 2)
+
+
+def test_settings_change_the_next_reply(page: Page, app: InProcessApp,
+                                        llm: EmulatedLLM) -> None:
+    _chat(page, app, "before settings")
+    page.locator("#settings").get_by_text("Settings for this conversation").click()
+    prompt = page.locator("#system-prompt textarea")
+    prompt.wait_for()
+    wait_until(lambda: page.locator("#max-tokens input").input_value() != "")
+    prompt.fill("You are a terse assistant.")
+    page.locator("#temperature input[type=number]").fill("0.3")
+    page.locator("#temperature input[type=number]").press("Enter")
+    page.click("#save-settings")
+    page.locator("#notice").get_by_text("Settings saved").wait_for()
+    send(page, "after settings")
+    watch_reply(page, "Reply to [after settings]")
+    sent = llm.requests[-1]
+    assert sent["messages"][0] == {"role": "system", "content": "You are a terse assistant."}
+    assert sent["temperature"] == 0.3
+
+
+def test_regenerate_and_page_through_alternatives(page: Page, app: InProcessApp,
+                                                  llm: EmulatedLLM) -> None:
+    _chat(page, app, "give me a name")
+    first = bot_text(page)
+    llm.settings.reply_tokens = 3  # the regenerated reply differs: it is shorter
+    page.click("#regenerate")
+    wait_until(lambda: bot_text(page) != first and "…" not in bot_text(page))
+    wait_idle(page)
+    second = bot_text(page)
+    assert second.startswith("Reply to [give me a name]") and second != first
+    position = page.locator("#alt-position")
+    assert position.inner_text().strip() == "2 / 2"
+    page.click("#alt-prev")
+    wait_until(lambda: bot_text(page) == first)
+    assert position.inner_text().strip() == "1 / 2"
+    page.click("#alt-next")
+    wait_until(lambda: bot_text(page) == second)
+
+
+def test_edit_a_message_branches_the_conversation(page: Page, app: InProcessApp,
+                                                  llm: EmulatedLLM) -> None:
+    _chat(page, app, "original question", "follow-up")
+    page.locator('#chatbot button[aria-label="Edit"]').first.click()
+    editor = page.locator("#chatbot textarea")
+    editor.fill("edited question")
+    page.locator('#chatbot button[aria-label="Submit"]').click()
+    watch_reply(page, "Reply to [edited question]")
+    wait_idle(page)
+    assert user_texts(page) == ["edited question"]
+    page.locator("#notice").get_by_text("new branch").wait_for()
+    assert any("(branch)" in label for label in _sidebar(page))
+    # The original conversation is as it was.
+    original = page.locator("#sidebar label").filter(has_text="original question").filter(
+        has_not_text="(branch)")
+    original.first.click()
+    wait_until(lambda: user_texts(page) == ["original question", "follow-up"])
+
+
+def test_stop_then_continue(page: Page, app: InProcessApp, llm: EmulatedLLM) -> None:
+    llm.settings.reply_tokens = 400
+    llm.settings.tpot_ms = 25
+    open_app(page, app.url)
+    page.click("#new-chat")
+    send(page, "a very long answer")
+    wait_until(lambda: " w5" in bot_text(page))
+    page.click("#stop")
+    wait_until(lambda: "(stopped)" in bot_text(page))
+    wait_idle(page)
+    partial = bot_text(page).replace("(stopped)", "").strip()
+    llm.settings.reply_tokens = 5
+    page.click("#continue")
+    watch_reply(page, "(continued)")
+    wait_idle(page)
+    final = bot_text(page)
+    assert final.startswith(partial) and final.endswith("(continued) c0 c1 c2 c3")
+
+
+def test_fork_from_the_workflows_tab_with_other_parameters(page: Page, app: InProcessApp,
+                                                           llm: EmulatedLLM) -> None:
+    _chat(page, app, "fork this turn")
+    workflow_id = query(app.settings.database_url or "", "SELECT workflow_id FROM messages"
+                        " WHERE role = 'assistant' AND parent_id = (SELECT id FROM messages"
+                        " WHERE content = 'fork this turn')")[0][0]
+    page.get_by_role("tab", name="Workflows").click()
+    cell = page.locator("#wf-table").get_by_text(workflow_id).filter(visible=True).first
+    cell.wait_for()
+    cell.click()
+    page.locator("#wf-steps").get_by_text("call_llm").wait_for()
+    page.get_by_text("Fork with other parameters").click()
+    page.locator("#wf-temperature textarea, #wf-temperature input").first.fill("1.7")
+    page.click("#wf-fork")
+    page.locator("#wf-result").get_by_text("Forked").wait_for()
+    wait_until(lambda: llm.requests and llm.requests[-1]["temperature"] == 1.7)
+    page.get_by_role("tab", name="Chat").click()  # shows the conversation as it is now
+    page.locator("#alt-position").get_by_text("2 / 2").wait_for()
+
+
+def test_export_and_import(page: Page, app: InProcessApp, tmp_path: Path) -> None:
+    _chat(page, app, "export me please", "and this too")
+    page.click("#export")
+    link = page.locator("#exported a").first
+    link.wait_for()
+    with page.expect_download() as download:
+        link.click()
+    data = json.loads(Path(download.value.path()).read_text())
+    assert [m["content"] for m in data["messages"] if m["role"] == "user"] == \
+        ["export me please", "and this too"]
+    page.locator("#export-format input").click()
+    page.get_by_role("option", name="markdown").click()
+    page.click("#export")
+    wait_until(lambda: ".md" in page.locator("#exported").inner_text())
+
+    data["conversation"]["title"] = "Imported copy"
+    good = tmp_path / "copy.json"
+    good.write_text(json.dumps(data))
+    _upload(page, good)
+    page.locator("#notice").get_by_text("Imported as").wait_for()
+    assert "Imported copy" in _sidebar(page)
+    wait_until(lambda: user_texts(page) == ["export me please", "and this too"])
+
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    before = query(app.settings.database_url or "", "SELECT count(*) FROM conversations")
+    _upload(page, bad)
+    page.locator("#notice").get_by_text("not valid JSON").wait_for()
+    assert query(app.settings.database_url or "", "SELECT count(*) FROM conversations") == before
