@@ -416,8 +416,10 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
     retry.click(on_retry, inputs=[conversation, view], api_name="retry", **events)
     regenerate.click(on_retry, inputs=[conversation, view], api_name="regenerate", **events)
     proceed.click(on_continue, inputs=[conversation, view], api_name="continue", **events)
-    previous.click(on_previous, inputs=[conversation, view], api_name="previous", **events)
-    following.click(on_next, inputs=[conversation, view], api_name="next", **events)
+    previous.click(on_previous, inputs=[conversation, view], api_name="previous",
+                   show_progress="hidden", **events)
+    following.click(on_next, inputs=[conversation, view], api_name="next",
+                    show_progress="hidden", **events)
     chatbot.edit(on_edit, inputs=[conversation, view], api_name="edit", **events)
     stop.click(on_stop, inputs=[turn], api_name="stop", concurrency_limit=None)
     title.submit(on_rename, inputs=[conversation, title], outputs=[title, notice, conversations],

@@ -126,10 +126,10 @@ def test_regenerate_and_page_through_alternatives(page: Page, app: InProcessApp,
     second = bot_text(page)
     assert second.startswith("Reply to [give me a name]") and second != first
     position = page.locator("#alt-position")
-    assert position.inner_text().strip() == "2 / 2"
+    position.get_by_text("2 / 2").wait_for()
     page.click("#alt-prev")
     wait_until(lambda: bot_text(page) == first)
-    assert position.inner_text().strip() == "1 / 2"
+    position.get_by_text("1 / 2").wait_for()
     page.click("#alt-next")
     wait_until(lambda: bot_text(page) == second)
 
