@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import socket
 import threading
 import time
@@ -45,6 +46,10 @@ class EmulatorSettings:
     reply_tokens: int = 8
     # Offer vLLM's /tokenize endpoint (off: like a server without one).
     tokenizer: bool = True
+    # For demo data (scripts/seed_demo_data.py): prose-like words instead of "w0 w1", a reply
+    # length that grows with temperature (and varies), and times that vary by this fraction.
+    natural: bool = False
+    vary: float = 0.0
     # Actions applied to the next chat requests, one each, in order:
     #   {"action": "ok"}                             answer normally
     #   {"action": "error", "status": 500}            answer with that HTTP status
@@ -64,6 +69,22 @@ def reply_for(messages: list[dict[str, Any]], extra_tokens: int) -> list[str]:
     last_user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"),
                      "")
     return [f"Reply to [{last_user}]"] + [f" w{i}" for i in range(max(0, extra_tokens))]
+
+
+_WORDS = ("the", "a", "durable", "workflow", "keeps", "each", "turn", "safe", "when", "server",
+          "restarts", "and", "every", "reply", "is", "saved", "once", "so", "you", "can",
+          "trust", "history", "model", "answers", "with", "care", "about", "data", "time",
+          "first", "token", "streams", "quickly", "while", "database", "records", "steps")
+
+
+def natural_reply(messages: list[dict[str, Any]], tokens: int, rng: random.Random) -> list[str]:
+    last_user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"),
+                     "")
+    words = [f"On “{str(last_user)[:40]}”:"] + [f" {rng.choice(_WORDS)}" for _ in range(
+        max(0, tokens - 1))]
+    if len(words) > 3:
+        words[-1] += "."
+    return words
 
 
 class EmulatedLLM:
@@ -156,6 +177,10 @@ class EmulatedLLM:
     def script(self, *actions: dict[str, Any]) -> None:
         self.settings.script.extend(actions)
 
+    def _jitter(self) -> float:
+        vary = self.settings.vary
+        return random.uniform(1 - vary, 1 + vary) if vary else 1.0
+
     def user_messages_seen(self) -> list[str]:
         return [next((m["content"] for m in reversed(r["messages"]) if m["role"] == "user"), "")
                 for r in self.requests]
@@ -183,7 +208,8 @@ class EmulatedLLM:
 
     async def _control(self, request: Request) -> Response:
         body = await request.json()
-        for key in ("model", "max_model_len", "ttft_ms", "tpot_ms", "reply_tokens"):
+        for key in ("model", "max_model_len", "ttft_ms", "tpot_ms", "reply_tokens", "natural",
+                    "vary", "tokenizer"):
             if key in body:
                 setattr(self.settings, key, body[key])
         if "script" in body:
@@ -232,13 +258,18 @@ class EmulatedLLM:
                 pass
             if action.get("then") == "error":
                 return _error(503, "emulated failure after hang")
-        if body.get("continue_final_message") and messages and \
+        if s.natural:
+            rng = random.Random(hash(json.dumps(messages, sort_keys=True)))
+            temperature = float(body.get("temperature") or 0.7)
+            wanted = s.reply_tokens * (0.4 + 0.6 * temperature) * rng.uniform(0.6, 1.4)
+            tokens = natural_reply(messages, max(3, min(int(wanted), max_tokens)), rng)
+        elif body.get("continue_final_message") and messages and \
                 messages[-1].get("role") == "assistant":
             tokens = [" (continued)"] + [f" c{i}" for i in range(min(s.reply_tokens,
                                                                        max_tokens) - 1)]
         else:
             tokens = reply_for(messages, min(s.reply_tokens, max_tokens) - 1)
-        tpot = float(action.get("tpot_ms", s.tpot_ms)) / 1000.0
+        tpot = float(action.get("tpot_ms", s.tpot_ms)) / 1000.0 * self._jitter()
         if not body.get("stream"):
             await asyncio.sleep(s.ttft_ms / 1000.0 + tpot * (len(tokens) - 1))
             return JSONResponse({
@@ -279,7 +310,7 @@ class EmulatedLLM:
                            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
                 return f"data: {json.dumps(payload)}\n\n".encode()
 
-            await asyncio.sleep(s.ttft_ms / 1000.0)
+            await asyncio.sleep(s.ttft_ms / 1000.0 * self._jitter())
             yield chunk({"role": "assistant", "content": ""})
             for i, token in enumerate(tokens):
                 if drop_after is not None and i >= drop_after:
@@ -317,10 +348,15 @@ def main() -> None:
     parser.add_argument("--ttft-ms", type=float, default=0.0)
     parser.add_argument("--tpot-ms", type=float, default=0.0)
     parser.add_argument("--tokens", type=int, default=8, help="tokens per reply")
+    parser.add_argument("--natural", action="store_true",
+                        help="prose-like replies whose length grows with temperature")
+    parser.add_argument("--vary", type=float, default=0.0,
+                        help="times vary by this fraction (0.3: +-30%%)")
     args = parser.parse_args()
     emulator = EmulatedLLM(EmulatorSettings(model=args.model, max_model_len=args.max_model_len,
                                             ttft_ms=args.ttft_ms, tpot_ms=args.tpot_ms,
-                                            reply_tokens=args.tokens), port=args.port)
+                                            reply_tokens=args.tokens, natural=args.natural,
+                                            vary=args.vary), port=args.port)
 
     async def serve() -> None:
         emulator._loop = asyncio.get_running_loop()

@@ -107,10 +107,11 @@ async def _run_turn(turn_id: str, request: dict[str, Any]) -> dict[str, Any]:
                    **completion}
     except DBOSMaxStepRetriesExceeded as exc:
         last = exc.errors[-1] if exc.errors else exc
-        outcome = {"status": "error", "error": f"{_message(last)} (gave up after "
-                   f"{exc.max_retries} attempts; retry the turn once the server is back)"}
+        outcome = {"status": "error", "attempts": exc.max_retries,
+                   "error": f"{_message(last)} (gave up after {exc.max_retries} attempts; "
+                            "retry the turn once the server is back)"}
     except ChatError as exc:
-        outcome = {"status": "error", "error": exc.message}
+        outcome = {"status": "error", "error": exc.message, "attempts": 1}
     result = await save_reply(saved, outcome, prompt, request["params"])
     if outcome["status"] == "error":
         raise TurnFailed(outcome["error"])
@@ -412,10 +413,12 @@ async def call_llm(
         stop_watch.cancel()
         if not generation.done():
             generation.cancel()
+    step = DBOS.step_status
+    attempts = (step.current_attempt or 0) + 1 if step else 1
     if generation in done:
         completion = generation.result()
         completion.text = continue_text + completion.text
-        return {**completion.to_dict(), "params": params}
+        return {**completion.to_dict(), "params": params, "attempts": attempts}
     # Stopped while waiting for a token: the generation was cancelled, keep the text so far.
     try:
         await generation
@@ -423,7 +426,8 @@ async def call_llm(
         pass
     ttft = (first_token[0] - started) * 1000.0 if first_token else None
     return {**_stopped(progress.text, prompt, progress.chunks, ttft,
-                       (time.perf_counter() - started) * 1000.0), "params": params}
+                       (time.perf_counter() - started) * 1000.0), "params": params,
+            "attempts": attempts}
 
 
 def _stopped(text: str, prompt: dict[str, Any], chunks: int, ttft_ms: float | None,
@@ -451,6 +455,7 @@ async def save_reply(
                        "dropped_messages": prompt.get("dropped_messages"),
                        "prompt_messages": len(prompt.get("messages") or []),
                        "continued": bool(prompt.get("continue_text")),
+                       "llm_attempts": outcome.get("attempts"),
                        "exact_token_counts": prompt.get("exact_counts")}
     if outcome["status"] == "error":
         values: dict[str, Any] = dict(status="error", error=outcome["error"], content="",
