@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from typing import Any
 from urllib.parse import quote
@@ -130,13 +131,35 @@ def gradio(app: InProcessApp) -> Any:
     client.close()
 
 
+def _finished_outputs(job: Any, text: str, timeout: float = 60) -> list[Any]:
+    """Every update of a finished Gradio job. Iterating a Job waits forever when the job
+    fails, so wait for it with a deadline and surface its error with the input."""
+    deadline = time.monotonic() + timeout
+    while not job.done():
+        assert time.monotonic() < deadline, f"/send did not finish for {text!r}"
+        time.sleep(0.02)
+    error = job.exception()
+    assert error is None, f"/send failed for {text!r}: {error!r}"
+    return list(job.outputs())
+
+
+def _utf8_encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+# gradio_client cannot send a lone surrogate at all (it fails encoding the request, before
+# anything reaches the app); browsers can, escaped in JSON: see the raw HTTP test below.
 @settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
-@given(text=any_text)
+@given(text=any_text.filter(_utf8_encodable))
 @example(text="<script>window.__pwned=1</script> ![x](http://evil.example/p.png)")
 def test_gradio_send_with_any_text(app: InProcessApp, gradio: Client, text: str) -> None:
     job = gradio.submit(text, None, [], api_name="/send")
-    outputs = list(job)
-    final = job.outputs()[-1]
+    outputs = _finished_outputs(job, text)
+    final = outputs[-1]
     notice = next((o[3] for o in reversed(outputs) if isinstance(o[3], str)), "")
     if notice.startswith("⚠️"):
         box = next(o[4] for o in reversed(outputs)
@@ -150,6 +173,37 @@ def test_gradio_send_with_any_text(app: InProcessApp, gradio: Client, text: str)
         assert stored == [(text,)]
     assert final is not None
     _no_partial_rows(app)
+
+
+def _gradio_http_send(app: InProcessApp, text: str) -> list[Any]:
+    """/send through Gradio's HTTP API the way a browser's JSON.stringify sends it (a lone
+    surrogate escaped as \\udXXX); the final outputs."""
+    body = json.dumps({"data": [text, None, []]})  # ensure_ascii escapes surrogates
+    started = httpx.post(f"{app.url}/gradio_api/call/send", content=body,
+                         headers={"content-type": "application/json"}, timeout=30)
+    assert started.status_code == 200, started.text[:300]
+    event, final = "", None
+    with httpx.stream("GET", f"{app.url}/gradio_api/call/send/{started.json()['event_id']}",
+                      timeout=30) as stream:
+        for line in stream.iter_lines():
+            if line.startswith("event: "):
+                event = line[7:]
+            elif line.startswith("data: ") and event in ("complete", "error"):
+                final = (event, json.loads(line[6:]))
+    assert final is not None and final[0] == "complete", final
+    return list(final[1])
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=list(HealthCheck))
+@given(text=st.builds(lambda a, s, b: a + s + b, st.text(max_size=20),
+                      st.characters(categories=["Cs"]), st.text(max_size=20)))
+def test_gradio_http_send_with_lone_surrogates(app: InProcessApp, text: str) -> None:
+    before = query(app.settings.database_url or "", "SELECT count(*) FROM messages")[0][0]
+    outputs = _gradio_http_send(app, text)
+    notice, box = outputs[3], outputs[4]
+    assert isinstance(notice, str) and notice.startswith("⚠️") and "surrogate" in notice
+    assert (box["value"] if isinstance(box, dict) else box) == text  # kept for the user to fix
+    assert query(app.settings.database_url or "", "SELECT count(*) FROM messages")[0][0] == before
 
 
 _CODE = re.compile(r"```.*?(?:```|$)|~~~.*?(?:~~~|$)|`[^`\n]*`", re.DOTALL)
