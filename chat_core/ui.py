@@ -35,7 +35,9 @@ def backend_line(service: ChatService) -> str:
 
 
 def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
-    with gr.Blocks(title="Durable chat", fill_height=True) as demo:
+    # delete_cache: Gradio keeps a copy of every exported file it served; drop them hourly.
+    with gr.Blocks(title="Durable chat", fill_height=True,
+                   delete_cache=(3600, 3600)) as demo:
         with gr.Row():
             gr.Markdown("## Durable chat")
             header = gr.Markdown(backend_line(service), elem_id="backend-line")

@@ -4,8 +4,12 @@ settings, export, import). Handlers only call ChatService."""
 
 from __future__ import annotations
 
+import atexit
 import json
+import shutil
 import tempfile
+import time
+import uuid
 from pathlib import Path
 from typing import Any, AsyncIterator
 
@@ -384,7 +388,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
         except ChatError as exc:
             return {notice: _warn(exc)}
         suffix = ".md" if fmt == "markdown" else ".json"
-        path = Path(tempfile.mkdtemp(prefix="export-")) / f"conversation-{conv_id}{suffix}"
+        path = _export_path(f"conversation-{conv_id}{suffix}")
         path.write_text(data if isinstance(data, str) else json.dumps(data, indent=2,
                                                                      ensure_ascii=False))
         return {exported: gr.update(value=str(path), visible=True), notice: ""}
@@ -453,3 +457,24 @@ def _text_of(value: Any) -> str:
 def _live(snap: Snapshot, share_mode: bool) -> dict[str, str]:
     return {"role": "assistant", "content": reply_markdown(
         {"status": snap.status, "content": snap.text, "error": snap.error}, share_mode)}
+
+
+_EXPORT_KEEP_SEC = 600.0
+_export_root: Path | None = None
+
+
+def _export_path(name: str) -> Path:
+    """A fresh path for an exported file. Gradio serves its own copy of it, so ours only has to
+    outlive the request: exports older than ten minutes go at the next export, and all of them
+    when the process exits, instead of piling up in the temp directory."""
+    global _export_root
+    if _export_root is None:
+        _export_root = Path(tempfile.mkdtemp(prefix="durable-chat-exports-"))
+        atexit.register(shutil.rmtree, _export_root, True)
+    cutoff = time.time() - _EXPORT_KEEP_SEC
+    for old in _export_root.iterdir():
+        if old.stat().st_mtime < cutoff:
+            shutil.rmtree(old, ignore_errors=True)
+    folder = _export_root / uuid.uuid4().hex  # one per export: the file keeps a clean name
+    folder.mkdir()
+    return folder / name
