@@ -26,8 +26,6 @@ import asyncio
 import json
 import os
 import shutil
-import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -44,17 +42,12 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chat_core.app_process import AppProcess, free_port  # noqa: E402
 from chat_core.config import load_settings  # noqa: E402
 from chat_core.llm_client import LLMClient  # noqa: E402
 from chat_core.runtime import ChatRuntime  # noqa: E402
 
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def pct(values: list[float], q: float) -> float:
@@ -358,19 +351,9 @@ async def bench(args: argparse.Namespace) -> list[Result]:
                 await runtime.stop()
 
         if "rest" in modes or "gradio" in modes or args.long_messages:
-            port = free_port()
-            env = {**os.environ, **app_env(db.url, llm_url, port, workdir),
-                   "PYTHONUNBUFFERED": "1"}
-            log = open(workdir / "app.log", "ab")
-            app_proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=env,
-                                        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-            base = f"http://127.0.0.1:{port}"
-            for _ in range(600):
-                try:
-                    if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    time.sleep(0.1)
+            app_proc = AppProcess(app_env(db.url, llm_url, free_port(), workdir),
+                                  workdir / "app.log").start()
+            base = app_proc.url
             meter = ProcessMeter(app_proc.pid)
             for mode, client_cls in (("rest", RestClient), ("gradio", GradioClient)):
                 if mode not in modes:
@@ -390,8 +373,7 @@ async def bench(args: argparse.Namespace) -> list[Result]:
                 results.extend(await long_conversation(base, db, args))
     finally:
         if app_proc is not None:
-            app_proc.terminate()
-            app_proc.wait(30)
+            app_proc.stop()
         emulator.terminate()
         db.drop()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -18,10 +18,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -38,6 +36,7 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chat_core.app_process import AppProcess  # noqa: E402
 from chat_core.emulated_llm import EmulatedLLM, EmulatorSettings  # noqa: E402
 
 FAULTS = [
@@ -127,44 +126,6 @@ class EmbeddedPostgres:
         self.server.cleanup()
 
 
-class App:
-    def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.env = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        self.env.pop("SHARE_AUTH", None)
-        self.url = f"http://127.0.0.1:{env['PORT']}"
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 90) -> float:
-        started = time.monotonic()
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=self.env,
-                                         cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        while time.monotonic() - started < timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"app exited with {self.proc.returncode}; see {self.log_path}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code in (200, 503):
-                    return time.monotonic() - started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.05)
-        raise RuntimeError(f"app did not start within {timeout} s; see {self.log_path}")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-
 class Chaos:
     def __init__(self, args: argparse.Namespace, workdir: Path) -> None:
         self.args = args
@@ -184,15 +145,15 @@ class Chaos:
         self.pg = EmbeddedPostgres(self.workdir)
         self.llm = EmulatedLLM(EmulatorSettings(ttft_ms=20, tpot_ms=15, reply_tokens=12))
         self.llm.start()
-        env = {
+        env: dict[str, str | None] = {
             "DATABASE_URL": self.pg.url, "VLLM_BASE_URL": self.llm.base_url,
             "PORT": str(self.args.port), "EXECUTOR_ID": "chaos-app",
             "DATA_DIR": str(self.workdir / "data"),
             "LLM_READ_TIMEOUT_SEC": "2", "LLM_MAX_ATTEMPTS": "10",
             "LLM_RETRY_INTERVAL_SEC": "0.2", "LLM_RETRY_BACKOFF": "1.5",
-            "STREAM_CHECKPOINT_SEC": "0.5", "LOG_LEVEL": "WARNING",
+            "STREAM_CHECKPOINT_SEC": "0.5", "LOG_LEVEL": "WARNING", "SHARE_AUTH": None,
         }
-        self.app = App(env, self.workdir / "app.log")
+        self.app = AppProcess(env, self.workdir / "app.log")
         try:
             await asyncio.to_thread(self.app.start)
             self.log(f"app up on {self.app.url}; PostgreSQL at {self.pg.server.pgdata}")

@@ -19,11 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -36,6 +32,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chat_core.app_process import AppProcess, free_port  # noqa: E402
 from chat_core.config import load_settings  # noqa: E402
 from chat_core.emulated_llm import EmulatedLLM, EmulatorSettings  # noqa: E402
 
@@ -68,46 +65,6 @@ SYSTEM_PROMPTS = ["", "", "You are a concise assistant.", "Answer as a friendly 
                   "Reply in plain English, no jargon."]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class App:
-    """app.py as a child process, which this script may crash on purpose."""
-
-    def __init__(self, env: dict[str, str], log: Path) -> None:
-        self.env = env
-        self.url = f"http://127.0.0.1:{env['PORT']}"
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=self.env,
-                                         cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        for _ in range(1800):
-            if self.proc.poll() is not None:
-                raise SystemExit(f"the app exited ({self.proc.returncode}); see {self.log}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code in (200, 503):
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise SystemExit(f"the app did not start; see {self.log}")
-
-    def wait_exit(self) -> None:
-        assert self.proc is not None
-        self.proc.wait(60)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            self.proc.wait(60)
-
-
 class Seeder:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
@@ -126,7 +83,7 @@ class Seeder:
                     return r
             except httpx.HTTPError:
                 if self.app.proc is not None and self.app.proc.poll() is not None:
-                    self.app.start()  # it crashed (on purpose): start it again
+                    self.app.start(timeout=300)  # it crashed (on purpose): start it again
             time.sleep(0.2)
         raise SystemExit(f"no answer for POST {path}")
 
@@ -147,11 +104,10 @@ class Seeder:
         args = self.args
         settings = load_settings()
         workdir = Path(tempfile.mkdtemp(prefix="seed-"))
-        env = {**os.environ, "PORT": str(free_port()), "EXECUTOR_ID": "seed-demo",
-               "CHAT_FAULT_FILE": str(workdir / "fault"), "LOG_LEVEL": "WARNING",
-               "LLM_MAX_ATTEMPTS": "4", "LLM_RETRY_INTERVAL_SEC": "0.3",
-               "PYTHONUNBUFFERED": "1"}
-        env.pop("SHARE_AUTH", None)
+        env: dict[str, str | None] = {
+            "PORT": str(free_port()), "EXECUTOR_ID": "seed-demo",
+            "CHAT_FAULT_FILE": str(workdir / "fault"), "LOG_LEVEL": "WARNING",
+            "LLM_MAX_ATTEMPTS": "4", "LLM_RETRY_INTERVAL_SEC": "0.3", "SHARE_AUTH": None}
         self.llm: EmulatedLLM | None = None
         if args.llm == "emulated":
             name, ttft, tpot = MODELS[0]
@@ -160,11 +116,11 @@ class Seeder:
                                                     vary=0.35, max_model_len=8192))
             env["VLLM_BASE_URL"] = self.llm.start()
         else:
-            env.pop("VLLM_BASE_URL", None)
+            env["VLLM_BASE_URL"] = None
         where = settings.database_url and "DATABASE_URL" or f"{settings.data_dir}/pgdata"
         print(f"Seeding demo data into {where} through app.py ({args.llm} LLM)...", flush=True)
-        self.app = App(env, workdir / "app.log")
-        self.app.start()
+        self.app = AppProcess(env, workdir / "app.log")
+        self.app.start(timeout=300)  # the local model may have to load first
         try:
             topics = TOPICS[:args.conversations]
             crash_at = set(self.rng.sample(range(len(topics)), min(args.crashes, len(topics))))

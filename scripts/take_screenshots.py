@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import psycopg
 from playwright.sync_api import Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+from chat_core.app_process import AppProcess, free_port  # noqa: E402
+
 OUT = ROOT / "docs" / "screenshots"
 ADMIN_URL = os.environ.get("SCREENSHOT_PG_ADMIN_URL",
                            "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -32,12 +32,6 @@ TURNS = [
     ["What is a durable workflow, in one sentence?"],
     ["Give me three tips for writing clear Python code.", "Now one more tip, about tests."],
 ]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _recreate_database() -> str:
@@ -50,21 +44,6 @@ def _recreate_database() -> str:
 def _drop_database() -> None:
     with psycopg.connect(ADMIN_URL, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {SCRATCH_DB} WITH (FORCE)")
-
-
-def _wait_for_app(url: str, proc: subprocess.Popen[bytes], timeout: float = 300) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"app.py exited with {proc.returncode}; see its output above")
-        try:
-            with urllib.request.urlopen(url + "/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.5)
-    raise SystemExit(f"app.py did not answer at {url} within {timeout:.0f} s")
 
 
 def _send_and_wait(page: Page, text: str) -> None:
@@ -119,23 +98,16 @@ def _capture(url: str, database_url: str) -> None:
 
 def main() -> None:
     database_url = _recreate_database()
-    port = _free_port()
-    url = f"http://127.0.0.1:{port}"
     with tempfile.TemporaryDirectory(prefix="durable-chat-shots-") as data_dir:
-        env = {**os.environ, "DATABASE_URL": database_url, "PORT": str(port),
-               "DATA_DIR": data_dir,
-               # Short replies keep a whole conversation in the picture.
-               "DEFAULT_MAX_TOKENS": "120"}
-        proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], cwd=ROOT, env=env)
+        app = AppProcess({"DATABASE_URL": database_url, "PORT": str(free_port()),
+                          "DATA_DIR": data_dir,
+                          # Short replies keep a whole conversation in the picture.
+                          "DEFAULT_MAX_TOKENS": "120"}, Path(data_dir) / "app.log")
         try:
-            _wait_for_app(url, proc)
-            _capture(url, database_url)
+            app.start(timeout=300)  # the local model may have to load first
+            _capture(app.url, database_url)
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            app.stop()
             _drop_database()
     print(f"wrote {OUT / 'chat.png'} and {OUT / 'workflows.png'}")
 

@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -18,6 +14,7 @@ import httpx
 import psycopg
 import uvicorn
 
+from chat_core.app_process import AppProcess, free_port  # noqa: F401 (re-exported)
 from chat_core.config import Settings, load_settings
 from chat_core.runtime import ChatRuntime
 from chat_core.service import ChatService
@@ -28,12 +25,6 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 NO_ENV_FILE = ROOT / "tests" / "no-such.env"
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def create_database(prefix: str = "chat_test") -> str:
@@ -137,57 +128,6 @@ class InProcessApp:
 
     def client(self, timeout: float = 60) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout)
-
-
-class AppProcess:
-    """app.py as a child process, for tests that kill it with -9 and start it again."""
-
-    def __init__(self, env: dict[str, str | None], log_path: Path) -> None:
-        merged = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
-        # A None value removes the variable (e.g. DATABASE_URL, to get the embedded database).
-        self.env = {k: v for k, v in merged.items() if v is not None}
-        self.url = f"http://127.0.0.1:{env['PORT']}"
-        self.log_path = log_path
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, timeout: float = 60) -> "AppProcess":
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py")], env=self.env,
-                                     cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
-        log.close()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"app exited with {self.proc.returncode}:\n{self.log()}")
-            try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code in (200, 503):
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        raise RuntimeError(f"app did not answer within {timeout} s:\n{self.log()}")
-
-    def kill9(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def wait_exit(self, timeout: float = 30) -> int:
-        assert self.proc is not None
-        return self.proc.wait(timeout)
-
-    def stop(self) -> int | None:
-        if self.proc is None or self.proc.poll() is not None:
-            return None if self.proc is None else self.proc.returncode
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(10)
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")[-5000:]
 
 
 def wait_until(predicate: Any, timeout: float = 30, interval: float = 0.05) -> Any:

@@ -1,0 +1,93 @@
+"""app.py as a child process, the way the tests, the chaos run, the benchmark, the demo-data
+seeder and the screenshot script run the real app: start it, wait until it serves, and stop
+it politely or kill it with -9 on purpose."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import httpx
+
+from .config import PROJECT_ROOT
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class AppProcess:
+    """One app.py child. `env` goes over this process's environment; a None value removes a
+    variable (e.g. DATABASE_URL, to get the embedded database). Its output goes to `log_path`,
+    which every error names."""
+
+    def __init__(self, env: Mapping[str, str | None], log_path: Path) -> None:
+        merged = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
+        self.env = {k: v for k, v in merged.items() if v is not None}
+        self.url = f"http://127.0.0.1:{self.env['PORT']}"
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_in = 0.0  # seconds the last start took until the app answered
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def start(self, timeout: float = 90) -> "AppProcess":
+        """Start app.py and return once /healthz answers (503 counts: the app is up while its
+        LLM server still loads)."""
+        started = time.monotonic()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "app.py")],
+                                         env=self.env, cwd=PROJECT_ROOT, stdout=log,
+                                         stderr=subprocess.STDOUT)
+        while time.monotonic() - started < timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"app.py exited with {self.proc.returncode}; "
+                                   f"{self.log_path} ends:\n{self.log()}")
+            try:
+                if httpx.get(self.url + "/healthz", timeout=2).status_code in (200, 503):
+                    self.started_in = time.monotonic() - started
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.05)
+        raise RuntimeError(f"app.py did not answer within {timeout:.0f} s; "
+                           f"{self.log_path} ends:\n{self.log()}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def wait_exit(self, timeout: float = 30) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self, timeout: float = 30) -> int | None:
+        """SIGTERM, then SIGKILL after `timeout`; the exit code, or None if never started."""
+        if self.proc is None or self.proc.poll() is not None:
+            return None if self.proc is None else self.proc.returncode
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def log(self) -> str:
+        """The end of the app's output, for error messages."""
+        try:
+            return self.log_path.read_text(errors="replace")[-5000:]
+        except OSError:
+            return ""
