@@ -7,6 +7,7 @@ file gets an error that names the problem, and the database is left as it was.
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime, timezone
 from typing import Any
@@ -73,6 +74,36 @@ def _timestamp(value: Any, where: str) -> str | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
     return parsed.isoformat()
+
+
+def _params(params: Any, where: str) -> dict[str, Any] | None:
+    """A reply's recorded parameters, stored as JSONB: PostgreSQL refuses NaN, infinities, NUL
+    characters and unpaired surrogates there, so they are refused here with a clear message."""
+    if params is None:
+        return None
+    if not isinstance(params, dict):
+        raise InvalidInput(f"{where}: params must be a small object")
+    try:
+        text = json.dumps(params, allow_nan=False, ensure_ascii=False)
+        text.encode("utf-8")
+    except (ValueError, TypeError, UnicodeEncodeError, RecursionError):
+        raise InvalidInput(f"{where}: params must be plain JSON (no NaN, infinity or unpaired "
+                           "surrogates)") from None
+    if len(text) > 5000:
+        raise InvalidInput(f"{where}: params must be a small object")
+    if _holds_nul(params):
+        raise InvalidInput(f"{where}: params must not contain NUL characters")
+    return params
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
 
 
 def _number(value: Any, where: str, name: str) -> float | None:
@@ -153,9 +184,7 @@ def parse_import(data: Any, *, max_chars: int) -> tuple[dict[str, Any], list[dic
             model = m.get("model")
             if model is not None:
                 model = check_text(model, f"{where}.model", 200)
-            params = m.get("params")
-            if params is not None and (not isinstance(params, dict) or len(str(params)) > 5000):
-                raise InvalidInput(f"{where}: params must be a small object")
+            params = _params(m.get("params"), where)
             for name in ("prompt_tokens", "completion_tokens", "ttft_ms", "latency_ms"):
                 _number(m.get(name), where, name)
             row.update(seq=user_seq[parent], parent_id=parent, status=status, error=error,

@@ -354,6 +354,10 @@ def _valid_export() -> dict[str, Any]:
     (lambda d: d["messages"][0].update(created_at="yesterday"), 422, "ISO 8601"),
     (lambda d: d["messages"][1].update(status="streaming"), 422, "status"),
     (lambda d: d["conversation"].update(settings={"temperature": 5}), 422, "temperature"),
+    (lambda d: d["messages"][1].update(params={"note": "a\x00b"}), 422, "NUL"),
+    (lambda d: d["messages"][1].update(params={"a\x00": 1}), 422, "NUL"),
+    (lambda d: d["messages"][1].update(params={"t": float("nan")}), 422, "params"),
+    (lambda d: d["messages"][1].update(params={"t": [float("inf")]}), 422, "params"),
     (lambda d: d.update(messages=[{"role": "user", "content": "x"}] * 20_001), 422, "limit"),
 ])
 def test_hostile_imports_change_nothing(app: InProcessApp, mutate: Any, status: int,
@@ -362,7 +366,9 @@ def test_hostile_imports_change_nothing(app: InProcessApp, mutate: Any, status: 
     mutate(data)
     before = (_count(app, "conversations"), _count(app, "messages"))
     with app.client() as http:
-        bad = http.post("/api/conversations/import", json=data)
+        # json.dumps writes NaN and Infinity as JavaScript does; httpx's json= refuses them.
+        bad = http.post("/api/conversations/import", content=json.dumps(data),
+                        headers={"content-type": "application/json"})
     assert bad.status_code == status and words in bad.json()["error"], bad.text
     assert (_count(app, "conversations"), _count(app, "messages")) == before
 
