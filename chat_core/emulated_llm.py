@@ -171,8 +171,14 @@ class EmulatedLLM:
         self._thread = None
 
     def release(self) -> None:
+        """End the hangs in progress; a later "hang" action hangs again."""
         if self._loop is not None and self._release is not None:
-            self._loop.call_soon_threadsafe(self._release.set)
+            self._loop.call_soon_threadsafe(self._release_hangs)
+
+    def _release_hangs(self) -> None:
+        assert self._release is not None
+        self._release.set()
+        self._release = asyncio.Event()
 
     def script(self, *actions: dict[str, Any]) -> None:
         self.settings.script.extend(actions)
@@ -222,8 +228,7 @@ class EmulatedLLM:
         return JSONResponse(self.requests)
 
     async def _release_route(self, request: Request) -> Response:
-        assert self._release is not None
-        self._release.set()
+        self._release_hangs()
         return JSONResponse({"ok": True})
 
     async def _chat(self, request: Request) -> Response:
