@@ -150,11 +150,13 @@ class ChatStore:
     @retry_transient
     async def update_conversation(self, conversation_id: uuid.UUID, *, title: str | None = None,
                                   settings: dict[str, Any] | None = None) -> Row:
-        """Rename, and/or replace the settings overrides (already validated)."""
+        """Rename, and/or change settings overrides (already validated; a null value removes
+        that override). Merged in one statement, so two changes at once both land."""
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 "UPDATE conversations SET title = coalesce(%(title)s, title),"
-                " settings = coalesce(%(settings)s, settings), updated_at = clock_timestamp()"
+                " settings = coalesce(jsonb_strip_nulls(settings || %(settings)s), settings),"
+                " updated_at = clock_timestamp()"
                 f" WHERE id = %(cid)s RETURNING {_CONVERSATION_COLUMNS}",
                 {"cid": conversation_id, "title": title,
                  "settings": Jsonb(settings) if settings is not None else None})
@@ -198,14 +200,25 @@ class ChatStore:
     async def select_reply(self, reply_id: uuid.UUID) -> Row | None:
         """Make this reply the active one among the replies to its message."""
         async with self.db.connection() as conn:
-            cur = await conn.execute(
-                f"WITH r AS (SELECT id, parent_id FROM messages WHERE id = %(rid)s AND role ="
-                " 'assistant' AND status IN ('complete', 'stopped')),"
-                " u AS (UPDATE messages m SET active = (m.id = %(rid)s) FROM r"
-                "  WHERE m.parent_id = r.parent_id RETURNING m.*)"
-                f" SELECT {_MESSAGE_COLUMNS} FROM u WHERE id = %(rid)s",
-                {"rid": reply_id})
-            return await cur.fetchone()
+            async with conn.transaction():
+                await self._lock_parent_of(conn, reply_id)
+                cur = await conn.execute(
+                    f"WITH r AS (SELECT id, parent_id FROM messages WHERE id = %(rid)s AND role ="
+                    " 'assistant' AND status IN ('complete', 'stopped')),"
+                    " u AS (UPDATE messages m SET active = (m.id = %(rid)s) FROM r"
+                    "  WHERE m.parent_id = r.parent_id RETURNING m.*)"
+                    f" SELECT {_MESSAGE_COLUMNS} FROM u WHERE id = %(rid)s",
+                    {"rid": reply_id})
+                return await cur.fetchone()
+
+    @staticmethod
+    async def _lock_parent_of(conn: Any, reply_id: uuid.UUID) -> None:
+        """Serialise changes to which reply of a message is active: two alternatives finishing
+        (or being selected) at the same moment would otherwise each deactivate the other's
+        committed-before state and both stay active."""
+        await conn.execute(
+            "SELECT 1 FROM messages WHERE id = (SELECT parent_id FROM messages WHERE id = %s)"
+            " FOR UPDATE", (reply_id,))
 
     @retry_transient
     async def branch(self, source_id: uuid.UUID, upto_seq: int, new_id: uuid.UUID,
@@ -233,7 +246,7 @@ class ChatStore:
                             m.created_at,
                             CASE WHEN m.parent_id IS NULL THEN NULL
                                  ELSE uuid_from(%(new)s, m.parent_id) END,
-                            m.status, m.error, m.workflow_id, m.model, m.prompt_tokens,
+                            m.status, m.error, NULL, m.model, m.prompt_tokens,
                             m.completion_tokens, m.tokens_estimated, m.ttft_ms, m.latency_ms,
                             m.finish_reason, m.params, m.completed_at, m.active
                         FROM messages m WHERE m.conversation_id = %(src)s
@@ -265,10 +278,14 @@ class ChatStore:
                 async with conn.cursor() as cur:
                     await cur.executemany(
                         "INSERT INTO messages (id, conversation_id, seq, role, content,"
-                        " created_at, parent_id, status, error, model, params, active)"
+                        " created_at, parent_id, status, error, model, params, active,"
+                        " prompt_tokens, completion_tokens, tokens_estimated, ttft_ms,"
+                        " latency_ms, finish_reason, completed_at)"
                         " VALUES (%(id)s, %(conversation_id)s, %(seq)s, %(role)s, %(content)s,"
                         " coalesce(%(created_at)s, clock_timestamp()), %(parent_id)s,"
-                        " %(status)s, %(error)s, %(model)s, %(params)s, %(active)s)",
+                        " %(status)s, %(error)s, %(model)s, %(params)s, %(active)s,"
+                        " %(prompt_tokens)s, %(completion_tokens)s, %(tokens_estimated)s,"
+                        " %(ttft_ms)s, %(latency_ms)s, %(finish_reason)s, %(completed_at)s)",
                         [{**m, "params": Jsonb(m["params"]) if m.get("params") else None}
                          for m in messages])
         assert row is not None
@@ -494,9 +511,13 @@ class ChatStore:
             values["params"] = Jsonb(values["params"])
         assignments = ", ".join(f"{name} = %({name})s" for name in values)
         # A reply that completes (or is stopped with text) becomes the one shown and sent as
-        # history; the alternatives it joins are kept.
-        activate = values.get("status") in ("complete", "stopped")
-        async with self.db.connection() as conn:
+        # history; the alternatives it joins are kept. One stopped before its first token is
+        # kept too, but must not hide a good alternative.
+        status = values.get("status")
+        activate = status == "complete" or (status == "stopped" and bool(values.get("content")))
+        async with self.db.connection() as conn, conn.transaction():
+            if activate:
+                await self._lock_parent_of(conn, reply_id)
             cur = await conn.execute(
                 f"WITH r AS (UPDATE messages SET {assignments}, completed_at ="
                 f" coalesce(completed_at, clock_timestamp()), active = active OR %(activate)s"

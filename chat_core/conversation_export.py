@@ -20,7 +20,9 @@ VERSION = 1
 MAX_IMPORT_MESSAGES = 20_000
 MAX_IMPORT_BYTES = 10_000_000
 _REPLY_FIELDS = ("parent_id", "status", "error", "model", "prompt_tokens", "completion_tokens",
-                 "ttft_ms", "latency_ms", "finish_reason", "params", "active", "completed_at")
+                 "tokens_estimated", "ttft_ms", "latency_ms", "finish_reason", "params",
+                 "active", "completed_at")
+_MAX_INT4 = 2**31 - 1  # prompt_tokens and completion_tokens are PostgreSQL integers
 
 
 def to_json(conversation: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any]:
@@ -61,15 +63,15 @@ def to_markdown(conversation: dict[str, Any], messages: list[dict[str, Any]]) ->
     return "\n".join(lines)
 
 
-def _timestamp(value: Any, where: str) -> str | None:
+def _timestamp(value: Any, where: str, name: str = "created_at") -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or len(value) > 40:
-        raise InvalidInput(f"{where}: created_at must be an ISO 8601 timestamp string")
+        raise InvalidInput(f"{where}: {name} must be an ISO 8601 timestamp string")
     try:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInput(f"{where}: created_at {value!r} is not an ISO 8601 timestamp") \
+        raise InvalidInput(f"{where}: {name} {value!r} is not an ISO 8601 timestamp") \
             from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
@@ -106,13 +108,20 @@ def _holds_nul(value: Any) -> bool:
     return False
 
 
-def _number(value: Any, where: str, name: str) -> float | None:
+def _number(value: Any, where: str, name: str, *, whole: bool = False,
+            high: float = 1e12) -> float | None:
+    """A measurement of a reply (token counts, milliseconds): absent, or a finite number in
+    0..high (a whole one for counts)."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value \
-            or abs(value) > 1e12:
-        raise InvalidInput(f"{where}: {name} must be a number")
-    return value
+            or not 0 <= value <= high:
+        raise InvalidInput(f"{where}: {name} must be a number from 0 to {high:,.0f}")
+    if whole:
+        if not float(value).is_integer():
+            raise InvalidInput(f"{where}: {name} must be a whole number")
+        return int(value)
+    return float(value)
 
 
 def parse_import(data: Any, *, max_chars: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
@@ -162,7 +171,9 @@ def parse_import(data: Any, *, max_chars: int) -> tuple[dict[str, Any], list[dic
             "id": new_id, "conversation_id": conversation_id, "role": role, "content": content,
             "created_at": _timestamp(m.get("created_at"), where), "parent_id": None,
             "status": "complete", "error": None, "model": None, "params": None,
-            "active": False,
+            "active": False, "prompt_tokens": None, "completion_tokens": None,
+            "tokens_estimated": None, "ttft_ms": None, "latency_ms": None,
+            "finish_reason": None, "completed_at": None,
         }
         if role == "user":
             seq += 1
@@ -185,10 +196,20 @@ def parse_import(data: Any, *, max_chars: int) -> tuple[dict[str, Any], list[dic
             if model is not None:
                 model = check_text(model, f"{where}.model", 200)
             params = _params(m.get("params"), where)
-            for name in ("prompt_tokens", "completion_tokens", "ttft_ms", "latency_ms"):
-                _number(m.get(name), where, name)
+            for name in ("prompt_tokens", "completion_tokens"):
+                row[name] = _number(m.get(name), where, name, whole=True, high=_MAX_INT4)
+            for name in ("ttft_ms", "latency_ms"):
+                row[name] = _number(m.get(name), where, name)
+            estimated = m.get("tokens_estimated")
+            if estimated is not None and not isinstance(estimated, bool):
+                raise InvalidInput(f"{where}: tokens_estimated must be true, false or null")
+            finish_reason = m.get("finish_reason")
+            if finish_reason is not None:
+                finish_reason = check_text(finish_reason, f"{where}.finish_reason", 40)
             row.update(seq=user_seq[parent], parent_id=parent, status=status, error=error,
-                       model=model, params=params,
+                       model=model, params=params, tokens_estimated=estimated,
+                       finish_reason=finish_reason,
+                       completed_at=_timestamp(m.get("completed_at"), where, "completed_at"),
                        active=bool(m.get("active", True)) and status in ("complete", "stopped"))
         rows.append(row)
     if not rows:

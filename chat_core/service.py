@@ -123,10 +123,25 @@ class ChatService:
             else str(uuid.uuid4())
         conversation = await self.store.get_conversation(cid)
         turn_id = turn_id_for(cid, key)
+        if idempotency_key is not None:
+            await self._check_key_reuse(turn_id, text)
         user_id = user_message_id_for(turn_id)
         request = {"conversation_id": str(cid), "content": text, "user_message_id": str(user_id),
                    "params": self.params_for(conversation)}
         return await self._start(turn_id, request, str(user_id))
+
+    async def _check_key_reuse(self, turn_id: str, text: str) -> None:
+        """A repeated request returns the first one's turn; the same key with other text is a
+        client bug, refused before it can be mistaken for a repeat. The turn's recorded input
+        is the reference: it exists before the message is saved."""
+        earlier = await DBOS.get_workflow_status_async(turn_id)
+        if earlier is None or not earlier.input:
+            return
+        args = earlier.input.get("args") or ()
+        if args and isinstance(args[0], dict) and args[0].get("content") != text:
+            raise InvalidInput(
+                "this Idempotency-Key was already used for a different message in this "
+                "conversation; use a new key for a new message", turn_id=turn_id)
 
     async def retry_turn(self, conversation_id: str | uuid.UUID,
                          message_id: str | uuid.UUID) -> Turn:
@@ -185,14 +200,9 @@ class ChatService:
             raise InvalidInput('nothing to change: send "title" and/or "settings"')
         if title is not None:
             title = check_text(title, "title", 200).strip()
-        merged = None
-        if settings is not None:
-            changes = check_settings(settings)
-            current = dict((await self.store.get_conversation(cid))["settings"] or {})
-            current.update(changes)
-            merged = {k: v for k, v in current.items() if v is not None}
+        changes = check_settings(settings) if settings is not None else None
         return public_conversation(await self.store.update_conversation(
-            cid, title=title, settings=merged))
+            cid, title=title, settings=changes))
 
     async def delete_conversation(self, conversation_id: str | uuid.UUID) -> dict[str, Any]:
         """Delete it with its messages; a reply still being generated is cancelled first."""

@@ -4,7 +4,9 @@ fork with other parameters, export and import. Each with its hostile inputs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import uuid
 from typing import Any
 
 import httpx
@@ -22,6 +24,10 @@ def _new(http: httpx.Client, *texts: str) -> tuple[str, list[dict[str, Any]]]:
         assert r.status_code == 200, r.text
         results.append(r.json())
     return cid, results
+
+
+async def _together(*calls: Any) -> list[Any]:
+    return list(await asyncio.gather(*calls))
 
 
 def _count(app: InProcessApp, table: str) -> int:
@@ -70,6 +76,17 @@ def test_settings_apply_to_the_next_turns_and_are_recorded(app: InProcessApp,
         assert sent["temperature"] == app.settings.default_temperature
         assert sent["messages"][0]["role"] == "user"
         assert sent["max_tokens"] == 300  # still overridden
+
+
+def test_two_settings_changes_at_once_both_land(app: InProcessApp) -> None:
+    with app.client() as http:
+        cid, _ = _new(http)
+    for n in range(1, 11):
+        changes = [{"temperature": n / 10}, {"top_p": n / 20}, {"max_tokens": n * 10}]
+        app.call(_together(*(app.service.update_conversation(cid, settings=c)
+                             for c in changes)))
+        saved = app.call(app.service.get_conversation(cid))["settings"]
+        assert saved == {"temperature": n / 10, "top_p": n / 20, "max_tokens": n * 10}
 
 
 @pytest.mark.parametrize("settings,words", [
@@ -141,6 +158,27 @@ def test_search_is_ranked_and_stems_words(app: InProcessApp) -> None:
             assert http.get("/api/conversations", params={"q": q}).status_code == status
 
 
+def test_search_finds_a_reply_once_it_is_finished(app: InProcessApp, llm: EmulatedLLM) -> None:
+    llm.settings.reply_tokens = 400
+    llm.settings.tpot_ms = 15
+    db = app.settings.database_url or ""
+
+    def hits(words: str) -> list[str]:
+        with app.client() as http:
+            return [c["id"] for c in http.get("/api/conversations", params={"q": words}).json()]
+
+    with app.client() as http:
+        cid = http.post("/api/conversations").json()["id"]
+        turn = app.call(app.service.start_turn(cid, "a story about otters"))
+        wait_until(lambda: " w40 " in (query(db, "SELECT content FROM messages WHERE id = %s",
+                                              (turn.reply_id,)) or [("",)])[0][0])
+        assert hits("otters") == [cid]   # the question is saved and found at once
+        assert hits("w40") == []         # the half-written reply is not
+        http.post(f"/api/turns/{turn.turn_id}/stop")
+        app.call(app.service.wait_turn(turn))
+        assert hits("w40") == [cid]
+
+
 # -- regenerate and alternatives ----------------------------------------------------------
 
 
@@ -172,6 +210,49 @@ def test_regenerate_keeps_alternatives_and_selection_drives_history(app: InProce
         assert http.post(f"/api/conversations/{other}/messages/{original['id']}/select"
                          ).status_code == 404
         assert http.post(f"/api/conversations/{cid}/messages/xyz/select").status_code == 404
+
+
+def test_regenerate_stopped_before_its_first_token_keeps_the_good_reply(
+        app: InProcessApp, llm: EmulatedLLM) -> None:
+    with app.client() as http:
+        cid, (first,) = _new(http, "tell me a joke")
+        original = first["assistant_message"]
+        llm.script({"action": "hang"})
+        turn = app.call(app.service.retry_turn(cid, first["user_message"]["id"]))
+        wait_until(lambda: len(llm.requests) == 2)
+        assert http.post(f"/api/turns/{turn.turn_id}/stop").json()["stopping"] is True
+        llm.release()
+        empty = app.call(app.service.wait_turn(turn))["assistant_message"]
+        assert (empty["status"], empty["content"]) == ("stopped", "")
+        replies = [m for m in http.get(f"/api/conversations/{cid}/messages").json()
+                   if m["role"] == "assistant"]
+        assert [(r["id"], r["active"]) for r in replies] == [(original["id"], True),
+                                                            (empty["id"], False)]
+        http.post(f"/api/conversations/{cid}/messages", json={"content": "another"})
+        assert llm.requests[-1]["messages"][1]["content"] == original["content"]
+
+
+def test_alternatives_finishing_together_leave_one_active(app: InProcessApp) -> None:
+    """Two replies to one message (regenerate, or a fork from the Workflows tab) completing
+    in the same instant, and a selection racing them: one active reply, never two."""
+    store = app.service.store
+
+    async def race(user: dict[str, Any], round_: int) -> None:
+        rows = [await store.ensure_reply(user, uuid.uuid4(), f"race-{round_}-{i}")
+                for i in range(3)]
+        await asyncio.gather(*(store.finish_reply(r["id"], status="complete", content=f"r{i}")
+                               for i, r in enumerate(rows[:2])),
+                             store.select_reply(user_reply_id))
+
+    with app.client() as http:
+        cid, (first,) = _new(http, "race")
+        user = app.call(store.get_message(uuid.UUID(first["user_message"]["id"])))
+        user_reply_id = uuid.UUID(first["assistant_message"]["id"])
+        for round_ in range(20):
+            app.call(race(user, round_))
+            active = [m["id"] for m in http.get(f"/api/conversations/{cid}/messages").json()
+                      if m["role"] == "assistant" and m["active"]]
+            assert len(active) == 1, (round_, active)
 
 
 def test_a_failed_reply_cannot_be_selected(app: InProcessApp, llm: EmulatedLLM) -> None:
@@ -207,12 +288,27 @@ def test_edit_branches_and_keeps_the_original(app: InProcessApp, llm: EmulatedLL
         assert [m["content"] for m in branch_messages if m["role"] == "user"] == \
             ["one", "two, rephrased"]
         assert http.get(f"/api/conversations/{cid}/messages").json() == before
+        # Each turn is listed under the conversation it ran in, the copied ones too.
+        in_branch = http.get("/api/workflows", params={"conversation_id": branch["id"]}).json()
+        assert [w["workflow_id"] for w in in_branch] == [body["assistant_message"]["workflow_id"]]
+        in_source = http.get("/api/workflows", params={"conversation_id": cid}).json()
+        assert sorted(w["workflow_id"] for w in in_source) == \
+            sorted(r["assistant_message"]["workflow_id"] for r in results)
+        assert {w["conversation_id"] for w in in_source} == {cid}
         # The same request again (same key) returns the same branch and turn.
         again = http.post(f"/api/conversations/{cid}/messages/{second_user}/edit",
                           json={"content": "two, rephrased"},
                           headers={"Idempotency-Key": "edit-1"}).json()
         assert again["conversation"]["id"] == branch["id"]
         assert again["assistant_message"]["id"] == body["assistant_message"]["id"]
+        # The same key with other text is a mistake, not a repeat: refused, nothing made.
+        clash = http.post(f"/api/conversations/{cid}/messages/{second_user}/edit",
+                          json={"content": "two, said otherwise"},
+                          headers={"Idempotency-Key": "edit-1"})
+        assert clash.status_code == 422 and "Idempotency-Key" in clash.json()["error"]
+        users = [m["content"] for m in http.get(f"/api/conversations/{branch['id']}/messages"
+                                                ).json() if m["role"] == "user"]
+        assert users == ["one", "two, rephrased"]
         # hostile
         reply_id = results[0]["assistant_message"]["id"]
         for mid, content, status in [(reply_id, "x", 422), (second_user, "", 422),
@@ -326,8 +422,13 @@ def test_export_json_and_markdown_and_import_back(app: InProcessApp) -> None:
         assert new["settings"] == {"temperature": 0.4}
         copy = http.get(f"/api/conversations/{new['id']}/messages").json()
         original = http.get(f"/api/conversations/{cid}/messages").json()
-        assert [(m["role"], m["content"], m["status"]) for m in copy] == \
-            [(m["role"], m["content"], m["status"]) for m in original]
+        kept = ("role", "content", "status", "model", "prompt_tokens", "completion_tokens",
+                "tokens_estimated", "ttft_ms", "latency_ms", "finish_reason", "params",
+                "active", "created_at", "completed_at")
+        assert [[m.get(k) for k in kept] for m in copy] == \
+            [[m.get(k) for k in kept] for m in original]
+        assert all(m["completion_tokens"] and m["latency_ms"] for m in copy
+                   if m["role"] == "assistant")
         # The imported conversation goes on like any other.
         more = http.post(f"/api/conversations/{new['id']}/messages", json={"content": "next"})
         assert more.json()["user_message"]["seq"] == 3
@@ -359,6 +460,14 @@ def _valid_export() -> dict[str, Any]:
     (lambda d: d["messages"][1].update(params={"t": float("nan")}), 422, "params"),
     (lambda d: d["messages"][1].update(params={"t": [float("inf")]}), 422, "params"),
     (lambda d: d.update(messages=[{"role": "user", "content": "x"}] * 20_001), 422, "limit"),
+    (lambda d: d["messages"][1].update(prompt_tokens=10_000_000_000), 422, "prompt_tokens"),
+    (lambda d: d["messages"][1].update(completion_tokens=-1), 422, "completion_tokens"),
+    (lambda d: d["messages"][1].update(completion_tokens=1.5), 422, "whole"),
+    (lambda d: d["messages"][1].update(ttft_ms="fast"), 422, "ttft_ms"),
+    (lambda d: d["messages"][1].update(latency_ms=float("inf")), 422, "latency_ms"),
+    (lambda d: d["messages"][1].update(tokens_estimated="yes"), 422, "tokens_estimated"),
+    (lambda d: d["messages"][1].update(finish_reason=5), 422, "finish_reason"),
+    (lambda d: d["messages"][1].update(completed_at="soon"), 422, "completed_at"),
 ])
 def test_hostile_imports_change_nothing(app: InProcessApp, mutate: Any, status: int,
                                         words: str) -> None:

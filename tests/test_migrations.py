@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Iterator
 
+import psycopg
 import pytest
 
 from chat_core.migrations import apply_migrations, discover
@@ -70,3 +71,34 @@ def test_misnamed_files_are_an_error(tmp_path: Path) -> None:
     (tmp_path / "init.sql").write_text("SELECT 1;")
     with pytest.raises(ValueError, match="NNN_lower_snake.sql"):
         discover(tmp_path)
+
+
+def test_004_upgrades_search_and_branch_copies_in_place(empty_db: str, tmp_path: Path) -> None:
+    """Data written under 001–003 (a branch copy carrying its source's workflow id, a reply
+    still streaming) is fixed by 004 without losing a row."""
+    for m in discover()[:3]:
+        (tmp_path / f"{m.name}.sql").write_text(m.sql)
+    asyncio.run(apply_migrations(empty_db, tmp_path))
+    with psycopg.connect(empty_db, autocommit=True) as conn:
+        conn.execute("""
+        INSERT INTO conversations (id, title) VALUES
+            ('00000000-0000-0000-0000-00000000000a', 'source'),
+            ('00000000-0000-0000-0000-00000000000b', 'branch');
+        INSERT INTO messages (id, conversation_id, seq, role, content, workflow_id, status)
+        VALUES ('00000000-0000-0000-0000-000000000001', '00000000-0000-0000-0000-00000000000a',
+                1, 'user', 'planning a trip', 'turn-1', 'complete'),
+               (uuid_from('00000000-0000-0000-0000-00000000000b',
+                          '00000000-0000-0000-0000-000000000001'),
+                '00000000-0000-0000-0000-00000000000b', 1, 'user', 'planning a trip', 'turn-1',
+                'complete'),
+               ('00000000-0000-0000-0000-000000000002', '00000000-0000-0000-0000-00000000000a',
+                2, 'user', 'half written plans', 'turn-2', 'streaming');
+        """)
+    assert asyncio.run(apply_migrations(empty_db)) == [m.name for m in discover()[3:]]
+    rows = query(empty_db, "SELECT conversation_id::text, seq, workflow_id, search IS NULL"
+                 " FROM messages ORDER BY conversation_id, seq")
+    assert rows == [("00000000-0000-0000-0000-00000000000a", 1, "turn-1", False),
+                    ("00000000-0000-0000-0000-00000000000a", 2, "turn-2", True),
+                    ("00000000-0000-0000-0000-00000000000b", 1, None, False)]
+    assert query(empty_db, "SELECT count(*) FROM messages WHERE search @@"
+                 " websearch_to_tsquery('english', 'plans')")[0][0] == 2
