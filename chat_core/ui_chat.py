@@ -15,6 +15,7 @@ from typing import Any, AsyncIterator
 
 import gradio as gr
 
+from .conversation_export import MAX_IMPORT_BYTES
 from .errors import ChatError
 from .service import ChatService
 from .turn_progress import Snapshot
@@ -169,8 +170,11 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
             yield {notice: _warn(exc)}
         finally:
             _streams[0] -= 1
-        _, state, _ = await load_view(conv_id)
-        final = idle(state)
+        # The pane is redrawn from the database, not just the streamed text appended to it:
+        # the message ids in `view` (which Edit relies on) must match the entries shown, and
+        # past SHOWN_TURNS the oldest turn leaves the pane.
+        final_shown, state, _ = await load_view(conv_id)
+        final = {chatbot: final_shown, **idle(state)}
         if status == "error":
             final[notice] = ("⚠️ The reply failed; your message is saved. Press Retry to try "
                              "again.")
@@ -302,7 +306,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
         text = evt.value if isinstance(evt.value, str) else _text_of(evt.value)
         try:
             branch, started = await service.edit_message(conv_id, ids[index], text)
-            shown, _, _ = await load_view(branch["id"])
+            loaded, branch_state, _ = await load_view(branch["id"])
         except ChatError as exc:
             # The original is unchanged: show it again, with the reason.
             async for update in show(conv_id, _warn(exc)):
@@ -310,7 +314,12 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
             return
         yield {conversation: branch["id"], title: branch["title"],
                conversations: await sidebar(branch["id"])}
-        shown = [m for m in shown] + [{"role": "user", "content": safe_markdown(text, share_mode)}]
+        # The turn may already have saved the edited message (and its reply placeholder):
+        # show the turns before it, then the message once.
+        turn_rows = {started.user_message_id, started.reply_id}
+        shown = [m for m, mid in zip(loaded, branch_state.get("ids") or [])
+                 if mid not in turn_rows]
+        shown.append({"role": "user", "content": safe_markdown(text, share_mode)})
         async for update in start(branch["id"], started, shown,
                                   "Edited in a new branch; the original conversation is "
                                   "unchanged."):
@@ -345,7 +354,8 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
         async for update in show(None, note):
             yield update
 
-    async def on_search(query: str) -> dict[Any, Any]:
+    async def on_search(query: str | None) -> dict[Any, Any]:
+        query = query or ""
         if not query.strip():
             return {conversations: await sidebar(None), notice: ""}
         try:
@@ -396,9 +406,15 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
     async def on_import(file: Any) -> AsyncIterator[dict[Any, Any]]:
         path = file if isinstance(file, str) else getattr(file, "name", None)
         try:
-            raw = Path(str(path)).read_bytes()
-            if len(raw) > 10_000_000:
-                raise ChatError("the file is larger than 10 MB")
+            if not path:
+                raise ChatError("choose a .json file exported from this app to import it")
+            try:
+                raw = Path(str(path)).read_bytes()
+            except OSError as exc:
+                raise ChatError(f"the uploaded file could not be read ({exc.strerror}); "
+                                "upload it again") from None
+            if len(raw) > MAX_IMPORT_BYTES:
+                raise ChatError(f"the file is larger than {MAX_IMPORT_BYTES // 1_000_000} MB")
             try:
                 data = json.loads(raw.decode("utf-8"))
             except (UnicodeDecodeError, ValueError, RecursionError) as exc:

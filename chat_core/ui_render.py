@@ -110,8 +110,3 @@ def conversation_view(messages: list[dict[str, Any]], share_mode: bool = False
     state["ids"] = ids
     return shown, state
 
-
-def chat_messages(messages: list[dict[str, Any]], share_mode: bool = False
-                  ) -> list[dict[str, str]]:
-    """Chatbot messages: each user message, then the reply shown for it."""
-    return conversation_view(messages, share_mode)[0]

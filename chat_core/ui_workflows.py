@@ -3,12 +3,13 @@ open, with its steps, and Cancel, Resume and Fork (optionally with other paramet
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from .errors import ChatError
+from .errors import ChatError, InvalidInput
 from .service import ChatService
 from .turn_workflow import STEP_NAMES
 from .ui_render import safe_markdown
@@ -106,7 +107,7 @@ def build_workflows_tab(service: ChatService, tab: gr.Tab) -> gr.Timer:
                 info = await service.workflows.resume(workflow_id)
                 message = f"Resumed `{workflow_id}`: now {info['status']}."
             else:
-                info = await service.workflows.fork(workflow_id, int(step), overrides)
+                info = await service.workflows.fork(workflow_id, _whole(step), overrides)
                 changed = ", ".join(f"{k}={v!r}" for k, v in info["params"].items())
                 message = (f"Forked `{workflow_id}` from step {step} as `{info['workflow_id']}`"
                            + (f" with {safe_markdown(changed)}" if changed else "")
@@ -156,3 +157,11 @@ def build_workflows_tab(service: ChatService, tab: gr.Tab) -> gr.Timer:
                                 fork_max_tokens, fork_system],
                outputs=[result, table, steps], api_name="fork_workflow")
     return timer
+
+
+def _whole(step: Any) -> int:
+    """The fork step as the number box sends it (a float, or None when cleared)."""
+    if isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step) \
+            and step == int(step):
+        return int(step)
+    raise InvalidInput(f"pick the step to fork from (1–{len(STEP_NAMES)})")

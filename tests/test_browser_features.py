@@ -153,6 +153,46 @@ def test_edit_a_message_branches_the_conversation(page: Page, app: InProcessApp,
     wait_until(lambda: user_texts(page) == ["original question", "follow-up"])
 
 
+def test_edit_in_a_conversation_longer_than_the_pane(page: Page, app: InProcessApp,
+                                                     llm: EmulatedLLM) -> None:
+    """Past the 100 turns the pane shows, a new turn pushes the oldest one out: Edit must still
+    pick the message the user edited, and the branch must show it once."""
+    turns = 100
+    with app.client() as http:
+        messages = []
+        for n in range(turns):
+            messages += [{"role": "user", "content": f"question {n}"},
+                         {"role": "assistant", "content": f"answer {n}"}]
+        imported = http.post("/api/conversations/import", json={
+            "format": "durable-chat/conversation", "version": 1,
+            "conversation": {"title": "Long talk"}, "messages": messages})
+        assert imported.status_code == 201, imported.text
+    open_app(page, app.url)
+    page.locator("#sidebar label").filter(has_text="Long talk").click()
+    wait_until(lambda: len(user_texts(page)) == turns)
+    send(page, "newest question")
+    watch_reply(page, "Reply to [newest question]")
+    wait_idle(page)
+    wait_until(lambda: user_texts(page)[0] == "question 1")  # the oldest turn left the pane
+    assert user_texts(page)[-2:] == ["question 99", "newest question"]
+    page.locator('#chatbot button[aria-label="Edit"]').nth(turns - 2).click()  # question 99
+    page.locator("#chatbot textarea").fill("question 99, rephrased")
+    page.locator('#chatbot button[aria-label="Submit"]').click()
+    watch_reply(page, "Reply to [question 99, rephrased]")
+    wait_idle(page)
+    page.locator("#notice").get_by_text("new branch").wait_for()
+    shown = user_texts(page)
+    assert shown[-2:] == ["question 98", "question 99, rephrased"]
+    assert shown.count("question 99, rephrased") == 1
+    branch = query(app.settings.database_url or "",
+                   "SELECT c.id FROM conversations c WHERE c.title = 'Long talk (branch)'")
+    assert len(branch) == 1
+    saved = [r[0] for r in query(app.settings.database_url or "",
+                                 "SELECT content FROM messages WHERE conversation_id = %s"
+                                 " AND role = 'user' ORDER BY seq", (branch[0][0],))]
+    assert saved == [f"question {n}" for n in range(99)] + ["question 99, rephrased"]
+
+
 def test_stop_then_continue(page: Page, app: InProcessApp, llm: EmulatedLLM) -> None:
     llm.settings.reply_tokens = 400
     llm.settings.tpot_ms = 25

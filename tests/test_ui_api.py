@@ -172,3 +172,24 @@ def test_bad_input_is_refused_and_kept(client: Client, llm: EmulatedLLM,
         assert notice.startswith("⚠️")
         assert box == text  # nothing lost: the text stays in the box
     assert llm.requests == []
+
+
+def test_cleared_fields_get_a_notice_not_an_error(client: Client, app: InProcessApp) -> None:
+    """What a page sends when a box is cleared or no file was chosen: each handler answers
+    with a notice (gradio_client raises AppError if the handler raised)."""
+    _, final = _send(client, "a turn to fork", None)
+    conv = final[0]
+    workflow_id = query(app.settings.database_url or "", "SELECT workflow_id FROM messages"
+                        " WHERE conversation_id = %s AND role = 'assistant'", (conv,))[0][0]
+    before = query(app.settings.database_url or "", "SELECT count(*) FROM messages")
+    message, _, _ = client.predict(workflow_id, None, "all", "", "", "", "",  # no step picked
+                                   api_name="/fork_workflow")
+    assert message.startswith("⚠️") and "step" in message, message
+    message, _, _ = client.predict(workflow_id, 3, "all", "warm", "", "", "",
+                                   api_name="/fork_workflow")
+    assert message.startswith("⚠️") and "temperature" in message
+    sidebar, notice = client.predict(None, api_name="/search")
+    assert conv in [value for _, value in sidebar["choices"]] and notice == ""
+    outputs = list(client.submit(None, api_name="/import"))
+    assert any(isinstance(o[3], str) and "choose a .json file" in o[3] for o in outputs), outputs
+    assert query(app.settings.database_url or "", "SELECT count(*) FROM messages") == before
