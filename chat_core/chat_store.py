@@ -218,7 +218,7 @@ class ChatStore:
         committed-before state and both stay active."""
         await conn.execute(
             "SELECT 1 FROM messages WHERE id = (SELECT parent_id FROM messages WHERE id = %s)"
-            " FOR UPDATE", (reply_id,))
+            " FOR NO KEY UPDATE", (reply_id,))
 
     @retry_transient
     async def branch(self, source_id: uuid.UUID, upto_seq: int, new_id: uuid.UUID,
@@ -510,11 +510,10 @@ class ChatStore:
         if "params" in values and values["params"] is not None:
             values["params"] = Jsonb(values["params"])
         assignments = ", ".join(f"{name} = %({name})s" for name in values)
-        # A reply that completes (or is stopped with text) becomes the one shown and sent as
-        # history; the alternatives it joins are kept. One stopped before its first token is
-        # kept too, but must not hide a good alternative.
-        status = values.get("status")
-        activate = status == "complete" or (status == "stopped" and bool(values.get("content")))
+        # A reply that completes (or is stopped) with text becomes the one shown and sent as
+        # history; the alternatives it joins are kept. One without text (stopped before its
+        # first token) is kept too, but must not hide a good alternative.
+        activate = values.get("status") in ("complete", "stopped") and bool(values.get("content"))
         async with self.db.connection() as conn, conn.transaction():
             if activate:
                 await self._lock_parent_of(conn, reply_id)

@@ -193,8 +193,8 @@ def parse_import(data: Any, *, max_chars: int) -> tuple[dict[str, Any], list[dic
             if error is not None:
                 error = check_text(error, f"{where}.error", 2000, allow_empty=True)
             model = m.get("model")
-            if model is not None:
-                model = check_text(model, f"{where}.model", 200)
+            if model is not None:  # "" when a reply was stopped before the model was known
+                model = check_text(model, f"{where}.model", 200, allow_empty=True) or None
             params = _params(m.get("params"), where)
             for name in ("prompt_tokens", "completion_tokens"):
                 row[name] = _number(m.get(name), where, name, whole=True, high=_MAX_INT4)
@@ -205,7 +205,8 @@ def parse_import(data: Any, *, max_chars: int) -> tuple[dict[str, Any], list[dic
                 raise InvalidInput(f"{where}: tokens_estimated must be true, false or null")
             finish_reason = m.get("finish_reason")
             if finish_reason is not None:
-                finish_reason = check_text(finish_reason, f"{where}.finish_reason", 40)
+                finish_reason = check_text(finish_reason, f"{where}.finish_reason", 40,
+                                           allow_empty=True) or None
             row.update(seq=user_seq[parent], parent_id=parent, status=status, error=error,
                        model=model, params=params, tokens_estimated=estimated,
                        finish_reason=finish_reason,

@@ -75,8 +75,10 @@ def _first_line(exc: BaseException) -> str:
 
 
 # SQLSTATE classes that mean "the server or the connection went away", not "the query is wrong":
-# 08 connection exception, 57P01-57P03 admin shutdown / crash shutdown / cannot connect now.
-_TRANSIENT_STATES = ("08", "57P01", "57P02", "57P03", "53300")
+# 08 connection exception, 57P01-57P03 admin shutdown / crash shutdown / cannot connect now,
+# 53300 too many connections; and 40P01 deadlock / 40001 serialization failure, where
+# PostgreSQL rolled the transaction back and running it again is the documented remedy.
+_TRANSIENT_STATES = ("08", "57P01", "57P02", "57P03", "53300", "40P01", "40001")
 
 
 def is_transient(exc: BaseException) -> bool:

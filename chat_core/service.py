@@ -123,19 +123,21 @@ class ChatService:
             else str(uuid.uuid4())
         conversation = await self.store.get_conversation(cid)
         turn_id = turn_id_for(cid, key)
-        if idempotency_key is not None:
-            await self._check_key_reuse(turn_id, text)
         user_id = user_message_id_for(turn_id)
         request = {"conversation_id": str(cid), "content": text, "user_message_id": str(user_id),
                    "params": self.params_for(conversation)}
-        return await self._start(turn_id, request, str(user_id))
+        turn = await self._start(turn_id, request, str(user_id))
+        if idempotency_key is not None:
+            await self._check_key_reuse(turn_id, text)
+        return turn
 
     async def _check_key_reuse(self, turn_id: str, text: str) -> None:
         """A repeated request returns the first one's turn; the same key with other text is a
-        client bug, refused before it can be mistaken for a repeat. The turn's recorded input
-        is the reference: it exists before the message is saved."""
+        client bug, refused rather than mistaken for a repeat. Checked once the turn is started
+        (DBOS hands back the first one's when the id exists, whatever the input): its recorded
+        input is the reference, there before the message is saved, and no race can slip past."""
         earlier = await DBOS.get_workflow_status_async(turn_id)
-        if earlier is None or not earlier.input:
+        if earlier is None or not isinstance(earlier.input, dict):
             return
         args = earlier.input.get("args") or ()
         if args and isinstance(args[0], dict) and args[0].get("content") != text:

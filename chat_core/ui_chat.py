@@ -162,19 +162,23 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
         _streams[0] += 1
         interval = max(UI_UPDATE_SEC, _streams[0] / UI_MAX_UPDATES_PER_SEC)
         status = "error"
+        finished = False
         try:
             async for snap in service.watch_turn(turn_id, min_interval=interval):
-                status = snap.status
+                status, finished = snap.status, snap.finished
                 yield {chatbot: shown + [_live(snap, share_mode)]}
         except ChatError as exc:
             yield {notice: _warn(exc)}
         finally:
             _streams[0] -= 1
-        # The pane is redrawn from the database, not just the streamed text appended to it:
-        # the message ids in `view` (which Edit relies on) must match the entries shown, and
-        # past SHOWN_TURNS the oldest turn leaves the pane.
+        # The message ids in `view` (which Edit relies on) must match the entries shown: when
+        # they may not line up one to one (past SHOWN_TURNS the oldest turn leaves the pane;
+        # another tab added turns; the watch ended early), the pane is redrawn from the
+        # database. Not otherwise: a redraw costs Gradio a pass over every message.
         final_shown, state, _ = await load_view(conv_id)
-        final = {chatbot: final_shown, **idle(state)}
+        final = idle(state)
+        if not finished or len(final_shown) != len(shown) + 1:
+            final[chatbot] = final_shown
         if status == "error":
             final[notice] = ("⚠️ The reply failed; your message is saved. Press Retry to try "
                              "again.")

@@ -10,10 +10,10 @@ CREATE INDEX messages_search_idx ON messages USING gin (search);
 -- 2. A branch's copied rows no longer carry the workflow id of the turn that wrote the
 --    original: that turn belongs to the source conversation, and the copies made it look as if
 --    it had run in every branch (the Workflows tab's conversation filter and the notebooks'
---    turns-to-replies join counted it once per copy). Copies are exactly the rows whose id is
---    uuid_from(their conversation, the original's id).
-UPDATE messages b SET workflow_id = NULL
-WHERE b.workflow_id IS NOT NULL
-  AND EXISTS (SELECT 1 FROM messages o
-              WHERE o.workflow_id = b.workflow_id AND o.id <> b.id
-                AND uuid_from(b.conversation_id, o.id) = b.id);
+--    turns-to-replies join counted it once per copy). Copies keep the original's created_at,
+--    so they are the rows of a branch older than the branch itself; this finds them even when
+--    the source conversation has since been deleted.
+UPDATE messages m SET workflow_id = NULL
+FROM conversations c
+WHERE c.id = m.conversation_id AND c.origin_message_id IS NOT NULL
+  AND m.workflow_id IS NOT NULL AND m.created_at < c.created_at;

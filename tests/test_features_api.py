@@ -232,6 +232,22 @@ def test_regenerate_stopped_before_its_first_token_keeps_the_good_reply(
         assert llm.requests[-1]["messages"][1]["content"] == original["content"]
 
 
+def test_an_empty_reply_never_hides_a_good_one(app: InProcessApp) -> None:
+    """A regeneration that ends without text (stopped at once, or the model said nothing) is
+    kept as an alternative, but the reply shown and sent as history stays the good one."""
+    store = app.service.store
+    with app.client() as http:
+        cid, (first,) = _new(http, "say something")
+        user = app.call(store.get_message(uuid.UUID(first["user_message"]["id"])))
+        for n, status in enumerate(("complete", "stopped")):
+            empty = app.call(store.ensure_reply(user, uuid.uuid4(), f"empty-{n}"))
+            app.call(store.finish_reply(empty["id"], status=status, content=""))
+        replies = [m for m in http.get(f"/api/conversations/{cid}/messages").json()
+                   if m["role"] == "assistant"]
+        assert [(r["content"] != "", r["active"]) for r in replies] == \
+            [(True, True), (False, False), (False, False)]
+
+
 def test_alternatives_finishing_together_leave_one_active(app: InProcessApp) -> None:
     """Two replies to one message (regenerate, or a fork from the Workflows tab) completing
     in the same instant, and a selection racing them: one active reply, never two."""
@@ -480,6 +496,16 @@ def test_hostile_imports_change_nothing(app: InProcessApp, mutate: Any, status: 
                         headers={"content-type": "application/json"})
     assert bad.status_code == status and words in bad.json()["error"], bad.text
     assert (_count(app, "conversations"), _count(app, "messages")) == before
+
+
+def test_import_of_a_reply_stopped_before_the_model_was_known(app: InProcessApp) -> None:
+    data = _valid_export()
+    data["messages"][1].update(status="stopped", content="", model="", finish_reason="")
+    with app.client() as http:
+        imported = http.post("/api/conversations/import", json=data)
+        assert imported.status_code == 201, imported.text
+        reply = http.get(f"/api/conversations/{imported.json()['id']}/messages").json()[1]
+    assert (reply["status"], reply["model"], reply["finish_reason"]) == ("stopped", None, None)
 
 
 def test_malformed_and_oversized_import_files(app: InProcessApp) -> None:

@@ -74,31 +74,37 @@ def test_misnamed_files_are_an_error(tmp_path: Path) -> None:
 
 
 def test_004_upgrades_search_and_branch_copies_in_place(empty_db: str, tmp_path: Path) -> None:
-    """Data written under 001–003 (a branch copy carrying its source's workflow id, a reply
-    still streaming) is fixed by 004 without losing a row."""
+    """Data written under 001–003 is fixed by 004 without losing a row: branch copies (also one
+    whose source conversation was deleted) stop naming the source's turn, a turn run in the
+    branch keeps its own, and a reply still streaming is left out of search."""
     for m in discover()[:3]:
         (tmp_path / f"{m.name}.sql").write_text(m.sql)
     asyncio.run(apply_migrations(empty_db, tmp_path))
+    a, b, c = (f"00000000-0000-0000-0000-00000000000{x}" for x in "abc")
     with psycopg.connect(empty_db, autocommit=True) as conn:
-        conn.execute("""
-        INSERT INTO conversations (id, title) VALUES
-            ('00000000-0000-0000-0000-00000000000a', 'source'),
-            ('00000000-0000-0000-0000-00000000000b', 'branch');
-        INSERT INTO messages (id, conversation_id, seq, role, content, workflow_id, status)
-        VALUES ('00000000-0000-0000-0000-000000000001', '00000000-0000-0000-0000-00000000000a',
-                1, 'user', 'planning a trip', 'turn-1', 'complete'),
-               (uuid_from('00000000-0000-0000-0000-00000000000b',
-                          '00000000-0000-0000-0000-000000000001'),
-                '00000000-0000-0000-0000-00000000000b', 1, 'user', 'planning a trip', 'turn-1',
-                'complete'),
-               ('00000000-0000-0000-0000-000000000002', '00000000-0000-0000-0000-00000000000a',
-                2, 'user', 'half written plans', 'turn-2', 'streaming');
+        conn.execute(f"""
+        INSERT INTO conversations (id, title, created_at, origin_conversation_id,
+                                   origin_message_id) VALUES
+            ('{a}', 'source', '2026-01-01', NULL, NULL),
+            ('{b}', 'branch', '2026-01-02', '{a}', '00000000-0000-0000-0000-000000000001'),
+            ('{c}', 'orphan branch', '2026-01-03', NULL, '00000000-0000-0000-0000-000000000009');
+        INSERT INTO messages (id, conversation_id, seq, role, content, workflow_id, status,
+                              created_at) VALUES
+            ('00000000-0000-0000-0000-000000000001', '{a}', 1, 'user', 'planning a trip',
+             'turn-1', 'complete', '2026-01-01 10:00'),
+            ('00000000-0000-0000-0000-000000000002', '{a}', 2, 'user', 'half written plans',
+             'turn-2', 'streaming', '2026-01-01 11:00'),
+            (uuid_from('{b}', '00000000-0000-0000-0000-000000000001'), '{b}', 1, 'user',
+             'planning a trip', 'turn-1', 'complete', '2026-01-01 10:00'),
+            ('00000000-0000-0000-0000-000000000003', '{b}', 2, 'user', 'run in the branch',
+             'turn-3', 'complete', '2026-01-02 09:00'),
+            ('00000000-0000-0000-0000-000000000004', '{c}', 1, 'user', 'copied, source gone',
+             'turn-9', 'complete', '2026-01-01 08:00');
         """)
     assert asyncio.run(apply_migrations(empty_db)) == [m.name for m in discover()[3:]]
     rows = query(empty_db, "SELECT conversation_id::text, seq, workflow_id, search IS NULL"
                  " FROM messages ORDER BY conversation_id, seq")
-    assert rows == [("00000000-0000-0000-0000-00000000000a", 1, "turn-1", False),
-                    ("00000000-0000-0000-0000-00000000000a", 2, "turn-2", True),
-                    ("00000000-0000-0000-0000-00000000000b", 1, None, False)]
+    assert rows == [(a, 1, "turn-1", False), (a, 2, "turn-2", True),
+                    (b, 1, None, False), (b, 2, "turn-3", False), (c, 1, None, False)]
     assert query(empty_db, "SELECT count(*) FROM messages WHERE search @@"
                  " websearch_to_tsquery('english', 'plans')")[0][0] == 2
