@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from .gradio_skips import install as install_gradio_skips
 from .service import ChatService
 from .ui_chat import CONVERSATION_KEY, build_chat_tab
 from .ui_workflows import build_workflows_tab
@@ -35,6 +36,7 @@ def backend_line(service: ChatService) -> str:
 
 
 def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
+    install_gradio_skips()
     # delete_cache: Gradio keeps a copy of every exported file it served; drop them hourly.
     with gr.Blocks(title="Durable chat", fill_height=True,
                    delete_cache=(3600, 3600)) as demo:
@@ -49,9 +51,9 @@ def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
         chat_tab.select(lambda: gr.Timer(active=False), outputs=[timer], queue=False,
                         api_visibility="private")
         # Back from the Workflows tab: show what a fork, cancel or resume changed.
-        chat_tab.select(chat["on_load"], inputs=[chat["conversation"]], outputs=chat["outputs"],
+        chat_tab.select(chat["on_load"], inputs=chat["load_inputs"], outputs=chat["outputs"],
                         api_visibility="private", concurrency_limit=None)
-        demo.load(chat["on_load"], inputs=[chat["conversation"]], outputs=chat["outputs"],
+        demo.load(chat["on_load"], inputs=chat["load_inputs"], outputs=chat["outputs"],
                   api_name="load_chat")
         demo.load(lambda: backend_line(service), outputs=[header], api_visibility="private")
     return demo
