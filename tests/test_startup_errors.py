@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import http.client
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import httpx
@@ -58,3 +60,24 @@ def test_password_never_reaches_logs_or_responses(database_url: str, llm: Emulat
     log = (tmp_path / "app.log").read_text()
     assert "postgres:***@" in log or "DBOS launched" in log
     assert SECRET not in log
+
+
+def test_an_idle_connection_stays_open(database_url: str, llm: EmulatedLLM,
+                                       tmp_path: Path) -> None:
+    """A client's pooled connection is still there after a pause longer than uvicorn's default
+    keep-alive (5 s): closing it raced the client's next request under load."""
+    env = base_env(database_url, llm.base_url, tmp_path)
+    app = AppProcess(env, tmp_path / "app.log").start()
+    conn = http.client.HTTPConnection("127.0.0.1", int(env["PORT"]), timeout=10)
+    try:
+        sockets = []
+        for pause in (0, 6):
+            time.sleep(pause)
+            conn.request("GET", "/healthz")  # raises RemoteDisconnected if it was closed
+            response = conn.getresponse()
+            assert response.status == 200 and response.read()
+            sockets.append(conn.sock)
+        assert sockets[0] is sockets[1]  # the same connection, not a new one
+    finally:
+        conn.close()
+        app.stop()
