@@ -262,11 +262,9 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
             yield {notice: _warn(exc), box: text}
             return
         shown = list(shown or []) + [{"role": "user", "content": safe_markdown(text, share_mode)}]
-        first: dict[Any, Any] = {conversation: conv_id}
-        if new:
-            first[conversations] = await sidebar(conv_id, text)  # list the new conversation
-            first[title] = service.title_for(text)
-        yield first
+        if new:  # remember it, list it, title it
+            yield {conversation: conv_id, conversations: await sidebar(conv_id, text),
+                   title: service.title_for(text)}
         async for update in start(conv_id, started, shown, props):
             yield update
 
