@@ -5,11 +5,13 @@ others with `gr.skip()`, and then, for each of those, builds the component anew 
 constructor arguments (about 5 ms of CPU here) only to find nothing changed. The chat events
 have 15 outputs and a streaming reply yields only the chat pane, so Gradio spent a third of
 its CPU on a turn rebuilding components nobody changed (py-spy, 64 conversations at once).
+The same rebuild follows every property update, also one that sets what the component already
+shows (enabling an input that is enabled, hiding a hidden button).
 
-`install()` wraps `Blocks.postprocess_data`: a dict return is handed to Gradio's own code
-narrowed to the outputs it names, and the skipped outputs are put back as `gr.skip()`, which is
-exactly what the page received before. Only Gradio 6 with the signature checked below is
-wrapped; anything else runs unchanged.
+`install()` wraps `Blocks.postprocess_data`: from a dict return it drops the properties equal
+to the session's current ones, hands Gradio's own code only the outputs with something left,
+and puts the others back as `gr.skip()`: the page ends up as it would have. Only Gradio 6 with
+the signature checked below is wrapped; anything else runs unchanged.
 """
 
 from __future__ import annotations
@@ -46,12 +48,10 @@ def install() -> bool:
         if not (isinstance(predictions, dict) and predictions and len(outputs) > 1
                 and not block_fn.batch and all(isinstance(k, Block) for k in predictions)):
             return await original(self, block_fn, predictions, state)
-        given = {id(k): v for k, v in predictions.items()}
+        given = {id(k): _changed(k, v, state) for k, v in predictions.items()}
         if not given.keys() <= {id(o) for o in outputs}:
             return await original(self, block_fn, predictions, state)
         named = [o for o in outputs if id(o) in given and given[id(o)] != _SKIP]
-        if len(named) == len(outputs):
-            return await original(self, block_fn, predictions, state)
         if not named:
             return [_skipped(o) for o in outputs]
         narrowed = copy.copy(block_fn)
@@ -67,6 +67,16 @@ def install() -> bool:
     postprocess_data.__wrapped__ = original  # type: ignore[attr-defined]
     Blocks.postprocess_data = postprocess_data  # type: ignore[method-assign]
     return True
+
+
+def _changed(block: Block, value: Any, state: Any) -> Any:
+    """A property update without the properties the session's copy of `block` already has
+    (the value always stays: it may be edited on the page meanwhile)."""
+    if not (isinstance(value, dict) and value.get("__type__") == "update") or len(value) == 1:
+        return value
+    current = (state.get(block._id, block) if state is not None else block).constructor_args
+    return {k: v for k, v in value.items()
+            if k in ("__type__", "value") or current.get(k, _SKIP) != v}
 
 
 def _skipped(block: Block) -> Any:

@@ -331,12 +331,7 @@ class ChatService:
                            idempotency_key: str | None = None) -> dict[str, Any]:
         """The seed's POST /messages: accept, run the turn, return both messages."""
         turn = await self.start_turn(conversation_id, content, idempotency_key=idempotency_key)
-        result = await self.wait_turn(turn)
-        if idempotency_key is not None and result["user_message"]["content"] != content:
-            raise InvalidInput(
-                "this Idempotency-Key was already used for a different message in this "
-                "conversation; use a new key for a new message", turn_id=turn.turn_id)
-        return result
+        return await self.wait_turn(turn)
 
     async def _turn_rows(self, turn: Turn) -> dict[str, Any]:
         out: dict[str, Any] = {}

@@ -51,9 +51,9 @@ def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
         chat_tab.select(lambda: gr.Timer(active=False), outputs=[timer], queue=False,
                         api_visibility="private")
         # Back from the Workflows tab: show what a fork, cancel or resume changed.
-        chat_tab.select(chat["on_load"], inputs=chat["load_inputs"], outputs=chat["outputs"],
+        chat_tab.select(chat["on_load"], inputs=[chat["conversation"]], outputs=chat["outputs"],
                         api_visibility="private", concurrency_limit=None)
-        demo.load(chat["on_load"], inputs=chat["load_inputs"], outputs=chat["outputs"],
+        demo.load(chat["on_load"], inputs=[chat["conversation"]], outputs=chat["outputs"],
                   api_name="load_chat")
         demo.load(lambda: backend_line(service), outputs=[header], api_visibility="private")
     return demo

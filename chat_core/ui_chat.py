@@ -47,9 +47,6 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
     conversation = gr.BrowserState(None, storage_key=CONVERSATION_KEY,
                                    secret="durable-chat/open-conversation")
     turn = gr.State(None)   # the turn being streamed, for Stop
-    # The properties the page's controls have now (see `controls_update`); Gradio hands each
-    # handler this session's own dict, so changes made in place persist.
-    page = gr.State(INITIAL_CONTROLS)
     view = gr.State({})     # what the pane shows: message ids, the last turn's alternatives
     with gr.Row(equal_height=False):
         with gr.Column(scale=1, min_width=240):
@@ -126,37 +123,31 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
         return gr.update(choices=choices, value=selected if selected in
                          {c["id"] for c in rows} else None)
 
-    by_name = {"box": box, "stop": stop, "retry": retry, "regenerate": regenerate,
-               "continue": proceed, "previous": previous, "next": following,
-               "position": position}
-
-    def idle(state: dict[str, Any], props: dict[str, dict[str, Any]]) -> dict[Any, Any]:
+    # Properties sent unchanged cost nothing: chat_core/gradio_skips.py drops them.
+    def idle(state: dict[str, Any]) -> dict[Any, Any]:
         """Input enabled, and the actions the newest turn offers."""
         last = state.get("last_reply") or {}
         status = last.get("status")
         alternatives = state.get("alternatives") or []
         many = len(alternatives) > 1
         index = state.get("alt_index", 0)
-        wanted: dict[str, dict[str, Any]] = {
-            "box": {"interactive": True}, "stop": {"visible": False},
-            "retry": {"visible": status in ("error", "cancelled")},
-            "regenerate": {"visible": status in ("complete", "stopped")},
-            "continue": {"visible": status == "stopped" or (
-                status == "complete" and last.get("finish_reason") == "length")},
-            "previous": {"visible": many, **({"interactive": index > 0} if many else {})},
-            "next": {"visible": many,
-                     **({"interactive": index < len(alternatives) - 1} if many else {})},
-            "position": {"visible": many,
-                         **({"value": f"{index + 1} / {len(alternatives)}"} if many else {})}}
-        return {turn: None, view: state, **controls_update(props, wanted, by_name)}
+        return {box: gr.update(interactive=True), stop: gr.update(visible=False), turn: None,
+                view: state,
+                retry: gr.update(visible=status in ("error", "cancelled")),
+                regenerate: gr.update(visible=status in ("complete", "stopped")),
+                proceed: gr.update(visible=status == "stopped" or (
+                    status == "complete" and last.get("finish_reason") == "length")),
+                # Hidden arrows need no other property: none to compare, none to send.
+                previous: gr.update(visible=many, **({"interactive": index > 0} if many else {})),
+                following: gr.update(visible=many, **(
+                    {"interactive": index < len(alternatives) - 1} if many else {})),
+                position: gr.update(visible=many, **(
+                    {"value": f"{index + 1} / {len(alternatives)}"} if many else {}))}
 
-    def busy(turn_id: str, props: dict[str, dict[str, Any]]) -> dict[Any, Any]:
-        wanted = {name: {"visible": False} for name in by_name if name not in ("box", "stop")}
-        out = {turn: turn_id, **controls_update(
-            props, {"box": {"interactive": False}, "stop": {"visible": True}, **wanted},
-            by_name)}
-        # The sent text leaves the box (a plain value costs no rebuild).
-        out[box] = {**out[box], "value": ""} if box in out else ""
+    def busy(turn_id: str) -> dict[Any, Any]:
+        out: dict[Any, Any] = {box: gr.update(value="", interactive=False),
+                               stop: gr.update(visible=True), turn: turn_id}
+        out.update({action: gr.update(visible=False) for action in actions})
         return out
 
     async def load_view(conv_id: str) -> tuple[list[dict[str, str]], dict[str, Any], str]:
@@ -167,36 +158,37 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                 "history (and the export)." if earlier > 0 else "")
         return shown, state, note
 
-    async def follow(turn_id: str, shown: list[dict[str, str]], conv_id: str,
-                     props: dict[str, dict[str, Any]]) -> AsyncIterator[dict[Any, Any]]:
+    async def follow(turn_id: str, shown: list[dict[str, str]], conv_id: str
+                     ) -> AsyncIterator[dict[Any, Any]]:
         """Stream one reply into the chat pane, then show the turn's actions."""
         _streams[0] += 1
         interval = max(UI_UPDATE_SEC, _streams[0] / UI_MAX_UPDATES_PER_SEC)
-        status = "error"
-        finished = False
+        status, finished, reply_id = "error", False, None
         try:
             async for snap in service.watch_turn(turn_id, min_interval=interval):
-                status, finished = snap.status, snap.finished
+                status, finished, reply_id = snap.status, snap.finished, snap.reply_id
                 yield {chatbot: shown + [_live(snap, share_mode)]}
         except ChatError as exc:
             yield {notice: _warn(exc)}
         finally:
             _streams[0] -= 1
-        # The message ids in `view` (which Edit relies on) must match the entries shown: when
-        # they may not line up one to one (past SHOWN_TURNS the oldest turn leaves the pane;
-        # another tab added turns; the watch ended early), the pane is redrawn from the
-        # database. Not otherwise: a redraw costs Gradio a pass over every message.
+        # The message ids in `view` (which Edit, Continue and the alternatives rely on) must
+        # match the entries shown: when they may not line up one to one (past SHOWN_TURNS the
+        # oldest turn leaves the pane; another tab added turns; the watch ended early; the
+        # reply ended empty and the earlier alternative is shown again), the pane is redrawn
+        # from the database. Not otherwise: a redraw costs Gradio a pass over every message.
         final_shown, state, _ = await load_view(conv_id)
-        final = idle(state, props)
-        if not finished or len(final_shown) != len(shown) + 1:
+        final = idle(state)
+        ids = state.get("ids") or []
+        if not finished or len(final_shown) != len(shown) + 1 or not ids \
+                or ids[-1] != reply_id:
             final[chatbot] = final_shown
         if status == "error":
             final[notice] = ("⚠️ The reply failed; your message is saved. Press Retry to try "
                              "again.")
         yield final
 
-    async def show(conv_id: str | None, props: dict[str, dict[str, Any]], note: str = ""
-                   ) -> AsyncIterator[dict[Any, Any]]:
+    async def show(conv_id: str | None, note: str = "") -> AsyncIterator[dict[Any, Any]]:
         """Show a conversation; if a reply is being generated, follow it (re-attach)."""
         if conv_id is not None:
             try:
@@ -206,28 +198,27 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                 conv_id = None
         if conv_id is None:
             yield {conversation: None, chatbot: [], notice: note, title: "",
-                   conversations: await sidebar(None), **idle({}, props)}
+                   conversations: await sidebar(None), **idle({})}
             return
         base = {conversation: conv_id, notice: note or earlier_note, title: conv["title"],
                 conversations: await sidebar(conv_id)}
         in_flight = await service.in_flight(conv_id)
         if not in_flight:
-            yield {**base, chatbot: shown, **idle(state, props)}
+            yield {**base, chatbot: shown, **idle(state)}
             return
         turn_id = in_flight[-1]["workflow_id"]
         if shown and shown[-1]["role"] == "assistant":
             shown = shown[:-1]
-        yield {**base, chatbot: shown, view: state, **busy(turn_id, props)}
-        async for update in follow(turn_id, shown, conv_id, props):
+        yield {**base, chatbot: shown, view: state, **busy(turn_id)}
+        async for update in follow(turn_id, shown, conv_id):
             yield update
 
-    async def start(conv_id: str, started: Any, shown: list[dict[str, str]],
-                    props: dict[str, dict[str, Any]], note: str = ""
+    async def start(conv_id: str, started: Any, shown: list[dict[str, str]], note: str = ""
                     ) -> AsyncIterator[dict[Any, Any]]:
         """A turn just accepted: show it waiting, then stream it."""
         yield {chatbot: shown + [{"role": "assistant", "content": "…"}], notice: note,
-               **busy(started.turn_id, props)}
-        async for update in follow(started.turn_id, shown, conv_id, props):
+               **busy(started.turn_id)}
+        async for update in follow(started.turn_id, shown, conv_id):
             yield update
 
     def without_last_reply(conv_shown: list[dict[str, str]]) -> list[dict[str, str]]:
@@ -236,22 +227,20 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
 
     # -- handlers ------------------------------------------------------------------------------
 
-    async def on_load(conv_id: str | None, props: dict[str, dict[str, Any]]
+    async def on_load(conv_id: str | None) -> AsyncIterator[dict[Any, Any]]:
+        async for update in show(conv_id):
+            yield update
+
+    async def on_select(conv_id: str | None) -> AsyncIterator[dict[Any, Any]]:
+        async for update in show(conv_id):
+            yield update
+
+    async def on_new() -> AsyncIterator[dict[Any, Any]]:
+        async for update in show(None):
+            yield update
+
+    async def on_send(text: str, conv_id: str | None, shown: list[dict[str, Any]]
                       ) -> AsyncIterator[dict[Any, Any]]:
-        async for update in show(conv_id, props):
-            yield update
-
-    async def on_select(conv_id: str | None, props: dict[str, dict[str, Any]]
-                        ) -> AsyncIterator[dict[Any, Any]]:
-        async for update in show(conv_id, props):
-            yield update
-
-    async def on_new(props: dict[str, dict[str, Any]]) -> AsyncIterator[dict[Any, Any]]:
-        async for update in show(None, props):
-            yield update
-
-    async def on_send(text: str, conv_id: str | None, shown: list[dict[str, Any]],
-                      props: dict[str, dict[str, Any]]) -> AsyncIterator[dict[Any, Any]]:
         new = conv_id is None
         try:
             if conv_id is None:
@@ -265,11 +254,11 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
         if new:  # remember it, list it, title it
             yield {conversation: conv_id, conversations: await sidebar(conv_id, text),
                    title: service.title_for(text)}
-        async for update in start(conv_id, started, shown, props):
+        async for update in start(conv_id, started, shown):
             yield update
 
-    async def again(conv_id: str | None, state: dict[str, Any], action: str,
-                    props: dict[str, dict[str, Any]]) -> AsyncIterator[dict[Any, Any]]:
+    async def again(conv_id: str | None, state: dict[str, Any], action: str
+                    ) -> AsyncIterator[dict[Any, Any]]:
         """Retry / regenerate / continue the newest turn."""
         if conv_id is None or not state.get("last_user"):
             return
@@ -282,21 +271,20 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
         except ChatError as exc:
             yield {notice: _warn(exc)}
             return
-        async for update in start(conv_id, started, without_last_reply(shown), props):
+        async for update in start(conv_id, started, without_last_reply(shown)):
             yield update
 
-    async def on_retry(conv_id: str | None, state: dict[str, Any], props: dict[str, dict[str, Any]]
+    async def on_retry(conv_id: str | None, state: dict[str, Any]
                        ) -> AsyncIterator[dict[Any, Any]]:
-        async for update in again(conv_id, state, "retry", props):
+        async for update in again(conv_id, state, "retry"):
             yield update
 
-    async def on_continue(conv_id: str | None, state: dict[str, Any], props: dict[str, dict[str, Any]]
+    async def on_continue(conv_id: str | None, state: dict[str, Any]
                           ) -> AsyncIterator[dict[Any, Any]]:
-        async for update in again(conv_id, state, "continue", props):
+        async for update in again(conv_id, state, "continue"):
             yield update
 
-    async def browse(conv_id: str | None, state: dict[str, Any], step: int,
-                     props: dict[str, dict[str, Any]]) -> dict[Any, Any]:
+    async def browse(conv_id: str | None, state: dict[str, Any], step: int) -> dict[Any, Any]:
         alternatives = state.get("alternatives") or []
         index = state.get("alt_index", 0) + step
         if conv_id is None or not 0 <= index < len(alternatives):
@@ -306,18 +294,16 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
             shown, new_state, _ = await load_view(conv_id)
         except ChatError as exc:
             return {notice: _warn(exc)}
-        return {chatbot: shown, notice: "", **idle(new_state, props)}
+        return {chatbot: shown, notice: "", **idle(new_state)}
 
-    async def on_previous(conv_id: str | None, state: dict[str, Any], props: dict[str, dict[str, Any]]
-                          ) -> dict[Any, Any]:
-        return await browse(conv_id, state, -1, props)
+    async def on_previous(conv_id: str | None, state: dict[str, Any]) -> dict[Any, Any]:
+        return await browse(conv_id, state, -1)
 
-    async def on_next(conv_id: str | None, state: dict[str, Any], props: dict[str, dict[str, Any]]
-                      ) -> dict[Any, Any]:
-        return await browse(conv_id, state, +1, props)
+    async def on_next(conv_id: str | None, state: dict[str, Any]) -> dict[Any, Any]:
+        return await browse(conv_id, state, +1)
 
-    async def on_edit(conv_id: str | None, state: dict[str, Any], props: dict[str, dict[str, Any]],
-                      evt: gr.EditData) -> AsyncIterator[dict[Any, Any]]:
+    async def on_edit(conv_id: str | None, state: dict[str, Any], evt: gr.EditData
+                      ) -> AsyncIterator[dict[Any, Any]]:
         """Editing a message of yours branches the conversation there; the original stays."""
         index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         ids = state.get("ids") or []
@@ -329,7 +315,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
             loaded, branch_state, _ = await load_view(branch["id"])
         except ChatError as exc:
             # The original is unchanged: show it again, with the reason.
-            async for update in show(conv_id, props, _warn(exc)):
+            async for update in show(conv_id, _warn(exc)):
                 yield update
             return
         yield {conversation: branch["id"], title: branch["title"],
@@ -340,7 +326,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
         shown = [m for m, mid in zip(loaded, branch_state.get("ids") or [])
                  if mid not in turn_rows]
         shown.append({"role": "user", "content": safe_markdown(text, share_mode)})
-        async for update in start(branch["id"], started, shown, props,
+        async for update in start(branch["id"], started, shown,
                                   "Edited in a new branch; the original conversation is "
                                   "unchanged."):
             yield update
@@ -361,8 +347,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
     async def on_delete(conv_id: str | None) -> dict[Any, Any]:
         return {confirm_row: gr.update(visible=conv_id is not None)}
 
-    async def on_confirm(conv_id: str | None, props: dict[str, dict[str, Any]]
-                         ) -> AsyncIterator[dict[Any, Any]]:
+    async def on_confirm(conv_id: str | None) -> AsyncIterator[dict[Any, Any]]:
         note = ""
         if conv_id is not None:
             try:
@@ -372,7 +357,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
             except ChatError as exc:
                 note = _warn(exc)
         yield {confirm_row: gr.update(visible=False)}
-        async for update in show(None, props, note):
+        async for update in show(None, note):
             yield update
 
     async def on_search(query: str | None) -> dict[Any, Any]:
@@ -424,7 +409,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                                                                      ensure_ascii=False))
         return {exported: gr.update(value=str(path), visible=True), notice: ""}
 
-    async def on_import(file: Any, props: dict[str, dict[str, Any]]) -> AsyncIterator[dict[Any, Any]]:
+    async def on_import(file: Any) -> AsyncIterator[dict[Any, Any]]:
         path = file if isinstance(file, str) else getattr(file, "name", None)
         try:
             if not path:
@@ -442,29 +427,26 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                 raise ChatError(f"the file is not valid JSON ({str(exc)[:120]})") from None
             conv = await service.import_conversation(data)
         except ChatError as exc:
-            async for update in show(None, props, _warn(exc)):
+            async for update in show(None, _warn(exc)):
                 yield update
             return
-        async for update in show(conv["id"], props, f"Imported as “{safe_markdown(conv['title'])}”."):
+        async for update in show(conv["id"], f"Imported as “{safe_markdown(conv['title'])}”."):
             yield update
 
     # Chat events are not capped by Gradio (concurrency_limit=None): each is an async
     # generator waiting on the service; the LLM client's semaphore is the real cap.
     events: dict[str, Any] = dict(outputs=outputs, concurrency_limit=None)
-    # `page` goes last in every input list: State inputs are not part of the API clients see.
-    box.submit(on_send, inputs=[box, conversation, chatbot, page], api_name="send", **events)
-    conversations.select(on_select, inputs=[conversations, page], api_name="select", **events)
-    new_chat.click(on_new, inputs=[page], api_name="new_chat", **events)
-    retry.click(on_retry, inputs=[conversation, view, page], api_name="retry", **events)
-    regenerate.click(on_retry, inputs=[conversation, view, page], api_name="regenerate",
-                     **events)
-    proceed.click(on_continue, inputs=[conversation, view, page], api_name="continue",
-                  **events)
-    previous.click(on_previous, inputs=[conversation, view, page], api_name="previous",
+    box.submit(on_send, inputs=[box, conversation, chatbot], api_name="send", **events)
+    conversations.select(on_select, inputs=[conversations], api_name="select", **events)
+    new_chat.click(on_new, api_name="new_chat", **events)
+    retry.click(on_retry, inputs=[conversation, view], api_name="retry", **events)
+    regenerate.click(on_retry, inputs=[conversation, view], api_name="regenerate", **events)
+    proceed.click(on_continue, inputs=[conversation, view], api_name="continue", **events)
+    previous.click(on_previous, inputs=[conversation, view], api_name="previous",
                    show_progress="hidden", **events)
-    following.click(on_next, inputs=[conversation, view, page], api_name="next",
+    following.click(on_next, inputs=[conversation, view], api_name="next",
                     show_progress="hidden", **events)
-    chatbot.edit(on_edit, inputs=[conversation, view, page], api_name="edit", **events)
+    chatbot.edit(on_edit, inputs=[conversation, view], api_name="edit", **events)
     stop.click(on_stop, inputs=[turn], api_name="stop", concurrency_limit=None)
     title.submit(on_rename, inputs=[conversation, title], outputs=[title, notice, conversations],
                  api_name="rename")
@@ -472,7 +454,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                  api_visibility="private")
     keep.click(lambda: gr.update(visible=False), outputs=[confirm_row],
                api_visibility="private")
-    confirm.click(on_confirm, inputs=[conversation, page], outputs=[*outputs, confirm_row],
+    confirm.click(on_confirm, inputs=[conversation], outputs=[*outputs, confirm_row],
                   api_name="delete", concurrency_limit=None)
     search.submit(on_search, inputs=[search], outputs=[conversations, notice],
                   api_name="search")
@@ -483,35 +465,9 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                         outputs=[notice], api_name="save_settings")
     export.click(on_export, inputs=[conversation, export_format], outputs=[exported, notice],
                  api_name="export")
-    upload.upload(on_import, inputs=[upload, page], api_name="import", **events)
-    return {"load_inputs": [conversation, page], "outputs": outputs, "on_load": on_load,
+    upload.upload(on_import, inputs=[upload], api_name="import", **events)
+    return {"conversation": conversation, "outputs": outputs, "on_load": on_load,
             "on_settings": on_settings, "settings_fields": settings_fields}
-
-
-# What the controls look like when a page loads: must match how they are built above.
-INITIAL_CONTROLS: dict[str, dict[str, Any]] = {
-    "box": {"interactive": True}, "stop": {"visible": False},
-    **{name: {"visible": False} for name in ("retry", "regenerate", "continue", "previous",
-                                             "next", "position")}}
-
-
-def controls_update(props: dict[str, dict[str, Any]], wanted: dict[str, dict[str, Any]],
-                    by_name: dict[str, Any]) -> dict[Any, Any]:
-    """Gradio updates for the controls whose properties differ from what the page shows,
-    recorded in `props` (changed in place). Gradio rebuilds a component for every property
-    update it is sent, about 5 ms of CPU each: sending all eight controls on every turn cost a
-    third of the CPU of a turn through Gradio."""
-    out: dict[Any, Any] = {}
-    for name, values in wanted.items():
-        now = props.setdefault(name, {})
-        changed = {k: v for k, v in values.items() if now.get(k, _UNSET) != v}
-        if changed:
-            now.update(changed)
-            out[by_name[name]] = gr.update(**changed)
-    return out
-
-
-_UNSET = object()
 
 
 def _text_of(value: Any) -> str:

@@ -17,3 +17,18 @@ UPDATE messages m SET workflow_id = NULL
 FROM conversations c
 WHERE c.id = m.conversation_id AND c.origin_message_id IS NOT NULL
   AND m.workflow_id IS NOT NULL AND m.created_at < c.created_at;
+
+-- 3. A reply without text (stopped before its first token) was made active and hid the good
+--    alternative; it no longer is. Where that happened, the newest reply with text is active
+--    again.
+WITH emptied AS (
+    UPDATE messages e SET active = false
+    WHERE e.role = 'assistant' AND e.active AND e.content = ''
+      AND EXISTS (SELECT 1 FROM messages g WHERE g.parent_id = e.parent_id AND g.id <> e.id
+                    AND g.content <> '' AND g.status IN ('complete', 'stopped'))
+    RETURNING e.parent_id)
+UPDATE messages m SET active = true
+WHERE m.id IN (SELECT DISTINCT ON (g.parent_id) g.id FROM messages g
+               WHERE g.parent_id IN (SELECT parent_id FROM emptied)
+                 AND g.content <> '' AND g.status IN ('complete', 'stopped')
+               ORDER BY g.parent_id, g.created_at DESC);

@@ -134,6 +134,22 @@ def test_regenerate_and_page_through_alternatives(page: Page, app: InProcessApp,
     wait_until(lambda: bot_text(page) == second)
 
 
+def test_regenerate_stopped_at_once_shows_the_good_reply_again(page: Page, app: InProcessApp,
+                                                              llm: EmulatedLLM) -> None:
+    _chat(page, app, "give me a color")
+    first = bot_text(page)
+    llm.script({"action": "hang"})
+    page.click("#regenerate")
+    wait_until(lambda: len(llm.requests) == 2)
+    page.click("#stop")
+    wait_idle(page)
+    llm.release()
+    # The empty alternative is kept, but the pane shows the reply with text, and Continue
+    # and the arrows act on what is shown.
+    wait_until(lambda: bot_text(page) == first)
+    page.locator("#alt-position").get_by_text("1 / 2").wait_for()
+
+
 def test_edit_a_message_branches_the_conversation(page: Page, app: InProcessApp,
                                                   llm: EmulatedLLM) -> None:
     _chat(page, app, "original question", "follow-up")

@@ -30,7 +30,7 @@ CASES = [
     lambda o: {o[0]: gr.update(value="", interactive=False), o[1]: gr.update(visible=True)},
     lambda o: {o[1]: gr.update(visible=True), o[3]: {"kept": 1}},
     lambda o: {o[0]: "x", o[1]: gr.skip(), o[2]: "y", o[3]: {}},
-    lambda o: {o[0]: "all", o[1]: gr.update(visible=False), o[2]: "of", o[3]: {"them": 1}},
+    lambda o: {o[0]: "all", o[1]: gr.update(visible=True), o[2]: "of", o[3]: {"them": 1}},
     lambda o: ["a", gr.skip(), "b", {}],
     lambda o: gr.skip(),
 ]
@@ -78,6 +78,14 @@ def test_skipped_components_are_not_rebuilt(gradio_postprocess: Any,
     assert gradio_skips.install()
     asyncio.run(Blocks.postprocess_data(demo, fn, {outputs[2]: "text"}, SessionState(demo)))
     assert built == []
+    session = SessionState(demo)
     asyncio.run(Blocks.postprocess_data(demo, fn, {outputs[1]: gr.update(visible=True)},
-                                        SessionState(demo)))
+                                        session))
     assert built == ["Button"]  # a real property change still goes through Gradio
+    # Setting what the session's component already shows sends and rebuilds nothing.
+    again = asyncio.run(Blocks.postprocess_data(
+        demo, fn, {outputs[1]: gr.update(visible=True), outputs[2]: "more"}, session))
+    assert again[1] == gr.skip() and again[2] == "more" and built == ["Button"]
+    hidden = asyncio.run(Blocks.postprocess_data(demo, fn, {outputs[1]: gr.update(visible=False)},
+                                                 session))
+    assert hidden[1] == {"__type__": "update", "visible": False} and built == ["Button"] * 2

@@ -76,7 +76,8 @@ def test_misnamed_files_are_an_error(tmp_path: Path) -> None:
 def test_004_upgrades_search_and_branch_copies_in_place(empty_db: str, tmp_path: Path) -> None:
     """Data written under 001–003 is fixed by 004 without losing a row: branch copies (also one
     whose source conversation was deleted) stop naming the source's turn, a turn run in the
-    branch keeps its own, and a reply still streaming is left out of search."""
+    branch keeps its own, a reply still streaming is left out of search, and an empty reply
+    made active over a good one gives way to it."""
     for m in discover()[:3]:
         (tmp_path / f"{m.name}.sql").write_text(m.sql)
     asyncio.run(apply_migrations(empty_db, tmp_path))
@@ -100,11 +101,19 @@ def test_004_upgrades_search_and_branch_copies_in_place(empty_db: str, tmp_path:
              'turn-3', 'complete', '2026-01-02 09:00'),
             ('00000000-0000-0000-0000-000000000004', '{c}', 1, 'user', 'copied, source gone',
              'turn-9', 'complete', '2026-01-01 08:00');
+        INSERT INTO messages (id, conversation_id, seq, role, content, status, parent_id,
+                              active, created_at) VALUES
+            ('00000000-0000-0000-0000-0000000000f1', '{a}', 1, 'assistant', 'a good reply',
+             'complete', '00000000-0000-0000-0000-000000000001', false, '2026-01-01 10:01'),
+            ('00000000-0000-0000-0000-0000000000f2', '{a}', 1, 'assistant', '',
+             'stopped', '00000000-0000-0000-0000-000000000001', true, '2026-01-01 10:02');
         """)
     assert asyncio.run(apply_migrations(empty_db)) == [m.name for m in discover()[3:]]
     rows = query(empty_db, "SELECT conversation_id::text, seq, workflow_id, search IS NULL"
-                 " FROM messages ORDER BY conversation_id, seq")
+                 " FROM messages WHERE role = 'user' ORDER BY conversation_id, seq")
     assert rows == [(a, 1, "turn-1", False), (a, 2, "turn-2", True),
                     (b, 1, None, False), (b, 2, "turn-3", False), (c, 1, None, False)]
     assert query(empty_db, "SELECT count(*) FROM messages WHERE search @@"
                  " websearch_to_tsquery('english', 'plans')")[0][0] == 2
+    assert query(empty_db, "SELECT content, active FROM messages WHERE role = 'assistant'"
+                 " ORDER BY created_at") == [("a good reply", True), ("", False)]
