@@ -85,3 +85,12 @@ def wait_idle(page: Page, timeout: float = 20) -> None:
         if time.monotonic() > deadline:
             raise AssertionError("the input stayed disabled")
         page.wait_for_timeout(50)
+    # Gradio renders a chat message asynchronously: the pane can show the last words a moment
+    # after the input is enabled again (CI once read the pane in between). Wait until the text
+    # holds still; a reply that never shows its end still fails the test that reads it.
+    shown, steady_since = bot_text(page), time.monotonic()
+    while time.monotonic() - steady_since < 0.3 and time.monotonic() < deadline:
+        page.wait_for_timeout(50)
+        now = bot_text(page)
+        if now != shown:
+            shown, steady_since = now, time.monotonic()
