@@ -36,7 +36,6 @@ class AppProcess:
         self.url = f"http://127.0.0.1:{self.env['PORT']}"
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
-        self.started_in = 0.0  # seconds the last start took until the app answered
 
     @property
     def pid(self) -> int:
@@ -57,7 +56,6 @@ class AppProcess:
                                    f"{self.log_path} ends:\n{self.log()}")
             try:
                 if httpx.get(self.url + "/healthz", timeout=2).status_code in (200, 503):
-                    self.started_in = time.monotonic() - started
                     return self
             except httpx.HTTPError:
                 pass

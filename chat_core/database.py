@@ -94,6 +94,16 @@ def is_transient(exc: BaseException) -> bool:
 T = TypeVar("T")
 
 
+def _gave_up(db: "Database", exc: BaseException) -> str:
+    state = getattr(exc, "sqlstate", None) or ""
+    if state.startswith("40"):  # deadlock or serialization failure, every time until now
+        return (f"PostgreSQL at {redact_url(db.url)} kept refusing this change as conflicting "
+                f"with concurrent ones for {db.retry_for_sec:g} s ({_first_line(exc)}); "
+                "nothing was changed, the request can be retried")
+    return (f"PostgreSQL at {redact_url(db.url)} is unreachable ({_first_line(exc)}); the "
+            "request can be retried")
+
+
 def retry_transient(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
     """Retry an idempotent database operation while PostgreSQL is unreachable (restarting,
     failing over), like DBOS does for its own writes: the turn pauses instead of failing.
@@ -110,9 +120,7 @@ def retry_transient(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[
             except Exception as exc:
                 if not is_transient(exc) or time.monotonic() + delay > deadline:
                     if is_transient(exc) and not isinstance(exc, DatabaseUnavailable):
-                        raise DatabaseUnavailable(
-                            f"PostgreSQL at {redact_url(db.url)} is unreachable "
-                            f"({_first_line(exc)}); the request can be retried") from exc
+                        raise DatabaseUnavailable(_gave_up(db, exc)) from exc
                     raise
                 log.warning("database unavailable (%s); retrying in %.2f s",
                             _first_line(exc), delay)

@@ -160,7 +160,7 @@ def build_workflows_tab(service: ChatService, tab: gr.Tab) -> gr.Timer:
 
 
 def _whole(step: Any) -> int:
-    """The fork step as the number box sends it (a float, or None when cleared)."""
+    """The fork step as the dropdown sends it; an API caller may send 2.0 or null."""
     if isinstance(step, (int, float)) and not isinstance(step, bool) and math.isfinite(step) \
             and step == int(step):
         return int(step)
