@@ -99,7 +99,7 @@ def _gave_up(db: "Database", exc: BaseException) -> str:
     if state.startswith("40"):  # deadlock or serialization failure, every time until now
         return (f"PostgreSQL at {redact_url(db.url)} kept refusing this change as conflicting "
                 f"with concurrent ones for {db.retry_for_sec:g} s ({_first_line(exc)}); "
-                "nothing was changed, the request can be retried")
+                "the request can be retried")
     return (f"PostgreSQL at {redact_url(db.url)} is unreachable ({_first_line(exc)}); the "
             "request can be retried")
 
@@ -122,7 +122,7 @@ def retry_transient(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[
                     if is_transient(exc) and not isinstance(exc, DatabaseUnavailable):
                         raise DatabaseUnavailable(_gave_up(db, exc)) from exc
                     raise
-                log.warning("database unavailable (%s); retrying in %.2f s",
+                log.warning("database busy or unavailable (%s); retrying in %.2f s",
                             _first_line(exc), delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)

@@ -76,10 +76,12 @@ def build_web_app(service: ChatService, ui: gr.Blocks, *,
     # direct-call API is closed, so every call goes through the queue and its limits.
     ui.queue(default_concurrency_limit=None, max_size=2048, api_open=not share_mode)
     # Gradio resolves matplotlib's backend around every event (for gr.Plot); the first time, it
-    # imports matplotlib and pyplot: +0.2 to +0.4 s on the first reply after a start, measured.
-    # Done here, before the server accepts anyone.
-    with gr.utils.MatplotlibBackendMananger():
-        pass
+    # imports matplotlib and pyplot: about 0.19 s more on the first reply after a start
+    # (measured). Done here, before the server accepts anyone.
+    warm_matplotlib = getattr(gr.utils, "MatplotlibBackendMananger", None)
+    if warm_matplotlib is not None:
+        with warm_matplotlib():
+            pass
     return gr.mount_gradio_app(
         app, ui, path="/", auth=credentials or None, css=CSS,
         auth_message="Durable chat: log in with the credentials from SHARE_AUTH.",
