@@ -102,7 +102,9 @@ def test_settings_change_the_next_reply(page: Page, app: InProcessApp,
     page.locator("#settings").get_by_text("Settings for this conversation").click()
     prompt = page.locator("#system-prompt textarea")
     prompt.wait_for()
-    wait_until(lambda: page.locator("#max-tokens input").input_value() != "")
+    # Loaded: the empty number box shows 0 until the conversation's settings arrive (which
+    # would overwrite what is typed before).
+    wait_until(lambda: page.locator("#max-tokens input").input_value() not in ("", "0"))
     prompt.fill("You are a terse assistant.")
     page.locator("#temperature input[type=number]").fill("0.3")
     page.locator("#temperature input[type=number]").press("Enter")
