@@ -17,9 +17,10 @@ import contextlib
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
-from typing import Iterator
+from typing import Callable, Iterator
 
 import uvicorn
 
@@ -35,7 +36,16 @@ log = logging.getLogger("app")
 
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGINT/SIGTERM after its own shutdown, which would interrupt ours; this
-    one records the signal and lets app.py finish stopping the runtime first."""
+    one records the signal and lets app.py finish stopping the runtime first. When the shutdown
+    starts it calls `on_shutdown`, so that requests waiting for a reply end with an answer
+    before uvicorn's grace period runs out and it cuts them."""
+
+    on_shutdown: Callable[[], None] | None = None
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        if self.on_shutdown is not None:
+            self.on_shutdown()
+        await super().shutdown(sockets)
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -88,6 +98,7 @@ async def serve(settings: Settings, share: bool = False) -> None:
                                         log_level="warning", lifespan="on",
                                         timeout_keep_alive=75,
                                         timeout_graceful_shutdown=3))
+        server.on_shutdown = service.begin_shutdown
         serving = asyncio.ensure_future(server.serve())
         while not server.started and not serving.done():
             await asyncio.sleep(0.05)

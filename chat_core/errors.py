@@ -63,6 +63,13 @@ class DatabaseUnavailable(ChatError):
     code = "database_unavailable"
 
 
+class ShuttingDown(ChatError):
+    """This process is stopping; the turn is saved in PostgreSQL and finishes after the start."""
+
+    status = 503
+    code = "shutting_down"
+
+
 class LLMUnavailable(ChatError):
     """The LLM server cannot be reached or answered 5xx: worth retrying."""
 

@@ -147,6 +147,10 @@ class ChatRuntime:
                 await loop.run_in_executor(
                     pool, lambda: DBOS.destroy(workflow_completion_timeout_sec=grace_sec))
             loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="chat-runtime"))
+            abandoned = await turn_workflow.abandon_running()
+            if abandoned:
+                log.warning("%d turn(s) still generating at shutdown stay pending in PostgreSQL;"
+                            " they resume when the app starts again", abandoned)
         turn_workflow.bind(None)
         if self.slots is not None:
             await self.slots.stop()

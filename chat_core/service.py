@@ -15,7 +15,8 @@ from dbos._error import DBOSAwaitedWorkflowCancelledError, DBOSWorkflowCancelled
 
 from .chat_store import ChatStore, public_conversation, public_message, title_from
 from .config import Settings
-from .errors import ChatError, Conflict, InvalidInput, NotFound, TurnCancelled, TurnFailed
+from .errors import (ChatError, Conflict, InvalidInput, NotFound, ShuttingDown, TurnCancelled,
+                     TurnFailed)
 from .llm_client import LLMClient
 from .turn_progress import Snapshot, TurnHub
 from .turn_workflow import chat_turn, reply_id_for, user_message_id_for
@@ -300,12 +301,39 @@ class ChatService:
             self.hub.track(turn_id, reply_id)
         return Turn(turn_id, request["conversation_id"], user_id, reply_id, handle)
 
+    def begin_shutdown(self) -> None:
+        """The process is stopping: whoever waits for a reply is answered now (ShuttingDown, a
+        503) rather than cut off when the server gives up on open connections. The turns go on
+        in the next process."""
+        self.hub.close()
+
+    def _shutting_down(self, turn_id: str) -> ShuttingDown:
+        return ShuttingDown(
+            f"the app is shutting down; turn {turn_id} is saved and finishes when the app is "
+            f"back: follow GET /api/turns/{turn_id}/events then (or send the request again "
+            "with the same Idempotency-Key, if it had one) to get its reply", turn_id=turn_id)
+
     async def wait_turn(self, turn: Turn) -> dict[str, Any]:
         """The finished turn as {"user_message", "assistant_message"}; raises TurnFailed (the
-        reply is a recorded error) or TurnCancelled, both carrying the saved rows."""
+        reply is a recorded error) or TurnCancelled, both carrying the saved rows, or
+        ShuttingDown."""
         if turn.handle is not None and isinstance(turn.handle, WorkflowHandleAsyncTask):
+            if self.hub.closing:
+                raise self._shutting_down(turn.turn_id)
+            # DBOS shields the workflow from a cancelled get_result(): dropping it is safe.
+            waiting = asyncio.ensure_future(turn.handle.get_result())
+            closing = asyncio.ensure_future(self.hub.closed.wait())
             try:
-                result: dict[str, Any] = await turn.handle.get_result()
+                await asyncio.wait({waiting, closing}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closing.cancel()
+                answered = waiting.done()
+                if not answered:
+                    waiting.cancel()
+            if not answered:
+                raise self._shutting_down(turn.turn_id)
+            try:
+                result: dict[str, Any] = waiting.result()
                 return result
             except TurnFailed as exc:
                 raise TurnFailed(exc.message, turn_id=turn.turn_id,
@@ -349,6 +377,8 @@ class ChatService:
         reply_id = str(reply_id_for(turn_id))
         last: Snapshot | None = None
         while True:
+            if self.hub.closing:
+                raise self._shutting_down(turn_id)
             progress = self.hub.get(turn_id)
             if progress is not None:
                 async for snap in progress.watch(min_interval):

@@ -44,6 +44,8 @@ class TurnProgress:
         self._text = ""
         self._text_valid = True
         self._changed = asyncio.Event()
+        # Set when the process stops: watchers end (the turn goes on in the next process).
+        self.closing = False
 
     @property
     def text(self) -> str:
@@ -98,6 +100,8 @@ class TurnProgress:
         than about 20 updates a second); the final state comes at once, and ends it."""
         while True:
             changed = self._changed
+            if self.closing and not self._finished.is_set():
+                return
             snap = self.snapshot()
             yield snap
             if snap.finished:
@@ -119,11 +123,22 @@ class TurnHub:
     def __init__(self, keep_finished_sec: float = 30.0) -> None:
         self._turns: dict[str, TurnProgress] = {}
         self._keep_finished_sec = keep_finished_sec
+        self.closing = False
+        self.closed = asyncio.Event()
+
+    def close(self) -> None:
+        """The process is stopping: every watcher of an unfinished turn stops waiting now."""
+        self.closing = True
+        self.closed.set()
+        for progress in self._turns.values():
+            progress.closing = True
+            progress._notify()
 
     def track(self, turn_id: str, reply_id: str) -> TurnProgress:
         progress = self._turns.get(turn_id)
         if progress is None:
             progress = self._turns[turn_id] = TurnProgress(turn_id, reply_id)
+            progress.closing = self.closing
         return progress
 
     def get(self, turn_id: str) -> TurnProgress | None:

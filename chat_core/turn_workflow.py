@@ -53,6 +53,9 @@ class TurnDeps:
 
 
 _deps: TurnDeps | None = None
+# The turns running in this process, so that a shutdown can end them quietly (abandon_running).
+_running: set[asyncio.Task[Any]] = set()
+_abandoning = False
 
 
 def bind(deps: TurnDeps | None) -> None:
@@ -85,15 +88,45 @@ async def chat_turn(request: dict[str, Any]) -> dict[str, Any]:
     an existing one again), and params (temperature, max_tokens, top_p, system_prompt)."""
     turn_id = DBOS.workflow_id
     assert turn_id is not None
+    task = asyncio.current_task()
+    if task is not None:
+        _running.add(task)
     try:
         return await _run_turn(turn_id, request)
     except DBOSWorkflowCancelledError:
         await _close_cancelled(turn_id)
         raise
     except BaseException as exc:
-        # Watchers in this process must not wait for a reply that will not come.
-        _d().hub.finish(turn_id, "error", "", _message(exc))
+        # Watchers in this process must not wait for a reply that will not come (at shutdown
+        # it will come, from the next process).
+        if not (_abandoning and isinstance(exc, asyncio.CancelledError)):
+            _d().hub.finish(turn_id, "error", "", _message(exc))
         raise
+    finally:
+        _running.discard(task)  # type: ignore[arg-type]
+
+
+async def abandon_running() -> int:
+    """End the turns still running here, once DBOS is destroyed and can record nothing more:
+    they stay PENDING in PostgreSQL and resume at the next start. Without this they would fail
+    one by one, with a traceback each, as the LLM client and the pool close under them."""
+    global _abandoning
+    tasks = [t for t in _running if not t.done()]
+    if not tasks:
+        return 0
+    _abandoning = True
+    dbos_log = logging.getLogger("dbos")
+    level = dbos_log.level
+    # DBOS logs each as a failed workflow it could not record; that is the point here.
+    dbos_log.setLevel(logging.CRITICAL)
+    try:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        dbos_log.setLevel(level)
+        _abandoning = False
+    return len(tasks)
 
 
 async def _run_turn(turn_id: str, request: dict[str, Any]) -> dict[str, Any]:

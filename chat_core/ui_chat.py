@@ -16,7 +16,7 @@ from typing import Any, AsyncIterator
 import gradio as gr
 
 from .conversation_export import MAX_IMPORT_BYTES
-from .errors import ChatError
+from .errors import ChatError, ShuttingDown
 from .service import ChatService
 from .turn_progress import Snapshot
 from .ui_render import conversation_view, reply_markdown, safe_markdown
@@ -168,6 +168,9 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
             async for snap in service.watch_turn(turn_id, min_interval=interval):
                 status, finished, reply_id = snap.status, snap.finished, snap.reply_id
                 yield {chatbot: shown + [_live(snap, share_mode)]}
+        except ShuttingDown:
+            yield {notice: "⚠️ The app is restarting. Your message and the reply so far are "
+                           "saved; the reply finishes when the app is back: reload the page then."}
         except ChatError as exc:
             yield {notice: _warn(exc)}
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import threading
 import time
@@ -121,6 +122,10 @@ class InProcessApp:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
     def stop(self) -> None:
+        if self.loop is not None and self.service is not None:
+            # As app.py does when its server starts to shut down.
+            with contextlib.suppress(RuntimeError):  # the loop has already ended
+                self.loop.call_soon_threadsafe(self.service.begin_shutdown)
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:

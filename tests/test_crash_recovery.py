@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gradio_client import Client
 
 from chat_core.emulated_llm import EmulatedLLM
 from tests.helpers import AppProcess, base_env, query, wait_until
@@ -30,6 +31,11 @@ def _finished(url: str, cid: str) -> list[tuple] | None:
 def _unfinished_workflows(url: str) -> int:
     return query(url, "SELECT count(*) FROM dbos.workflow_status WHERE status IN"
                  " ('PENDING', 'ENQUEUED')")[0][0]
+
+
+def _turn_of(url: str, cid: str) -> str:
+    return query(url, "SELECT workflow_id FROM messages WHERE conversation_id = %s AND role ="
+                 " 'assistant'", (cid,))[0][0]
 
 
 def _assert_one_answered_turn(url: str, cid: str, text: str) -> None:
@@ -125,12 +131,75 @@ def test_sigterm_stops_cleanly_and_the_turn_resumes(app_env: dict[str, str], llm
     app = AppProcess(app_env, tmp_path / "app.log").start()
     try:
         cid = httpx.post(f"{app.url}/api/conversations").json()["id"]
-        llm.script({"action": "hang"})
-        _send_in_background(app.url, cid, "graceful", "k2")
+        llm.settings.reply_tokens = 30
+        llm.script({"action": "slow", "tpot_ms": 2000})  # still generating when it stops
+        answers: list[httpx.Response] = []
+
+        def wait_for_reply() -> None:
+            answers.append(httpx.post(f"{app.url}/api/conversations/{cid}/messages",
+                                      json={"content": "graceful"},
+                                      headers={"Idempotency-Key": "k2"}, timeout=60))
+
+        waiting = threading.Thread(target=wait_for_reply, daemon=True)
+        waiting.start()
         wait_until(lambda: len(llm.requests) == 1)
-        assert app.stop() == 0, app.log()
-        llm.release()
+        with httpx.stream("GET", f"{app.url}/api/turns/{_turn_of(database_url, cid)}/events",
+                          timeout=60) as events:
+            lines = events.iter_lines()
+            assert next(lines).startswith("event: ")  # attached before the stop
+            assert app.stop() == 0, app.log()
+            tail = list(lines)
+        waiting.join(10)
+        # Both clients were answered, not cut off: what happened, and how to get the reply.
+        assert len(answers) == 1 and answers[0].status_code == 503, answers[0].text if answers else app.log()
+        body = answers[0].json()
+        assert body["code"] == "shutting_down" and body["turn_id"].startswith("turn-")
+        assert "Idempotency-Key" in body["error"]
+        assert "event: error" in tail and any("shutting_down" in line for line in tail), tail
+        log = app.log_path.read_text(errors="replace")
+        assert "resume when the app starts again" in log
+        assert "Traceback" not in log, log
         app.start()
         _assert_one_answered_turn(database_url, cid, "graceful")
+        again = httpx.post(f"{app.url}/api/conversations/{cid}/messages",
+                           json={"content": "graceful"}, headers={"Idempotency-Key": "k2"},
+                           timeout=30)
+        assert again.status_code == 200 and again.json()["assistant_message"]["status"] == \
+            "complete", again.text
     finally:
         app.stop()
+
+
+def test_the_chat_tab_says_when_the_app_stops_under_a_streaming_reply(
+        app_env: dict[str, str], llm: EmulatedLLM, database_url: str, tmp_path: Path) -> None:
+    app = AppProcess(app_env, tmp_path / "app.log").start()
+    try:
+        llm.settings.reply_tokens = 200
+        llm.settings.tpot_ms = 50
+        client = Client(app.url, verbose=False)
+        job = client.submit("still streaming at shutdown", None, [], api_name="/send")
+
+        def streaming() -> bool:
+            shown = [o[2] for o in job.outputs() if isinstance(o[2], list) and len(o[2]) > 1]
+            return bool(shown) and " w3" in _text(shown[-1][1])
+
+        wait_until(streaming, timeout=30)
+        assert app.stop() == 0, app.log()
+        wait_until(job.done, timeout=10)
+        notices = [o[3] for o in job.outputs() if isinstance(o[3], str)]
+        assert any("The app is restarting" in n and "saved" in n for n in notices), notices
+        client.close()
+        app.start()  # and the reply is finished by the next process
+        wait_until(lambda: _unfinished_workflows(database_url) == 0, timeout=60)
+        row = query(database_url, "SELECT status, content FROM messages WHERE role = 'assistant'"
+                    " AND content LIKE 'Reply to [still streaming at shutdown]%%'")
+        assert row and row[0][0] == "complete" and row[0][1].endswith(" w198"), row
+    finally:
+        app.stop()
+
+
+def _text(message: dict) -> str:
+    content = message["content"]
+    if isinstance(content, list):  # Gradio 6 gives content as blocks
+        content = "".join(block.get("text", "") for block in content)
+    return str(content)
