@@ -107,9 +107,11 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                 save_settings = gr.Button("Save settings", size="sm", elem_id="save-settings")
 
     actions = [retry, regenerate, proceed, previous, position, following]
-    outputs = [conversation, conversations, chatbot, notice, box, stop, turn, view, title,
-               *actions]
     settings_fields = [system_prompt, temperature, top_p, max_tokens]
+    # The settings fields follow the open conversation (also while their panel is open), so
+    # that Save never writes one conversation's settings to another.
+    outputs = [conversation, conversations, chatbot, notice, box, stop, turn, view, title,
+               *actions, *settings_fields]
 
     # -- helpers -------------------------------------------------------------------------------
 
@@ -122,6 +124,11 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                    for c in rows]
         return gr.update(choices=choices, value=selected if selected in
                          {c["id"] for c in rows} else None)
+
+    def settings_of(conv: dict[str, Any] | None) -> dict[Any, Any]:
+        values = service.params_for(conv) if conv is not None else service.default_params()
+        return {system_prompt: values["system_prompt"], temperature: values["temperature"],
+                top_p: values["top_p"], max_tokens: values["max_tokens"]}
 
     # Properties sent unchanged cost nothing: chat_core/gradio_skips.py drops them.
     def idle(state: dict[str, Any]) -> dict[Any, Any]:
@@ -201,10 +208,10 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                 conv_id = None
         if conv_id is None:
             yield {conversation: None, chatbot: [], notice: note, title: "",
-                   conversations: await sidebar(None), **idle({})}
+                   conversations: await sidebar(None), **idle({}), **settings_of(None)}
             return
         base = {conversation: conv_id, notice: note or earlier_note, title: conv["title"],
-                conversations: await sidebar(conv_id)}
+                conversations: await sidebar(conv_id), **settings_of(conv)}
         in_flight = await service.in_flight(conv_id)
         if not in_flight:
             yield {**base, chatbot: shown, **idle(state)}
@@ -377,15 +384,14 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                         "Clear the search box to list them all."}
 
     async def on_settings(conv_id: str | None) -> dict[Any, Any]:
-        defaults = service.default_params()
-        values = defaults
+        """Opening the panel reads them again: another tab may have changed them."""
+        conv = None
         if conv_id is not None:
             try:
-                values = service.params_for(await service.get_conversation(conv_id))
+                conv = await service.get_conversation(conv_id)
             except ChatError:
                 pass
-        return {system_prompt: values["system_prompt"], temperature: values["temperature"],
-                top_p: values["top_p"], max_tokens: values["max_tokens"]}
+        return settings_of(conv)
 
     async def on_save_settings(conv_id: str | None, prompt: str, temp: float, p: float,
                                tokens: float | None) -> str:

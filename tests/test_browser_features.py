@@ -117,6 +117,34 @@ def test_settings_change_the_next_reply(page: Page, app: InProcessApp,
     assert sent["temperature"] == 0.3
 
 
+def test_settings_follow_the_open_conversation(page: Page, app: InProcessApp,
+                                              llm: EmulatedLLM) -> None:
+    _chat(page, app, "the pirate conversation")
+    page.locator("#settings").get_by_text("Settings for this conversation").click()
+    prompt = page.locator("#system-prompt textarea")
+    wait_until(lambda: page.locator("#max-tokens input").input_value() not in ("", "0"))
+    prompt.fill("Talk like a pirate.")
+    page.click("#save-settings")
+    page.locator("#notice").get_by_text("Settings saved").wait_for()
+    # With the panel still open, another conversation shows its own settings, not these...
+    page.click("#new-chat")
+    wait_until(lambda: prompt.input_value() == "")
+    send(page, "the plain conversation")
+    watch_reply(page, "Reply to [the plain conversation]")
+    wait_idle(page)
+    assert prompt.input_value() == ""
+    page.click("#save-settings")  # ...so saving there does not copy the pirate's prompt
+    page.locator("#notice").get_by_text("Settings saved").wait_for()
+    assert llm.requests[-1]["messages"][0]["role"] == "user"
+    rows = dict(query(app.settings.database_url or "", "SELECT title, settings->>'system_prompt'"
+                      " FROM conversations WHERE title LIKE 'the p%% conversation'"))
+    assert rows == {"the pirate conversation": "Talk like a pirate.",
+                    "the plain conversation": ""}, rows
+    # And back: the first conversation's prompt is shown again.
+    page.locator("#sidebar label").filter(has_text="the pirate conversation").click()
+    wait_until(lambda: prompt.input_value() == "Talk like a pirate.")
+
+
 def test_regenerate_and_page_through_alternatives(page: Page, app: InProcessApp,
                                                   llm: EmulatedLLM) -> None:
     _chat(page, app, "give me a name")
