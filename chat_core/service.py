@@ -18,7 +18,7 @@ from .config import Settings
 from .errors import (ChatError, Conflict, InvalidInput, NotFound, ShuttingDown, TurnCancelled,
                      TurnFailed)
 from .llm_client import LLMClient
-from .turn_progress import Snapshot, TurnHub
+from .turn_progress import TERMINAL, Snapshot, TurnHub
 from .turn_workflow import chat_turn, reply_id_for, user_message_id_for
 from . import conversation_export
 from .validation import check_settings, check_text, parse_id
@@ -267,6 +267,7 @@ class ChatService:
         text = check_text(content, "content", self.settings.max_message_chars)
         key = self.check_idempotency_key(idempotency_key) if idempotency_key is not None \
             else str(uuid.uuid4())
+        self._refuse_if_closing()  # before the branch is made
         _, message = await self._message_in(conversation_id, message_id)
         if message["role"] != "user":
             raise InvalidInput("only a user message can be edited")
@@ -293,6 +294,7 @@ class ChatService:
         return public_conversation(await self.store.import_conversation(conversation, messages))
 
     async def _start(self, turn_id: str, request: dict[str, Any], user_id: str) -> Turn:
+        self._refuse_if_closing()
         reply_id = str(reply_id_for(turn_id))
         with SetWorkflowID(turn_id):
             handle = await DBOS.start_workflow_async(chat_turn, request)
@@ -307,6 +309,13 @@ class ChatService:
         in the next process."""
         self.hub.close()
 
+    def _refuse_if_closing(self) -> None:
+        # A turn accepted now could only be answered "shutting down", and a client resending
+        # it without an Idempotency-Key would get it answered twice after the restart.
+        if self.hub.closing:
+            raise ShuttingDown("the app is shutting down and starts no turn now; send the "
+                               "request again once the app is back")
+
     def _shutting_down(self, turn_id: str) -> ShuttingDown:
         return ShuttingDown(
             f"the app is shutting down; turn {turn_id} is saved and finishes when the app is "
@@ -318,8 +327,6 @@ class ChatService:
         reply is a recorded error) or TurnCancelled, both carrying the saved rows, or
         ShuttingDown."""
         if turn.handle is not None and isinstance(turn.handle, WorkflowHandleAsyncTask):
-            if self.hub.closing:
-                raise self._shutting_down(turn.turn_id)
             # DBOS shields the workflow from a cancelled get_result(): dropping it is safe.
             waiting = asyncio.ensure_future(turn.handle.get_result())
             closing = asyncio.ensure_future(self.hub.closed.wait())
@@ -331,7 +338,7 @@ class ChatService:
                 if not answered:
                     waiting.cancel()
             if not answered:
-                raise self._shutting_down(turn.turn_id)
+                return await self._saved_turn(turn)  # or ShuttingDown if it is not finished
             try:
                 result: dict[str, Any] = waiting.result()
                 return result
@@ -345,8 +352,14 @@ class ChatService:
         async for snap in self.watch_turn(turn.turn_id):
             if snap.finished:
                 break
+        return await self._saved_turn(turn)
+
+    async def _saved_turn(self, turn: Turn) -> dict[str, Any]:
+        """A finished turn as the database holds it (raising as wait_turn does)."""
         rows = await self._turn_rows(turn)
         reply = rows["assistant_message"] or {}
+        if self.hub.closing and (not reply or reply.get("status") in ("pending", "streaming")):
+            raise self._shutting_down(turn.turn_id)
         if reply.get("status") == "error":
             raise TurnFailed(reply.get("error") or "the reply failed", turn_id=turn.turn_id,
                              **rows)
@@ -378,7 +391,14 @@ class ChatService:
         last: Snapshot | None = None
         while True:
             if self.hub.closing:
-                raise self._shutting_down(turn_id)
+                # A finished turn is still answered; one in flight goes on in the next process.
+                row = await self.store.get_message(uuid.UUID(reply_id))
+                if row is None or row["status"] not in TERMINAL:
+                    raise self._shutting_down(turn_id)
+                snap = Snapshot(turn_id, reply_id, row["status"], row["content"], 0, row["error"])
+                if snap != last:
+                    yield snap
+                return
             progress = self.hub.get(turn_id)
             if progress is not None:
                 async for snap in progress.watch(min_interval):

@@ -355,7 +355,7 @@ async def _wait_for_earlier_turns(conversation_id: uuid.UUID, seq: int, turn_id:
                 "resume it in the Workflows tab, then retry this turn"
             )
         local = d.hub.get(waiting[0]["workflow_id"])
-        if local is not None:
+        if local is not None and not local.closing:
             # Same process: wake as soon as that turn finishes instead of polling.
             try:
                 async with asyncio.timeout(0.5):

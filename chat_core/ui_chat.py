@@ -176,6 +176,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                 status, finished, reply_id = snap.status, snap.finished, snap.reply_id
                 yield {chatbot: shown + [_live(snap, share_mode)]}
         except ShuttingDown:
+            status = "restarting"
             yield {notice: "⚠️ The app is restarting. Your message and the reply so far are "
                            "saved; the reply finishes when the app is back: reload the page then."}
         except ChatError as exc:
