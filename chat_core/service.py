@@ -18,7 +18,7 @@ from .config import Settings
 from .errors import (ChatError, Conflict, InvalidInput, NotFound, ShuttingDown, TurnCancelled,
                      TurnFailed)
 from .llm_client import LLMClient
-from .turn_progress import TERMINAL, Snapshot, TurnHub
+from .turn_progress import Snapshot, TurnHub
 from .turn_workflow import chat_turn, reply_id_for, user_message_id_for
 from . import conversation_export
 from .validation import check_settings, check_text, parse_id
@@ -390,16 +390,9 @@ class ChatService:
         reply_id = str(reply_id_for(turn_id))
         last: Snapshot | None = None
         while True:
-            if self.hub.closing:
-                # A finished turn is still answered; one in flight goes on in the next process.
-                row = await self.store.get_message(uuid.UUID(reply_id))
-                if row is None or row["status"] not in TERMINAL:
-                    raise self._shutting_down(turn_id)
-                snap = Snapshot(turn_id, reply_id, row["status"], row["content"], 0, row["error"])
-                if snap != last:
-                    yield snap
-                return
-            progress = self.hub.get(turn_id)
+            # Once the process is stopping, only the database is read: a finished turn is still
+            # answered, one in flight goes on in the next process.
+            progress = None if self.hub.closing else self.hub.get(turn_id)
             if progress is not None:
                 async for snap in progress.watch(min_interval):
                     yield snap
@@ -409,6 +402,8 @@ class ChatService:
                 continue
             row = await self.store.get_message(uuid.UUID(reply_id))
             if row is None:
+                if self.hub.closing:
+                    raise self._shutting_down(turn_id)
                 status = await DBOS.get_workflow_status_async(turn_id)
                 if status is None:
                     raise NotFound(f"turn {turn_id} does not exist")
@@ -424,6 +419,8 @@ class ChatService:
                 last = snap
             if snap.finished:
                 return
+            if self.hub.closing:
+                raise self._shutting_down(turn_id)
             await asyncio.sleep(poll_sec)
 
     async def stop_turn(self, turn_id: str) -> bool:
