@@ -75,7 +75,13 @@ def _timestamp(value: Any, where: str, name: str = "created_at") -> str | None:
             from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=timezone.utc)
-    return parsed.isoformat()
+    # Stored in UTC: ISO 8601 allows offsets up to +-23:59, PostgreSQL parses only +-15:59,
+    # and an instant near the calendar's ends can fall outside it once the offset is applied.
+    try:
+        return parsed.astimezone(timezone.utc).isoformat()
+    except OverflowError:
+        raise InvalidInput(f"{where}: {name} {value!r} is outside the years 1 to 9999 once "
+                           "converted to UTC") from None
 
 
 def _params(params: Any, where: str) -> dict[str, Any] | None:

@@ -43,7 +43,7 @@ from .conversation_export import MAX_IMPORT_BYTES
 from .database import is_transient
 from .errors import ChatError, InvalidInput, MalformedRequest, PayloadTooLarge
 from .service import ChatService, Turn
-from .validation import parse_id
+from .validation import MAX_OFFSET, int_param, parse_id
 
 log = logging.getLogger(__name__)
 
@@ -178,11 +178,8 @@ def build_rest_api(get_service: Callable[[], ChatService]) -> APIRouter:
     @_guarded
     async def list_conversations(request: Request) -> Response:
         q = request.query_params
-        try:
-            limit = int(q.get("limit", "20" if "q" in q else "100"))
-            offset = int(q.get("offset", "0"))
-        except ValueError:
-            raise InvalidInput("limit and offset must be whole numbers") from None
+        limit = int_param(q, "limit", 20 if "q" in q else 100, 1, 1000)
+        offset = int_param(q, "offset", 0, 0, MAX_OFFSET)
         if "q" in q:
             return _json(await svc().search_conversations(q["q"], limit))
         return _json(await svc().list_conversations(limit, offset))
@@ -330,10 +327,7 @@ def build_rest_api(get_service: Callable[[], ChatService]) -> APIRouter:
     @_guarded
     async def list_workflows(request: Request) -> Response:
         q = request.query_params
-        try:
-            limit = int(q.get("limit", "50"))
-        except ValueError:
-            raise InvalidInput("limit must be a whole number") from None
+        limit = int_param(q, "limit", 50, 1, 500)
         cid = q.get("conversation_id")
         if cid is not None:
             cid = str(parse_id(cid))

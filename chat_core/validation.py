@@ -4,7 +4,7 @@ one path rejects cannot slip in through another. Each failure says what to chang
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from typing import Any, Mapping
 
 from .errors import InvalidInput, NotFound
 
@@ -19,6 +19,26 @@ def parse_id(value: Any, what: str = "conversation") -> uuid.UUID:
         return uuid.UUID(value)
     except ValueError:
         raise NotFound(f"{what} {value[:64]!r} does not exist") from None
+
+
+# Row offsets are PostgreSQL bigints; past this a query fails instead of returning nothing.
+MAX_OFFSET = 2**63 - 1
+
+
+def int_param(params: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
+    """A whole-number query parameter within [low, high]. Checked here, before any query:
+    a number PostgreSQL cannot hold (offset=100000000000000000000000) would otherwise be a 500."""
+    raw = params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:  # also for numbers of more than 4300 digits
+        value = None
+    if value is None or not low <= value <= high:
+        raise InvalidInput(f"{name} must be a whole number from {low} to {high:,}, got "
+                           f"{raw[:30]!r}{'...' if len(raw) > 30 else ''}", field=name)
+    return value
 
 
 def check_text(value: Any, field: str, max_chars: int, *, allow_empty: bool = False) -> str:

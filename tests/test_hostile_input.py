@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import datetime
 
 import pytest
 
@@ -98,12 +99,61 @@ def test_bad_conversation_bodies(app: InProcessApp, body: bytes, status: int) ->
         == before
 
 
-@pytest.mark.parametrize("params", ["limit=abc", "limit=0", "limit=100000", "offset=-1"])
-def test_bad_list_parameters(app: InProcessApp, params: str) -> None:
+HUGE = "100000000000000000000000"  # 1e23 written out: a whole number past PostgreSQL's bigint
+
+
+@pytest.mark.parametrize("path,params", [
+    ("/api/conversations", "limit=abc"), ("/api/conversations", "limit=0"),
+    ("/api/conversations", "limit=100000"), ("/api/conversations", "offset=-1"),
+    ("/api/conversations", "offset=1e23"), ("/api/conversations", f"offset={HUGE}"),
+    ("/api/conversations", "offset=9223372036854775808"),
+    ("/api/conversations", f"limit={HUGE}"), ("/api/conversations", f"q=hello&limit={HUGE}"),
+    ("/api/conversations", "offset=" + "9" * 5000),
+    ("/api/workflows", f"limit={HUGE}"), ("/api/workflows", "limit=1e23"),
+])
+def test_bad_list_parameters(app: InProcessApp, path: str, params: str) -> None:
     with app.client() as http:
-        response = http.get(f"/api/conversations?{params}")
-    assert response.status_code == 422
-    assert "limit" in response.json()["error"]
+        response = http.get(f"{path}?{params}")
+    assert response.status_code == 422, response.text
+    name = params.rsplit("&", 1)[-1].split("=")[0]
+    assert name in response.json()["error"]
+
+
+def _export(created_at: str) -> dict:
+    return {"format": "durable-chat/conversation", "version": 1,
+            "conversation": {"title": "zones", "created_at": created_at},
+            "messages": [{"role": "user", "content": "hi", "created_at": created_at},
+                         {"role": "assistant", "content": "hello", "created_at": created_at,
+                          "completed_at": created_at}]}
+
+
+@pytest.mark.parametrize("stamp,instant", [
+    # Valid ISO 8601 offsets that PostgreSQL's timestamptz cannot parse (it stops at +-15:59):
+    # stored as the same instant in UTC.
+    ("2024-05-01T10:00:00-23:59", "2024-05-02T09:59:00+00:00"),
+    ("2024-05-01T10:00:00+23:59:30", "2024-04-30T10:00:30+00:00"),
+])
+def test_imported_timestamps_with_extreme_offsets_keep_their_instant(
+        app: InProcessApp, stamp: str, instant: str) -> None:
+    with app.client() as http:
+        response = http.post("/api/conversations/import", json=_export(stamp))
+        assert response.status_code == 201, response.text
+        cid = response.json()["id"]
+    created = query(app.settings.database_url or "",
+                    "SELECT created_at FROM messages WHERE conversation_id = %s", (cid,))
+    assert {row[0] for row in created} == {datetime.fromisoformat(instant)}
+
+
+@pytest.mark.parametrize("stamp", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+23:59"])
+def test_imported_timestamps_outside_the_calendar_are_422(app: InProcessApp, stamp: str
+                                                          ) -> None:
+    before = query(app.settings.database_url or "", "SELECT count(*) FROM conversations")[0][0]
+    with app.client() as http:
+        response = http.post("/api/conversations/import", json=_export(stamp))
+    assert response.status_code == 422, response.text
+    assert "created_at" in response.json()["error"]
+    assert query(app.settings.database_url or "", "SELECT count(*) FROM conversations")[0][0] \
+        == before
 
 
 @pytest.mark.parametrize("key", ["", "k" * 201])
