@@ -258,7 +258,7 @@ class GradioClient:
     async def turn(self, conv: dict[str, Any], index: int, n: int) -> Sample:
         started = time.perf_counter()
         joined = await self.http.post("/gradio_api/call/send", json={
-            "data": [text_for(index, n), conv["id"], conv["chatbot"]]})
+            "data": [text_for(index, n), conv["id"]]})
         event_id = joined.json()["event_id"]
         first = None
         outputs = None

@@ -177,7 +177,7 @@ def test_the_chat_tab_says_when_the_app_stops_under_a_streaming_reply(
         llm.settings.reply_tokens = 200
         llm.settings.tpot_ms = 50
         client = Client(app.url, verbose=False)
-        job = client.submit("still streaming at shutdown", None, [], api_name="/send")
+        job = client.submit("still streaming at shutdown", None, api_name="/send")
 
         def streaming() -> bool:
             shown = [o[2] for o in job.outputs() if isinstance(o[2], list) and len(o[2]) > 1]

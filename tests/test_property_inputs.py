@@ -155,7 +155,7 @@ def _utf8_encodable(text: str) -> bool:
 @given(text=any_text.filter(_utf8_encodable))
 @example(text="<script>window.__pwned=1</script> ![x](http://evil.example/p.png)")
 def test_gradio_send_with_any_text(app: InProcessApp, gradio: Client, text: str) -> None:
-    job = gradio.submit(text, None, [], api_name="/send")
+    job = gradio.submit(text, None, api_name="/send")
     outputs = _finished_outputs(job, text)
     final = outputs[-1]
     notice = next((o[3] for o in reversed(outputs) if isinstance(o[3], str)), "")
@@ -176,7 +176,7 @@ def test_gradio_send_with_any_text(app: InProcessApp, gradio: Client, text: str)
 def _gradio_http_send(app: InProcessApp, text: str) -> list[Any]:
     """/send through Gradio's HTTP API the way a browser's JSON.stringify sends it (a lone
     surrogate escaped as \\udXXX); the final outputs."""
-    body = json.dumps({"data": [text, None, []]})  # ensure_ascii escapes surrogates
+    body = json.dumps({"data": [text, None]})  # ensure_ascii escapes surrogates
     started = httpx.post(f"{app.url}/gradio_api/call/send", content=body,
                          headers={"content-type": "application/json"}, timeout=30)
     assert started.status_code == 200, started.text[:300]

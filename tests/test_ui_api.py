@@ -48,9 +48,8 @@ def _chatbot_states(outputs: list[tuple]) -> list[list[str]]:
     return [_texts(o[2]) for o in outputs if isinstance(o[2], list)]
 
 
-def _send(client: Client, text: str, conv: str | None, shown: list | None = None
-          ) -> tuple[list[tuple], tuple]:
-    job = client.submit(text, conv, shown or [], api_name="/send")
+def _send(client: Client, text: str, conv: str | None) -> tuple[list[tuple], tuple]:
+    job = client.submit(text, conv, api_name="/send")
     outputs = list(job)
     return outputs, _latest(job.outputs())
 
@@ -67,7 +66,7 @@ def test_send_streams_then_lists_and_selects(client: Client, app: InProcessApp,
     assert texts[1].startswith("Reply to [stream this please]") and texts[1].endswith("w10")
     assert notice == ""
     # Streamed: the reply was seen growing through at least two partial states.
-    outputs, _ = _send(client, "and again", conv, chatbot)
+    outputs, _ = _send(client, "and again", conv)
     partial = {texts[3] for texts in _chatbot_states(outputs) if len(texts) == 4}
     partial = {p for p in partial if p.startswith("Reply to [and again]") and
                not p.endswith("w10")}
@@ -84,7 +83,7 @@ def test_stop_keeps_the_partial_reply(client: Client, app: InProcessApp,
                                       llm: EmulatedLLM) -> None:
     llm.settings.reply_tokens = 200
     llm.settings.tpot_ms = 30
-    job = client.submit("a long answer please", None, [], api_name="/send")
+    job = client.submit("a long answer please", None, api_name="/send")
     seen = ""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -149,7 +148,7 @@ def test_fork_and_cancel_from_the_workflows_tab(client: Client, app: InProcessAp
 
     # Cancel a turn that hangs in the LLM call: it stops, and says so.
     llm.script({"action": "hang", "max_sec": 60})
-    job = client.submit("cancel me", conv, [], api_name="/send")
+    job = client.submit("cancel me", conv, api_name="/send")
     wait_until(lambda: len(llm.requests) == 3)
     running = query(db, "SELECT workflow_id FROM messages WHERE conversation_id = %s AND"
                     " status IN ('pending', 'streaming')", (conv,))[0][0]

@@ -1,0 +1,181 @@
+"""Gradio's routes, held to what this app's page needs: every Gradio event is a public API.
+
+A Gradio event input of a component that can carry files (Chatbot, File, UploadButton...)
+accepts a payload naming a file by its server path; Gradio copies that file into its cache and
+serves it back. Mounted with `mount_gradio_app`, the Blocks is never marked launched and
+Gradio skips its own path check entirely; marked launched, it still allows every file of its
+upload folder. So this middleware refuses, before Gradio sees the request:
+- a file payload anywhere in a request, except in the inputs of events that take uploads
+  (the Import button), and there only a path inside Gradio's upload folder;
+- `/gradio_api/file=<URL>`, with which Gradio fetches any public URL for the caller: this app
+  never shows remote files, and it is no proxy;
+- with a login configured, the heartbeat stream to anyone not logged in (it stays open
+  forever: free connections for a stranger).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+import gradio as gr
+from gradio.utils import get_upload_folder, is_in_or_equal
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .request_guards import refuse
+
+# Components whose event inputs legitimately carry a file a visitor uploaded.
+FILE_INPUTS = (gr.UploadButton, gr.File)
+MAX_GRADIO_BODY = 16 * 1024 * 1024  # JSON bodies only; uploads go to /gradio_api/upload
+_JSON_ROUTES = ("/gradio_api/queue/join", "/gradio_api/run/", "/gradio_api/call/",
+                "/gradio_api/api/", "/gradio_api/stream/", "/gradio_api/component_server",
+                "/gradio_api/mcp/")
+
+
+def file_paths(value: Any) -> list[str]:
+    """Every server path a payload names: dicts with a "path" (Gradio's FileData and the
+    shapes it accepts) or a FileData type marker, at any depth."""
+    found: list[str] = []
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            meta = item.get("meta")
+            if "path" in item or (isinstance(meta, dict) and "_type" in meta):
+                found.append(str(item.get("path")))
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return found
+
+
+def is_uploaded_file(path: str) -> bool:
+    """Whether a path lies in Gradio's upload folder (symlinks resolved)."""
+    folder = get_upload_folder()
+    try:
+        return is_in_or_equal(os.path.realpath(path), os.path.realpath(folder))
+    except (OSError, ValueError):
+        return False
+
+
+def refused_files(blocks: gr.Blocks, route: str, body: Any) -> str | None:
+    """Why a request's file payloads are refused, or None when it carries none it may not."""
+    data = body.get("data") if isinstance(body, dict) else None
+    fn_index = body.get("fn_index") if isinstance(body, dict) else None
+    fn = blocks.fns.get(fn_index) if isinstance(fn_index, int) else None
+    if route == "/gradio_api/queue/join" and fn is not None and isinstance(data, list):
+        outside = [v for v in body if v != "data"]
+        if any(file_paths(body[k]) for k in outside):
+            return "files are accepted only as an event's input"
+        for block, value in zip(fn.inputs, data):
+            paths = file_paths(value)
+            if not paths:
+                continue
+            if not isinstance(block, FILE_INPUTS):
+                return "this event takes no files"
+            if not all(is_uploaded_file(p) for p in paths):
+                return "only files uploaded through /gradio_api/upload are accepted"
+        return None
+    return "this request takes no files" if file_paths(body) else None
+
+
+class GradioGuard:
+    """ASGI middleware in front of the mounted Gradio app (see the module docstring)."""
+
+    def __init__(self, app: ASGIApp, blocks: gr.Blocks, login_required: bool = False) -> None:
+        self.app = app
+        self.blocks = blocks
+        self.login_required = login_required
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "") if scope["type"] == "http" else ""
+        if path.startswith("/gradio_api/file="):
+            target = path[len("/gradio_api/file="):]
+            if "://" in target or target.startswith("//"):
+                await refuse(send, 403, "forbidden", "this app serves no remote files")
+                return
+        if path.startswith("/gradio_api/heartbeat/") and self.login_required \
+                and not _logged_in(scope):
+            await refuse(send, 401, "unauthorized", "log in first")
+            return
+        if scope["type"] == "http" and scope["method"] == "POST" \
+                and path.startswith(_JSON_ROUTES):
+            await self._checked(scope, receive, send, path)
+            return
+        await self.app(scope, receive, send)
+
+    async def _checked(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > MAX_GRADIO_BODY:
+                await refuse(send, 413, "payload_too_large", "the request is too large")
+                return
+            if not message.get("more_body"):
+                break
+        raw = b"".join(chunks)
+        try:
+            body = json.loads(raw) if raw.strip() else None
+        except (ValueError, RecursionError):
+            body = None  # not JSON: Gradio answers it, and a non-JSON body carries no FileData
+        route = "/gradio_api/queue/join" if path.rstrip("/") == "/gradio_api/queue/join" \
+            else path
+        reason = refused_files(self.blocks, route, body)
+        if reason is not None:
+            await refuse(send, 400, "file_not_allowed",
+                         f"refused a file path in the request: {reason}")
+            return
+        await self.app(scope, _replay(raw, receive), send)
+
+
+def _replay(raw: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+    return replayed
+
+
+def _logged_in(scope: Scope) -> bool:
+    """Gradio's own session check: its login cookie names a live token of the mounted app."""
+    app = scope.get("app")
+    gradio_app = _gradio_app(app)
+    if gradio_app is None:
+        return False
+    cookies = _cookies(scope)
+    token = cookies.get(f"access-token-{gradio_app.cookie_id}") or \
+        cookies.get(f"access-token-unsecure-{gradio_app.cookie_id}")
+    return token is not None and token in gradio_app.tokens
+
+
+def _gradio_app(app: Any) -> Any:
+    for route in getattr(app, "routes", []):
+        mounted = getattr(route, "app", None)
+        if hasattr(mounted, "tokens") and hasattr(mounted, "cookie_id"):
+            return mounted
+    return None
+
+
+def _cookies(scope: Scope) -> dict[str, str]:
+    from http.cookies import SimpleCookie
+    jar: SimpleCookie = SimpleCookie()
+    for key, value in scope.get("headers", ()):
+        if key == b"cookie":
+            try:
+                jar.load(value.decode("latin-1"))
+            except Exception:  # a malformed cookie header is simply not a login
+                pass
+    return {k: m.value for k, m in jar.items()}
+
+
+__all__ = ["GradioGuard", "refused_files", "file_paths", "is_uploaded_file", "FILE_INPUTS"]

@@ -1,0 +1,138 @@
+"""Request-level defences that hold for every route, the REST API's and Gradio's alike.
+
+- Host allow-list: a page on another site cannot reach the app through DNS rebinding (its
+  requests carry that site's name in `Host`), so only the names the app is served under pass.
+- No cross-origin reads: the parent app's CORS policy allows no origin, and Gradio defers to it
+  (without one, Gradio reflects any Origin with credentials for non-localhost hosts).
+- No cross-site writes: a state-changing request is refused when the browser says it comes
+  from another site (`Sec-Fetch-Site`), names another `Origin`, or (REST API) posts a form
+  content type that a cross-site HTML form can send without a preflight. Clients that send
+  none of these headers, like the seed's, are not browsers and keep working.
+- Gradio's login cookie is sent `SameSite=Lax` instead of `None`: the app is never embedded
+  in another site, so other sites' requests need not carry it.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Iterable
+
+from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.trustedhost import TrustedHostMiddleware
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+SHARE_HOSTS = ("*.gradio.live",)
+LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+_UNSAFE_METHODS = {"POST", "PUT", "PATCH", "DELETE"}
+# Content types an HTML form (or a no-cors fetch) can send cross-site without a preflight.
+_FORM_TYPES = {"application/x-www-form-urlencoded", "multipart/form-data", "text/plain"}
+# GET routes that change state: Gradio's logout ends every session of the account.
+_UNSAFE_GETS = ("/logout",)
+
+
+def allowed_hosts(listen_host: str, extra: Iterable[str] = (), share_mode: bool = False
+                  ) -> list[str]:
+    """The `Host` names the app answers to: loopback, the address it listens on, the machine's
+    own names when it listens on every interface, the share tunnel's, and ALLOWED_HOSTS."""
+    hosts = list(LOCAL_HOSTS)
+    if listen_host in ("0.0.0.0", "::", ""):
+        hosts += _machine_names()
+    else:
+        hosts.append(listen_host)
+    if share_mode:
+        hosts += SHARE_HOSTS
+    hosts += [h.strip().lower() for h in extra if h.strip()]
+    return sorted(set(hosts))
+
+
+def _machine_names() -> list[str]:
+    names = {socket.gethostname(), socket.getfqdn()}
+    try:
+        for info in socket.getaddrinfo(socket.gethostname(), None):
+            names.add(str(info[4][0]))
+    except OSError:  # a machine whose name does not resolve still has ALLOWED_HOSTS
+        pass
+    return sorted(n.lower() for n in names if n)
+
+
+def install_request_guards(app: FastAPI, hosts: list[str]) -> None:
+    """Add the middleware in the order requests meet it: host check first."""
+    app.add_middleware(CrossSiteGuard)
+    # No origin is allowed: the UI and the API are served from one origin, so no browser
+    # needs CORS; Gradio sees this middleware and adds none of its own.
+    app.add_middleware(CORSMiddleware, allow_origins=[], allow_credentials=False)
+    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", ()):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def cross_site_reason(scope: Scope) -> str | None:
+    """Why this request looks like another site's, or None."""
+    method, path = scope["method"], scope["path"]
+    if method not in _UNSAFE_METHODS and not path.endswith(_UNSAFE_GETS):
+        return None
+    fetch_site = (_header(scope, b"sec-fetch-site") or "").lower()
+    if fetch_site in ("cross-site", "same-site"):
+        return f"Sec-Fetch-Site: {fetch_site}"
+    origin = _header(scope, b"origin")
+    host = _header(scope, b"host") or ""
+    if origin is not None and origin not in (f"http://{host}", f"https://{host}"):
+        return f"Origin {origin[:100]!r} is not this app's"
+    ctype = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+    if method in _UNSAFE_METHODS and path.startswith("/api/") and ctype in _FORM_TYPES:
+        return f"Content-Type {ctype} (a form's) on the REST API"
+    return None
+
+
+class CrossSiteGuard:
+    """Refuses cross-site state changes (403) and rewrites the login cookie to SameSite=Lax."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        reason = cross_site_reason(scope)
+        if reason is not None:
+            await refuse(send, 403, "cross_site_request",
+                          f"refused a cross-site request ({reason}); use the app's own page, "
+                          "or call the API without browser credentials")
+            return
+        if scope["path"].endswith("/login"):
+            send = _lax_cookies(send)
+        await self.app(scope, receive, send)
+
+
+def _lax_cookies(send: Send) -> Send:
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            message["headers"] = [
+                (k, v.replace(b"SameSite=none", b"SameSite=lax").replace(b"SameSite=None",
+                                                                         b"SameSite=lax"))
+                if k.lower() == b"set-cookie" else (k, v)
+                for k, v in message.get("headers", [])]
+        await send(message)
+    return wrapped
+
+
+async def refuse(send: Send, status: int, code: str, message: str,
+                  headers: list[tuple[bytes, bytes]] | None = None) -> None:
+    """A JSON error in the REST API's {"error", "code"} shape, from inside a middleware."""
+    body = json.dumps({"error": message, "code": code}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(body)).encode()), *(headers or [])]})
+    await send({"type": "http.response.body", "body": body})
+
+
+__all__ = ["allowed_hosts", "install_request_guards", "cross_site_reason", "CrossSiteGuard",
+           "SHARE_HOSTS", "refuse"]
