@@ -27,6 +27,7 @@ import uvicorn
 from chat_core.config import ConfigError, Settings, load_settings
 from chat_core.errors import ChatError
 from chat_core.runtime import ChatRuntime
+from chat_core.secrets_mask import install_log_masking
 from chat_core.share_link import open_share_link
 from chat_core.ui import build_ui
 from chat_core.web_app import build_web_app, parse_credentials
@@ -74,8 +75,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def configure_logging(level: str) -> None:
+    """Root logging, with secrets masked in every record (secrets_mask.py): the explicit masking
+    at each call site is the rule, this is the net for what a library logs on its own."""
     logging.basicConfig(level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_masking()
     for noisy in ("httpx", "httpx2", "httpcore", "openai"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -12,9 +12,11 @@ import socket
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Mapping
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
+
+from .secrets_mask import mask_url, remember_secrets
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -86,7 +88,7 @@ class Settings:
         for f in fields(self):
             value = getattr(self, f.name)
             if f.name in ("database_url", "vllm_base_url") and value:
-                value = redact_url(value)
+                value = mask_url(value)
             if f.name == "llm_api_key":
                 value = "***" if value and value != "EMPTY" else value
             if f.name == "share_auth" and value:
@@ -95,17 +97,8 @@ class Settings:
         return out
 
 
-def redact_url(url: str) -> str:
-    """Mask the password of a URL so that it can appear in logs and error messages."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if not parts.password:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+# One masking function for the whole app (secrets_mask.py); the old name stays for callers.
+redact_url = mask_url
 
 
 def _env_name(field_name: str) -> str:
@@ -157,7 +150,15 @@ def load_settings(
         # processes on one database never recover (steal) each other's turns.
         settings = replace(settings, executor_id=f"{socket.gethostname()}-{settings.port}")
     _validate(settings)
+    remember_secrets(secret_values(settings))
     return settings
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """The values that are secret wherever they appear: the LLM API key and the SHARE_AUTH
+    passwords. mask_secrets hides them in logs, error messages and pages."""
+    passwords = [item.partition(":")[2].strip() for item in settings.share_auth.split(",")]
+    return [settings.llm_api_key, *passwords]
 
 
 def _parse(name: str, raw: str, default: object) -> object:

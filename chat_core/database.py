@@ -21,7 +21,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import engine as sa_engine
 from sqlalchemy import event as sa_event
 
-from .config import redact_url
+from .secrets_mask import mask_secrets, mask_url
 from .errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,7 @@ async def ensure_database_exists(url: str) -> bool:
     except psycopg.OperationalError as exc:
         if "does not exist" not in str(exc):
             raise DatabaseUnavailable(
-                f"cannot connect to PostgreSQL at {redact_url(url)}: {_first_line(exc)}; start "
+                f"cannot connect to PostgreSQL at {mask_url(url)}: {_first_line(exc)}; start "
                 "the server or fix DATABASE_URL (unset it to use the embedded database)"
             ) from exc
     else:
@@ -70,8 +70,10 @@ async def ensure_database_exists(url: str) -> bool:
 
 
 def _first_line(exc: BaseException) -> str:
+    """The error's first line, masked: the rest of a psycopg message (DETAIL, the statement)
+    is for the log, not for a message a user sees."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return mask_secrets(text.splitlines()[0]) if text else type(exc).__name__
 
 
 # SQLSTATE classes that mean "the server or the connection went away", not "the query is wrong":
@@ -95,13 +97,15 @@ T = TypeVar("T")
 
 
 def _gave_up(db: "Database", exc: BaseException) -> str:
+    """The message of a DatabaseUnavailable after retrying, which REST bodies, /healthz and
+    the chat tab show: it names no URL (that goes to the log, masked)."""
+    log.warning("gave up on PostgreSQL at %s after %g s: %s", mask_url(db.url),
+                db.retry_for_sec, _first_line(exc))
     state = getattr(exc, "sqlstate", None) or ""
     if state.startswith("40"):  # deadlock or serialization failure, every time until now
-        return (f"PostgreSQL at {redact_url(db.url)} kept refusing this change as conflicting "
-                f"with concurrent ones for {db.retry_for_sec:g} s ({_first_line(exc)}); "
-                "the request can be retried")
-    return (f"PostgreSQL at {redact_url(db.url)} is unreachable ({_first_line(exc)}); the "
-            "request can be retried")
+        return (f"PostgreSQL kept refusing this change as conflicting with concurrent ones "
+                f"for {db.retry_for_sec:g} s ({_first_line(exc)}); the request can be retried")
+    return (f"PostgreSQL is unreachable ({_first_line(exc)}); the request can be retried")
 
 
 def retry_transient(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
@@ -175,7 +179,7 @@ class Database:
             await self._pool.open(wait=True, timeout=wait_sec)
         except PoolTimeout as exc:
             raise DatabaseUnavailable(
-                f"PostgreSQL at {redact_url(self.url)} did not accept a connection within "
+                f"PostgreSQL at {mask_url(self.url)} did not accept a connection within "
                 f"{wait_sec:.0f} s; start it (pg_ctlcluster <version> main start) or fix "
                 "DATABASE_URL, or unset DATABASE_URL to use the embedded database"
             ) from exc
@@ -190,10 +194,11 @@ class Database:
             async with self._pool.connection() as conn:
                 yield conn
         except PoolTimeout as exc:
+            log.warning("no connection from the pool for PostgreSQL at %s within %g s",
+                        mask_url(self.url), self._pool.timeout)
             raise DatabaseUnavailable(
-                f"no PostgreSQL connection available from {redact_url(self.url)} "
-                "(server down or pool exhausted); the request can be retried"
-            ) from exc
+                "no PostgreSQL connection available (server down or pool exhausted); the "
+                "request can be retried") from exc
 
     async def ping(self) -> float:
         """Round-trip time of a trivial query, in milliseconds."""

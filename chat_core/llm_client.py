@@ -22,6 +22,7 @@ from openai import AsyncOpenAI
 from orjson import loads as _loads
 
 from .errors import LLMRejected, LLMUnavailable
+from .secrets_mask import mask_secrets, mask_url
 from .token_estimate import estimate_message_tokens
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,17 @@ async def _sse_data(response: httpx2.Response) -> AsyncIterator[bytes]:
         yield rest[5:].strip()
 
 
+def _unavailable(message: str) -> LLMUnavailable:
+    """An LLMUnavailable whose text is safe to show: server replies and exception texts can
+    carry the URL's password or the API key (servers echo it in errors), so mask them all."""
+    return LLMUnavailable(mask_secrets(message))
+
+
+def _rejected(message: str) -> LLMRejected:
+    """An LLMRejected whose text is safe to show (see _unavailable)."""
+    return LLMRejected(mask_secrets(message))
+
+
 class _NoTokenizer(Exception):
     pass
 
@@ -92,6 +104,9 @@ class LLMClient:
         backend: str = "openai-compatible",
     ) -> None:
         self.base_url = base_url.rstrip("/")
+        # What messages and logs name: the URL with its password masked. Errors reach the chat
+        # tab, REST error bodies and /healthz, which every visitor can read.
+        self.shown_url = mask_url(self.base_url)
         self.configured_model = model
         self.backend = backend
         self.fix_hint = fix_hint
@@ -138,16 +153,16 @@ class LLMClient:
                 return self._model
             models = await self.list_models()
             if not models:
-                raise LLMUnavailable(
-                    f"{self.base_url} lists no models at /v1/models yet; wait for it to finish "
+                raise _unavailable(
+                    f"{self.shown_url} lists no models at /v1/models yet; wait for it to finish "
                     f"loading. {self.fix_hint}".strip()
                 )
             if self.configured_model:
                 chosen = next((m for m in models if m.id == self.configured_model), None)
                 if chosen is None:
-                    raise LLMRejected(
+                    raise _rejected(
                         f"model {self.configured_model!r} (LLM_MODEL) is not served by "
-                        f"{self.base_url}; it serves {', '.join(m.id for m in models)}. Set "
+                        f"{self.shown_url}; it serves {', '.join(m.id for m in models)}. Set "
                         "LLM_MODEL to one of those, or unset it to use the first"
                     )
             else:
@@ -155,7 +170,7 @@ class LLMClient:
             if self._model is not None and chosen.id != self._model.id:
                 self._tokenizer_path = None
             if self._model is None or chosen != self._model:
-                log.info("LLM model: %s at %s (max_model_len=%s)", chosen.id, self.base_url,
+                log.info("LLM model: %s at %s (max_model_len=%s)", chosen.id, self.shown_url,
                          chosen.max_model_len)
             self._model = chosen
             return chosen
@@ -209,12 +224,12 @@ class LLMClient:
             try:
                 response = await self._http.post(self.base_url + path, json=body)
             except httpx.HTTPError as exc:
-                raise LLMUnavailable(f"{self.base_url}{path} failed: {exc}") from exc
+                raise _unavailable(f"{self.shown_url}{path} failed: {exc}") from exc
             if response.status_code in (404, 405):
                 continue
             if response.status_code != 200:
-                raise LLMUnavailable(
-                    f"{self.base_url}{path} answered {response.status_code}: "
+                raise _unavailable(
+                    f"{self.shown_url}{path} answered {response.status_code}: "
                     f"{response.text[:200]}")
             data = response.json()
             self._tokenizer_path = path
@@ -223,7 +238,7 @@ class LLMClient:
             return len(data["tokens"])
         self._tokenizer_path = ""
         log.info("%s offers no tokenizer endpoint; fitting history with 1 token per byte",
-                 self.base_url)
+                 self.shown_url)
         raise _NoTokenizer()
 
     def current_model_id(self) -> str | None:
@@ -255,8 +270,8 @@ class LLMClient:
                 if not self.configured_model:
                     # The server restarted with another model: look again on the next attempt.
                     self._model = None
-                    raise LLMUnavailable(
-                        f"{self.base_url} no longer serves {model.id} ({_error_detail(exc)}); "
+                    raise _unavailable(
+                        f"{self.shown_url} no longer serves {model.id} ({_error_detail(exc)}); "
                         "the next attempt uses the model it lists now") from exc
                 raise self._classify(exc) from exc
             except openai.APIError as exc:
@@ -300,7 +315,7 @@ class LLMClient:
                         break
                     chunk = _loads(payload)
                     if "error" in chunk and not chunk.get("choices"):
-                        raise LLMUnavailable(f"{self.base_url} reported an error mid-stream: "
+                        raise _unavailable(f"{self.shown_url} reported an error mid-stream: "
                                              f"{str(chunk['error'])[:300]}")
                     if chunk.get("usage"):
                         usage = chunk["usage"]
@@ -321,16 +336,16 @@ class LLMClient:
                     if choice.get("finish_reason"):
                         finish_reason = choice["finish_reason"]
             except (ValueError, TypeError, AttributeError) as exc:
-                raise LLMUnavailable(f"{self.base_url} sent a malformed stream ({exc}); the "
+                raise _unavailable(f"{self.shown_url} sent a malformed stream ({exc}); the "
                                      "turn will retry") from exc
             except _STREAM_ERRORS as exc:
-                raise LLMUnavailable(f"{self.backend} server at {self.base_url} "
+                raise _unavailable(f"{self.backend} server at {self.shown_url} "
                                      f"{_connection_failure(exc)}.") from exc
         finally:
             await response.aclose()
         if finish_reason is None:
-            raise LLMUnavailable(
-                f"{self.base_url} closed the stream before the reply finished "
+            raise _unavailable(
+                f"{self.shown_url} closed the stream before the reply finished "
                 f"(after {chunks} chunks); the turn will retry"
             )
         text = "".join(pieces)
@@ -359,24 +374,24 @@ class LLMClient:
 
     def _classify(self, exc: openai.APIError) -> LLMUnavailable | LLMRejected:
         """Transient (retry): no connection, timeout, 5xx, 429. Permanent: other 4xx."""
-        where = f"{self.backend} server at {self.base_url}"
+        where = f"{self.backend} server at {self.shown_url}"
         hint = f" {self.fix_hint}" if self.fix_hint else ""
         if isinstance(exc, openai.APITimeoutError):
-            return LLMUnavailable(f"{where} did not answer in time (timeout).{hint}")
+            return _unavailable(f"{where} did not answer in time (timeout).{hint}")
         if isinstance(exc, openai.APIConnectionError):
-            return LLMUnavailable(f"{where} {_connection_failure(exc)}.{hint}")
+            return _unavailable(f"{where} {_connection_failure(exc)}.{hint}")
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
             detail = _error_detail(exc)
             if status >= 500 or status == 429:
-                return LLMUnavailable(f"{where} answered {status}: {detail}")
+                return _unavailable(f"{where} answered {status}: {detail}")
             if status == 404:
-                return LLMRejected(
+                return _rejected(
                     f"{where} answered 404: {detail}. The model may have changed; check "
                     "/v1/models and LLM_MODEL"
                 )
-            return LLMRejected(f"{where} rejected the request ({status}): {detail}")
-        return LLMUnavailable(f"{where} failed: {exc}.{hint}")
+            return _rejected(f"{where} rejected the request ({status}): {detail}")
+        return _unavailable(f"{where} failed: {exc}.{hint}")
 
 
 def _connection_failure(exc: BaseException) -> str:

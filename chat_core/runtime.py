@@ -19,13 +19,14 @@ from typing import Any
 from dbos import DBOS
 
 from .chat_store import ChatStore
-from .config import Settings, redact_url
+from .config import Settings
 from .database import (Database, ensure_database_exists, sqlalchemy_url,
                        treat_failed_connects_as_disconnects)
 from .embedded_postgres import EmbeddedPostgres, start_embedded_postgres
 from .llm_client import LLMClient
 from .llm_slots import GlobalLLMSlots
 from .local_llm import CONTEXT_TOKENS, MODEL_ALIAS, LocalLLMServer, start_local_llm
+from .secrets_mask import mask_secrets, mask_url
 from .migrations import apply_migrations
 from .service import ChatService
 from .turn_progress import TurnHub
@@ -101,14 +102,15 @@ class ChatRuntime:
         # relaunch in one process (tests do that); any async DBOS call resets it.
         await DBOS.list_workflows_async(limit=1, load_input=False, load_output=False)
         log.info("DBOS launched: executor %s, version %s, database %s", s.executor_id,
-                 s.app_version, redact_url(self.database_url))
+                 s.app_version, mask_url(self.database_url))
         return self.service
 
     async def _start_llm(self) -> tuple[LLMClient, dict[str, Any]]:
         s = self.settings
         if s.vllm_base_url is not None:
             base_url = s.vllm_base_url
-            backend = {"kind": "vllm", "base_url": base_url}
+            # `backend` is shown to every visitor (/healthz, the UI's header): masked URL only.
+            backend = {"kind": "vllm", "base_url": mask_url(base_url)}
             hint = (f"Start the server with scripts/start_vllm.sh, or unset VLLM_BASE_URL to use "
                     f"the local CPU model")
             context = s.llm_context_tokens
@@ -130,9 +132,11 @@ class ChatRuntime:
         try:
             info = await client.model_info()
             backend["model"] = info.id
-            log.info("LLM backend: %s at %s, model %s", backend["kind"], base_url, info.id)
+            log.info("LLM backend: %s at %s, model %s", backend["kind"], backend["base_url"],
+                     info.id)
         except Exception as exc:  # the app still starts; turns retry and then record the error
-            log.warning("LLM server not ready yet: %s", getattr(exc, "message", exc))
+            log.warning("LLM server not ready yet: %s",
+                        mask_secrets(str(getattr(exc, "message", exc))))
         return client, backend
 
     async def stop(self, grace_sec: float = 5.0) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gradio as gr
 
 from .gradio_skips import install as install_gradio_skips
+from .secrets_mask import mask_url
 from .service import ChatService
 from .ui_chat import CONVERSATION_KEY, build_chat_tab
 from .ui_workflows import build_workflows_tab
@@ -31,7 +32,8 @@ def backend_line(service: ChatService) -> str:
     if b.get("kind") == "local":
         where = "local llama.cpp server on this machine's CPU, started by the app"
     else:
-        where = f"vLLM / OpenAI-compatible server at {b.get('base_url')}"
+        # Every visitor sees this line: never the password of VLLM_BASE_URL.
+        where = f"vLLM / OpenAI-compatible server at {mask_url(str(b.get('base_url')))}"
     return f"**Model:** `{model}` · {where}"
 
 

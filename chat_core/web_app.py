@@ -85,6 +85,8 @@ def build_web_app(service: ChatService, ui: gr.Blocks, *,
     return gr.mount_gradio_app(
         app, ui, path="/", auth=credentials or None, css=CSS,
         auth_message="Durable chat: log in with the credentials from SHARE_AUTH.",
-        enable_monitoring=False if share_mode else None, show_error=True, max_file_size="10mb",
+        # show_error=False: an unexpected exception's text (psycopg's carries SQL) stays in the
+        # log; handlers show ChatError messages as notices themselves, and gr.Error still shows.
+        enable_monitoring=False if share_mode else None, show_error=False, max_file_size="10mb",
         footer_links=["api"] if not share_mode else [],
     )
