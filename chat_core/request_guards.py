@@ -15,13 +15,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import socket
 from typing import Iterable
 
 from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 SHARE_HOSTS = ("*.gradio.live",)
 LOCAL_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
@@ -63,7 +65,45 @@ def install_request_guards(app: FastAPI, hosts: list[str]) -> None:
     # No origin is allowed: the UI and the API are served from one origin, so no browser
     # needs CORS; Gradio sees this middleware and adds none of its own.
     app.add_middleware(CORSMiddleware, allow_origins=[], allow_credentials=False)
-    app.add_middleware(TrustedHostMiddleware, allowed_hosts=hosts)
+    app.add_middleware(HostGuard, allowed=hosts)
+
+
+def host_allowed(host_header: str, allowed: list[str]) -> bool:
+    """`Host` without its port against names and `*.suffix` patterns."""
+    host = host_header.strip().lower()
+    host = host[: host.rindex("]") + 1] if host.startswith("[") and "]" in host \
+        else host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+    return any(host == name or (name.startswith("*.") and host.endswith(name[1:]))
+               for name in allowed)
+
+
+class HostGuard:
+    """Refuses a request whose `Host` is not one the app is served under (400), saying how
+    to allow a name, and logs each refused name once: a LAN address, say, that the operator
+    meant to serve belongs in ALLOWED_HOSTS."""
+
+    def __init__(self, app: ASGIApp, allowed: list[str]) -> None:
+        self.app = app
+        self.allowed = allowed
+        self.logged: set[str] = set()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        host = _header(scope, b"host") or ""
+        if host_allowed(host, self.allowed):
+            await self.app(scope, receive, send)
+            return
+        name = host[:100]
+        if name not in self.logged and len(self.logged) < 100:
+            self.logged.add(name)
+            log.warning("refused requests for Host %r; if the app is reached under that name, "
+                        "add it to ALLOWED_HOSTS", name)
+        if scope["type"] == "http":
+            await refuse(send, 400, "unknown_host",
+                         f"this app is not served under the name {name!r}; its operator can "
+                         "add the name to ALLOWED_HOSTS")
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -134,5 +174,5 @@ async def refuse(send: Send, status: int, code: str, message: str,
     await send({"type": "http.response.body", "body": body})
 
 
-__all__ = ["allowed_hosts", "install_request_guards", "cross_site_reason", "CrossSiteGuard",
-           "SHARE_HOSTS", "refuse"]
+__all__ = ["allowed_hosts", "install_request_guards", "host_allowed", "HostGuard",
+           "cross_site_reason", "CrossSiteGuard", "SHARE_HOSTS", "refuse"]

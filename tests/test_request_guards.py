@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from chat_core.emulated_llm import EmulatedLLM
-from chat_core.request_guards import allowed_hosts
+from chat_core.request_guards import allowed_hosts, host_allowed
 from tests.helpers import InProcessApp, base_env
 
 pytestmark = pytest.mark.slow
@@ -132,3 +132,13 @@ def test_the_heartbeat_needs_a_login(shared: InProcessApp) -> None:
 def test_analytics_are_off(app: InProcessApp) -> None:
     with httpx.Client(base_url=app.url) as http:
         assert http.get("/config").json().get("analytics_enabled") is False
+
+
+@pytest.mark.parametrize("host, ok", [
+    ("localhost:8080", True), ("127.0.0.1", True), ("[::1]:8080", True),
+    ("abc.gradio.live", True), ("gradio.live", False), ("evilgradio.live", False),
+    ("chat.example.org:443", True), ("chat.example.org.evil", False), ("", False),
+    ("evil.example", False)])
+def test_host_names_match_exactly_or_by_suffix(host: str, ok: bool) -> None:
+    allowed = allowed_hosts("127.0.0.1", ["chat.example.org"], share_mode=True)
+    assert host_allowed(host, allowed) is ok
