@@ -23,6 +23,8 @@ CSS = """
 /* The chat pane shows what is stored; a "clear" that only empties the view would mislead. */
 #chatbot button[aria-label="Clear"] { display: none; }
 #backend-line { font-size: 0.9em; opacity: 0.85; }
+/* User messages are escaped plain text (ui_render.user_html): keep their line breaks. */
+#chatbot [data-testid="user"] { white-space: pre-wrap; }
 """
 
 

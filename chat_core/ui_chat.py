@@ -5,6 +5,7 @@ settings, export, import). Handlers only call ChatService."""
 from __future__ import annotations
 
 import atexit
+import html
 import json
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ from .conversation_export import MAX_IMPORT_BYTES
 from .errors import ChatError, ShuttingDown
 from .service import ChatService
 from .turn_progress import Snapshot
-from .ui_render import conversation_view, reply_markdown, safe_markdown
+from .ui_render import conversation_view, reply_markdown, safe_markdown, user_html
 
 CONVERSATION_KEY = "durable-chat-conversation"
 # A streaming reply updates the page at most this often: 10 updates a second read as smooth
@@ -75,8 +76,11 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                                     elem_id="confirm-delete-yes")
                 keep = gr.Button("Keep it", size="sm", elem_id="confirm-delete-no")
             exported = gr.File(label="Exported file", visible=False, elem_id="exported")
+            # Messages arrive as sanitized HTML (ui_render.py): no second Markdown pass, and
+            # no LaTeX (KaTeX can be made to fetch).
             chatbot = gr.Chatbot(label="Conversation", height=520, elem_id="chatbot",
                                  autoscroll=True, sanitize_html=True, buttons=["copy"],
+                                 render_markdown=False, latex_delimiters=[],
                                  editable="user",
                                  placeholder="Start a conversation: type below and press Enter."
                                  " Shift+Enter adds a line. Edit a message of yours to branch.")
@@ -261,7 +265,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
             # Nothing is lost: the text stays in the box, the error says what to change.
             yield {notice: _warn(exc), box: text}
             return
-        shown = list(shown or []) + [{"role": "user", "content": safe_markdown(text, share_mode)}]
+        shown = list(shown or []) + [{"role": "user", "content": user_html(text)}]
         if new:  # remember it, list it, title it
             yield {conversation: conv_id, conversations: await sidebar(conv_id, text),
                    title: service.title_for(text)}
@@ -320,7 +324,8 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
         ids = state.get("ids") or []
         if conv_id is None or not isinstance(index, int) or not 0 <= index < len(ids):
             return
-        text = evt.value if isinstance(evt.value, str) else _text_of(evt.value)
+        # The edit box holds the message as shown, HTML-escaped (ui_render.user_html).
+        text = html.unescape(evt.value if isinstance(evt.value, str) else _text_of(evt.value))
         try:
             branch, started = await service.edit_message(conv_id, ids[index], text)
             loaded, branch_state, _ = await load_view(branch["id"])
@@ -336,7 +341,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
         turn_rows = {started.user_message_id, started.reply_id}
         shown = [m for m, mid in zip(loaded, branch_state.get("ids") or [])
                  if mid not in turn_rows]
-        shown.append({"role": "user", "content": safe_markdown(text, share_mode)})
+        shown.append({"role": "user", "content": user_html(text)})
         async for update in start(branch["id"], started, shown,
                                   "Edited in a new branch; the original conversation is "
                                   "unchanged."):

@@ -1,68 +1,177 @@
 """Turn stored messages into what the chat pane shows, safely.
 
 Message text is stored verbatim; only its display is changed. A reply can be steered by a
-prompt injection, so what it says must not make the browser act on its own:
-- HTML is shown as text, not interpreted (Gradio's sanitizer already removes scripts and event
-  handlers, but it keeps <img src=...>, which the browser would fetch);
-- markdown images become a text placeholder: a browser fetches an image without a click, which
-  would carry data to any server named in its URL;
-- in share mode, links are shown as text with their target spelled out, so nothing is one
-  click away from an address the user did not see.
-Code blocks and inline code are left as they are: markdown renders them as text.
+prompt injection, so nothing it says may make the browser fetch anything by itself (an image,
+a stylesheet, a frame, a form target: each would carry data to a server named in the reply).
+
+Replies are Markdown, so they are parsed by a real Markdown parser (markdown-it-py: CommonMark
+plus tables and strikethrough, raw HTML off, so every `<` the model writes stays text) and the
+HTML it produces goes through an allow-list sanitizer (nh3) as a second, independent line:
+only text-formatting tags survive, and the only URL-bearing attribute is an http(s) `href`.
+Regex rewriting of Markdown, which this replaced, was bypassed by every construct its regexes
+did not foresee (unclosed fences, nested brackets, reference definitions, ...).
+- Images become the text `[image: alt]`.
+- Links: locally an `<a>` only for absolute http(s) URLs (opening in a new tab, no referrer);
+  any other target is spelled out after the label as text. In share mode there are no links
+  at all: the label is followed by the target as text, so nothing is one click away from an
+  address the user did not see.
+User messages are shown as typed: HTML-escaped plain text (CSS keeps their line breaks).
+The chat pane renders this HTML as it is (no second Markdown pass, no LaTeX).
 """
 
 from __future__ import annotations
 
+import functools
+import html
 import re
 from typing import Any
+from urllib.parse import urlsplit
 
-_CODE = re.compile(r"(```.*?(?:```|$)|~~~.*?(?:~~~|$)|`[^`\n]*`)", re.DOTALL)
-_IMAGE = re.compile(r"!\[([^\]]*)\]\s*(\(([^)]*)\)|\[[^\]]*\])")
-_LINK = re.compile(r"(?<!!)\[([^\]]+)\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
-_REF_DEFINITION = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*\S+.*$", re.MULTILINE)
-_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
-_ENTITY = re.compile(r"&(?=#?[A-Za-z0-9]+;)")
-_BARE_URL = re.compile(r"\b(https?)://")
+import nh3
+from markdown_it import MarkdownIt
 
-
-def _safe_text(segment: str, share_mode: bool) -> str:
-    segment = _IMAGE.sub(lambda m: f"[image: {m.group(1) or 'untitled'}]", segment)
-    segment = _ENTITY.sub("&amp;", segment)  # "&lt;" typed by the user shows as typed
-    segment = _TAG_START.sub("&lt;", segment)
-    if share_mode:
-        segment = _LINK.sub(lambda m: f"{m.group(1)} ({_defang(m.group(2))})", segment)
-        segment = _REF_DEFINITION.sub(lambda m: _defang(m.group(0)), segment)
-        segment = _BARE_URL.sub(lambda m: f"{m.group(1)}[:]//", segment)
-    return segment
+_BLOCK_TAGS = {"p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre",
+               "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td"}
+_INLINE_TAGS = {"strong", "em", "del", "s", "code"}
+REPLY_TAGS = frozenset(_BLOCK_TAGS | _INLINE_TAGS)   # share mode: these only
+LINK_REL = "noopener noreferrer nofollow"
+_ALIGN = {"align": {"left", "center", "right"}}
 
 
-def _defang(url: str) -> str:
-    return _BARE_URL.sub(lambda m: f"{m.group(1)}[:]//", url)
+def _cleaner(links: bool) -> nh3.Cleaner:
+    """The allow-list: nothing outside it survives, whatever the Markdown stage let through."""
+    return nh3.Cleaner(
+        tags=set(REPLY_TAGS | ({"a"} if links else set())),
+        attributes={"ol": {"start"}, **({"a": {"href"}} if links else {})},
+        tag_attribute_values={"th": _ALIGN, "td": _ALIGN},
+        set_tag_attribute_values={"a": {"target": "_blank"}} if links else None,
+        link_rel=LINK_REL, url_schemes={"http", "https"}, url_relative="deny",
+        strip_comments=True)
 
 
-def safe_markdown(text: str, share_mode: bool = False) -> str:
-    """The text with its active parts neutralised (see the module docstring)."""
-    parts = _CODE.split(text)
-    return "".join(part if i % 2 else _safe_text(part, share_mode)
-                   for i, part in enumerate(parts))
+_CLEAN_LOCAL = _cleaner(links=True)
+_CLEAN_SHARED = _cleaner(links=False)
+
+
+def _is_web_url(url: str) -> bool:
+    """Absolute http(s) with a host: not relative, not `//host` (which inherits the page's
+    scheme), not javascript:/data:/anything else."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.hostname)
+
+
+def _image(self: Any, tokens: list[Any], idx: int, options: Any, env: dict[str, Any]) -> str:
+    alt = self.renderInlineAsText(tokens[idx].children or [], options, env)
+    return html.escape(f"[image: {alt or 'untitled'}]")
+
+
+def _link_open(self: Any, tokens: list[Any], idx: int, options: Any, env: dict[str, Any]
+               ) -> str:
+    """A live link, or nothing (the label then shows as text and link_close adds the target).
+    Links cannot nest in CommonMark, so a stack of one is enough to pair open and close."""
+    token = tokens[idx]
+    href = token.attrGet("href") or ""
+    live = not env["share"] and _is_web_url(href)
+    target = "" if token.info == "auto" else _MD.normalizeLinkText(href)
+    env["links"].append((live, target))
+    return f'<a href="{html.escape(href)}">' if live else ""
+
+
+def _link_close(self: Any, tokens: list[Any], idx: int, options: Any, env: dict[str, Any]
+                ) -> str:
+    live, target = env["links"].pop()
+    if live:
+        return "</a>"
+    return html.escape(f" ({target})") if target else ""
+
+
+def _cell_open(self: Any, tokens: list[Any], idx: int, options: Any, env: dict[str, Any]
+               ) -> str:
+    """Column alignment as `align=`: markdown-it writes a style attribute, which is not
+    allowed (CSS can fetch)."""
+    token = tokens[idx]
+    align = (token.attrGet("style") or "").removeprefix("text-align:")
+    return f'<{token.tag} align="{align}">' if align in _ALIGN["align"] else f"<{token.tag}>"
+
+
+def _markdown() -> MarkdownIt:
+    # breaks: a single newline is a line break, as the pane showed replies before (GFM style).
+    md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False,
+                                   "breaks": True})
+    md.enable(["table", "strikethrough"])
+    for name, rule in (("image", _image), ("link_open", _link_open),
+                       ("link_close", _link_close), ("th_open", _cell_open),
+                       ("td_open", _cell_open)):
+        md.add_render_rule(name, rule)
+    return md
+
+
+_MD = _markdown()
+
+
+def _valid_text(text: str) -> str:
+    """Text that can be encoded: an unpaired surrogate (which the sanitizer and the JSON sent
+    to the page cannot carry) becomes U+FFFD, as does NUL."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text.replace("\x00", "\ufffd")
+
+
+def render_reply(text: str, share_mode: bool = False) -> str:
+    """A reply's Markdown as sanitized HTML (see the module docstring)."""
+    raw = _MD.render(_valid_text(text), {"share": share_mode, "links": []})
+    return (_CLEAN_SHARED if share_mode else _CLEAN_LOCAL).clean(raw).strip()
+
+
+# A conversation is redrawn (opened, reloaded, a reply finished) from its stored replies, up to
+# 100 of them: finished replies are rendered once, not at every redraw. Bounded in entries and
+# in the length of what is kept (about 25 MB at most); replies being streamed change at every
+# update and would only push finished ones out, so they are rendered afresh.
+_CACHED_CHARS = 16_000
+_render_finished = functools.lru_cache(maxsize=512)(render_reply)
+
+
+def user_html(text: str) -> str:
+    """A user message as typed: plain text, HTML-escaped (the pane keeps its line breaks)."""
+    return html.escape(_valid_text(text), quote=False)
+
+
+_MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
+_LINE_BREAKS = re.compile(r"\s*[\r\n\u2028\u2029\x0b\x0c\x85]+\s*")
+
+
+def safe_markdown(text: str) -> str:
+    """Text to interpolate into a Markdown notice, made inert: every ASCII punctuation mark is
+    backslash-escaped (no emphasis, link, image, HTML, entity or autolink can start) and line
+    breaks become spaces (no heading, list, fence or reference definition can start)."""
+    return _MD_PUNCTUATION.sub(r"\\\1", _LINE_BREAKS.sub(" ", _valid_text(text)))
 
 
 STATUS_NOTES = {
-    "stopped": "_(stopped)_",
-    "cancelled": "_(cancelled)_",
+    "stopped": "<p><em>(stopped)</em></p>",
+    "cancelled": "<p><em>(cancelled)</em></p>",
 }
 
 
 def reply_markdown(reply: dict[str, Any], share_mode: bool = False) -> str:
+    """What the pane shows for a reply (HTML, despite the name kept for its callers): its
+    text, then its status (an error, a pending mark, or a stopped/cancelled note)."""
     status = reply.get("status")
-    text = safe_markdown(reply.get("content") or "", share_mode)
+    content = reply.get("content") or ""
+    finished = status not in ("pending", "streaming") and len(content) <= _CACHED_CHARS
+    text = (_render_finished if finished else render_reply)(content, share_mode)
     if status == "error":
-        error = safe_markdown(reply.get("error") or "the reply failed", share_mode)
-        return f"{text}\n\n⚠️ **Error:** {error}".strip()
+        error = html.escape(_valid_text(reply.get("error") or "the reply failed"), quote=False)
+        return f"{text}\n<p>⚠️ <strong>Error:</strong> {error}</p>".strip()
     if status in ("pending", "streaming") and not text:
         return "…"
     note = STATUS_NOTES.get(status or "")
-    return f"{text}\n\n{note}".strip() if note else text
+    return f"{text}\n{note}".strip() if note else text
 
 
 def _shown_reply(replies: list[dict[str, Any]]) -> dict[str, Any] | None:
@@ -92,7 +201,7 @@ def conversation_view(messages: list[dict[str, Any]], share_mode: bool = False
     for m in messages:
         if m["role"] != "user":
             continue
-        shown.append({"role": "user", "content": safe_markdown(m["content"], share_mode)})
+        shown.append({"role": "user", "content": user_html(m["content"])})
         ids.append(m["id"])
         alternatives = replies.get(m["id"], [])
         reply = _shown_reply(alternatives)
@@ -109,4 +218,3 @@ def conversation_view(messages: list[dict[str, Any]], share_mode: bool = False
                 alt_index=finished.index(reply["id"]) if reply["id"] in finished else 0)
     state["ids"] = ids
     return shown, state
-
