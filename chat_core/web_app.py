@@ -20,6 +20,8 @@ import gradio as gr
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from .login_throttle import (LoginThrottle, LoginThrottleMiddleware, client_address,
+                             too_many_attempts)
 from .rest_api import build_rest_api
 from .service import ChatService
 from .ui import CSS
@@ -43,15 +45,39 @@ def parse_credentials(text: str) -> Credentials:
     return pairs
 
 
-def _basic_auth_ok(header: str | None, credentials: Credentials) -> bool:
-    if not header or not header.lower().startswith("basic "):
-        return False
+def basic_credentials(header: str | None) -> tuple[bytes, bytes] | None:
+    """(user, password) from an `Authorization: Basic` header, as UTF-8 bytes, or None when
+    the header is missing or malformed. Bytes throughout: a header with non-ASCII characters,
+    or credentials that decode to non-ASCII text, must be a 401, not a 500."""
+    if not header or header[:6].lower() != "basic ":
+        return None
     try:
-        user, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":")
-    except (binascii.Error, UnicodeDecodeError):
-        return False
-    return any(hmac.compare_digest(user, u) & hmac.compare_digest(password, p)
-               for u, p in credentials)
+        decoded = base64.b64decode(header[6:].strip().encode("ascii"), validate=True)
+    except (UnicodeEncodeError, binascii.Error, ValueError):
+        return None
+    user, sep, password = decoded.partition(b":")
+    return (user, password) if sep else None
+
+
+def _credentials_match(user: bytes, password: bytes, credentials: Credentials) -> bool:
+    """Compared as UTF-8 bytes in constant time (compare_digest refuses non-ASCII str), every
+    pair checked so that the time does not tell which user exists."""
+    matched = False
+    for u, p in credentials:
+        matched |= hmac.compare_digest(user, u.encode()) & hmac.compare_digest(password,
+                                                                                p.encode())
+    return matched
+
+
+def _basic_auth_ok(header: str | None, credentials: Credentials) -> bool:
+    given = basic_credentials(header)
+    return given is not None and _credentials_match(*given, credentials)
+
+
+def _unauthorized() -> Response:
+    return JSONResponse({"error": "log in with the SHARE_AUTH credentials (HTTP Basic)",
+                         "code": "unauthorized"}, status_code=401,
+                        headers={"WWW-Authenticate": 'Basic realm="durable-chat"'})
 
 
 def build_web_app(service: ChatService, ui: gr.Blocks, *,
@@ -59,15 +85,27 @@ def build_web_app(service: ChatService, ui: gr.Blocks, *,
     app = FastAPI(title="Durable chat", docs_url="/api/docs", redoc_url=None,
                   openapi_url="/api/openapi.json")
     if credentials:
+        # One throttle for both doors (login_throttle.py); app.state lets tests move its clock.
+        throttle = app.state.login_throttle = LoginThrottle()
+        app.add_middleware(LoginThrottleMiddleware, throttle=throttle)
+
         @app.middleware("http")
         async def require_login(request: Request,
                                 call_next: Callable[[Request], Awaitable[Response]]) -> Response:
             path = request.url.path
-            if (path.startswith("/api/") or path == "/healthz") and \
-                    not _basic_auth_ok(request.headers.get("authorization"), credentials):
-                return JSONResponse({"error": "log in with the SHARE_AUTH credentials (HTTP "
-                                     "Basic)", "code": "unauthorized"}, status_code=401,
-                                    headers={"WWW-Authenticate": 'Basic realm="durable-chat"'})
+            if not (path.startswith("/api/") or path == "/healthz"):
+                return await call_next(request)
+            given = basic_credentials(request.headers.get("authorization"))
+            if given is None:
+                return _unauthorized()
+            account = given[0].decode("utf-8", "replace")
+            address = client_address(request.scope)
+            wait = throttle.check(account, address)  # before any password comparison
+            if wait > 0:
+                return too_many_attempts(wait)
+            if not _credentials_match(*given, credentials):
+                return _unauthorized()
+            throttle.succeeded(account, address)
             return await call_next(request)
 
     app.include_router(build_rest_api(lambda: service))

@@ -3,6 +3,9 @@ direct-call API around the queue, no monitoring page, links and images in replie
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -12,18 +15,20 @@ import httpx
 import pytest
 
 from chat_core.emulated_llm import EmulatedLLM
-from chat_core.ui_render import safe_markdown
+from chat_core.ui_render import render_reply
 from chat_core.web_app import parse_credentials
 from tests.helpers import ROOT, InProcessApp, base_env
 
 USER, PASSWORD = "alice", "correct horse battery"
+# Non-ASCII on both sides of the colon: Basic auth must compare bytes, not str.
+USER2, PASSWORD2 = "jürgen", "pässwörd-lang"
 
 
 @pytest.fixture(scope="module")
 def shared(database_url: str, llm: EmulatedLLM, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[InProcessApp]:
     env = base_env(database_url, llm.base_url, tmp_path_factory.mktemp("share"),
-                   SHARE_AUTH=f"{USER}:{PASSWORD}")
+                   SHARE_AUTH=f"{USER}:{PASSWORD},{USER2}:{PASSWORD2}")
     app = InProcessApp(env, share=True).start()
     yield app
     app.stop()
@@ -41,6 +46,45 @@ def test_rest_api_requires_the_credentials(shared: InProcessApp) -> None:
         sent = http.post(f"/api/conversations/{created.json()['id']}/messages",
                          json={"content": "hi"}, auth=(USER, PASSWORD))
         assert sent.status_code == 200
+
+
+@contextlib.contextmanager
+def logged_records() -> Iterator[list[logging.LogRecord]]:
+    """Every record logged meanwhile, uvicorn's own loggers (which do not propagate) included."""
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.DEBUG)
+    handler.emit = records.append  # type: ignore[method-assign]
+    loggers = [logging.getLogger(name) for name in ("", "uvicorn", "uvicorn.error")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield records
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("header", [
+    "Basic jürgen:pässwörd".encode(),  # raw non-ASCII where base64 belongs
+    b"Basic " + base64.b64encode("jürgen:wrong-pässwörd".encode()),
+    b"Basic " + base64.b64encode(b"\xff\xfe:\xfa"),  # not UTF-8 at all
+    b"Basic !!!notbase64",
+])
+def test_malformed_or_non_ascii_basic_credentials_are_a_401_without_a_traceback(
+        shared: InProcessApp, header: bytes) -> None:
+    with logged_records() as records, httpx.Client(base_url=shared.url) as http:
+        response = http.get("/api/conversations", headers={"Authorization": header})
+    assert response.status_code == 401, response.text
+    assert not [r for r in records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+def test_a_non_ascii_share_password_works_for_the_api_and_the_ui(shared: InProcessApp) -> None:
+    with httpx.Client(base_url=shared.url) as http:
+        assert http.get("/api/conversations", auth=(USER2, PASSWORD2)).status_code == 200
+        assert http.get("/api/conversations", auth=(USER2, "pässwörd-falsch")).status_code \
+            == 401
+        assert http.post("/login", data={"username": USER2, "password": PASSWORD2}
+                         ).status_code == 200
 
 
 def test_the_ui_asks_for_a_login(shared: InProcessApp) -> None:
@@ -67,10 +111,10 @@ def test_no_direct_api_and_no_monitoring(shared: InProcessApp) -> None:
 def test_links_and_images_in_replies_are_inert_in_share_mode() -> None:
     text = "see [docs](https://evil.example/?q=secret) ![x](https://evil.example/p.png) " \
            "https://evil.example/raw `https://code.example/kept`"
-    shown = safe_markdown(text, share_mode=True)
-    assert "](https://" not in shown and "https://evil" not in shown
+    shown = render_reply(text, share_mode=True)
+    assert "<a" not in shown and "<img" not in shown and "src=" not in shown
     assert "[image: x]" in shown
-    assert "`https://code.example/kept`" in shown  # code is left as typed
+    assert "<code>https://code.example/kept</code>" in shown  # code is left as typed
 
 
 @pytest.mark.parametrize("value,words", [("alice", "user:password"),
@@ -80,6 +124,7 @@ def test_weak_or_malformed_credentials_are_refused(value: str, words: str) -> No
         parse_credentials(value)
 
 
+@pytest.mark.slow  # a subprocess importing the whole app: several seconds
 def test_share_without_credentials_refuses_to_start(tmp_path: Path) -> None:
     env = {"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path), "HOME": str(tmp_path)}
     result = subprocess.run([sys.executable, str(ROOT / "app.py"), "--share"], env=env,

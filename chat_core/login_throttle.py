@@ -1,0 +1,250 @@
+"""Slows password guessing on both doors of a shared app: Gradio's login form (POST /login)
+and the REST API's HTTP Basic auth (web_app.py).
+
+Two limits, both decided before any password is compared:
+
+- Per account, a growing delay rather than a lockout: after FREE_FAILURES consecutive failures
+  each further try must wait 1 s, then 2, 4, ... up to MAX_DELAY_SEC. Nobody can lock the
+  owner out for good, and guessing a long password at one try per 30 s is hopeless. A success
+  clears the account's record.
+- Per client address, at most ADDRESS_FAILURES_PER_MINUTE failures in any 60 s, whichever
+  accounts they name: one client cannot try many accounts, and its failures do not slow an
+  account for anyone beyond that.
+
+Every attempt the throttle lets through counts as a failure at once and is taken back when it
+succeeds, so a burst of parallel tries cannot all pass the check before the first failure is
+recorded. The client's address is the socket peer, except for requests that arrive through
+the share tunnel (peer on loopback, Host *.gradio.live): those carry the visitor's address as
+the last entry of X-Forwarded-For, which the tunnel appends.
+
+State is in memory, per process; the clock is injectable so tests need not wait.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from typing import Callable, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+FREE_FAILURES = 5
+FIRST_DELAY_SEC = 1.0
+MAX_DELAY_SEC = 30.0
+ADDRESS_FAILURES_PER_MINUTE = 20
+WINDOW_SEC = 60.0
+# Bounds on remembered accounts and addresses: an attacker naming a million accounts must not
+# grow memory without limit. The least recently touched entries are forgotten first.
+MAX_TRACKED = 10_000
+MAX_LOGIN_BODY_BYTES = 64 * 1024
+TUNNEL_HOST_SUFFIX = ".gradio.live"
+V = TypeVar("V")
+
+
+@dataclass
+class _Account:
+    failures: int = 0
+    last_failure: float = 0.0
+
+
+class LoginThrottle:
+    """Per-account delay and per-address failure budget (see the module's docstring)."""
+
+    def __init__(self, *, free_failures: int = FREE_FAILURES,
+                 first_delay_sec: float = FIRST_DELAY_SEC, max_delay_sec: float = MAX_DELAY_SEC,
+                 address_failures_per_minute: int = ADDRESS_FAILURES_PER_MINUTE,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.free_failures = free_failures
+        self.first_delay_sec = first_delay_sec
+        self.max_delay_sec = max_delay_sec
+        self.address_limit = address_failures_per_minute
+        self.clock = clock
+        self._accounts: OrderedDict[str, _Account] = OrderedDict()
+        self._addresses: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def check(self, account: str, address: str) -> float:
+        """Seconds to wait before this attempt is allowed (0: go ahead). An allowed attempt is
+        counted as a failure until `succeeded` is called for it."""
+        now = self.clock()
+        wait = max(self._account_wait(account, now), self._address_wait(address, now))
+        if wait > 0:
+            return wait
+        state = _touch(self._accounts, account, _Account)
+        state.failures += 1
+        state.last_failure = now
+        _touch(self._addresses, address, deque).append(now)
+        return 0.0
+
+    def succeeded(self, account: str, address: str) -> None:
+        """The attempt let through for (account, address) was right: clear the account's
+        failures and give the address its try back."""
+        self._accounts.pop(account, None)
+        failures = self._addresses.get(address)
+        if failures:
+            failures.pop()
+
+    def delay_after(self, failures: int) -> float:
+        """The wait imposed after `failures` consecutive failures."""
+        if failures < self.free_failures:
+            return 0.0
+        exponent = min(failures - self.free_failures, 30)  # 2**30 s is past any cap
+        return min(self.first_delay_sec * 2 ** exponent, self.max_delay_sec)
+
+    def _account_wait(self, account: str, now: float) -> float:
+        state = self._accounts.get(account)
+        if state is None:
+            return 0.0
+        return max(0.0, state.last_failure + self.delay_after(state.failures) - now)
+
+    def _address_wait(self, address: str, now: float) -> float:
+        failures = self._addresses.get(address)
+        if not failures:
+            return 0.0
+        while failures and failures[0] <= now - WINDOW_SEC:
+            failures.popleft()
+        if len(failures) < self.address_limit:
+            return 0.0
+        return failures[-self.address_limit] + WINDOW_SEC - now
+
+
+def _touch(table: OrderedDict[str, V], key: str, make: Callable[[], V]) -> V:
+    """The entry for `key`, created if missing and marked most recently used; the least
+    recently used entries are dropped beyond MAX_TRACKED."""
+    entry = table.get(key)
+    if entry is None:
+        entry = table[key] = make()
+        while len(table) > MAX_TRACKED:
+            table.popitem(last=False)
+    table.move_to_end(key)
+    return entry
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    values = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == name]
+    return ",".join(values)
+
+
+def _is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def client_address(scope: Scope) -> str:
+    """Who is trying: the socket peer, or for a request through the share tunnel (peer on
+    loopback, Host *.gradio.live) the last X-Forwarded-For entry, the one the tunnel added.
+    Earlier entries are whatever the visitor sent, so they are never trusted."""
+    peer = (scope.get("client") or ("unknown", 0))[0]
+    host = _header(scope, b"host").rsplit(":", 1)[0].lower()
+    if not (_is_loopback(peer) and host.endswith(TUNNEL_HOST_SUFFIX)):
+        return peer
+    forwarded = [part.strip() for part in _header(scope, b"x-forwarded-for").split(",")]
+    last = forwarded[-1] if forwarded else ""
+    try:
+        return str(ipaddress.ip_address(last))
+    except ValueError:
+        return peer
+
+
+def too_many_attempts(wait: float) -> JSONResponse:
+    """The 429 for a throttled attempt, with Retry-After in whole seconds."""
+    seconds = max(1, math.ceil(wait))
+    return JSONResponse({"error": f"too many failed logins; wait {seconds} s before trying "
+                         "again", "code": "too_many_attempts", "retry_after": seconds},
+                        status_code=429, headers={"Retry-After": str(seconds)})
+
+
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
+    """The whole request body, or None if it is larger than `limit`."""
+    body = bytearray()
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return bytes(body)
+        body.extend(message.get("body", b""))
+        if len(body) > limit:
+            return None
+        if not message.get("more_body", False):
+            return bytes(body)
+
+
+async def form_username(scope: Scope, body: bytes) -> str:
+    """The `username` of a login form, read as Gradio's FastAPI route reads it (URL-encoded or
+    multipart, the last of repeated fields, stripped), so the account throttled is the account
+    Gradio checks. A body that is no form names no account and counts for its address only."""
+    request = Request(scope, _replay(body, _disconnected))
+    try:
+        form = await request.form()
+    except Exception:  # malformed: Gradio answers 4xx for it, the address is still charged
+        return ""
+    try:
+        value = form.get("username")
+        return value.strip() if isinstance(value, str) else ""
+    finally:
+        await form.close()
+
+
+async def _disconnected() -> Message:
+    return {"type": "http.disconnect"}
+
+
+class LoginThrottleMiddleware:
+    """Pure ASGI middleware around Gradio's POST /login: checks the throttle, replays the
+    buffered form to Gradio, and records the outcome from Gradio's response status: 200 is a
+    login; anything else (400 "Incorrect credentials", a malformed form) stays a failure."""
+
+    def __init__(self, app: ASGIApp, throttle: LoginThrottle) -> None:
+        self.app = app
+        self.throttle = throttle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or \
+                scope["path"].rstrip("/") != "/login":
+            await self.app(scope, receive, send)
+            return
+        body = await _read_body(receive, MAX_LOGIN_BODY_BYTES)
+        if body is None:
+            await JSONResponse({"error": "the login form is larger than 64 KiB",
+                                "code": "payload_too_large"}, 413)(scope, receive, send)
+            return
+        account, address = await form_username(scope, body), client_address(scope)
+        wait = self.throttle.check(account, address)  # before Gradio compares the password
+        if wait > 0:
+            await too_many_attempts(wait)(scope, receive, send)
+            return
+        status: list[int] = []
+        await self.app(scope, _replay(body, receive), _status_recorder(send, status))
+        if status and status[0] == 200:
+            self.throttle.succeeded(account, address)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect, as servers do
+
+    return replay
+
+
+def _status_recorder(send: Send, status: list[int]) -> Send:
+    async def recording(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            status.append(int(message["status"]))
+        await send(message)
+
+    return recording
+
+
+__all__ = ["LoginThrottle", "LoginThrottleMiddleware", "client_address", "form_username",
+           "too_many_attempts"]

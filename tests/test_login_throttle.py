@@ -1,0 +1,219 @@
+"""Password guessing is throttled on both doors of a shared app, Gradio's login form and the
+REST API's Basic auth: a growing delay per account (never a lockout), a budget of failures per
+client address, both decided before any password is compared. A fake clock stands in for time,
+so no test waits for a real delay."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+from typing import Iterator
+
+import httpx
+import pytest
+
+from chat_core.emulated_llm import EmulatedLLM
+from chat_core.login_throttle import (ADDRESS_FAILURES_PER_MINUTE, FREE_FAILURES, MAX_DELAY_SEC,
+                                      MAX_TRACKED, LoginThrottle, client_address, form_username)
+from tests.helpers import InProcessApp, base_env
+
+ALICE, ALICE_PW = "alice", "correct horse battery"
+BOB, BOB_PW = "bob", "staple grapefruit lamp"
+WRONG = "not the password"
+TUNNEL = "abc123.gradio.live"
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+# -- the throttle on its own ---------------------------------------------------------------------
+
+def _fail(throttle: LoginThrottle, account: str, address: str = "198.51.100.1") -> float:
+    """One attempt that turns out wrong; returns the wait the throttle imposed (0: it ran)."""
+    return throttle.check(account, address)
+
+
+def test_the_delay_starts_after_the_free_failures_and_doubles_up_to_the_cap() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock)
+    for _ in range(FREE_FAILURES):
+        assert _fail(throttle, ALICE) == 0
+    waits = []
+    for _ in range(8):
+        wait = _fail(throttle, ALICE)
+        assert wait > 0  # refused before any password comparison
+        waits.append(wait)
+        clock.advance(wait)
+        assert _fail(throttle, ALICE) == 0  # one more try after the wait, wrong again
+    assert waits == [1, 2, 4, 8, 16, MAX_DELAY_SEC, MAX_DELAY_SEC, MAX_DELAY_SEC]
+
+
+def test_a_success_clears_the_accounts_delay() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock)
+    for _ in range(FREE_FAILURES):
+        _fail(throttle, ALICE)
+    clock.advance(_fail(throttle, ALICE))
+    assert throttle.check(ALICE, "198.51.100.1") == 0
+    throttle.succeeded(ALICE, "198.51.100.1")
+    for _ in range(FREE_FAILURES):  # a fresh allowance, no delay
+        assert _fail(throttle, ALICE) == 0
+
+
+def test_attempts_in_flight_count_before_their_outcome_is_known() -> None:
+    """50 tries at once: only the free ones pass the check, the rest wait."""
+    throttle = LoginThrottle(clock=FakeClock())
+    waits = [throttle.check(ALICE, "198.51.100.1") for _ in range(50)]
+    assert sum(1 for w in waits if w == 0) == FREE_FAILURES
+
+
+def test_an_address_gets_a_budget_of_failures_per_minute_across_accounts() -> None:
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock)
+    for i in range(ADDRESS_FAILURES_PER_MINUTE):
+        assert _fail(throttle, f"user{i}", "203.0.113.9") == 0
+        clock.advance(1)
+    wait = throttle.check(BOB, "203.0.113.9")
+    assert 0 < wait <= 60 - ADDRESS_FAILURES_PER_MINUTE + 1
+    assert throttle.check(BOB, "198.51.100.7") == 0  # another client is not affected
+    clock.advance(wait)
+    assert throttle.check(BOB, "203.0.113.9") == 0
+
+
+def test_a_strangers_failures_do_not_slow_another_account() -> None:
+    throttle = LoginThrottle(clock=FakeClock())
+    for _ in range(FREE_FAILURES + 1):
+        _fail(throttle, ALICE, "203.0.113.9")
+    assert throttle.check(ALICE, "198.51.100.7") > 0  # the account waits, for everyone
+    assert throttle.check(BOB, "198.51.100.7") == 0
+    assert throttle.check(BOB, "203.0.113.9") == 0  # within the stranger's address budget
+
+
+def test_memory_stays_bounded_whatever_names_are_tried() -> None:
+    throttle = LoginThrottle(clock=FakeClock(), address_failures_per_minute=10**9)
+    for i in range(MAX_TRACKED + 500):
+        throttle.check(f"user{i}", f"10.0.{i // 256 % 256}.{i % 256}")
+    assert len(throttle._accounts) <= MAX_TRACKED and len(throttle._addresses) <= MAX_TRACKED
+
+
+def _scope(peer: str, host: str, forwarded: str | None = None) -> dict:
+    headers = [(b"host", host.encode())]
+    if forwarded is not None:
+        headers.append((b"x-forwarded-for", forwarded.encode()))
+    return {"type": "http", "client": (peer, 50000), "headers": headers}
+
+
+@pytest.mark.parametrize("peer,host,forwarded,expected", [
+    ("127.0.0.1", TUNNEL, "203.0.113.9", "203.0.113.9"),
+    ("127.0.0.1", f"{TUNNEL}:443", "10.9.9.9, 203.0.113.9", "203.0.113.9"),  # the tunnel's
+    ("::1", TUNNEL, "2001:db8::5", "2001:db8::5"),
+    ("127.0.0.1", "localhost:8080", "203.0.113.9", "127.0.0.1"),  # not through the tunnel
+    ("198.51.100.7", TUNNEL, "203.0.113.9", "198.51.100.7"),  # a remote peer cannot claim it
+    ("127.0.0.1", TUNNEL, "not-an-address", "127.0.0.1"),
+    ("127.0.0.1", TUNNEL, None, "127.0.0.1"),
+])
+def test_the_client_address(peer: str, host: str, forwarded: str | None, expected: str) -> None:
+    assert client_address(_scope(peer, host, forwarded)) == expected
+
+
+@pytest.mark.parametrize("ctype,body,expected", [
+    ("application/x-www-form-urlencoded", b"username=+alice+&password=x", "alice"),
+    ("application/x-www-form-urlencoded", b"username=x&username=alice&password=x", "alice"),
+    ("application/x-www-form-urlencoded", b"username=j%C3%BCrgen&password=x", "j\u00fcrgen"),
+    ("multipart/form-data; boundary=XX",
+     b'--XX\r\nContent-Disposition: form-data; name="username"\r\n\r\nalice\r\n--XX--\r\n',
+     "alice"),
+    ("application/json", b'{"username": "alice"}', ""),
+])
+def test_the_account_named_by_a_login_form(ctype: str, body: bytes, expected: str) -> None:
+    """The same field Gradio's FastAPI route reads: repeated fields and multipart included, so
+    no encoding of the form can dodge the account's delay."""
+    scope = {"type": "http", "method": "POST", "path": "/login", "query_string": b"",
+             "headers": [(b"content-type", ctype.encode())]}
+    assert asyncio.run(form_username(scope, body)) == expected
+
+
+# -- through HTTP, against the app in share mode ---------------------------------------------------
+
+@pytest.fixture(scope="module")
+def shared(database_url: str, llm: EmulatedLLM, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[InProcessApp]:
+    env = base_env(database_url, llm.base_url, tmp_path_factory.mktemp("throttle"),
+                   SHARE_AUTH=f"{ALICE}:{ALICE_PW},{BOB}:{BOB_PW}")
+    app = InProcessApp(env, share=True).start()
+    yield app
+    app.stop()
+
+
+@pytest.fixture
+def clock(shared: InProcessApp) -> FakeClock:
+    """A fresh throttle state on a fake clock, for each test."""
+    assert shared._server is not None
+    throttle: LoginThrottle = shared._server.config.app.state.login_throttle
+    fake = FakeClock()
+    throttle.clock = fake
+    throttle._accounts.clear()
+    throttle._addresses.clear()
+    return fake
+
+
+def _login(http: httpx.Client, user: str, password: str, **headers: str) -> httpx.Response:
+    return http.post("/login", data={"username": user, "password": password}, headers=headers)
+
+
+def _api(http: httpx.Client, user: str, password: str, **headers: str) -> httpx.Response:
+    return http.get("/api/conversations", auth=(user, password), headers=headers)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("door", [_login, _api], ids=["login-form", "basic-auth"])
+def test_guessing_gets_429_and_the_right_password_works_after_the_wait(
+        shared: InProcessApp, clock: FakeClock, door) -> None:  # type: ignore[no-untyped-def]
+    with httpx.Client(base_url=shared.url) as http:
+        for _ in range(FREE_FAILURES):
+            assert door(http, ALICE, WRONG).status_code in (400, 401)
+        refused = door(http, ALICE, ALICE_PW)  # even the right password waits its turn
+        assert refused.status_code == 429, refused.text
+        assert refused.headers["retry-after"] == "1"
+        assert refused.json()["code"] == "too_many_attempts"
+        clock.advance(float(refused.headers["retry-after"]))
+        assert door(http, ALICE, ALICE_PW).status_code == 200
+        assert door(http, ALICE, WRONG).status_code in (400, 401)  # the success reset it
+
+
+@pytest.mark.slow
+def test_fifty_wrong_tries_at_once_reach_the_password_check_only_five_times(
+        shared: InProcessApp, clock: FakeClock) -> None:
+    with concurrent.futures.ThreadPoolExecutor(16) as pool, \
+            httpx.Client(base_url=shared.url) as http:
+        codes = list(pool.map(lambda _: _login(http, ALICE, WRONG).status_code, range(50)))
+        assert codes.count(400) == FREE_FAILURES and codes.count(429) == 50 - FREE_FAILURES
+        assert _login(http, ALICE, ALICE_PW).status_code == 429
+
+
+@pytest.mark.slow
+def test_a_stranger_slows_neither_another_account_nor_another_client(
+        shared: InProcessApp, clock: FakeClock) -> None:
+    """The stranger comes through the share tunnel: each client is known by the address the
+    tunnel forwards."""
+    stranger = {"Host": TUNNEL, "X-Forwarded-For": "203.0.113.9"}
+    friend = {"Host": TUNNEL, "X-Forwarded-For": "198.51.100.7"}
+    with httpx.Client(base_url=shared.url) as http:
+        for _ in range(FREE_FAILURES + 1):
+            _login(http, ALICE, WRONG, **stranger)
+        assert _login(http, ALICE, ALICE_PW, **friend).status_code == 429  # the account waits
+        assert _login(http, BOB, BOB_PW, **friend).status_code == 200
+        assert _api(http, BOB, BOB_PW, **stranger).status_code == 200  # within its budget
+        for i in range(ADDRESS_FAILURES_PER_MINUTE):
+            _login(http, f"nobody{i}", WRONG, **stranger)
+        spent = _api(http, BOB, BOB_PW, **stranger)
+        assert spent.status_code == 429 and int(spent.headers["retry-after"]) > 0
+        assert _api(http, BOB, BOB_PW, **friend).status_code == 200
