@@ -101,6 +101,11 @@ async def serve(settings: Settings, share: bool = False) -> None:
         server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port,
                                         log_level="warning", lifespan="on",
                                         timeout_keep_alive=75,
+                                        # The client address is the socket's: X-Forwarded-For
+                                        # is believed only from the share tunnel
+                                        # (login_throttle.client_address), not from any local
+                                        # process as uvicorn would by default.
+                                        proxy_headers=False,
                                         timeout_graceful_shutdown=3))
         server.on_shutdown = service.begin_shutdown
         serving = asyncio.ensure_future(server.serve())

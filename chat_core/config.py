@@ -71,6 +71,9 @@ class Settings:
     db_pool_max: int = 20
     # "user:password[,user2:password2]": required by --share; protects the UI and the REST API.
     share_auth: str = ""
+    # Extra names the app is reached under ("chat.example.org,10.0.0.5"), besides loopback, the
+    # listen address (or the machine's names when listening on 0.0.0.0) and the share tunnel.
+    allowed_hosts: str = ""
     log_level: str = "INFO"
     dbos_log_level: str = "WARNING"
 

@@ -42,7 +42,7 @@ def backend_line(service: ChatService) -> str:
 def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
     install_gradio_skips()
     # delete_cache: Gradio keeps a copy of every exported file it served; drop them hourly.
-    with gr.Blocks(title="Durable chat", fill_height=True,
+    with gr.Blocks(title="Durable chat", fill_height=True, analytics_enabled=False,
                    delete_cache=(3600, 3600)) as demo:
         with gr.Row():
             gr.Markdown("## Durable chat")

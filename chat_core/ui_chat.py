@@ -18,6 +18,7 @@ import gradio as gr
 
 from .conversation_export import MAX_IMPORT_BYTES
 from .errors import ChatError, ShuttingDown
+from .gradio_guard import is_uploaded_file
 from .service import ChatService
 from .turn_progress import Snapshot
 from .ui_render import conversation_view, reply_markdown, safe_markdown, user_html
@@ -164,6 +165,9 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
     async def load_view(conv_id: str) -> tuple[list[dict[str, str]], dict[str, Any], str]:
         messages = await service.list_messages(conv_id, last_turns=SHOWN_TURNS)
         shown, state = conversation_view(messages, share_mode)
+        # Send extends what the pane shows from this server-side copy: the Chatbot's value
+        # from the browser is never an input (it can name server files; see gradio_guard.py).
+        state["shown"] = shown
         earlier = messages[0]["seq"] - 1 if messages else 0
         note = (f"Showing the newest {SHOWN_TURNS} turns; {earlier} earlier turns are in the "
                 "history (and the export)." if earlier > 0 else "")
@@ -254,9 +258,10 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
         async for update in show(None):
             yield update
 
-    async def on_send(text: str, conv_id: str | None, shown: list[dict[str, Any]]
+    async def on_send(text: str, conv_id: str | None, state: dict[str, Any]
                       ) -> AsyncIterator[dict[Any, Any]]:
         new = conv_id is None
+        shown = (state or {}).get("shown") or [] if not new else []
         try:
             if conv_id is None:
                 conv_id = (await service.create_conversation())["id"]
@@ -427,7 +432,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
     async def on_import(file: Any) -> AsyncIterator[dict[Any, Any]]:
         path = file if isinstance(file, str) else getattr(file, "name", None)
         try:
-            if not path:
+            if not path or not is_uploaded_file(str(path)):
                 raise ChatError("choose a .json file exported from this app to import it")
             try:
                 raw = Path(str(path)).read_bytes()
@@ -451,7 +456,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
     # Chat events are not capped by Gradio (concurrency_limit=None): each is an async
     # generator waiting on the service; the LLM client's semaphore is the real cap.
     events: dict[str, Any] = dict(outputs=outputs, concurrency_limit=None)
-    box.submit(on_send, inputs=[box, conversation, chatbot], api_name="send", **events)
+    box.submit(on_send, inputs=[box, conversation, view], api_name="send", **events)
     conversations.select(on_select, inputs=[conversations], api_name="select", **events)
     new_chat.click(on_new, api_name="new_chat", **events)
     retry.click(on_retry, inputs=[conversation, view], api_name="retry", **events)

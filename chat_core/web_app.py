@@ -20,8 +20,10 @@ import gradio as gr
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
+from .gradio_guard import GradioGuard
 from .login_throttle import (LoginThrottle, LoginThrottleMiddleware, client_address,
                              too_many_attempts)
+from .request_guards import allowed_hosts, install_request_guards
 from .rest_api import build_rest_api
 from .service import ChatService
 from .ui import CSS
@@ -120,7 +122,7 @@ def build_web_app(service: ChatService, ui: gr.Blocks, *,
     if warm_matplotlib is not None:
         with warm_matplotlib():
             pass
-    return gr.mount_gradio_app(
+    gr.mount_gradio_app(
         app, ui, path="/", auth=credentials or None, css=CSS,
         auth_message="Durable chat: log in with the credentials from SHARE_AUTH.",
         # show_error=False: an unexpected exception's text (psycopg's carries SQL) stays in the
@@ -128,3 +130,11 @@ def build_web_app(service: ChatService, ui: gr.Blocks, *,
         enable_monitoring=False if share_mode else None, show_error=False, max_file_size="10mb",
         footer_links=["api"] if not share_mode else [],
     )
+    # Gradio checks the paths named in event inputs only once its Blocks has launched, which
+    # mount_gradio_app never marks; GradioGuard refuses them before Gradio sees them anyway.
+    ui.has_launched = True
+    app.add_middleware(GradioGuard, blocks=ui, login_required=bool(credentials))
+    settings = service.settings
+    install_request_guards(app, allowed_hosts(settings.host, settings.allowed_hosts.split(","),
+                                              share_mode=share_mode))
+    return app

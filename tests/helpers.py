@@ -107,7 +107,7 @@ class InProcessApp:
                                 credentials=credentials, share_mode=self.share)
             self._server = uvicorn.Server(uvicorn.Config(
                 app, host="127.0.0.1", port=self.settings.port, log_level="warning",
-                lifespan="on", timeout_graceful_shutdown=1))
+                lifespan="on", timeout_graceful_shutdown=1, proxy_headers=False))
             self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             serving = asyncio.ensure_future(self._server.serve())
             while not self._server.started and not serving.done():
