@@ -104,8 +104,10 @@ def _gave_up(db: "Database", exc: BaseException) -> str:
     state = getattr(exc, "sqlstate", None) or ""
     if state.startswith("40"):  # deadlock or serialization failure, every time until now
         return (f"PostgreSQL kept refusing this change as conflicting with concurrent ones "
-                f"for {db.retry_for_sec:g} s ({_first_line(exc)}); the request can be retried")
-    return (f"PostgreSQL is unreachable ({_first_line(exc)}); the request can be retried")
+                f"for {db.retry_for_sec:g} s; the request can be retried")
+    # The driver's reason (host, port, SQL) is in the log line above, not in the body.
+    return (f"PostgreSQL has been unreachable for {db.retry_for_sec:g} s; the request can be "
+            "retried")
 
 
 def retry_transient(fn: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
