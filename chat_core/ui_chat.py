@@ -30,6 +30,8 @@ CONVERSATION_KEY = "durable-chat-conversation"
 # UI_MAX_UPDATES_PER_SEC; the first words and the final text are never delayed.
 UI_UPDATE_SEC = 0.1
 UI_MAX_UPDATES_PER_SEC = 150
+# A streamed reply is redrawn at most once per this many times its last render's duration.
+RENDER_BUDGET_FACTOR = 10
 # Turns a conversation shows when opened; the whole history stays in the database and the API.
 SHOWN_TURNS = 100
 
@@ -80,7 +82,10 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
             # Messages arrive as sanitized HTML (ui_render.py): no second Markdown pass, and
             # no LaTeX (KaTeX can be made to fetch).
             chatbot = gr.Chatbot(label="Conversation", height=520, elem_id="chatbot",
-                                 autoscroll=True, sanitize_html=True, buttons=["copy"],
+                                 autoscroll=True, sanitize_html=True,
+                                 # Gradio's copy buttons copy a message's value, which is
+                                 # HTML here: select the text to copy it instead.
+                                 buttons=[],
                                  render_markdown=False, latex_delimiters=[],
                                  editable="user",
                                  placeholder="Start a conversation: type below and press Enter."
@@ -179,10 +184,19 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
         _streams[0] += 1
         interval = max(UI_UPDATE_SEC, _streams[0] / UI_MAX_UPDATES_PER_SEC)
         status, finished, reply_id = "error", False, None
+        due = 0.0
         try:
             async for snap in service.watch_turn(turn_id, min_interval=interval):
                 status, finished, reply_id = snap.status, snap.finished, snap.reply_id
-                yield {chatbot: shown + [_live(snap, share_mode)]}
+                began = time.monotonic()
+                if not finished and began < due:
+                    continue
+                live = _live(snap, share_mode)
+                # A reply slow to render (Markdown built to be costly: 20,000 "[" take
+                # 0.4 s) is drawn less often, so that one stream never holds the event loop
+                # for more than a tenth of the time; the final text is always drawn.
+                due = began + RENDER_BUDGET_FACTOR * (time.monotonic() - began)
+                yield {chatbot: shown + [live]}
         except ShuttingDown:
             status = "restarting"
             yield {notice: "⚠️ The app is restarting. Your message and the reply so far are "
