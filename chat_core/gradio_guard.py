@@ -59,6 +59,24 @@ def is_uploaded_file(path: str) -> bool:
         return False
 
 
+def malformed_call(blocks: gr.Blocks, body: Any) -> str | None:
+    """Why a call to an event (queue/join, run/) is malformed, or None. Gradio answers some of
+    these with a 500: an unknown fn_index is a KeyError, and its 422 for a wrong shape echoes
+    the input, which fails to encode when it holds a lone surrogate."""
+    if not isinstance(body, dict):
+        return "the body must be a JSON object"
+    if not isinstance(body.get("data"), list):
+        return '"data" must be a list of the event\'s input values'
+    fn_index = body.get("fn_index")
+    if "fn_index" in body and (type(fn_index) is not int or fn_index not in blocks.fns):
+        return '"fn_index" names no event of this app'
+    for key, kind in (("trigger_id", int), ("session_hash", str)):
+        value = body.get(key)
+        if value is not None and (type(value) is not kind):
+            return f'"{key}" must be {"an integer" if kind is int else "a string"} or null'
+    return None
+
+
 def refused_files(blocks: gr.Blocks, route: str, body: Any) -> str | None:
     """Why a request's file payloads are refused, or None when it carries none it may not."""
     data = body.get("data") if isinstance(body, dict) else None
@@ -68,10 +86,11 @@ def refused_files(blocks: gr.Blocks, route: str, body: Any) -> str | None:
         outside = [v for v in body if v != "data"]
         if any(file_paths(body[k]) for k in outside):
             return "files are accepted only as an event's input"
-        for block, value in zip(fn.inputs, data):
+        for i, value in enumerate(data):
             paths = file_paths(value)
             if not paths:
                 continue
+            block = fn.inputs[i] if i < len(fn.inputs) else None
             if not isinstance(block, FILE_INPUTS):
                 return "this event takes no files"
             if not all(is_uploaded_file(p) for p in paths):
@@ -126,6 +145,12 @@ class GradioGuard:
             body = None  # not JSON: Gradio answers it, and a non-JSON body carries no FileData
         route = "/gradio_api/queue/join" if path.rstrip("/") == "/gradio_api/queue/join" \
             else path
+        if route == "/gradio_api/queue/join" or route.startswith("/gradio_api/run/"):
+            malformed = malformed_call(self.blocks, body)
+            if malformed is not None:
+                await refuse(send, 422, "invalid_event", f"not a call of this app's events: "
+                             f"{malformed}")
+                return
         reason = refused_files(self.blocks, route, body)
         if reason is not None:
             await refuse(send, 400, "file_not_allowed",
@@ -178,4 +203,4 @@ def _cookies(scope: Scope) -> dict[str, str]:
     return {k: m.value for k, m in jar.items()}
 
 
-__all__ = ["GradioGuard", "refused_files", "file_paths", "is_uploaded_file", "FILE_INPUTS"]
+__all__ = ["GradioGuard", "refused_files", "malformed_call", "file_paths", "is_uploaded_file", "FILE_INPUTS"]
