@@ -203,4 +203,5 @@ def _cookies(scope: Scope) -> dict[str, str]:
     return {k: m.value for k, m in jar.items()}
 
 
-__all__ = ["GradioGuard", "refused_files", "malformed_call", "file_paths", "is_uploaded_file", "FILE_INPUTS"]
+__all__ = ["GradioGuard", "refused_files", "malformed_call", "file_paths", "is_uploaded_file",
+           "FILE_INPUTS"]
