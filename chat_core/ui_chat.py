@@ -105,7 +105,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                 position = gr.Markdown("", visible=False, elem_id="alt-position")
                 following = gr.Button("▶", elem_id="alt-next", **{**small, "min_width": 44})
             with gr.Accordion("Settings for this conversation", open=False,
-                              elem_id="settings") as settings_panel:
+                              elem_id="settings"):
                 system_prompt = gr.Textbox(label="System prompt", lines=2, max_lines=8,
                                            max_length=8000, elem_id="system-prompt")
                 with gr.Row():
@@ -408,16 +408,6 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                 notice: f"{len(hits)} conversation(s) match “{safe_markdown(query)}”. "
                         "Clear the search box to list them all."}
 
-    async def on_settings(conv_id: str | None) -> dict[Any, Any]:
-        """Opening the panel reads them again: another tab may have changed them."""
-        conv = None
-        if conv_id is not None:
-            try:
-                conv = await service.get_conversation(conv_id)
-            except ChatError:
-                pass
-        return settings_of(conv)
-
     async def on_save_settings(conv_id: str | None, prompt: str, temp: float, p: float,
                                tokens: float | None) -> str:
         if conv_id is None:
@@ -492,16 +482,15 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                   api_name="delete", concurrency_limit=None)
     search.submit(on_search, inputs=[search], outputs=[conversations, notice],
                   api_name="search")
-    settings_io: dict[str, Any] = dict(inputs=[conversation], outputs=settings_fields,
-                                       api_visibility="private")
-    settings_panel.expand(on_settings, **settings_io)
+    # The fields are filled whenever a conversation is shown. Opening the panel does not read
+    # them again: that answer could land after the user began typing and overwrite it (seen
+    # as a flaky browser test under load).
     save_settings.click(on_save_settings, inputs=[conversation, *settings_fields],
                         outputs=[notice], api_name="save_settings")
     export.click(on_export, inputs=[conversation, export_format], outputs=[exported, notice],
                  api_name="export")
     upload.upload(on_import, inputs=[upload], api_name="import", **events)
-    return {"conversation": conversation, "outputs": outputs, "on_load": on_load,
-            "on_settings": on_settings, "settings_fields": settings_fields}
+    return {"conversation": conversation, "outputs": outputs, "on_load": on_load}
 
 
 def _text_of(value: Any) -> str:
