@@ -74,6 +74,9 @@ class Settings:
     # Extra names the app is reached under ("chat.example.org,10.0.0.5"), besides loopback, the
     # listen address (or the machine's names when listening on 0.0.0.0) and the share tunnel.
     allowed_hosts: str = ""
+    # Reverse proxies whose X-Forwarded-For is believed ("10.0.0.2"): behind one, every client
+    # would otherwise share the proxy's address and its budget of failed logins.
+    trusted_proxies: str = ""
     log_level: str = "INFO"
     dbos_log_level: str = "WARNING"
 
@@ -158,10 +161,24 @@ def load_settings(
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """The values that are secret wherever they appear: the LLM API key and the SHARE_AUTH
-    passwords. mask_secrets hides them in logs, error messages and pages."""
+    """The values that are secret wherever they appear: the LLM API key, the SHARE_AUTH
+    passwords and the credentials in the configured URLs (also as a driver may quote them,
+    undecoded or misparsed). mask_secrets hides them in logs, error messages and pages."""
     passwords = [item.partition(":")[2].strip() for item in settings.share_auth.split(",")]
-    return [settings.llm_api_key, *passwords]
+    return [settings.llm_api_key, *passwords,
+            *url_credentials(settings.database_url), *url_credentials(settings.vllm_base_url)]
+
+
+def url_credentials(url: str | None) -> list[str]:
+    """The secret part of a URL's user info: the password, or for an http(s) URL with only a
+    user part, that part (`http://TOKEN@host` is how some servers take a key)."""
+    if not url or "@" not in url.partition("://")[2].split("/", 1)[0]:
+        return []
+    userinfo = url.partition("://")[2].split("/", 1)[0].rsplit("@", 1)[0]
+    user, sep, password = userinfo.partition(":")
+    if sep:
+        return [password]
+    return [user] if url.lower().startswith(("http://", "https://")) else []
 
 
 def _parse(name: str, raw: str, default: object) -> object:

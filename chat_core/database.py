@@ -46,6 +46,11 @@ async def ensure_database_exists(url: str) -> bool:
     url = psycopg_url(url)
     try:
         conn = await psycopg.AsyncConnection.connect(url, connect_timeout=10)
+    except psycopg.ProgrammingError:
+        # The driver's message quotes the malformed part, which may be the password.
+        raise DatabaseUnavailable(
+            f"DATABASE_URL ({mask_url(url)}) is malformed; percent-encode special characters "
+            "in the user name and password (a % is written %25)") from None
     except psycopg.OperationalError as exc:
         if "does not exist" not in str(exc):
             raise DatabaseUnavailable(

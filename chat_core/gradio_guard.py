@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 import gradio as gr
@@ -28,9 +29,23 @@ from .request_guards import refuse
 # Components whose event inputs legitimately carry a file a visitor uploaded.
 FILE_INPUTS = (gr.UploadButton, gr.File)
 MAX_GRADIO_BODY = 16 * 1024 * 1024  # JSON bodies only; uploads go to /gradio_api/upload
+# Gradio serves files at /file=<path> and, for old clients, /file/<path>; both fetch an http(s)
+# URL for the caller and serve it from this app's origin with the upstream's content type.
+_FILE_ROUTES = ("/gradio_api/file=", "/gradio_api/file/", "/gradio_api/proxy=")
+_REMOTE = re.compile(r"^(//|[A-Za-z][A-Za-z0-9+.-]*:)")
+# Routes this app's page never uses: component server functions (no component here has any)
+# answered malformed calls with a 500.
+_NO_ROUTES = ("/gradio_api/component_server",)
 _JSON_ROUTES = ("/gradio_api/queue/join", "/gradio_api/run/", "/gradio_api/call/",
                 "/gradio_api/api/", "/gradio_api/stream/", "/gradio_api/component_server",
                 "/gradio_api/mcp/")
+
+
+def _names_remote_file(path: str) -> bool:
+    for prefix in _FILE_ROUTES:
+        if path.startswith(prefix):
+            return bool(_REMOTE.match(path[len(prefix):]))
+    return False
 
 
 def file_paths(value: Any) -> list[str]:
@@ -59,22 +74,42 @@ def is_uploaded_file(path: str) -> bool:
         return False
 
 
-def malformed_call(blocks: gr.Blocks, body: Any) -> str | None:
-    """Why a call to an event (queue/join, run/) is malformed, or None. Gradio answers some of
-    these with a 500: an unknown fn_index is a KeyError, and its 422 for a wrong shape echoes
-    the input, which fails to encode when it holds a lone surrogate."""
+def malformed_call(blocks: gr.Blocks, body: Any, route: str) -> str | None:
+    """Why a call to an event (queue/join, run/, call/) is malformed, or None. Gradio answers
+    these with a 500 or a traceback in the log: an unknown fn_index is a KeyError, too few
+    inputs a ValueError, and its 422 for a wrong shape echoes the input, which fails to encode
+    when it holds a lone surrogate."""
     if not isinstance(body, dict):
         return "the body must be a JSON object"
-    if not isinstance(body.get("data"), list):
+    data = body.get("data")
+    if not isinstance(data, list):
         return '"data" must be a list of the event\'s input values'
     fn_index = body.get("fn_index")
     if "fn_index" in body and (type(fn_index) is not int or fn_index not in blocks.fns):
         return '"fn_index" names no event of this app'
+    needed = _inputs_needed(blocks, fn_index, route)
+    if needed is not None and len(data) < needed:
+        return f"the event takes {needed} input values, got {len(data)}"
     for key, kind in (("trigger_id", int), ("session_hash", str)):
         value = body.get(key)
         if value is not None and (type(value) is not kind):
             return f'"{key}" must be {"an integer" if kind is int else "a string"} or null'
     return None
+
+
+def _inputs_needed(blocks: gr.Blocks, fn_index: Any, route: str) -> int | None:
+    """How many values `data` must hold: every input for a queue join (the page sends State
+    inputs as null); for a named call (run/, call/), those Gradio does not fill in itself."""
+    if route == "/gradio_api/queue/join":
+        fn = blocks.fns.get(fn_index) if type(fn_index) is int else None
+        return len(fn.inputs) if fn is not None else None
+    name = route.split("/")[3] if route.count("/") >= 3 else ""
+    fns = [f for f in blocks.fns.values() if f.api_name == name]
+    if type(fn_index) is int:
+        fns = [blocks.fns[fn_index]]
+    if len(fns) != 1:
+        return None
+    return sum(1 for b in fns[0].inputs if not getattr(b, "stateful", False))
 
 
 def refused_files(blocks: gr.Blocks, route: str, body: Any) -> str | None:
@@ -109,11 +144,12 @@ class GradioGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
-        if path.startswith("/gradio_api/file="):
-            target = path[len("/gradio_api/file="):]
-            if "://" in target or target.startswith("//"):
-                await refuse(send, 403, "forbidden", "this app serves no remote files")
-                return
+        if _names_remote_file(path):
+            await refuse(send, 403, "forbidden", "this app serves no remote files")
+            return
+        if path.startswith(_NO_ROUTES):
+            await refuse(send, 404, "not_found", "no such route in this app")
+            return
         if path.startswith("/gradio_api/heartbeat/") and self.login_required \
                 and not _logged_in(scope):
             await refuse(send, 401, "unauthorized", "log in first")
@@ -145,8 +181,9 @@ class GradioGuard:
             body = None  # not JSON: Gradio answers it, and a non-JSON body carries no FileData
         route = "/gradio_api/queue/join" if path.rstrip("/") == "/gradio_api/queue/join" \
             else path
-        if route == "/gradio_api/queue/join" or route.startswith("/gradio_api/run/"):
-            malformed = malformed_call(self.blocks, body)
+        if route == "/gradio_api/queue/join" or route.startswith(("/gradio_api/run/",
+                                                                   "/gradio_api/call/")):
+            malformed = malformed_call(self.blocks, body, route)
             if malformed is not None:
                 await refuse(send, 422, "invalid_event", f"not a call of this app's events: "
                              f"{malformed}")

@@ -1,21 +1,24 @@
 """Slows password guessing on both doors of a shared app: Gradio's login form (POST /login)
 and the REST API's HTTP Basic auth (web_app.py).
 
-Two limits, both decided before any password is compared:
+Three limits, all decided before any password is compared:
 
-- Per account, a growing delay rather than a lockout: after FREE_FAILURES consecutive failures
-  each further try must wait 1 s, then 2, 4, ... up to MAX_DELAY_SEC. Nobody can lock the
-  owner out for good, and guessing a long password at one try per 30 s is hopeless. A success
-  clears the account's record.
+- Per account and client address, a growing delay rather than a lockout: after FREE_FAILURES
+  consecutive failures each further try from that address must wait 1 s, then 2, 4, ... up to
+  MAX_DELAY_SEC. Guessing a long password at one try per 30 s is hopeless, and a stranger's
+  failures never slow the owner, who comes from another address. A success clears the record.
 - Per client address, at most ADDRESS_FAILURES_PER_MINUTE failures in any 60 s, whichever
-  accounts they name: one client cannot try many accounts, and its failures do not slow an
-  account for anyone beyond that.
+  accounts they name: one client cannot try many accounts.
+- Per account, at most ACCOUNT_FAILURES_PER_MINUTE failures in any 60 s from all addresses
+  together: guessing spread over many addresses is capped too (only such a crowd can slow the
+  owner, and only while it keeps going).
 
 Every attempt the throttle lets through counts as a failure at once and is taken back when it
 succeeds, so a burst of parallel tries cannot all pass the check before the first failure is
 recorded. The client's address is the socket peer, except for requests that arrive through
-the share tunnel (peer on loopback, Host *.gradio.live): those carry the visitor's address as
-the last entry of X-Forwarded-For, which the tunnel appends.
+the share tunnel (peer on loopback, Host *.gradio.live) or from a proxy named in
+TRUSTED_PROXIES: those carry the visitor's address as the last entry of X-Forwarded-For, which
+the tunnel or proxy appends.
 
 State is in memory, per process; the clock is injectable so tests need not wait.
 """
@@ -37,6 +40,7 @@ FREE_FAILURES = 5
 FIRST_DELAY_SEC = 1.0
 MAX_DELAY_SEC = 30.0
 ADDRESS_FAILURES_PER_MINUTE = 20
+ACCOUNT_FAILURES_PER_MINUTE = 60
 WINDOW_SEC = 60.0
 # Bounds on remembered accounts and addresses: an attacker naming a million accounts must not
 # grow memory without limit. The least recently touched entries are forgotten first.
@@ -58,35 +62,42 @@ class LoginThrottle:
     def __init__(self, *, free_failures: int = FREE_FAILURES,
                  first_delay_sec: float = FIRST_DELAY_SEC, max_delay_sec: float = MAX_DELAY_SEC,
                  address_failures_per_minute: int = ADDRESS_FAILURES_PER_MINUTE,
+                 account_failures_per_minute: int = ACCOUNT_FAILURES_PER_MINUTE,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.free_failures = free_failures
         self.first_delay_sec = first_delay_sec
         self.max_delay_sec = max_delay_sec
         self.address_limit = address_failures_per_minute
+        self.account_limit = account_failures_per_minute
         self.clock = clock
-        self._accounts: OrderedDict[str, _Account] = OrderedDict()
+        self._accounts: OrderedDict[str, _Account] = OrderedDict()  # by (address, account)
         self._addresses: OrderedDict[str, deque[float]] = OrderedDict()
+        self._account_windows: OrderedDict[str, deque[float]] = OrderedDict()
 
     def check(self, account: str, address: str) -> float:
         """Seconds to wait before this attempt is allowed (0: go ahead). An allowed attempt is
         counted as a failure until `succeeded` is called for it."""
-        now = self.clock()
-        wait = max(self._account_wait(account, now), self._address_wait(address, now))
+        now, pair = self.clock(), f"{address}\n{account}"
+        wait = max(self._account_wait(pair, now),
+                   _window_wait(self._addresses.get(address), self.address_limit, now),
+                   _window_wait(self._account_windows.get(account), self.account_limit, now))
         if wait > 0:
             return wait
-        state = _touch(self._accounts, account, _Account)
+        state = _touch(self._accounts, pair, _Account)
         state.failures += 1
         state.last_failure = now
         _touch(self._addresses, address, deque).append(now)
+        _touch(self._account_windows, account, deque).append(now)
         return 0.0
 
     def succeeded(self, account: str, address: str) -> None:
-        """The attempt let through for (account, address) was right: clear the account's
-        failures and give the address its try back."""
-        self._accounts.pop(account, None)
-        failures = self._addresses.get(address)
-        if failures:
-            failures.pop()
+        """The attempt let through for (account, address) was right: clear that pair's
+        failures and give the address and the account their try back."""
+        self._accounts.pop(f"{address}\n{account}", None)
+        for table, key in ((self._addresses, address), (self._account_windows, account)):
+            failures = table.get(key)
+            if failures:
+                failures.pop()
 
     def delay_after(self, failures: int) -> float:
         """The wait imposed after `failures` consecutive failures."""
@@ -95,21 +106,22 @@ class LoginThrottle:
         exponent = min(failures - self.free_failures, 30)  # 2**30 s is past any cap
         return min(self.first_delay_sec * 2 ** exponent, self.max_delay_sec)
 
-    def _account_wait(self, account: str, now: float) -> float:
-        state = self._accounts.get(account)
+    def _account_wait(self, pair: str, now: float) -> float:
+        state = self._accounts.get(pair)
         if state is None:
             return 0.0
         return max(0.0, state.last_failure + self.delay_after(state.failures) - now)
 
-    def _address_wait(self, address: str, now: float) -> float:
-        failures = self._addresses.get(address)
-        if not failures:
-            return 0.0
-        while failures and failures[0] <= now - WINDOW_SEC:
-            failures.popleft()
-        if len(failures) < self.address_limit:
-            return 0.0
-        return failures[-self.address_limit] + WINDOW_SEC - now
+
+def _window_wait(failures: deque[float] | None, limit: int, now: float) -> float:
+    """Wait until fewer than `limit` of these failure times lie in the last WINDOW_SEC."""
+    if not failures:
+        return 0.0
+    while failures and failures[0] <= now - WINDOW_SEC:
+        failures.popleft()
+    if len(failures) < limit:
+        return 0.0
+    return failures[-limit] + WINDOW_SEC - now
 
 
 def _touch(table: OrderedDict[str, V], key: str, make: Callable[[], V]) -> V:
@@ -136,13 +148,15 @@ def _is_loopback(address: str) -> bool:
         return False
 
 
-def client_address(scope: Scope) -> str:
+def client_address(scope: Scope, trusted_proxies: frozenset[str] = frozenset()) -> str:
     """Who is trying: the socket peer, or for a request through the share tunnel (peer on
-    loopback, Host *.gradio.live) the last X-Forwarded-For entry, the one the tunnel added.
-    Earlier entries are whatever the visitor sent, so they are never trusted."""
+    loopback, Host *.gradio.live) or from a trusted proxy the last X-Forwarded-For entry, the
+    one the tunnel or proxy added. Earlier entries are whatever the visitor sent, so they are
+    never trusted."""
     peer = (scope.get("client") or ("unknown", 0))[0]
     host = _header(scope, b"host").rsplit(":", 1)[0].lower()
-    if not (_is_loopback(peer) and host.endswith(TUNNEL_HOST_SUFFIX)):
+    tunnel = _is_loopback(peer) and host.endswith(TUNNEL_HOST_SUFFIX)
+    if not (tunnel or peer in trusted_proxies):
         return peer
     forwarded = [part.strip() for part in _header(scope, b"x-forwarded-for").split(",")]
     last = forwarded[-1] if forwarded else ""
@@ -199,9 +213,11 @@ class LoginThrottleMiddleware:
     buffered form to Gradio, and records the outcome from Gradio's response status: 200 is a
     login; anything else (400 "Incorrect credentials", a malformed form) stays a failure."""
 
-    def __init__(self, app: ASGIApp, throttle: LoginThrottle) -> None:
+    def __init__(self, app: ASGIApp, throttle: LoginThrottle,
+                 trusted_proxies: frozenset[str] = frozenset()) -> None:
         self.app = app
         self.throttle = throttle
+        self.trusted_proxies = trusted_proxies
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST" or \
@@ -213,7 +229,8 @@ class LoginThrottleMiddleware:
             await JSONResponse({"error": "the login form is larger than 64 KiB",
                                 "code": "payload_too_large"}, 413)(scope, receive, send)
             return
-        account, address = await form_username(scope, body), client_address(scope)
+        account = await form_username(scope, body)
+        address = client_address(scope, self.trusted_proxies)
         wait = self.throttle.check(account, address)  # before Gradio compares the password
         if wait > 0:
             await too_many_attempts(wait)(scope, receive, send)

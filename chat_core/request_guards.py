@@ -9,7 +9,7 @@
   content type that a cross-site HTML form can send without a preflight. Clients that send
   none of these headers, like the seed's, are not browsers and keep working.
 - Gradio's login cookie is sent `SameSite=Lax` instead of `None`: the app is never embedded
-  in another site, so other sites' requests need not carry it.
+  in another site, so other sites' requests need not carry it; and no other site may frame it.
 """
 
 from __future__ import annotations
@@ -114,12 +114,17 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 
 def cross_site_reason(scope: Scope) -> str | None:
-    """Why this request looks like another site's, or None."""
+    """Why this request looks like another site's, or None. Gradio's routes are refused to
+    other sites for every method: none of them is meant to be linked to or embedded, and one
+    that serves a file (or fetched a URL) would open it in this app's origin."""
     method, path = scope["method"], scope["path"]
+    fetch_site = (_header(scope, b"sec-fetch-site") or "").lower()
+    foreign = fetch_site in ("cross-site", "same-site")
+    if foreign and path.startswith("/gradio_api/"):
+        return f"Sec-Fetch-Site: {fetch_site}"
     if method not in _UNSAFE_METHODS and not path.endswith(_UNSAFE_GETS):
         return None
-    fetch_site = (_header(scope, b"sec-fetch-site") or "").lower()
-    if fetch_site in ("cross-site", "same-site"):
+    if foreign:
         return f"Sec-Fetch-Site: {fetch_site}"
     origin = _header(scope, b"origin")
     host = _header(scope, b"host") or ""
@@ -147,19 +152,25 @@ class CrossSiteGuard:
                           f"refused a cross-site request ({reason}); use the app's own page, "
                           "or call the API without browser credentials")
             return
-        if scope["path"].endswith("/login"):
-            send = _lax_cookies(send)
-        await self.app(scope, receive, send)
+        await self.app(scope, receive, _hardened(send))
 
 
-def _lax_cookies(send: Send) -> Send:
+# Every response: never framed by another site (clickjacking), never content-sniffed.
+_HARDENING = [(b"x-frame-options", b"DENY"),
+              (b"content-security-policy", b"frame-ancestors 'none'"),
+              (b"x-content-type-options", b"nosniff")]
+
+
+def _hardened(send: Send) -> Send:
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = [
+            headers = [
                 (k, v.replace(b"SameSite=none", b"SameSite=lax").replace(b"SameSite=None",
                                                                          b"SameSite=lax"))
                 if k.lower() == b"set-cookie" else (k, v)
                 for k, v in message.get("headers", [])]
+            present = {k.lower() for k, _ in headers}
+            message["headers"] = headers + [h for h in _HARDENING if h[0] not in present]
         await send(message)
     return wrapped
 

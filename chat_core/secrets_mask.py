@@ -53,10 +53,13 @@ def mask_url(url: str) -> str:
         password = parts.password
     except ValueError:
         return "<unparseable URL>"
-    if password:
+    # An http(s) URL with a user part only carries a token there (http://TOKEN@host).
+    token_user = not password and parts.username and parts.scheme.lower() in ("http", "https")
+    if password or token_user:
         host = parts.netloc.rsplit("@", 1)[1]
-        parts = parts._replace(netloc=f"{parts.username or ''}:{MASK}@{host}")
-    masked = urlunsplit(parts) if password else url
+        userinfo = f"{parts.username or ''}:{MASK}" if password else MASK
+        parts = parts._replace(netloc=f"{userinfo}@{host}")
+    masked = urlunsplit(parts) if password or token_user else url
     return _SECRET_QUERY.sub(lambda m: m.group(1) + MASK, masked)
 
 

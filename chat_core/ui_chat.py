@@ -281,8 +281,10 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                 conv_id = (await service.create_conversation())["id"]
             started = await service.start_turn(conv_id, text)
         except ChatError as exc:
-            # Nothing is lost: the text stays in the box, the error says what to change.
-            yield {notice: _warn(exc), box: text}
+            # Nothing is lost: the text stays in the box, the error says what to change. Text
+            # that cannot be sent back (not a string, or a lone surrogate, which only a hostile
+            # client sends) is left where it is.
+            yield {notice: _warn(exc), **({box: text} if _sendable(text) else {})}
             return
         shown = list(shown or []) + [{"role": "user", "content": user_html(text)}]
         if new:  # remember it, list it, title it
@@ -491,6 +493,16 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
                  api_name="export")
     upload.upload(on_import, inputs=[upload], api_name="import", **events)
     return {"conversation": conversation, "outputs": outputs, "on_load": on_load}
+
+
+def _sendable(text: Any) -> bool:
+    if not isinstance(text, str):
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _text_of(value: Any) -> str:

@@ -89,7 +89,9 @@ def build_web_app(service: ChatService, ui: gr.Blocks, *,
     if credentials:
         # One throttle for both doors (login_throttle.py); app.state lets tests move its clock.
         throttle = app.state.login_throttle = LoginThrottle()
-        app.add_middleware(LoginThrottleMiddleware, throttle=throttle)
+        trusted = frozenset(filter(None, (p.strip() for p in
+                                          service.settings.trusted_proxies.split(","))))
+        app.add_middleware(LoginThrottleMiddleware, throttle=throttle, trusted_proxies=trusted)
 
         @app.middleware("http")
         async def require_login(request: Request,
@@ -101,7 +103,7 @@ def build_web_app(service: ChatService, ui: gr.Blocks, *,
             if given is None:
                 return _unauthorized()
             account = given[0].decode("utf-8", "replace")
-            address = client_address(request.scope)
+            address = client_address(request.scope, trusted)
             wait = throttle.check(account, address)  # before any password comparison
             if wait > 0:
                 return too_many_attempts(wait)

@@ -459,3 +459,18 @@ def test_any_join_body_is_answered_without_5xx_or_leaks(app: InProcessApp, http:
     turn = http.post(f"/api/conversations/{conv_id}/messages", json={"content": "still here?"})
     assert turn.status_code == 200, turn.text
     assert turn.json()["assistant_message"]["content"].startswith("Reply to [still here?]")
+
+
+def test_a_lone_surrogate_message_gets_a_notice_not_a_broken_stream(
+        app: InProcessApp, config: GradioConfig) -> None:
+    """The refused text used to be echoed back into the box, which Gradio could not encode:
+    the event ended in `unexpected_error` with a traceback in the log."""
+    dep = config.dependency("send")
+    inputs = config.plausible_inputs(dep)
+    inputs[0] = "\ud800 hostile"
+    body = body_for(dep, inputs)
+    with httpx.Client(base_url=app.url, timeout=EVENT_TIMEOUT_SEC) as fresh:
+        joined = join_queue(fresh, body)
+    assert_nothing_leaks(joined, body)
+    assert "unexpected_error" not in joined.text, joined.text[:1000]
+    assert "process_completed" in joined.text and "NUL" not in joined.text

@@ -13,8 +13,9 @@ import httpx
 import pytest
 
 from chat_core.emulated_llm import EmulatedLLM
-from chat_core.login_throttle import (ADDRESS_FAILURES_PER_MINUTE, FREE_FAILURES, MAX_DELAY_SEC,
-                                      MAX_TRACKED, LoginThrottle, client_address, form_username)
+from chat_core.login_throttle import (ACCOUNT_FAILURES_PER_MINUTE, ADDRESS_FAILURES_PER_MINUTE,
+                                      FREE_FAILURES, MAX_DELAY_SEC, MAX_TRACKED, LoginThrottle,
+                                      client_address, form_username)
 from tests.helpers import InProcessApp, base_env
 
 ALICE, ALICE_PW = "alice", "correct horse battery"
@@ -88,13 +89,25 @@ def test_an_address_gets_a_budget_of_failures_per_minute_across_accounts() -> No
     assert throttle.check(BOB, "203.0.113.9") == 0
 
 
-def test_a_strangers_failures_do_not_slow_another_account() -> None:
-    throttle = LoginThrottle(clock=FakeClock())
-    for _ in range(FREE_FAILURES + 1):
-        _fail(throttle, ALICE, "203.0.113.9")
-    assert throttle.check(ALICE, "198.51.100.7") > 0  # the account waits, for everyone
-    assert throttle.check(BOB, "198.51.100.7") == 0
+def test_a_strangers_failures_slow_neither_the_owner_nor_another_account() -> None:
+    """A stranger guessing alice's password without pause, under the address budget, must not
+    keep alice out: the delay belongs to the stranger's address."""
+    clock = FakeClock()
+    throttle = LoginThrottle(clock=clock)
+    for _ in range(40):  # 40 minutes of one guess a minute after each wait
+        clock.advance(max(_fail(throttle, ALICE, "203.0.113.9"), 60))
+        assert throttle.check(ALICE, "198.51.100.7") == 0  # the owner gets in
+        throttle.succeeded(ALICE, "198.51.100.7")
     assert throttle.check(BOB, "203.0.113.9") == 0  # within the stranger's address budget
+
+
+def test_an_account_has_a_budget_across_addresses() -> None:
+    """Guessing spread over many addresses is capped per account too."""
+    throttle = LoginThrottle(clock=FakeClock())
+    for i in range(ACCOUNT_FAILURES_PER_MINUTE):
+        assert _fail(throttle, ALICE, f"203.0.113.{i}") == 0
+    assert throttle.check(ALICE, "198.51.100.200") > 0
+    assert throttle.check(BOB, "198.51.100.200") == 0
 
 
 def test_memory_stays_bounded_whatever_names_are_tried() -> None:
@@ -122,6 +135,14 @@ def _scope(peer: str, host: str, forwarded: str | None = None) -> dict:
 ])
 def test_the_client_address(peer: str, host: str, forwarded: str | None, expected: str) -> None:
     assert client_address(_scope(peer, host, forwarded)) == expected
+
+
+def test_a_trusted_proxy_names_the_client() -> None:
+    proxy = frozenset({"10.0.0.2"})
+    scope = _scope("10.0.0.2", "chat.example.org", "198.51.100.1, 203.0.113.9")
+    assert client_address(scope, proxy) == "203.0.113.9"
+    assert client_address(_scope("10.0.0.3", "chat.example.org", "203.0.113.9"), proxy) \
+        == "10.0.0.3"
 
 
 @pytest.mark.parametrize("ctype,body,expected", [
@@ -200,7 +221,7 @@ def test_fifty_wrong_tries_at_once_reach_the_password_check_only_five_times(
 
 
 @pytest.mark.slow
-def test_a_stranger_slows_neither_another_account_nor_another_client(
+def test_a_stranger_locks_out_neither_the_owner_nor_another_client(
         shared: InProcessApp, clock: FakeClock) -> None:
     """The stranger comes through the share tunnel: each client is known by the address the
     tunnel forwards."""
@@ -209,7 +230,8 @@ def test_a_stranger_slows_neither_another_account_nor_another_client(
     with httpx.Client(base_url=shared.url) as http:
         for _ in range(FREE_FAILURES + 1):
             _login(http, ALICE, WRONG, **stranger)
-        assert _login(http, ALICE, ALICE_PW, **friend).status_code == 429  # the account waits
+        assert _login(http, ALICE, WRONG, **stranger).status_code == 429  # the stranger waits
+        assert _login(http, ALICE, ALICE_PW, **friend).status_code == 200  # the owner does not
         assert _login(http, BOB, BOB_PW, **friend).status_code == 200
         assert _api(http, BOB, BOB_PW, **stranger).status_code == 200  # within its budget
         for i in range(ADDRESS_FAILURES_PER_MINUTE):

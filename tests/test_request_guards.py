@@ -114,11 +114,43 @@ def test_cross_site_logout_is_refused_and_the_cookie_is_lax(shared: InProcessApp
 
 
 def test_gradio_fetches_no_url_for_a_visitor(app: InProcessApp) -> None:
-    """/gradio_api/file=<URL> would make the server fetch any public URL: an open proxy."""
+    """/gradio_api/file=<URL> (and the older /file/<URL>) make the server fetch any public URL
+    and serve it from this origin with the upstream's content type: a page of another site's
+    script running as this app."""
     with app.client() as http:
-        for target in ("https://example.com/", "http://example.com/x", "//example.com/x"):
-            answer = http.get(f"/gradio_api/file={target}")
-            assert answer.status_code == 403, target
+        for route in ("/gradio_api/file=", "/gradio_api/file/", "/gradio_api/proxy="):
+            for target in ("https://example.com/x.png", "http://1.1.1.1/x.png",
+                           "//example.com/x", "HTTP:/example.com/x"):
+                answer = http.get(f"{route}{target}")
+                assert answer.status_code == 403, route + target
+
+
+def test_other_sites_cannot_open_gradio_routes(app: InProcessApp) -> None:
+    with app.client() as http:
+        for site in ("cross-site", "same-site"):
+            answer = http.get("/gradio_api/info", headers={"Sec-Fetch-Site": site,
+                                                           "Sec-Fetch-Mode": "navigate"})
+            assert answer.status_code == 403
+        assert http.get("/gradio_api/info", headers={"Sec-Fetch-Site": "same-origin"}
+                        ).status_code == 200
+
+
+def test_no_other_site_may_frame_the_app(app: InProcessApp) -> None:
+    with app.client() as http:
+        for path in ("/", "/api/conversations", "/config"):
+            headers = http.get(path).headers
+            assert headers["x-frame-options"] == "DENY", path
+            assert "frame-ancestors 'none'" in headers["content-security-policy"], path
+            assert headers["x-content-type-options"] == "nosniff", path
+
+
+def test_component_server_routes_are_closed(app: InProcessApp) -> None:
+    with app.client() as http:
+        for body in ({"component_id": 99999, "fn_name": "x", "data": None,
+                      "session_hash": "s"}, None):
+            answer = http.post("/gradio_api/component_server", json=body) if body else \
+                http.post("/gradio_api/component_server", data={"x": "1"})
+            assert answer.status_code == 404
 
 
 def test_the_heartbeat_needs_a_login(shared: InProcessApp) -> None:

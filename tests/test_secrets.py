@@ -14,7 +14,8 @@ import psycopg
 import pytest
 from gradio_client import Client
 
-from chat_core.database import retry_transient
+from chat_core.config import url_credentials
+from chat_core.database import ensure_database_exists, retry_transient
 from chat_core.emulated_llm import EmulatedLLM
 from chat_core.errors import DatabaseUnavailable, LLMUnavailable
 from chat_core.llm_client import LLMClient
@@ -245,3 +246,17 @@ def test_the_log_holds_no_secret(secret_app: InProcessApp, http: httpx.Client,
     text = _log_text(records)
     assert "LLM backend: vllm at http://llm:***@127.0.0.1" in text  # the app did log it
     assert "SECRET" not in text
+
+
+def test_a_token_in_the_user_part_of_an_llm_url_is_masked() -> None:
+    assert mask_url("http://sk-live-abcdef123456@gpu:5000/v1") == "http://***@gpu:5000/v1"
+    assert "postgres@" in mask_url("postgresql://postgres@db:5432/chat")  # a user, no secret
+    assert url_credentials("http://sk-live-abcdef123456@gpu:5000") == ["sk-live-abcdef123456"]
+    assert url_credentials("postgresql://app:p%ZZSECRET@db/chat") == ["p%ZZSECRET"]
+    assert "abcdef123456" not in mask_secrets("GET http://sk-live-abcdef123456@gpu:5000/v1 failed")
+
+
+def test_a_malformed_database_password_is_not_shown() -> None:
+    with pytest.raises(DatabaseUnavailable) as caught:
+        asyncio.run(ensure_database_exists("postgresql://app:p%ZZSECRET@127.0.0.1:5432/chat"))
+    assert "SECRET" not in caught.value.message and "percent-encode" in caught.value.message
