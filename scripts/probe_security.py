@@ -107,9 +107,18 @@ def probe_cross_site_write(http: httpx.Client) -> str | None:
 
 
 def probe_url_proxy(http: httpx.Client) -> str | None:
-    answer = http.get("/gradio_api/file=https://example.com/")
-    return None if answer.status_code in (401, 403, 404) else \
-        f"/gradio_api/file=https://... answered {answer.status_code}"
+    """Offline, a fetch Gradio attempts fails with 502: only the guard's 403 (or a login's
+    401) shows that nothing was attempted."""
+    for route in ("/gradio_api/file=", "/gradio_api/file/", "/gradio_api/proxy="):
+        answer = http.get(f"{route}http://1.1.1.1/x.png")
+        if answer.status_code not in (401, 403):
+            return f"{route}http://... answered {answer.status_code}"
+    return None
+
+
+def probe_framing(http: httpx.Client) -> str | None:
+    headers = http.get("/").headers
+    return None if headers.get("x-frame-options") == "DENY" else "the page may be framed"
 
 
 def probe_bad_basic(http: httpx.Client) -> str | None:
@@ -148,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     probes: dict[str, Callable[[httpx.Client], str | None]] = {
         "host allow-list": probe_host, "cross-origin read": probe_cors,
         "cross-site write": probe_cross_site_write, "URL proxy": probe_url_proxy,
+        "framing": probe_framing,
         "non-ASCII Basic": probe_bad_basic, "secrets in /healthz": probe_secrets,
         "bare 500s": probe_errors, "file read through every event": probe_file_read}
     failed = 0
