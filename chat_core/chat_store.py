@@ -103,6 +103,9 @@ def public_message(row: Row) -> dict[str, Any]:
 class ChatStore:
     def __init__(self, db: Database) -> None:
         self.db = db
+        # Queries made by turns waiting for earlier turns (earlier_in_flight), counted so that
+        # tests can hold waiting to its cost: about two per waiting turn, however long it waits.
+        self.order_checks = 0
 
     # -- conversations -----------------------------------------------------------------------
 
@@ -398,6 +401,7 @@ class ChatStore:
         self, conversation_id: uuid.UUID, seq: int, workflow_id: str
     ) -> list[Row]:
         """Replies of earlier turns (lower seq) of this conversation that are not finished."""
+        self.order_checks += 1
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 "SELECT id, seq, workflow_id, status FROM messages"

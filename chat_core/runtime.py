@@ -30,11 +30,26 @@ from .secrets_mask import mask_secrets, mask_url
 from .migrations import apply_migrations
 from .service import ChatService
 from .turn_progress import TurnHub
+from .turn_wakeups import TurnWakeups
 from . import turn_workflow
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "durable-chat"
+
+
+class _WorkflowsCutByShutdown(logging.Filter):
+    """Drops DBOS's report of a workflow that went on while destroy() shut DBOS's thread pool
+    down ("cannot schedule new futures after shutdown"): it recorded nothing, stays PENDING and
+    resumes at the next start, so there is nothing to report. Anything else DBOS logs passes."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        while exc is not None:
+            if isinstance(exc, RuntimeError) and "after shutdown" in str(exc):
+                return False
+            exc = exc.__cause__ or exc.__context__
+        return True
 
 
 class ChatRuntime:
@@ -46,6 +61,7 @@ class ChatRuntime:
         self.llm: LLMClient | None = None
         self.service: ChatService | None = None
         self.slots: GlobalLLMSlots | None = None
+        self.wakeups: TurnWakeups | None = None
         self.database_url: str = ""
         self._dbos_launched = False
 
@@ -73,12 +89,16 @@ class ChatRuntime:
             self.slots = GlobalLLMSlots(self.db, s.llm_global_concurrency, s.executor_id)
             await self.slots.start()
 
+        # Listening before DBOS recovers turns, so that none of their wake-ups is missed.
+        self.wakeups = TurnWakeups(self.db.url)
+        await self.wakeups.start()
+
         self.llm, backend = await self._start_llm()
         s = self.settings
         store = ChatStore(self.db)
         hub = TurnHub()
         turn_workflow.bind(turn_workflow.TurnDeps(settings=s, store=store, llm=self.llm, hub=hub,
-                                                  slots=self.slots))
+                                                  slots=self.slots, wakeups=self.wakeups))
         self.service = ChatService(s, store, self.llm, hub, backend)
 
         treat_failed_connects_as_disconnects()
@@ -139,23 +159,41 @@ class ChatRuntime:
                         mask_secrets(str(getattr(exc, "message", exc))))
         return client, backend
 
+    async def _stop_turns(self, grace_sec: float) -> None:
+        """Give running turns `grace_sec` to finish, end the rest (they stay PENDING and
+        resume at the next start), then destroy DBOS. In that order: a turn that went on while
+        DBOS shut its thread pool down failed with a traceback each (measured with hundreds
+        of turns in flight), and a shutdown must log none, whatever the load."""
+        await turn_workflow.wait_running(grace_sec)
+        abandoned = await turn_workflow.abandon_running()
+        # DBOS makes its own thread pool this loop's default executor and shuts it down in
+        # destroy(): run destroy on a thread of our own, then give the loop a fresh pool.
+        loop = asyncio.get_running_loop()
+        quiet = _WorkflowsCutByShutdown()
+        logging.getLogger("dbos").addFilter(quiet)
+        try:
+            with ThreadPoolExecutor(1, thread_name_prefix="dbos-destroy") as pool:
+                await loop.run_in_executor(
+                    pool, lambda: DBOS.destroy(workflow_completion_timeout_sec=0))
+            loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="chat-runtime"))
+            # Turns DBOS's queue started after the first call (recovered ones, at start-up).
+            abandoned += await turn_workflow.abandon_running()
+        finally:
+            logging.getLogger("dbos").removeFilter(quiet)
+        if abandoned:
+            log.warning("%d turn(s) still generating at shutdown stay pending in PostgreSQL;"
+                        " they resume when the app starts again", abandoned)
+
     async def stop(self, grace_sec: float = 5.0) -> None:
         """Stop accepting work; turns still running stay PENDING in PostgreSQL and resume when
         the app starts again."""
         if self._dbos_launched:
             self._dbos_launched = False
-            # DBOS makes its own thread pool this loop's default executor and shuts it down in
-            # destroy(): run destroy on a thread of our own, then give the loop a fresh pool.
-            loop = asyncio.get_running_loop()
-            with ThreadPoolExecutor(1, thread_name_prefix="dbos-destroy") as pool:
-                await loop.run_in_executor(
-                    pool, lambda: DBOS.destroy(workflow_completion_timeout_sec=grace_sec))
-            loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="chat-runtime"))
-            abandoned = await turn_workflow.abandon_running()
-            if abandoned:
-                log.warning("%d turn(s) still generating at shutdown stay pending in PostgreSQL;"
-                            " they resume when the app starts again", abandoned)
+            await self._stop_turns(grace_sec)
         turn_workflow.bind(None)
+        if self.wakeups is not None:
+            await self.wakeups.stop()
+            self.wakeups = None
         if self.slots is not None:
             await self.slots.stop()
             self.slots = None

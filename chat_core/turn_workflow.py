@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterator
 
 from dbos import DBOS
 from dbos._error import DBOSMaxStepRetriesExceeded, DBOSWorkflowCancelledError
@@ -35,6 +36,7 @@ from .llm_client import Completion, LLMClient
 from .llm_slots import GlobalLLMSlots
 from .token_estimate import estimate_message_tokens, upper_bound_tokens
 from .turn_progress import TurnHub
+from .turn_wakeups import TurnWakeups, Waiter
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ class TurnDeps:
     llm: LLMClient
     hub: TurnHub
     slots: GlobalLLMSlots | None = None
+    # Wakes turns waiting for an earlier turn of their conversation (None: they poll).
+    wakeups: TurnWakeups | None = None
 
 
 _deps: TurnDeps | None = None
@@ -91,6 +95,9 @@ async def chat_turn(request: dict[str, Any]) -> dict[str, Any]:
     task = asyncio.current_task()
     if task is not None:
         _running.add(task)
+    # A turn recovered at start (or resumed) is followed in memory like one started here:
+    # whoever re-attaches to it waits on the hub instead of polling its row.
+    _d().hub.track(turn_id, str(reply_id_for(turn_id)))
     try:
         return await _run_turn(turn_id, request)
     except DBOSWorkflowCancelledError:
@@ -106,10 +113,24 @@ async def chat_turn(request: dict[str, Any]) -> dict[str, Any]:
         _running.discard(task)  # type: ignore[arg-type]
 
 
+async def wait_running(timeout: float) -> int:
+    """Let the turns running here finish for up to `timeout` seconds (a shutdown's grace);
+    the number still running then. Turns woken meanwhile (their earlier turn finished) are
+    waited for too."""
+    deadline = time.monotonic() + timeout
+    while True:
+        tasks = [t for t in _running if not t.done()]
+        left = deadline - time.monotonic()
+        if not tasks or left <= 0:
+            return len(tasks)
+        await asyncio.wait(tasks, timeout=min(left, 0.5))
+
+
 async def abandon_running() -> int:
-    """End the turns still running here, once DBOS is destroyed and can record nothing more:
-    they stay PENDING in PostgreSQL and resume at the next start. Without this they would fail
-    one by one, with a traceback each, as the LLM client and the pool close under them."""
+    """End the turns still running here, before DBOS shuts its thread pool down: cancelled,
+    a turn's workflow records nothing, stays PENDING in PostgreSQL and resumes at the next
+    start. A turn left running would fail as the pool, the LLM client and DBOS's threads close
+    under it, with a traceback each."""
     global _abandoning
     tasks = [t for t in _running if not t.done()]
     if not tasks:
@@ -326,47 +347,73 @@ async def _context_tokens() -> int:
 
 async def _wait_for_earlier_turns(conversation_id: uuid.UUID, seq: int, turn_id: str) -> None:
     """Turns of one conversation answer in order: wait until every earlier reply is final.
-    A reply whose workflow ended without finishing it (cancelled from outside) is closed here,
-    so one dead turn cannot block the conversation."""
+
+    Waiting costs no queries (issue 13: hundreds of polling turns stalled a recovering app):
+    the turn is woken when the replies it waits for become final, in this process or another
+    (turn_wakeups.py), and looks again only then. On its own it looks every
+    SAFETY_RECHECK_SEC, and only then asks DBOS whether the turn at the head of the line is
+    alive: a reply whose workflow ended without finishing it (cancelled from outside) is
+    closed, so one dead turn cannot block the conversation."""
     d = _d()
     deadline = time.monotonic() + d.settings.turn_order_wait_sec
-    delay = 0.005
-    next_status_check = time.monotonic() + 1.0
-    while True:
-        waiting = await d.store.earlier_in_flight(conversation_id, seq, turn_id)
-        if not waiting:
-            return
-        now = time.monotonic()
-        if now >= next_status_check:
-            next_status_check = now + 2.0
-            dead = []
-            for row in waiting:
-                status = await DBOS.get_workflow_status_async(row["workflow_id"])
-                if status is None or status.status in _TERMINAL_WORKFLOW_STATES:
-                    dead.append(row["id"])
-            if dead:
-                await d.store.mark_interrupted(
-                    dead, "cancelled", "the turn's workflow ended before its reply was finished")
+    woken = True
+    with _waiter(str(conversation_id)) as waiter:
+        while True:
+            waiter.checking()
+            waiting = await d.store.earlier_in_flight(conversation_id, seq, turn_id)
+            if not waiting:
+                return
+            if not woken and await _closed_if_dead(waiting[0]):
+                woken = True
                 continue
-        if now >= deadline:
-            raise TurnFailed(
-                f"an earlier turn of this conversation (workflow {waiting[0]['workflow_id']}) "
-                f"has not finished after {d.settings.turn_order_wait_sec:.0f} s; cancel or "
-                "resume it in the Workflows tab, then retry this turn"
-            )
-        local = d.hub.get(waiting[0]["workflow_id"])
-        if local is not None and not local.closing:
-            # Same process: wake as soon as that turn finishes instead of polling.
-            try:
-                async with asyncio.timeout(0.5):
-                    async for snap in local.watch():
-                        if snap.finished:
-                            break
-            except TimeoutError:
-                pass
-        else:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.25)
+            now = time.monotonic()
+            if now >= deadline:
+                raise TurnFailed(
+                    f"an earlier turn of this conversation (workflow "
+                    f"{waiting[0]['workflow_id']}) has not finished after "
+                    f"{d.settings.turn_order_wait_sec:.0f} s; cancel or resume it in the "
+                    "Workflows tab, then retry this turn")
+            waiter.expect(str(row["id"]) for row in waiting)
+            # Jittered: a backlog recovered at once should not look again all at once.
+            recheck = SAFETY_RECHECK_SEC * random.uniform(0.8, 1.2)
+            woken = await waiter.wait(min(deadline - now, recheck))
+
+
+# How often a waiting turn looks at the database without being woken (a notification lost
+# while the listener reconnected, a turn cancelled from outside whose reply stays open).
+SAFETY_RECHECK_SEC = 30.0
+# Without a listener (turn_wakeups not started), waiting turns poll this often.
+_POLL_WITHOUT_WAKEUPS_SEC = 0.25
+# Counted for tests and diagnostics: DBOS status reads made by waiting turns.
+liveness_checks = 0
+
+
+@contextlib.contextmanager
+def _waiter(conversation_id: str) -> Iterator[Waiter]:
+    wakeups = _d().wakeups
+    if wakeups is not None:
+        with wakeups.waiter(conversation_id) as waiter:
+            yield waiter
+    else:
+        yield _PollingWaiter()
+
+
+class _PollingWaiter(Waiter):
+    async def wait(self, timeout: float) -> bool:
+        await asyncio.sleep(min(timeout, _POLL_WITHOUT_WAKEUPS_SEC))
+        return True
+
+
+async def _closed_if_dead(row: dict[str, Any]) -> bool:
+    """Close the reply of a turn whose workflow has ended; True if it was closed."""
+    global liveness_checks
+    liveness_checks += 1
+    status = await DBOS.get_workflow_status_async(row["workflow_id"])
+    if status is not None and status.status not in _TERMINAL_WORKFLOW_STATES:
+        return False
+    await _d().store.mark_interrupted(
+        [row["id"]], "cancelled", "the turn's workflow ended before its reply was finished")
+    return True
 
 
 # -- step 3 ------------------------------------------------------------------------------------
