@@ -14,13 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import signal
 import socket
 import sys
 import threading
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import uvicorn
 
@@ -35,18 +36,125 @@ from chat_core.web_app import build_web_app, parse_credentials
 log = logging.getLogger("app")
 
 
+# uvicorn cancels the requests still open this long after a shutdown began, logging a
+# traceback for each; the requests the app has not answered by ANSWER_OPEN_REQUESTS_SEC are
+# answered by AnswerAtShutdown instead, before that.
+GRACEFUL_SHUTDOWN_SEC = 3
+ANSWER_OPEN_REQUESTS_SEC = 2.0
+
+SHUTTING_DOWN = {
+    "error": "the app is shutting down; send the request again once it is back (with the same "
+             "Idempotency-Key, if it had one, to get the same turn and its reply)",
+    "code": "shutting_down"}
+
+
+class _Open:
+    """One HTTP request in progress, as far as its response has gone."""
+
+    def __init__(self, scope: dict[str, Any]) -> None:
+        self.path: str = scope.get("path", "")
+        self.started = False
+        self.finished = False
+        self.event_stream = False
+        self.cut = False
+
+
+class AnswerAtShutdown:
+    """ASGI wrapper: once the server stops, a request that is still open when `answer_open()`
+    is called is ended here with an answer: a 503 `shutting_down` if nothing was sent yet, an
+    `error` event for a REST event stream, the end of the body otherwise. The app answers
+    waiting requests itself at once (ChatService.begin_shutdown); this covers what it could
+    not answer in time, whatever the load (a database too busy to read the saved turn), so that
+    uvicorn never cuts a request with a traceback in the log."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self._open: dict[asyncio.Task[Any], _Open] = {}
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        task = asyncio.current_task()
+        if scope["type"] != "http" or task is None:
+            return await self.app(scope, receive, send)
+        state = self._open[task] = _Open(scope)
+
+        async def tracked(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                state.started = True
+                state.event_stream = any(k.lower() == b"content-type" and
+                                         v.startswith(b"text/event-stream")
+                                         for k, v in message.get("headers", []))
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                state.finished = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except asyncio.CancelledError:
+            if not state.cut:
+                raise
+            task.uncancel()
+            await self._answer(state, send)
+        finally:
+            self._open.pop(task, None)
+
+    def answer_open(self) -> int:
+        """End every request still open (their tasks, cancelled, answer in __call__)."""
+        cut = 0
+        for task, state in list(self._open.items()):
+            if not state.finished and not task.done():
+                state.cut = True
+                task.cancel()
+                cut += 1
+        if cut:
+            log.info("answered %d request(s) still open at shutdown with shutting_down", cut)
+        return cut
+
+    @staticmethod
+    async def _answer(state: _Open, send: Any) -> None:
+        body = json.dumps(SHUTTING_DOWN).encode()
+        try:
+            if not state.started:
+                await send({"type": "http.response.start", "status": 503,
+                            "headers": [(b"content-type", b"application/json"),
+                                        (b"content-length", str(len(body)).encode()),
+                                        (b"connection", b"close")]})
+                await send({"type": "http.response.body", "body": body})
+            elif state.event_stream and state.path.startswith("/api/"):
+                event = {**SHUTTING_DOWN, "status": 503}
+                await send({"type": "http.response.body",
+                            "body": f"event: error\ndata: {json.dumps(event)}\n\n".encode()})
+            else:
+                await send({"type": "http.response.body", "body": b""})
+        except Exception:  # the client went away meanwhile: nothing left to answer
+            pass
+
+
 class _Server(uvicorn.Server):
     """uvicorn re-raises SIGINT/SIGTERM after its own shutdown, which would interrupt ours; this
     one records the signal and lets app.py finish stopping the runtime first. When the shutdown
     starts it calls `on_shutdown`, so that requests waiting for a reply end with an answer
-    before uvicorn's grace period runs out and it cuts them."""
+    before uvicorn's grace period runs out and it cuts them; what is still open after
+    ANSWER_OPEN_REQUESTS_SEC is answered by its app, when that is an AnswerAtShutdown."""
 
     on_shutdown: Callable[[], None] | None = None
+
+    @property
+    def guard(self) -> AnswerAtShutdown | None:
+        app = self.config.app
+        return app if isinstance(app, AnswerAtShutdown) else None
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         if self.on_shutdown is not None:
             self.on_shutdown()
-        await super().shutdown(sockets)
+        timer, guard = None, self.guard
+        if guard is not None:
+            timer = asyncio.get_running_loop().call_later(ANSWER_OPEN_REQUESTS_SEC,
+                                                          guard.answer_open)
+        try:
+            await super().shutdown(sockets)
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -93,12 +201,12 @@ async def serve(settings: Settings, share: bool = False) -> None:
     runtime = ChatRuntime(settings)
     service = await runtime.start()
     try:
-        app = build_web_app(service, build_ui(service, share_mode=share),
-                            credentials=credentials, share_mode=share)
+        guard = AnswerAtShutdown(build_web_app(service, build_ui(service, share_mode=share),
+                                               credentials=credentials, share_mode=share))
         # Keep-alive well above uvicorn's 5 s: under load a client's next request on a pooled
         # connection raced the server closing it ("Server disconnected", ReadError): the only
         # errors in the benchmark at 256 and 512 conversations. 75 s outlasts common proxies'.
-        server = _Server(uvicorn.Config(app, host=settings.host, port=settings.port,
+        server = _Server(uvicorn.Config(guard, host=settings.host, port=settings.port,
                                         log_level="warning", lifespan="on",
                                         timeout_keep_alive=75,
                                         # The client address is the socket's: X-Forwarded-For
@@ -106,7 +214,7 @@ async def serve(settings: Settings, share: bool = False) -> None:
                                         # (login_throttle.client_address), not from any local
                                         # process as uvicorn would by default.
                                         proxy_headers=False,
-                                        timeout_graceful_shutdown=3))
+                                        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SEC))
         server.on_shutdown = service.begin_shutdown
         serving = asyncio.ensure_future(server.serve())
         while not server.started and not serving.done():
