@@ -22,9 +22,9 @@ from typing import Any
 
 import gradio as gr
 from gradio.utils import get_upload_folder, is_in_or_equal
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .request_guards import refuse
+from .request_guards import refuse, replay_body
 
 # Components whose event inputs legitimately carry a file a visitor uploaded.
 FILE_INPUTS = (gr.UploadButton, gr.File)
@@ -193,19 +193,7 @@ class GradioGuard:
             await refuse(send, 400, "file_not_allowed",
                          f"refused a file path in the request: {reason}")
             return
-        await self.app(scope, _replay(raw, receive), send)
-
-
-def _replay(raw: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replayed() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": raw, "more_body": False}
-        return await receive()
-    return replayed
+        await self.app(scope, replay_body(raw, receive), send)
 
 
 def _logged_in(scope: Scope) -> bool:

@@ -36,6 +36,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from .request_guards import replay_body
+
 FREE_FAILURES = 5
 FIRST_DELAY_SEC = 1.0
 MAX_DELAY_SEC = 30.0
@@ -192,7 +194,7 @@ async def form_username(scope: Scope, body: bytes) -> str:
     """The `username` of a login form, read as Gradio's FastAPI route reads it (URL-encoded or
     multipart, the last of repeated fields, stripped), so the account throttled is the account
     Gradio checks. A body that is no form names no account and counts for its address only."""
-    request = Request(scope, _replay(body, _disconnected))
+    request = Request(scope, replay_body(body, _disconnected))
     try:
         form = await request.form()
     except Exception:  # malformed: Gradio answers 4xx for it, the address is still charged
@@ -236,22 +238,9 @@ class LoginThrottleMiddleware:
             await too_many_attempts(wait)(scope, receive, send)
             return
         status: list[int] = []
-        await self.app(scope, _replay(body, receive), _status_recorder(send, status))
+        await self.app(scope, replay_body(body, receive), _status_recorder(send, status))
         if status and status[0] == 200:
             self.throttle.succeeded(account, address)
-
-
-def _replay(body: bytes, receive: Receive) -> Receive:
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
-        return await receive()  # after the body: wait for the disconnect, as servers do
-
-    return replay
 
 
 def _status_recorder(send: Send, status: list[int]) -> Send:

@@ -185,5 +185,19 @@ async def refuse(send: Send, status: int, code: str, message: str,
     await send({"type": "http.response.body", "body": body})
 
 
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """A `receive` that hands a middleware's buffered body to the app behind it."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()  # after the body: wait for the disconnect, as servers do
+
+    return replay
+
+
 __all__ = ["allowed_hosts", "install_request_guards", "host_allowed", "HostGuard",
-           "cross_site_reason", "CrossSiteGuard", "SHARE_HOSTS", "refuse"]
+           "cross_site_reason", "CrossSiteGuard", "SHARE_HOSTS", "refuse", "replay_body"]
