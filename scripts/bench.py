@@ -253,7 +253,7 @@ class GradioClient:
                                       limits=httpx.Limits(max_connections=None))
 
     async def new_conversation(self) -> dict[str, Any]:
-        return {"id": None, "chatbot": []}
+        return {"id": None}
 
     async def turn(self, conv: dict[str, Any], index: int, n: int) -> Sample:
         started = time.perf_counter()
@@ -283,7 +283,6 @@ class GradioClient:
         ended = time.perf_counter()
         if outputs is None:
             raise RuntimeError("no output")
-        conv["chatbot"] = outputs
         return Sample(((first or ended) - started) * 1000, (ended - started) * 1000)
 
 
