@@ -9,20 +9,25 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
 
-from dbos import DBOS, SetWorkflowID
+from dbos import DBOS, SetWorkflowID, WorkflowStatusString
+# Private: DBOS has no public way to tell a workflow started here from one already running
+# elsewhere (both are WorkflowHandleAsync); only the former can be followed from its first token.
 from dbos._core import WorkflowHandleAsyncTask
-from dbos._error import DBOSAwaitedWorkflowCancelledError, DBOSWorkflowCancelledError
+from dbos import error as dbos_error
 
-from .chat_store import ChatStore, public_conversation, public_message, title_from
-from .config import Settings
-from .errors import (ChatError, Conflict, InvalidInput, NotFound, ShuttingDown, TurnCancelled,
-                     TurnFailed)
-from .llm_client import LLMClient
-from .turn_progress import Snapshot, TurnHub
-from .turn_workflow import chat_turn, reply_id_for, user_message_id_for
-from . import conversation_export
-from .validation import check_settings, check_text, parse_id
-from .workflow_admin import TURN_ID_PREFIX, WorkflowAdmin, check_turn_id
+from chat_core.store.chat_store import ChatStore, public_conversation, public_message, title_from
+from chat_core.config import Settings
+from chat_core.errors import (ChatError, Conflict, InvalidInput, NotFound, ShuttingDown,
+                              TurnCancelled, TurnFailed)
+from chat_core.llm.client import LLMClient
+from chat_core.turns.payloads import TurnParams, TurnRequest
+from chat_core.turns.progress import Snapshot, TurnHub
+from chat_core.turns.workflow import chat_turn, reply_id_for, user_message_id_for
+from chat_core.data import conversation_export
+from chat_core.states import (ANSWERED, CANCELLED, ERROR, IN_FLIGHT, MAX_SEARCH_CHARS,
+                              MAX_TITLE_CHARS, WORKFLOW_FAILED)
+from chat_core.validation import check_settings, check_text, parse_id
+from chat_core.turns.admin import TURN_ID_PREFIX, WorkflowAdmin, check_turn_id
 
 
 
@@ -69,7 +74,7 @@ class ChatService:
 
     async def create_conversation(self, title: str | None = None) -> dict[str, Any]:
         if title is not None:
-            check_text(title, "title", 200, allow_empty=True)
+            check_text(title, "title", MAX_TITLE_CHARS, allow_empty=True)
         row = await self.store.create_conversation((title or "").strip())
         return public_conversation(row)
 
@@ -92,12 +97,12 @@ class ChatService:
 
     # -- turns ---------------------------------------------------------------------------------
 
-    def default_params(self) -> dict[str, Any]:
+    def default_params(self) -> TurnParams:
         s = self.settings
         return {"temperature": s.default_temperature, "max_tokens": s.default_max_tokens,
                 "top_p": s.default_top_p, "system_prompt": s.default_system_prompt}
 
-    def params_for(self, conversation: dict[str, Any]) -> dict[str, Any]:
+    def params_for(self, conversation: dict[str, Any]) -> TurnParams:
         """The configured defaults, overridden by the conversation's settings. Fixed into the
         turn's workflow input, so a recovered turn runs with what it was accepted with."""
         params = self.default_params()
@@ -119,14 +124,16 @@ class ChatService:
         """Accept a user message: once this returns, the turn is recorded in PostgreSQL and
         will finish, whatever crashes. The message itself is saved by the workflow's first step."""
         cid = parse_id(conversation_id)
-        text = check_text(content, "content", self.settings.max_message_chars)
+        text = check_text(content, "content", self.settings.max_message_chars,
+                          setting="MAX_MESSAGE_CHARS")
         key = self.check_idempotency_key(idempotency_key) if idempotency_key is not None \
             else str(uuid.uuid4())
         conversation = await self.store.get_conversation(cid)
         turn_id = turn_id_for(cid, key)
         user_id = user_message_id_for(turn_id)
-        request = {"conversation_id": str(cid), "content": text, "user_message_id": str(user_id),
-                   "params": self.params_for(conversation)}
+        request: TurnRequest = {"conversation_id": str(cid), "content": text,
+                                "user_message_id": str(user_id),
+                                "params": self.params_for(conversation)}
         turn = await self._start(turn_id, request, str(user_id))
         if idempotency_key is not None:
             await self._check_key_reuse(turn_id, text)
@@ -156,8 +163,9 @@ class ChatService:
             assert message is not None
         conversation = await self._idle_conversation(cid)
         turn_id = f"{TURN_ID_PREFIX}{uuid.uuid4()}"
-        request = {"conversation_id": str(cid), "content": None,
-                   "user_message_id": str(message["id"]), "params": self.params_for(conversation)}
+        request: TurnRequest = {"conversation_id": str(cid), "content": None,
+                                "user_message_id": str(message["id"]),
+                                "params": self.params_for(conversation)}
         return await self._start(turn_id, request, str(message["id"]))
 
     async def continue_reply(self, conversation_id: str | uuid.UUID,
@@ -165,14 +173,15 @@ class ChatService:
         """Go on from where a stopped (or cut-off) reply ended: a new reply that starts with
         the old one's text, which is kept as an alternative."""
         cid, reply = await self._message_in(conversation_id, reply_id)
-        if reply["role"] != "assistant" or reply["status"] not in ("stopped", "complete") \
+        if reply["role"] != "assistant" or reply["status"] not in ANSWERED \
                 or not reply["content"]:
             raise InvalidInput("only a stopped or finished reply with text can be continued")
         conversation = await self._idle_conversation(cid)
         turn_id = f"{TURN_ID_PREFIX}{uuid.uuid4()}"
-        request = {"conversation_id": str(cid), "content": None,
-                   "user_message_id": str(reply["parent_id"]),
-                   "continue_reply_id": str(reply["id"]), "params": self.params_for(conversation)}
+        request: TurnRequest = {"conversation_id": str(cid), "content": None,
+                                "user_message_id": str(reply["parent_id"]),
+                                "continue_reply_id": str(reply["id"]),
+                                "params": self.params_for(conversation)}
         return await self._start(turn_id, request, str(reply["parent_id"]))
 
     async def _message_in(self, conversation_id: str | uuid.UUID,
@@ -202,7 +211,7 @@ class ChatService:
         if title is None and settings is None:
             raise InvalidInput('nothing to change: send "title" and/or "settings"')
         if title is not None:
-            title = check_text(title, "title", 200).strip()
+            title = check_text(title, "title", MAX_TITLE_CHARS).strip()
         changes = check_settings(settings) if settings is not None else None
         return public_conversation(await self.store.update_conversation(
             cid, title=title, settings=changes))
@@ -226,7 +235,7 @@ class ChatService:
     async def search_conversations(self, query: Any, limit: int = 20) -> list[dict[str, Any]]:
         """Ranked full-text search over messages (PostgreSQL, English stemming): words,
         "exact phrases", -excluded words, or."""
-        text = check_text(query, "q", 200)
+        text = check_text(query, "q", MAX_SEARCH_CHARS)
         if not 1 <= limit <= 100:
             raise InvalidInput("limit must be 1..100")
         return [{**public_conversation(r), "message_id": str(r["message_id"]),
@@ -255,7 +264,7 @@ class ChatService:
         upto = message["seq"] - 1 if before else message["seq"]
         new_id = uuid.uuid5(uuid.NAMESPACE_URL,
                             f"chat-branch:{cid}:{message['id']}:{before}:{key or uuid.uuid4()}")
-        title = f"{source['title'] or 'Conversation'} (branch)"[:200]
+        title = f"{source['title'] or 'Conversation'} (branch)"[:MAX_TITLE_CHARS]
         return public_conversation(await self.store.branch(cid, upto, new_id, title,
                                                            message["id"]))
 
@@ -264,7 +273,8 @@ class ChatService:
                            ) -> tuple[dict[str, Any], Turn]:
         """Edit an earlier user message: the conversation branches into a new one that holds
         the turns before it and the edited message, which is answered; the original stays."""
-        text = check_text(content, "content", self.settings.max_message_chars)
+        text = check_text(content, "content", self.settings.max_message_chars,
+                          setting="MAX_MESSAGE_CHARS")
         key = self.check_idempotency_key(idempotency_key) if idempotency_key is not None \
             else str(uuid.uuid4())
         self._refuse_if_closing()  # before the branch is made
@@ -293,7 +303,7 @@ class ChatService:
             data, max_chars=self.settings.max_message_chars)
         return public_conversation(await self.store.import_conversation(conversation, messages))
 
-    async def _start(self, turn_id: str, request: dict[str, Any], user_id: str) -> Turn:
+    async def _start(self, turn_id: str, request: TurnRequest, user_id: str) -> Turn:
         self._refuse_if_closing()
         reply_id = str(reply_id_for(turn_id))
         with SetWorkflowID(turn_id):
@@ -345,7 +355,8 @@ class ChatService:
             except TurnFailed as exc:
                 raise TurnFailed(exc.message, turn_id=turn.turn_id,
                                  **await self._turn_rows(turn)) from None
-            except (DBOSAwaitedWorkflowCancelledError, DBOSWorkflowCancelledError):
+            except (dbos_error.DBOSAwaitedWorkflowCancelledError,
+                    dbos_error.DBOSWorkflowCancelledError):
                 raise TurnCancelled("the turn was cancelled before its reply was finished",
                                     turn_id=turn.turn_id, **await self._turn_rows(turn)) from None
         # Started elsewhere (or a repeated request): follow the reply to its end, then read it.
@@ -358,12 +369,12 @@ class ChatService:
         """A finished turn as the database holds it (raising as wait_turn does)."""
         rows = await self._turn_rows(turn)
         reply = rows["assistant_message"] or {}
-        if self.hub.closing and (not reply or reply.get("status") in ("pending", "streaming")):
+        if self.hub.closing and (not reply or reply.get("status") in IN_FLIGHT):
             raise self._shutting_down(turn.turn_id)
-        if reply.get("status") == "error":
+        if reply.get("status") == ERROR:
             raise TurnFailed(reply.get("error") or "the reply failed", turn_id=turn.turn_id,
                              **rows)
-        if reply.get("status") == "cancelled" or not reply:
+        if reply.get("status") == CANCELLED or not reply:
             raise TurnCancelled("the turn was cancelled before its reply was finished",
                                 turn_id=turn.turn_id, **rows)
         return rows
@@ -405,10 +416,11 @@ class ChatService:
                 if self.hub.closing:
                     raise self._shutting_down(turn_id)
                 status = await DBOS.get_workflow_status_async(turn_id)
-                if status is None:
+                if status is None or status.status == WorkflowStatusString.SUCCESS.value:
+                    # A finished turn without its reply: its conversation was deleted.
                     raise NotFound(f"turn {turn_id} does not exist")
-                if status.status in ("ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"):
-                    yield Snapshot(turn_id, reply_id, "error", "", 0,
+                if status.status in WORKFLOW_FAILED:
+                    yield Snapshot(turn_id, reply_id, ERROR, "", 0,
                                    str(status.error) if status.error else status.status)
                     return
                 await asyncio.sleep(poll_sec)
@@ -441,7 +453,9 @@ class ChatService:
             return
         if await self.store.get_message(reply_id_for(turn_id)) is not None:
             return
-        if await DBOS.get_workflow_status_async(turn_id) is None:
+        status = await DBOS.get_workflow_status_async(turn_id)
+        # A turn that succeeded but has no reply row belonged to a deleted conversation.
+        if status is None or status.status == WorkflowStatusString.SUCCESS.value:
             raise NotFound(f"turn {turn_id} does not exist")
 
     async def in_flight(self, conversation_id: str | uuid.UUID) -> list[dict[str, Any]]:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import uuid
 from typing import Any, Mapping
 
-from .errors import InvalidInput, NotFound
+from chat_core.errors import InvalidInput, NotFound
+from chat_core.states import MAX_SYSTEM_PROMPT_CHARS, SETTING_LIMITS
 
 
 def parse_id(value: Any, what: str = "conversation") -> uuid.UUID:
@@ -41,17 +42,19 @@ def int_param(params: Mapping[str, str], name: str, default: int, low: int, high
     return value
 
 
-def check_text(value: Any, field: str, max_chars: int, *, allow_empty: bool = False) -> str:
+def check_text(value: Any, field: str, max_chars: int, *, allow_empty: bool = False,
+               setting: str | None = None) -> str:
     """A text field is stored verbatim, so it must be a string PostgreSQL can store: no NUL
-    characters, no lone surrogates (they cannot be encoded as UTF-8), within the size limit."""
+    characters, no lone surrogates (they cannot be encoded as UTF-8), within the size limit.
+    `setting` names the configuration variable behind a limit an operator can change."""
     if not isinstance(value, str):
         raise InvalidInput(f"'{field}' must be a string, got {_json_type(value)}", field=field)
     if not allow_empty and not value.strip():
         raise InvalidInput(f"'{field}' must not be empty or only whitespace", field=field)
     if len(value) > max_chars:
         raise InvalidInput(
-            f"'{field}' is {len(value):,} characters; the limit is {max_chars:,} "
-            "(MAX_MESSAGE_CHARS)", field=field, limit=max_chars)
+            f"'{field}' is {len(value):,} characters; the limit is {max_chars:,}"
+            + (f" ({setting})" if setting else ""), field=field, limit=max_chars)
     if "\x00" in value:
         raise InvalidInput(
             f"'{field}' contains a NUL character (\\u0000), which cannot be stored; remove it",
@@ -70,14 +73,6 @@ def _json_type(value: Any) -> str:
         return "null"
     return {bool: "a boolean", int: "a number", float: "a number", list: "an array",
             dict: "an object"}.get(type(value), type(value).__name__)
-
-
-SETTING_LIMITS = {
-    "temperature": (0.0, 2.0),
-    "top_p": (0.0, 1.0),
-    "max_tokens": (1, 32_768),
-}
-MAX_SYSTEM_PROMPT_CHARS = 8_000
 
 
 def check_settings(value: Any) -> dict[str, Any]:

@@ -14,7 +14,7 @@ conversation and on one with 10,000 earlier messages. Targets are checked at the
     python scripts/bench.py --quick        # concurrency 1, 16, 64: a few minutes
     python scripts/bench.py                # 1, 16, 64, 256, 512
 
-The emulated server (chat_core/emulated_llm.py, its own process) stands in for a GPU: it
+The emulated server (chat_core/testing/emulated_llm.py, its own process) stands in for a GPU: it
 answers every request after --ttft-ms, then one token every --tpot-ms. Everything shares this
 machine's cores, so the numbers are comparisons within one run, not absolutes.
 """
@@ -42,9 +42,9 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chat_core.app_process import AppProcess, free_port  # noqa: E402
+from chat_core.testing.app_process import AppProcess, free_port  # noqa: E402
 from chat_core.config import load_settings  # noqa: E402
-from chat_core.llm_client import LLMClient  # noqa: E402
+from chat_core.llm.client import LLMClient  # noqa: E402
 from chat_core.runtime import ChatRuntime  # noqa: E402
 
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -291,7 +291,7 @@ class GradioClient:
 
 def start_emulator(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "chat_core.emulated_llm", "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "chat_core.testing.emulated_llm", "--port", str(port),
                              "--ttft-ms", str(args.ttft_ms), "--tpot-ms", str(args.tpot_ms),
                              "--tokens", str(args.tokens), "--max-model-len", "16384"],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -44,8 +44,8 @@ import psycopg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chat_core.app_process import AppProcess  # noqa: E402
-from chat_core.emulated_llm import EmulatedLLM, EmulatorSettings  # noqa: E402
+from chat_core.testing.app_process import AppProcess  # noqa: E402
+from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings  # noqa: E402
 
 FAULTS = [
     {"action": "error", "status": 500},

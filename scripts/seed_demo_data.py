@@ -32,9 +32,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from chat_core.app_process import AppProcess, free_port  # noqa: E402
+from chat_core.testing.app_process import AppProcess, free_port  # noqa: E402
 from chat_core.config import load_settings  # noqa: E402
-from chat_core.emulated_llm import EmulatedLLM, EmulatorSettings  # noqa: E402
+from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings  # noqa: E402
 
 MODELS = [  # (name, time to first token ms, ms per token): two servers, one after the other
     ("Llama-3.1-8B-Instruct (emulated)", 180, 22),

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from chat_core.local_llm import CONTEXT_TOKENS, MODEL_ALIAS, model_path  # noqa: E402
+from chat_core.llm.local_model import CONTEXT_TOKENS, MODEL_ALIAS, model_path  # noqa: E402
 
 
 def main() -> int:
@@ -41,7 +41,7 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (root, os.environ.get("PYTHONPATH", "")) if p)}
     os.execve(sys.executable, [
-        sys.executable, "-m", "chat_core.local_llm_server",
+        sys.executable, "-m", "chat_core.llm.local_server",
         "--model", str(path), "--model_alias", MODEL_ALIAS, "--host", args.host,
         "--port", str(args.port), "--n_ctx", str(args.n_ctx), "--n_threads", str(args.threads),
     ], env)

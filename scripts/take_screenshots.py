@@ -22,7 +22,7 @@ from playwright.sync_api import Page, sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from chat_core.app_process import AppProcess, free_port  # noqa: E402
+from chat_core.testing.app_process import AppProcess, free_port  # noqa: E402
 
 OUT = ROOT / "docs" / "screenshots"
 ADMIN_URL = os.environ.get("SCREENSHOT_PG_ADMIN_URL",

@@ -15,12 +15,12 @@ import httpx
 import psycopg
 import uvicorn
 
-from chat_core.app_process import AppProcess, free_port  # noqa: F401 (re-exported)
+from chat_core.testing.app_process import AppProcess, free_port  # noqa: F401 (re-exported)
 from chat_core.config import Settings, load_settings
 from chat_core.runtime import ChatRuntime
 from chat_core.service import ChatService
-from chat_core.ui import build_ui
-from chat_core.web_app import build_web_app, parse_credentials
+from chat_core.ui.page import build_ui
+from chat_core.web.app import build_web_app, parse_credentials
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")

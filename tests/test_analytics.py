@@ -8,8 +8,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chat_core.analytics import Analytics
-from chat_core.emulated_llm import EmulatedLLM
+from chat_core.data.analytics import Analytics
+from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import (AppProcess, InProcessApp, base_env, create_database, drop_database,
                            free_port)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from playwright.sync_api import Browser, Page, Route
 
-from chat_core.emulated_llm import EmulatedLLM
+from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.browser_support import (ARTIFACTS, bot_text, browser, open_app, page, send,
                                    watch_reply)
 from tests.helpers import AppProcess, InProcessApp, base_env, query, wait_until

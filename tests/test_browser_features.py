@@ -9,7 +9,7 @@ from pathlib import Path
 
 from playwright.sync_api import Page
 
-from chat_core.emulated_llm import EmulatedLLM
+from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.browser_support import (bot_text, browser, open_app, page, send, user_texts,
                                    wait_idle, watch_reply)
 from tests.helpers import InProcessApp, query, wait_until

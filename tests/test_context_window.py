@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from chat_core.context_window import MIN_REPLY_TOKENS, fit_prompt
+from chat_core.llm.context_window import MIN_REPLY_TOKENS, fit_prompt
 from chat_core.errors import LLMRejected
-from chat_core.token_estimate import upper_bound_tokens
+from chat_core.llm.token_estimate import upper_bound_tokens
 
 
 def _conversation(turns: int, size: int = 400) -> list[dict[str, str]]:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 from gradio_client import Client
 
-from chat_core.emulated_llm import EmulatedLLM
+from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import AppProcess, base_env, query, wait_until
 
 

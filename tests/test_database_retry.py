@@ -8,7 +8,7 @@ import asyncio
 import psycopg
 import pytest
 
-from chat_core.database import retry_transient
+from chat_core.store.database import retry_transient
 from chat_core.errors import DatabaseUnavailable
 
 

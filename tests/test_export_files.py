@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 
-from chat_core import ui_chat
+from chat_core.ui import chat_tab as ui_chat
 
 
 def test_exports_older_than_ten_minutes_are_removed_at_the_next_export() -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from chat_core.emulated_llm import EmulatedLLM
+from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import InProcessApp, query, wait_until
 
 

@@ -11,7 +11,7 @@ import pytest
 from gradio.blocks import Blocks
 from gradio.state_holder import SessionState
 
-from chat_core import gradio_skips
+from chat_core.ui import gradio_skips
 
 
 def _demo() -> tuple[gr.Blocks, Any, list[Any]]:

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from chat_core.emulated_llm import EmulatedLLM, server_token_count
+from chat_core.testing.emulated_llm import EmulatedLLM, server_token_count
 from chat_core.errors import LLMRejected, LLMUnavailable
-from chat_core.llm_client import LLMClient
+from chat_core.llm.client import LLMClient
 from tests.helpers import InProcessApp, query, wait_until
 
 

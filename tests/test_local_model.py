@@ -12,7 +12,7 @@ from typing import Iterator
 import httpx
 import pytest
 
-from chat_core.token_estimate import upper_bound_tokens
+from chat_core.llm.token_estimate import upper_bound_tokens
 from tests.helpers import AppProcess, InProcessApp, base_env, query, wait_until
 
 

@@ -12,8 +12,8 @@ from typing import Iterator
 import httpx
 import pytest
 
-from chat_core.emulated_llm import EmulatedLLM
-from chat_core.login_throttle import (ACCOUNT_FAILURES_PER_MINUTE, ADDRESS_FAILURES_PER_MINUTE,
+from chat_core.testing.emulated_llm import EmulatedLLM
+from chat_core.web.login_throttle import (ACCOUNT_FAILURES_PER_MINUTE, ADDRESS_FAILURES_PER_MINUTE,
                                       FREE_FAILURES, MAX_DELAY_SEC, MAX_TRACKED, LoginThrottle,
                                       client_address, form_username)
 from tests.helpers import InProcessApp, base_env

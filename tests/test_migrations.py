@@ -11,7 +11,7 @@ from typing import Iterator
 import psycopg
 import pytest
 
-from chat_core.migrations import apply_migrations, discover
+from chat_core.store.migrations import apply_migrations, discover
 from tests.helpers import ROOT, create_database, drop_database, query
 
 
@@ -43,7 +43,7 @@ def test_long_conversation_reads_use_an_index(empty_db: str) -> None:
 
 
 def test_two_processes_starting_at_once(empty_db: str) -> None:
-    code = ("import asyncio, sys; from chat_core.migrations import apply_migrations;"
+    code = ("import asyncio, sys; from chat_core.store.migrations import apply_migrations;"
             "print(asyncio.run(apply_migrations(sys.argv[1])))")
     procs = [subprocess.Popen([sys.executable, "-c", code, empty_db], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

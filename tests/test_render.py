@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from chat_core.ui_render import (conversation_view, render_reply, reply_markdown,
+from chat_core.ui.render import (conversation_view, render_reply, reply_markdown,
                                  safe_markdown, user_html)
 
 # Each of these made the browser fetch something, or could, through some renderer.

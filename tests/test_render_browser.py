@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Request, Route
 
-from chat_core.emulated_llm import EmulatedLLM
+from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.browser_support import ARTIFACTS, browser, send, user_texts, wait_idle
 from tests.helpers import InProcessApp, base_env
 from tests.test_render import HOSTILE, NORMAL

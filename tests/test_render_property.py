@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chat_core.ui_render import render_reply, safe_markdown, user_html
+from chat_core.ui.render import render_reply, safe_markdown, user_html
 from tests.test_property_inputs import HTMLISH, SQLISH, any_text
 from tests.test_render import HOSTILE, _unescaped_punctuation, assert_inert
 

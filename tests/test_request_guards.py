@@ -10,8 +10,8 @@ from typing import Iterator
 import httpx
 import pytest
 
-from chat_core.emulated_llm import EmulatedLLM
-from chat_core.request_guards import allowed_hosts, host_allowed
+from chat_core.testing.emulated_llm import EmulatedLLM
+from chat_core.web.request_guards import allowed_hosts, host_allowed
 from tests.helpers import InProcessApp, base_env
 
 pytestmark = pytest.mark.slow

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import httpx
 
-from chat_core.emulated_llm import EmulatedLLM
+from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import AppProcess, base_env, query, wait_until
 
 CAP = 3

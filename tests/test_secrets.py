@@ -15,12 +15,12 @@ import pytest
 from gradio_client import Client
 
 from chat_core.config import url_credentials
-from chat_core.database import ensure_database_exists, retry_transient
-from chat_core.emulated_llm import EmulatedLLM
+from chat_core.store.database import ensure_database_exists, retry_transient
+from chat_core.testing.emulated_llm import EmulatedLLM
 from chat_core.errors import DatabaseUnavailable, LLMUnavailable
-from chat_core.llm_client import LLMClient
+from chat_core.llm.client import LLMClient
 from chat_core.secrets_mask import mask_secrets, mask_url, remember_secrets
-from chat_core.ui import backend_line
+from chat_core.ui.page import backend_line
 from tests.helpers import PG_ADMIN_URL, InProcessApp, base_env, free_port, wait_until
 
 # Every secret of the app under test contains SECRET, so one search finds any of them.

@@ -14,9 +14,9 @@ from typing import Iterator
 import httpx
 import pytest
 
-from chat_core.emulated_llm import EmulatedLLM
-from chat_core.ui_render import render_reply
-from chat_core.web_app import parse_credentials
+from chat_core.testing.emulated_llm import EmulatedLLM
+from chat_core.ui.render import render_reply
+from chat_core.web.app import parse_credentials
 from tests.helpers import ROOT, InProcessApp, base_env
 
 USER, PASSWORD = "alice", "correct horse battery"

@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from chat_core.emulated_llm import EmulatedLLM
+from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import (AppProcess, InProcessApp, base_env, free_port, query,
                            wait_until)
 

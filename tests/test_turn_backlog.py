@@ -15,10 +15,10 @@ from typing import Iterator
 import psycopg
 import pytest
 
-from chat_core import turn_workflow
-from chat_core.emulated_llm import EmulatedLLM, EmulatorSettings
-from chat_core.migrations import apply_migrations
-from chat_core.turn_wakeups import TurnWakeups
+from chat_core.turns import workflow as turn_workflow
+from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings
+from chat_core.store.migrations import apply_migrations
+from chat_core.turns.wakeups import TurnWakeups
 from tests.helpers import InProcessApp, base_env, query, wait_until
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
-from chat_core.emulated_llm import EmulatedLLM
+from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import InProcessApp, query
 
 

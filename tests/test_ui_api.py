@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import pytest
 from gradio_client import Client
 
-from chat_core.emulated_llm import EmulatedLLM
+from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import InProcessApp, query, wait_until
 
 

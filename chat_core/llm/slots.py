@@ -24,7 +24,7 @@ from typing import AsyncIterator
 
 import psycopg
 
-from .database import Database, is_transient
+from chat_core.store.database import Database, is_transient
 
 log = logging.getLogger(__name__)
 

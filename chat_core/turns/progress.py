@@ -7,14 +7,13 @@ Everything here runs on the one event loop that runs the workflows.
 """
 
 from __future__ import annotations
+from chat_core.states import FINAL, PENDING, STREAMING
+
 
 import asyncio
 import time
 from dataclasses import dataclass
 from typing import AsyncIterator
-
-TERMINAL = frozenset({"complete", "stopped", "error", "cancelled"})
-
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -28,14 +27,14 @@ class Snapshot:
 
     @property
     def finished(self) -> bool:
-        return self.status in TERMINAL
+        return self.status in FINAL
 
 
 class TurnProgress:
     def __init__(self, turn_id: str, reply_id: str) -> None:
         self.turn_id = turn_id
         self.reply_id = reply_id
-        self.status = "pending"
+        self.status = PENDING
         self.error: str | None = None
         self.attempt = 0
         self.stop_event = asyncio.Event()
@@ -63,11 +62,11 @@ class TurnProgress:
         changed.set()
 
     def start_attempt(self) -> None:
-        if self._pieces or self.attempt > 0 or self.status != "pending":
+        if self._pieces or self.attempt > 0 or self.status != PENDING:
             self.attempt += 1
         self._pieces.clear()
         self._text, self._text_valid = "", True
-        self.status = "streaming"
+        self.status = STREAMING
         self._notify()
 
     def append(self, delta: str) -> None:

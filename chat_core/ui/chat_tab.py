@@ -16,12 +16,12 @@ from typing import Any, AsyncIterator
 
 import gradio as gr
 
-from .conversation_export import MAX_IMPORT_BYTES
-from .errors import ChatError, ShuttingDown
-from .gradio_guard import is_uploaded_file
-from .service import ChatService
-from .turn_progress import Snapshot
-from .ui_render import conversation_view, reply_markdown, safe_markdown, user_html
+from chat_core.data.conversation_export import MAX_IMPORT_BYTES
+from chat_core.errors import ChatError, ShuttingDown
+from chat_core.web.gradio_guard import is_uploaded_file
+from chat_core.service import ChatService
+from chat_core.turns.progress import Snapshot
+from chat_core.ui.render import conversation_view, reply_markdown, safe_markdown, user_html
 
 CONVERSATION_KEY = "durable-chat-conversation"
 # A streaming reply updates the page at most this often: 10 updates a second read as smooth
@@ -140,7 +140,7 @@ def build_chat_tab(service: ChatService, share_mode: bool) -> dict[str, Any]:
         return {system_prompt: values["system_prompt"], temperature: values["temperature"],
                 top_p: values["top_p"], max_tokens: values["max_tokens"]}
 
-    # Properties sent unchanged cost nothing: chat_core/gradio_skips.py drops them.
+    # Properties sent unchanged cost nothing: chat_core/ui/gradio_skips.py drops them.
     def idle(state: dict[str, Any]) -> dict[Any, Any]:
         """Input enabled, and the actions the newest turn offers."""
         last = state.get("last_reply") or {}

@@ -24,7 +24,7 @@ import gradio as gr
 from gradio.utils import get_upload_folder, is_in_or_equal
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .request_guards import refuse, replay_body
+from chat_core.web.request_guards import refuse, replay_body
 
 # Components whose event inputs legitimately carry a file a visitor uploaded.
 FILE_INPUTS = (gr.UploadButton, gr.File)

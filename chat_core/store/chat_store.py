@@ -12,15 +12,16 @@ from typing import Any, Iterable
 
 from psycopg.types.json import Jsonb
 
-from .database import Database, retry_transient
-from .errors import NotFound
+from chat_core.store.database import Database, retry_transient
+from chat_core.errors import NotFound
+from chat_core.states import (ANSWERED, CANCELLED, COMPLETE, IN_FLIGHT, PENDING, STREAMING,
+                              sql_list)
 
 Row = dict[str, Any]
 
-TERMINAL_REPLY_STATES = ("complete", "stopped", "error", "cancelled")
-IN_FLIGHT_REPLY_STATES = ("pending", "streaming")
-# Replies that count as what the assistant said, for history sent to the LLM.
-HISTORY_REPLY_STATES = ("complete", "stopped")
+# Reply states as SQL literals (states.sql_list): the partial indexes use the same text.
+_IN_FLIGHT = sql_list(IN_FLIGHT)
+_ANSWERED = sql_list(ANSWERED)
 
 _MESSAGE_COLUMNS = """
     id, conversation_id, seq, role, content, created_at, parent_id, status, error, workflow_id,
@@ -207,7 +208,7 @@ class ChatStore:
                 await self._lock_parent_of(conn, reply_id)
                 cur = await conn.execute(
                     f"WITH r AS (SELECT id, parent_id FROM messages WHERE id = %(rid)s AND role ="
-                    " 'assistant' AND status IN ('complete', 'stopped')),"
+                    f" 'assistant' AND status IN {_ANSWERED}),"
                     " u AS (UPDATE messages m SET active = (m.id = %(rid)s) FROM r"
                     "  WHERE m.parent_id = r.parent_id RETURNING m.*)"
                     f" SELECT {_MESSAGE_COLUMNS} FROM u WHERE id = %(rid)s",
@@ -347,12 +348,12 @@ class ChatStore:
                 ), u AS (
                     INSERT INTO messages (id, conversation_id, seq, role, content, status,
                                           workflow_id)
-                    SELECT %(uid)s, %(cid)s, last_seq, 'user', %(content)s, 'complete', %(wid)s
+                    SELECT %(uid)s, %(cid)s, last_seq, 'user', %(content)s, '{COMPLETE}', %(wid)s
                     FROM conv RETURNING {_MESSAGE_COLUMNS}
                 ), r AS (
                     INSERT INTO messages (id, conversation_id, seq, role, parent_id, status,
                                           workflow_id)
-                    SELECT %(rid)s, %(cid)s, last_seq, 'assistant', %(uid)s, 'pending', %(wid)s
+                    SELECT %(rid)s, %(cid)s, last_seq, 'assistant', %(uid)s, '{PENDING}', %(wid)s
                     FROM conv ON CONFLICT (id) DO NOTHING RETURNING {_MESSAGE_COLUMNS}
                 )
                 SELECT * FROM u UNION ALL SELECT * FROM r
@@ -379,7 +380,7 @@ class ChatStore:
         async with self.db.connection() as conn:
             await conn.execute(
                 "INSERT INTO messages (id, conversation_id, seq, role, parent_id, status,"
-                " workflow_id) VALUES (%s, %s, %s, 'assistant', %s, 'pending', %s)"
+                f" workflow_id) VALUES (%s, %s, %s, 'assistant', %s, '{PENDING}', %s)"
                 " ON CONFLICT (id) DO NOTHING",
                 (
                     reply_id,
@@ -405,7 +406,7 @@ class ChatStore:
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 "SELECT id, seq, workflow_id, status FROM messages"
-                " WHERE conversation_id = %s AND seq < %s AND status IN ('pending', 'streaming')"
+                f" WHERE conversation_id = %s AND seq < %s AND status IN {_IN_FLIGHT}"
                 " AND workflow_id <> %s ORDER BY seq",
                 (conversation_id, seq, workflow_id),
             )
@@ -416,7 +417,7 @@ class ChatStore:
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %s"
-                " AND status IN ('pending', 'streaming') ORDER BY seq, created_at",
+                f" AND status IN {_IN_FLIGHT} ORDER BY seq, created_at",
                 (conversation_id,),
             )
             return await cur.fetchall()
@@ -440,7 +441,7 @@ class ChatStore:
                     "SELECT DISTINCT ON (seq, role) seq, role, content FROM messages"
                     " WHERE conversation_id = %s AND seq > %s AND seq <= %s"
                     " AND (role = 'user' OR (seq < %s AND active AND status IN"
-                    "      ('complete', 'stopped') AND content <> ''))"
+                    f"      {_ANSWERED} AND content <> ''))"
                     " ORDER BY seq DESC, role ASC, created_at DESC",
                     (conversation_id, low, high, upto_seq),
                 )
@@ -460,8 +461,8 @@ class ChatStore:
         """Store the text generated so far; returns True if a stop was requested meanwhile."""
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                "UPDATE messages SET content = %s, status = 'streaming'"
-                " WHERE id = %s AND status IN ('pending', 'streaming') RETURNING stop_requested",
+                f"UPDATE messages SET content = %s, status = '{STREAMING}'"
+                f" WHERE id = %s AND status IN {_IN_FLIGHT} RETURNING stop_requested",
                 (content, reply_id),
             )
             row = await cur.fetchone()
@@ -496,7 +497,7 @@ class ChatStore:
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 "UPDATE messages SET stop_requested = true WHERE id = %s"
-                " AND status IN ('pending', 'streaming') RETURNING id",
+                f" AND status IN {_IN_FLIGHT} RETURNING id",
                 (reply_id,),
             )
             return await cur.fetchone() is not None
@@ -517,7 +518,7 @@ class ChatStore:
         # A reply that completes (or is stopped) with text becomes the one shown and sent as
         # history; the alternatives it joins are kept. One without text (stopped before its
         # first token) is kept too, but must not hide a good alternative.
-        activate = values.get("status") in ("complete", "stopped") and bool(values.get("content"))
+        activate = values.get("status") in ANSWERED and bool(values.get("content"))
         async with self.db.connection() as conn, conn.transaction():
             if activate:
                 await self._lock_parent_of(conn, reply_id)
@@ -546,7 +547,7 @@ class ChatStore:
             await conn.execute(
                 "UPDATE messages SET status = %s, error = %s, completed_at = clock_timestamp(),"
                 " content = coalesce(%s, content)"
-                " WHERE id = ANY(%s) AND status IN ('pending', 'streaming')",
+                f" WHERE id = ANY(%s) AND status IN {_IN_FLIGHT}",
                 (status, error, content, list(reply_ids)),
             )
 
@@ -555,8 +556,8 @@ class ChatStore:
         """A resumed turn's reply is in flight again."""
         async with self.db.connection() as conn:
             await conn.execute(
-                "UPDATE messages SET status = 'pending', error = NULL, completed_at = NULL,"
-                " stop_requested = false WHERE id = %s AND status = 'cancelled'", (reply_id,))
+                f"UPDATE messages SET status = '{PENDING}', error = NULL, completed_at = NULL,"
+                f" stop_requested = false WHERE id = %s AND status = '{CANCELLED}'", (reply_id,))
 
     @retry_transient
     async def workflow_ids_of_conversation(self, conversation_id: uuid.UUID) -> list[str]:

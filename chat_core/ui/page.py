@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import gradio as gr
 
-from .gradio_skips import install as install_gradio_skips
-from .secrets_mask import mask_url
-from .service import ChatService
-from .ui_chat import CONVERSATION_KEY, build_chat_tab
-from .ui_workflows import build_workflows_tab
+from chat_core.ui.gradio_skips import install as install_gradio_skips
+from chat_core.secrets_mask import mask_url
+from chat_core.service import ChatService
+from chat_core.ui.chat_tab import CONVERSATION_KEY, build_chat_tab
+from chat_core.ui.workflows_tab import build_workflows_tab
 
 __all__ = ["build_ui", "backend_line", "CSS", "CONVERSATION_KEY"]
 

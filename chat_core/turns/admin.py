@@ -13,16 +13,14 @@ from typing import Any
 
 from dbos import DBOS, SetWorkflowID
 
-from .chat_store import ChatStore, iso
-from .errors import Conflict, InvalidInput, NotFound
-from .turn_progress import TurnHub
-from .turn_workflow import OVERRIDE_SUFFIX, STEP_NAMES, WORKFLOW_NAME, reply_id_for
-from .validation import check_settings
+from chat_core.store.chat_store import ChatStore, iso
+from chat_core.errors import Conflict, InvalidInput, NotFound
+from chat_core.turns.progress import TurnHub
+from chat_core.turns.workflow import OVERRIDE_SUFFIX, STEP_NAMES, WORKFLOW_NAME, reply_id_for
+from chat_core.validation import check_settings
+from chat_core.states import WORKFLOW_ACTIVE, WORKFLOW_STATES
 
 TURN_ID_PREFIX = "turn-"
-WORKFLOW_STATES = ("PENDING", "ENQUEUED", "SUCCESS", "ERROR", "CANCELLED",
-                   "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
-_ACTIVE = ("PENDING", "ENQUEUED")
 
 
 def _ms_to_iso(ms: int | None) -> str | None:
@@ -64,7 +62,7 @@ class WorkflowAdmin:
         out = []
         for w in workflows:
             reply = replies.get(w.workflow_id, {})
-            ended = w.status not in _ACTIVE
+            ended = w.status not in WORKFLOW_ACTIVE
             end_ms = (w.completed_at or w.updated_at) if ended else now_ms
             out.append({
                 "workflow_id": w.workflow_id,
@@ -120,7 +118,7 @@ class WorkflowAdmin:
         """Cancel a running turn: generation stops at once, the reply keeps its partial text
         and is marked cancelled. Later turns of the conversation go on."""
         info = await self.get(workflow_id)
-        if info["status"] not in _ACTIVE:
+        if info["status"] not in WORKFLOW_ACTIVE:
             raise Conflict(f"turn {workflow_id} is {info['status']}, not running")
         await DBOS.cancel_workflow_async(workflow_id)
         progress = self.hub.get(workflow_id)

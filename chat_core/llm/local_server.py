@@ -1,7 +1,7 @@
 """Entry point of the local model server child process: llama.cpp's server, plus a watchdog
 that ends this process when the app that started it is gone (even after kill -9 of the app).
 
-    python -m chat_core.local_llm_server --parent-pid PID <llama_cpp.server arguments>
+    python -m chat_core.llm.local_server --parent-pid PID <llama_cpp.server arguments>
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .request_guards import replay_body
+from chat_core.web.request_guards import replay_body
 
 FREE_FAILURES = 5
 FIRST_DELAY_SEC = 1.0

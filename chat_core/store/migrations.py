@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psycopg
 
-from .config import PROJECT_ROOT
+from chat_core.config import PROJECT_ROOT
 
 log = logging.getLogger(__name__)
 

@@ -22,27 +22,29 @@ import random
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
-from dbos import DBOS
-from dbos._error import DBOSMaxStepRetriesExceeded, DBOSWorkflowCancelledError
+from dbos import DBOS, StepOptions
+from dbos import error as dbos_error
 
-from .chat_store import ChatStore, derive_id, public_message
-from .config import Settings
-from .context_window import DEFAULT_CONTEXT_TOKENS, FittedPrompt, fit_prompt
-from .fault_injection import crash_point
-from .errors import ChatError, LLMRejected, LLMUnavailable, NotFound, TurnFailed
-from .llm_client import Completion, LLMClient
-from .llm_slots import GlobalLLMSlots
-from .token_estimate import estimate_message_tokens, upper_bound_tokens
-from .turn_progress import TurnHub
-from .turn_wakeups import TurnWakeups, Waiter
+from chat_core.store.chat_store import ChatStore, derive_id, public_message
+from chat_core.config import Settings
+from chat_core.llm.context_window import DEFAULT_CONTEXT_TOKENS, FittedPrompt, fit_prompt
+from chat_core.turns.fault_injection import crash_point
+from chat_core.errors import ChatError, LLMRejected, LLMUnavailable, NotFound, TurnFailed
+from chat_core.llm.client import Completion, LLMClient
+from chat_core.llm.slots import GlobalLLMSlots
+from chat_core.llm.token_estimate import estimate_message_tokens, upper_bound_tokens
+from chat_core.turns.payloads import (LLMOutput, Outcome, Prompt, SavedTurn, TurnParams,
+                                      TurnRequest, TurnResult)
+from chat_core.turns.progress import TurnHub, TurnProgress
+from chat_core.turns.wakeups import TurnWakeups, Waiter
+from chat_core.states import CANCELLED, COMPLETE, ERROR, STOPPED, WORKFLOW_ACTIVE
 
 log = logging.getLogger(__name__)
 
 WORKFLOW_NAME = "chat_turn"
 STEP_NAMES = ("save_user_message", "read_history", "call_llm", "save_reply")
-_TERMINAL_WORKFLOW_STATES = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
 
 
 @dataclass
@@ -87,9 +89,9 @@ def user_message_id_for(workflow_id: str) -> uuid.UUID:
 
 
 @DBOS.workflow(name=WORKFLOW_NAME)
-async def chat_turn(request: dict[str, Any]) -> dict[str, Any]:
-    """request: conversation_id, and either content (a new message) or user_message_id (answer
-    an existing one again), and params (temperature, max_tokens, top_p, system_prompt)."""
+async def chat_turn(request: TurnRequest) -> TurnResult:
+    """One turn: save the message, read the history, stream the reply, save it (payloads.py
+    says what each step takes and returns)."""
     turn_id = DBOS.workflow_id
     assert turn_id is not None
     task = asyncio.current_task()
@@ -100,14 +102,14 @@ async def chat_turn(request: dict[str, Any]) -> dict[str, Any]:
     _d().hub.track(turn_id, str(reply_id_for(turn_id)))
     try:
         return await _run_turn(turn_id, request)
-    except DBOSWorkflowCancelledError:
+    except dbos_error.DBOSWorkflowCancelledError:
         await _close_cancelled(turn_id)
         raise
     except BaseException as exc:
         # Watchers in this process must not wait for a reply that will not come (at shutdown
         # it will come, from the next process).
         if not (_abandoning and isinstance(exc, asyncio.CancelledError)):
-            _d().hub.finish(turn_id, "error", "", _message(exc))
+            _d().hub.finish(turn_id, ERROR, "", _message(exc))
         raise
     finally:
         _running.discard(task)  # type: ignore[arg-type]
@@ -150,24 +152,24 @@ async def abandon_running() -> int:
     return len(tasks)
 
 
-async def _run_turn(turn_id: str, request: dict[str, Any]) -> dict[str, Any]:
+async def _run_turn(turn_id: str, request: TurnRequest) -> TurnResult:
     saved = await save_user_message(request)
     prompt = await read_history(saved, request)
     try:
-        completion: dict[str, Any] = await DBOS.run_step_async(
+        completion: LLMOutput = await DBOS.run_step_async(
             _llm_step_options(), call_llm, turn_id, saved, prompt, request["params"]
         )
-        outcome = {"status": "stopped" if completion["finish_reason"] == "stopped" else "complete",
+        outcome: Outcome = {"status": STOPPED if completion["finish_reason"] == "stopped" else COMPLETE,
                    **completion}
-    except DBOSMaxStepRetriesExceeded as exc:
+    except dbos_error.DBOSMaxStepRetriesExceeded as exc:
         last = exc.errors[-1] if exc.errors else exc
-        outcome = {"status": "error", "attempts": exc.max_retries,
+        outcome = {"status": ERROR, "attempts": exc.max_retries,
                    "error": f"{_message(last)} (gave up after {exc.max_retries} attempts; "
                             "retry the turn once the server is back)"}
     except ChatError as exc:
-        outcome = {"status": "error", "error": exc.message, "attempts": 1}
+        outcome = {"status": ERROR, "error": exc.message, "attempts": 1}
     result = await save_reply(saved, outcome, prompt, request["params"])
-    if outcome["status"] == "error":
+    if outcome["status"] == ERROR:
         raise TurnFailed(outcome["error"])
     return result
 
@@ -176,9 +178,9 @@ async def _close_cancelled(turn_id: str) -> None:
     """A cancelled turn (Workflows tab, DBOS CLI) gets no save_reply step: close its reply."""
     d = _d()
     message = "the turn was cancelled"
-    d.hub.finish(turn_id, "cancelled", (d.hub.get(turn_id) or _EMPTY).text, message)
+    d.hub.finish(turn_id, CANCELLED, (d.hub.get(turn_id) or _EMPTY).text, message)
     try:
-        await d.store.mark_interrupted([reply_id_for(turn_id)], "cancelled", message)
+        await d.store.mark_interrupted([reply_id_for(turn_id)], CANCELLED, message)
     except ChatError:
         log.warning("could not mark the reply of cancelled turn %s", turn_id)
 
@@ -194,7 +196,7 @@ def _message(exc: BaseException) -> str:
     return exc.message if isinstance(exc, ChatError) else str(exc)
 
 
-def _llm_step_options() -> dict[str, Any]:
+def _llm_step_options() -> StepOptions:
     s = _d().settings
     return {
         "name": "call_llm",
@@ -213,7 +215,7 @@ def _llm_step_options() -> dict[str, Any]:
 
 
 @DBOS.step(name="save_user_message")
-async def save_user_message(request: dict[str, Any]) -> dict[str, Any]:
+async def save_user_message(request: TurnRequest) -> SavedTurn:
     d = _d()
     turn_id = DBOS.workflow_id
     assert turn_id is not None
@@ -238,7 +240,7 @@ async def save_user_message(request: dict[str, Any]) -> dict[str, Any]:
 
 
 @DBOS.step(name="read_history")
-async def read_history(saved: dict[str, Any], request: dict[str, Any]) -> dict[str, Any]:
+async def read_history(saved: SavedTurn, request: TurnRequest) -> Prompt:
     d = _d()
     turn_id = DBOS.workflow_id or ""
     user = saved["user_message"]
@@ -259,7 +261,7 @@ async def read_history(saved: dict[str, Any], request: dict[str, Any]) -> dict[s
     reserve = upper_bound_tokens(continue_text) + 8 if continue_text else 0
     fitted = await _fit(history, params.get("system_prompt") or "", context_tokens - reserve,
                         int(params["max_tokens"]))
-    prompt = {**fitted.to_dict(), "params": params, "continue_text": continue_text}
+    prompt = cast(Prompt, {**fitted.to_dict(), "params": params, "continue_text": continue_text})
     if continue_text:
         prompt["messages"].append({"role": "assistant", "content": continue_text})
     crash_point("read_history:done")
@@ -269,7 +271,7 @@ async def read_history(saved: dict[str, Any], request: dict[str, Any]) -> dict[s
 OVERRIDE_SUFFIX = "-o"
 
 
-async def effective_params(turn_id: str, params: dict[str, Any]) -> dict[str, Any]:
+async def effective_params(turn_id: str, params: TurnParams) -> TurnParams:
     """A turn's parameters: those it was accepted with, and for a turn forked with other
     parameters (its id ends in -o), those. Only such turns pay for the lookup."""
     if not turn_id.endswith(OVERRIDE_SUFFIX):
@@ -409,82 +411,36 @@ async def _closed_if_dead(row: dict[str, Any]) -> bool:
     global liveness_checks
     liveness_checks += 1
     status = await DBOS.get_workflow_status_async(row["workflow_id"])
-    if status is not None and status.status not in _TERMINAL_WORKFLOW_STATES:
+    if status is not None and status.status in WORKFLOW_ACTIVE:
         return False
     await _d().store.mark_interrupted(
-        [row["id"]], "cancelled", "the turn's workflow ended before its reply was finished")
+        [row["id"]], CANCELLED, "the turn's workflow ended before its reply was finished")
     return True
 
 
 # -- step 3 ------------------------------------------------------------------------------------
 
 
-async def call_llm(
-    turn_id: str, saved: dict[str, Any], prompt: dict[str, Any], params: dict[str, Any]
-) -> dict[str, Any]:
+async def call_llm(turn_id: str, saved: SavedTurn, prompt: Prompt, params: TurnParams
+                   ) -> LLMOutput:
     """Stream the reply into the live progress of this turn, checkpointing the partial text so
     other processes can show it and a stop survives a crash. Raises LLMUnavailable (retried) or
     LLMRejected (not retried)."""
-    d = _d()
     # From this workflow's id, not from step 1's output: a fork copies that output.
     reply_id = reply_id_for(turn_id)
-    progress = d.hub.track(turn_id, str(reply_id))
-    state = await d.store.reply_state(reply_id)
-    if state is None:
-        # A forked turn answers the message of its parent with a reply of its own.
-        user = await d.store.get_message(uuid.UUID(saved["user_message"]["id"]))
-        if user is None:
-            raise LLMRejected("the message this turn answers was deleted")
-        state = await d.store.ensure_reply(user, reply_id, turn_id)
+    progress = _d().hub.track(turn_id, str(reply_id))
+    state = await _reply_state(turn_id, reply_id, saved)
     if state["stop_requested"]:
         # Stopped before a crash: keep what was checkpointed, do not generate again.
         return _stopped(state["content"], prompt, 0, None, 0.0)
-
     params = await effective_params(turn_id, {**params, **prompt.get("params", {})})
-    messages = prompt["messages"]
-    fitted_with = prompt.get("params")
-    if fitted_with is not None and \
-            (params.get("system_prompt") or "") != (fitted_with.get("system_prompt") or ""):
-        # A fork from step 3 with another system prompt: swap it in the fitted prompt.
-        messages = [m for m in messages if m["role"] != "system"]
-        if params["system_prompt"]:
-            messages.insert(0, {"role": "system", "content": params["system_prompt"]})
-    max_tokens = min(int(params["max_tokens"]),
-                     int(prompt.get("reply_room") or prompt["max_tokens"]))
     continue_text = prompt.get("continue_text") or ""
-
     progress.start_attempt()
     if continue_text:
         progress.append(continue_text)
-    started = time.perf_counter()
-    first_token: list[float] = []
-    last_checkpoint = time.monotonic()
-    interval = d.settings.stream_checkpoint_sec
-
-    async def on_delta(delta: str) -> bool:
-        nonlocal last_checkpoint
-        if not first_token:
-            first_token.append(time.perf_counter())
-        progress.append(delta)
-        if progress.chunks == 2:
-            crash_point("call_llm:streaming")
-        if progress.stop_requested:
-            return True
-        if time.monotonic() - last_checkpoint >= interval:
-            last_checkpoint = time.monotonic()
-            if await d.store.checkpoint_partial(reply_id, progress.text):
-                progress.request_stop()
-                return True
-        return False
-
-    async def generate() -> Completion:
-        async with d.slots.slot(turn_id) if d.slots else contextlib.nullcontext():
-            return await d.llm.stream_chat(
-                messages, temperature=float(params["temperature"]), max_tokens=max_tokens,
-                top_p=float(params["top_p"]), on_delta=on_delta,
-                continue_final=bool(continue_text))
-
-    generation = asyncio.ensure_future(generate())
+    stream = _ReplyStream(turn_id, reply_id, progress)
+    generation = asyncio.ensure_future(stream.generate(
+        _messages_for(prompt, params), params, _reply_room(prompt, params), continue_text))
     stop_watch = asyncio.ensure_future(progress.stop_event.wait())
     try:
         done, _ = await asyncio.wait({generation, stop_watch},
@@ -498,25 +454,96 @@ async def call_llm(
     if generation in done:
         completion = generation.result()
         completion.text = continue_text + completion.text
-        return {**completion.to_dict(), "params": params, "attempts": attempts}
+        return cast(LLMOutput, {**completion.to_dict(), "params": params, "attempts": attempts})
     # Stopped while waiting for a token: the generation was cancelled, keep the text so far.
     try:
         await generation
     except (asyncio.CancelledError, ChatError):
         pass
-    ttft = (first_token[0] - started) * 1000.0 if first_token else None
-    return {**_stopped(progress.text, prompt, progress.chunks, ttft,
-                       (time.perf_counter() - started) * 1000.0), "params": params,
-            "attempts": attempts}
+    return {**_stopped(progress.text, prompt, progress.chunks, stream.ttft_ms(),
+                       stream.elapsed_ms()), "params": params, "attempts": attempts}
 
 
-def _stopped(text: str, prompt: dict[str, Any], chunks: int, ttft_ms: float | None,
-             latency_ms: float) -> dict[str, Any]:
-    return Completion(
+async def _reply_state(turn_id: str, reply_id: uuid.UUID, saved: SavedTurn
+                       ) -> dict[str, Any]:
+    """The reply row's content and stop flag; a forked turn answers the message of its parent
+    with a reply of its own, created here."""
+    d = _d()
+    state = await d.store.reply_state(reply_id)
+    if state is None:
+        user = await d.store.get_message(uuid.UUID(saved["user_message"]["id"]))
+        if user is None:
+            raise LLMRejected("the message this turn answers was deleted")
+        state = await d.store.ensure_reply(user, reply_id, turn_id)
+    return state
+
+
+def _messages_for(prompt: Prompt, params: TurnParams) -> list[dict[str, str]]:
+    """The fitted messages; a fork from step 3 with another system prompt gets it swapped in."""
+    messages = prompt["messages"]
+    fitted_with = prompt.get("params")
+    if fitted_with is not None and \
+            (params.get("system_prompt") or "") != (fitted_with.get("system_prompt") or ""):
+        messages = [m for m in messages if m["role"] != "system"]
+        if params["system_prompt"]:
+            messages.insert(0, {"role": "system", "content": params["system_prompt"]})
+    return messages
+
+
+def _reply_room(prompt: Prompt, params: TurnParams) -> int:
+    return min(int(params["max_tokens"]), int(prompt.get("reply_room") or prompt["max_tokens"]))
+
+
+class _ReplyStream:
+    """One attempt's stream: each delta goes to the live progress, the partial text to the
+    database every STREAM_CHECKPOINT_SEC (where a stop from another process is seen)."""
+
+    def __init__(self, turn_id: str, reply_id: uuid.UUID, progress: TurnProgress) -> None:
+        self.turn_id, self.reply_id, self.progress = turn_id, reply_id, progress
+        self.started = time.perf_counter()
+        self.first_token: float | None = None
+        self.last_checkpoint = time.monotonic()
+
+    async def generate(self, messages: list[dict[str, str]], params: TurnParams,
+                       max_tokens: int, continue_text: str) -> Completion:
+        d = _d()
+        async with d.slots.slot(self.turn_id) if d.slots else contextlib.nullcontext():
+            return await d.llm.stream_chat(
+                messages, temperature=float(params["temperature"]), max_tokens=max_tokens,
+                top_p=float(params["top_p"]), on_delta=self.on_delta,
+                continue_final=bool(continue_text))
+
+    async def on_delta(self, delta: str) -> bool:
+        """True asks the client to stop reading (the reply was stopped)."""
+        progress = self.progress
+        if self.first_token is None:
+            self.first_token = time.perf_counter()
+        progress.append(delta)
+        if progress.chunks == 2:
+            crash_point("call_llm:streaming")
+        if progress.stop_requested:
+            return True
+        if time.monotonic() - self.last_checkpoint >= _d().settings.stream_checkpoint_sec:
+            self.last_checkpoint = time.monotonic()
+            if await _d().store.checkpoint_partial(self.reply_id, progress.text):
+                progress.request_stop()
+                return True
+        return False
+
+    def ttft_ms(self) -> float | None:
+        return (self.first_token - self.started) * 1000.0 if self.first_token else None
+
+    def elapsed_ms(self) -> float:
+        return (time.perf_counter() - self.started) * 1000.0
+
+
+def _stopped(text: str, prompt: Prompt, chunks: int, ttft_ms: float | None,
+             latency_ms: float) -> LLMOutput:
+    return cast(LLMOutput, Completion(
         text=text, finish_reason="stopped", model=_d().llm.current_model_id() or "",
         prompt_tokens=estimate_message_tokens(prompt["messages"]), completion_tokens=chunks,
         tokens_estimated=True, ttft_ms=ttft_ms, latency_ms=latency_ms,
-    ).to_dict()
+    ).to_dict())
 
 
 # -- step 4 ------------------------------------------------------------------------------------
@@ -524,9 +551,8 @@ def _stopped(text: str, prompt: dict[str, Any], chunks: int, ttft_ms: float | No
 
 @DBOS.step(name="save_reply")
 async def save_reply(
-    saved: dict[str, Any], outcome: dict[str, Any], prompt: dict[str, Any],
-    params: dict[str, Any],
-) -> dict[str, Any]:
+    saved: SavedTurn, outcome: Outcome, prompt: Prompt, params: TurnParams,
+) -> TurnResult:
     d = _d()
     reply_id = reply_id_for(DBOS.workflow_id or "")
     recorded_params = {**params, **prompt.get("params", {}), **outcome.get("params", {}),
@@ -537,8 +563,8 @@ async def save_reply(
                        "continued": bool(prompt.get("continue_text")),
                        "llm_attempts": outcome.get("attempts"),
                        "exact_token_counts": prompt.get("exact_counts")}
-    if outcome["status"] == "error":
-        values: dict[str, Any] = dict(status="error", error=outcome["error"], content="",
+    if outcome["status"] == ERROR:
+        values: dict[str, Any] = dict(status=ERROR, error=outcome["error"], content="",
                                       params=recorded_params)
     else:
         values = dict(

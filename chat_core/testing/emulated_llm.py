@@ -6,7 +6,7 @@ then filler tokens), so a test can tell which message a reply answers. Time to f
 time per token are configurable, one asyncio task per stream holds a thousand streams at once,
 and a script of faults can be queued: HTTP errors, hangs, streams cut mid-way.
 
-    python -m chat_core.emulated_llm --port 5056 --ttft-ms 50 --tpot-ms 10 --tokens 64
+    python -m chat_core.testing.emulated_llm --port 5056 --ttft-ms 50 --tpot-ms 10 --tokens 64
 
 Control over HTTP (for a server in another process):
     POST /_control  {"ttft_ms": .., "tpot_ms": .., "reply_tokens": .., "max_model_len": ..,

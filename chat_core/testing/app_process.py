@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from .config import PROJECT_ROOT
+from chat_core.config import PROJECT_ROOT
 
 
 def free_port() -> int:
@@ -30,7 +30,11 @@ class AppProcess:
     variable (e.g. DATABASE_URL, to get the embedded database). Its output goes to `log_path`,
     which every error names."""
 
-    def __init__(self, env: Mapping[str, str | None], log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str | None], log_path: Path,
+                 root: Path = PROJECT_ROOT) -> None:
+        """`root`: the source tree whose app.py runs (tests/test_layout_upgrade.py runs an
+        older version of the code)."""
+        self.root = root
         merged = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.env = {k: v for k, v in merged.items() if v is not None}
         self.url = f"http://127.0.0.1:{self.env['PORT']}"
@@ -47,8 +51,8 @@ class AppProcess:
         LLM server still loads)."""
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, str(PROJECT_ROOT / "app.py")],
-                                         env=self.env, cwd=PROJECT_ROOT, stdout=log,
+            self.proc = subprocess.Popen([sys.executable, str(self.root / "app.py")],
+                                         env=self.env, cwd=self.root, stdout=log,
                                          stderr=subprocess.STDOUT)
         while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:

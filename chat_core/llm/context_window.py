@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from .errors import LLMRejected
-from .token_estimate import PER_MESSAGE_TOKENS, PROMPT_OVERHEAD_TOKENS
+from chat_core.errors import LLMRejected
+from chat_core.llm.token_estimate import PER_MESSAGE_TOKENS, PROMPT_OVERHEAD_TOKENS
 
 MIN_REPLY_TOKENS = 64
 DEFAULT_CONTEXT_TOKENS = 4096

@@ -20,6 +20,7 @@ The chat pane renders this HTML as it is (no second Markdown pass, no LaTeX).
 """
 
 from __future__ import annotations
+from chat_core.states import CANCELLED, ERROR, IN_FLIGHT, STOPPED
 
 import functools
 import html
@@ -153,8 +154,8 @@ def safe_markdown(text: str) -> str:
 
 
 STATUS_NOTES = {
-    "stopped": "<p><em>(stopped)</em></p>",
-    "cancelled": "<p><em>(cancelled)</em></p>",
+    STOPPED: "<p><em>(stopped)</em></p>",
+    CANCELLED: "<p><em>(cancelled)</em></p>",
 }
 
 
@@ -163,12 +164,12 @@ def reply_markdown(reply: dict[str, Any], share_mode: bool = False) -> str:
     text, then its status (an error, a pending mark, or a stopped/cancelled note)."""
     status = reply.get("status")
     content = reply.get("content") or ""
-    finished = status not in ("pending", "streaming") and len(content) <= _CACHED_CHARS
+    finished = status not in IN_FLIGHT and len(content) <= _CACHED_CHARS
     text = (_render_finished if finished else render_reply)(content, share_mode)
-    if status == "error":
+    if status == ERROR:
         error = html.escape(_valid_text(reply.get("error") or "the reply failed"), quote=False)
         return f"{text}\n<p>⚠️ <strong>Error:</strong> {error}</p>".strip()
-    if status in ("pending", "streaming") and not text:
+    if status in IN_FLIGHT and not text:
         return "…"
     note = STATUS_NOTES.get(status or "")
     return f"{text}\n{note}".strip() if note else text
@@ -178,7 +179,7 @@ def _shown_reply(replies: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Which of a message's replies the pane shows: one being generated (the user is watching
     it), else the active one, else the newest."""
     for reply in reversed(replies):
-        if reply["status"] in ("pending", "streaming"):
+        if reply["status"] in IN_FLIGHT:
             return reply
     active = [r for r in replies if r.get("active")]
     if active:
@@ -210,7 +211,7 @@ def conversation_view(messages: list[dict[str, Any]], share_mode: bool = False
             shown.append({"role": "assistant", "content": reply_markdown(reply, share_mode)})
             ids.append(reply["id"])
             finished = [r["id"] for r in alternatives
-                        if r["status"] not in ("pending", "streaming")]
+                        if r["status"] not in IN_FLIGHT]
             state.update(
                 last_reply={"id": reply["id"], "status": reply["status"],
                             "finish_reason": reply.get("finish_reason")},

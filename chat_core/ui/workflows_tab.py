@@ -9,11 +9,11 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
-from .errors import ChatError, InvalidInput
-from .service import ChatService
-from .turn_workflow import STEP_NAMES
-from .ui_render import safe_markdown
-from .workflow_admin import WORKFLOW_STATES
+from chat_core.errors import ChatError, InvalidInput
+from chat_core.service import ChatService
+from chat_core.turns.workflow import STEP_NAMES
+from chat_core.ui.render import safe_markdown
+from chat_core.states import MAX_SYSTEM_PROMPT_CHARS, WORKFLOW_STATES
 
 TURN_COLUMNS = ["workflow", "conversation", "status", "reply", "started", "seconds",
                 "recoveries", "error"]
@@ -63,7 +63,7 @@ def build_workflows_tab(service: ChatService, tab: gr.Tab) -> gr.Timer:
             fork_max_tokens = gr.Textbox(label="Max tokens", elem_id="wf-max-tokens",
                                          placeholder="the turn's own", max_length=20)
         fork_system = gr.Textbox(label="System prompt (fork from step 2 to refit the history)",
-                                 elem_id="wf-system-prompt", max_length=8000)
+                                 elem_id="wf-system-prompt", max_length=MAX_SYSTEM_PROMPT_CHARS)
     result = gr.Markdown("", elem_id="wf-result")
     steps = gr.Dataframe(headers=STEP_COLUMNS, interactive=False, elem_id="wf-steps",
                          label="Steps of the selected workflow")

@@ -1,6 +1,6 @@
 """Conversation and workflow data as pandas DataFrames, for notebooks.
 
-    from chat_core.analytics import Analytics
+    from chat_core.data.analytics import Analytics
     data = Analytics.connect()                 # DATABASE_URL, or the embedded database
     replies = data.messages(role="assistant", since="2026-11-01")
     turns = data.turns()                       # one row per turn workflow, with its reply
@@ -24,8 +24,8 @@ import pandas as pd
 import psycopg
 from psycopg.rows import dict_row
 
-from .config import load_settings
-from .database import psycopg_url, sqlalchemy_url
+from chat_core.config import load_settings
+from chat_core.store.database import psycopg_url, sqlalchemy_url
 
 TimeBound = str | datetime | None
 
@@ -62,7 +62,7 @@ class Analytics:
             data_dir = data_dir or settings.data_dir
         if database_url is not None:
             return cls(psycopg_url(database_url))._checked()
-        from .embedded_postgres import start_embedded_postgres
+        from chat_core.store.embedded_postgres import start_embedded_postgres
 
         embedded = start_embedded_postgres(Path(data_dir or os.environ.get("DATA_DIR", "data")))
         return cls(embedded.url, _embedded=embedded)._checked()

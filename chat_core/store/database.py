@@ -21,8 +21,8 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from sqlalchemy import engine as sa_engine
 from sqlalchemy import event as sa_event
 
-from .secrets_mask import mask_secrets, mask_url
-from .errors import DatabaseUnavailable
+from chat_core.secrets_mask import mask_secrets, mask_url
+from chat_core.errors import DatabaseUnavailable
 
 log = logging.getLogger(__name__)
 

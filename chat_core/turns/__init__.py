@@ -1,0 +1,1 @@
+"""A chat turn as a durable DBOS workflow: its four steps, its live progress in memory, the wake-ups that keep a conversation's turns in order, and the Workflows admin (list, cancel, resume, fork)."""
