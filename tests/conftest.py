@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Iterator
 
 import pytest
 
-from chat_core.emulated_llm import EmulatedLLM, EmulatorSettings
+from chat_core.store.migrations import apply_migrations
+from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings
 from tests.helpers import InProcessApp, base_env, create_database, drop_database
 
 
@@ -29,6 +31,17 @@ def _fresh_llm_script(request: pytest.FixtureRequest) -> None:
 @pytest.fixture(scope="module")
 def database_url() -> Iterator[str]:
     url = create_database()
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def migrated_database_url() -> Iterator[str]:
+    """One throwaway database with the app's tables for the whole run, for the fast store and
+    schema tests: creating and migrating one costs about a second, so not one per test. Tests
+    sharing it make their own conversations and never assume an empty table."""
+    url = create_database("chat_store")
+    asyncio.run(apply_migrations(url))
     yield url
     drop_database(url)
 
