@@ -352,7 +352,7 @@ async def _wait_for_earlier_turns(conversation_id: uuid.UUID, seq: int, turn_id:
 
     Waiting costs no queries (issue 13: hundreds of polling turns stalled a recovering app):
     the turn is woken when the replies it waits for become final, in this process or another
-    (turn_wakeups.py), and looks again only then. On its own it looks every
+    (wakeups.py), and looks again only then. On its own it looks every
     SAFETY_RECHECK_SEC, and only then asks DBOS whether the turn at the head of the line is
     alive: a reply whose workflow ended without finishing it (cancelled from outside) is
     closed, so one dead turn cannot block the conversation."""

@@ -1,5 +1,5 @@
 """Slows password guessing on both doors of a shared app: Gradio's login form (POST /login)
-and the REST API's HTTP Basic auth (web_app.py).
+and the REST API's HTTP Basic auth (web/app.py).
 
 Three limits, all decided before any password is compared:
 

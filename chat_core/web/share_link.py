@@ -1,7 +1,7 @@
 """A public Gradio share link (https://*.gradio.live) to the locally running server.
 
 Gradio's tunnel client is used as Blocks.launch(share=True) uses it; we call it ourselves
-because we serve the app with our own uvicorn (see web_app.py). It needs internet access to
+because we serve the app with our own uvicorn (see web/app.py). It needs internet access to
 Gradio's share server, and downloads its frpc binary on first use.
 """
 
@@ -24,5 +24,5 @@ def open_share_link(host: str, port: int) -> str:
         cause = exc.__cause__ or exc
         raise RuntimeError(f"could not create a share link ({type(cause).__name__}: {cause}); "
                            "the app still runs locally. Check internet access to gradio.live, "
-                           "or put the app behind your own reverse proxy (README, Security)")
+                           "or put the app behind your own reverse proxy (docs/security.md)")
     return url.replace("http://", "https://", 1)
