@@ -36,6 +36,13 @@ class PayloadTooLarge(ChatError):
     code = "payload_too_large"
 
 
+class UnsupportedMediaType(ChatError):
+    """A body in a format other than JSON (a wrong Content-Type)."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
 class NotFound(ChatError):
     status = 404
     code = "not_found"

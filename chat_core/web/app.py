@@ -6,7 +6,7 @@ and every request share one event loop, and DBOS is launched before the server a
 
 Share mode (a public Gradio link) locks things down: login required for the UI and (HTTP Basic,
 same credentials) for the REST API, Gradio's direct-call API closed so every call goes through
-the queue, the monitoring page off, links in replies shown as text (ui_render.py).
+the queue, the monitoring page off, links in replies shown as text (chat_core/ui/render.py).
 """
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ import gradio as gr
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 
-from .gradio_guard import GradioGuard
-from .login_throttle import (LoginThrottle, LoginThrottleMiddleware, client_address,
-                             too_many_attempts)
-from .request_guards import allowed_hosts, install_request_guards
-from .rest_api import build_rest_api
-from .service import ChatService
-from .ui import CSS
+from chat_core.service import ChatService
+from chat_core.ui.page import CSS
+from chat_core.web.api import install_rest_api
+from chat_core.web.gradio_guard import GradioGuard
+from chat_core.web.login_throttle import (LoginThrottle, LoginThrottleMiddleware,
+                                          client_address, too_many_attempts)
+from chat_core.web.request_guards import allowed_hosts, install_request_guards
 
 Credentials = list[tuple[str, str]]
 
@@ -112,7 +112,7 @@ def build_web_app(service: ChatService, ui: gr.Blocks, *,
             throttle.succeeded(account, address)
             return await call_next(request)
 
-    app.include_router(build_rest_api(lambda: service))
+    install_rest_api(app, service)
     # Many users stream at once: no per-event cap in Gradio (the LLM client caps LLM load);
     # a bounded queue answers "busy" instead of growing without limit. In share mode the
     # direct-call API is closed, so every call goes through the queue and its limits.

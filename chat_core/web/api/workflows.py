@@ -1,0 +1,53 @@
+"""The DBOS workflows behind the turns: list and read them, their steps; cancel, resume, fork."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from chat_core.validation import int_param, parse_id
+from chat_core.web.api.bodies import json_object
+from chat_core.web.api.deps import Service
+from chat_core.web.api.errors import GuardedRoute
+
+router = APIRouter(prefix="/api/workflows", tags=["workflows"], route_class=GuardedRoute)
+
+Json = dict[str, Any]
+
+
+@router.get("")
+async def list_workflows(service: Service, status: Annotated[str | None, Query()] = None,
+                         limit: Annotated[str | None, Query()] = None,
+                         conversation_id: Annotated[str | None, Query()] = None) -> list[Json]:
+    """Recent turn workflows, newest first, by status and conversation when given."""
+    count = int_param({} if limit is None else {"limit": limit}, "limit", 50, 1, 500)
+    cid = None if conversation_id is None else str(parse_id(conversation_id))
+    return await service.workflows.list_turns(status, count, cid)
+
+
+@router.get("/{workflow_id}")
+async def get_workflow(service: Service, workflow_id: str) -> Json:
+    return await service.workflows.get(workflow_id)
+
+
+@router.get("/{workflow_id}/steps")
+async def workflow_steps(service: Service, workflow_id: str) -> list[Json]:
+    return await service.workflows.steps(workflow_id)
+
+
+@router.post("/{workflow_id}/cancel")
+async def cancel_workflow(service: Service, workflow_id: str) -> Json:
+    return await service.workflows.cancel(workflow_id)
+
+
+@router.post("/{workflow_id}/resume")
+async def resume_workflow(service: Service, workflow_id: str) -> Json:
+    return await service.workflows.resume(workflow_id)
+
+
+@router.post("/{workflow_id}/fork", status_code=202)
+async def fork_workflow(service: Service, workflow_id: str,
+                        body: Json = json_object("start_step", "params")) -> Json:
+    """{"start_step"?, "params"?}: run the turn again from that step, with other parameters."""
+    return await service.workflows.fork(workflow_id, body.get("start_step"), body.get("params"))
