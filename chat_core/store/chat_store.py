@@ -145,7 +145,7 @@ class ChatStore:
     async def list_conversations(self, limit: int = 100, offset: int = 0) -> list[Row]:
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                "SELECT id, title, created_at, updated_at FROM conversations "
+                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations "
                 "ORDER BY updated_at DESC, id LIMIT %s OFFSET %s",
                 (limit, offset),
             )
