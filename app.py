@@ -29,9 +29,9 @@ from chat_core.config import ConfigError, Settings, load_settings
 from chat_core.errors import ChatError
 from chat_core.runtime import ChatRuntime
 from chat_core.secrets_mask import install_log_masking
-from chat_core.share_link import open_share_link
-from chat_core.ui import build_ui
-from chat_core.web_app import build_web_app, parse_credentials
+from chat_core.web.share_link import open_share_link
+from chat_core.ui.page import build_ui
+from chat_core.web.app import build_web_app, parse_credentials
 
 log = logging.getLogger("app")
 

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from .secrets_mask import mask_url, remember_secrets
+from chat_core.secrets_mask import mask_url, remember_secrets
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 

@@ -18,20 +18,20 @@ from typing import Any
 
 from dbos import DBOS
 
-from .chat_store import ChatStore
-from .config import Settings
-from .database import (Database, ensure_database_exists, sqlalchemy_url,
+from chat_core.store.chat_store import ChatStore
+from chat_core.config import Settings
+from chat_core.store.database import (Database, ensure_database_exists, sqlalchemy_url,
                        treat_failed_connects_as_disconnects)
-from .embedded_postgres import EmbeddedPostgres, start_embedded_postgres
-from .llm_client import LLMClient
-from .llm_slots import GlobalLLMSlots
-from .local_llm import CONTEXT_TOKENS, MODEL_ALIAS, LocalLLMServer, start_local_llm
-from .secrets_mask import mask_secrets, mask_url
-from .migrations import apply_migrations
-from .service import ChatService
-from .turn_progress import TurnHub
-from .turn_wakeups import TurnWakeups
-from . import turn_workflow
+from chat_core.store.embedded_postgres import EmbeddedPostgres, start_embedded_postgres
+from chat_core.llm.client import LLMClient
+from chat_core.llm.slots import GlobalLLMSlots
+from chat_core.llm.local_model import CONTEXT_TOKENS, MODEL_ALIAS, LocalLLMServer, start_local_llm
+from chat_core.secrets_mask import mask_secrets, mask_url
+from chat_core.store.migrations import apply_migrations
+from chat_core.service import ChatService
+from chat_core.turns.progress import TurnHub
+from chat_core.turns.wakeups import TurnWakeups
+from chat_core.turns import workflow as turn_workflow
 
 log = logging.getLogger(__name__)
 

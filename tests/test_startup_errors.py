@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from chat_core.emulated_llm import EmulatedLLM
+from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import ROOT, AppProcess, base_env, free_port
 
 SECRET = "s3cret-Passw0rd"

@@ -12,8 +12,10 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import InvalidInput
-from .validation import check_settings, check_text
+from chat_core.errors import InvalidInput
+from chat_core.validation import check_settings, check_text
+from chat_core.states import (ANSWERED, COMPLETE, FINAL, IN_FLIGHT, MAX_MODEL_NAME_CHARS,
+                              MAX_TITLE_CHARS)
 
 FORMAT = "durable-chat/conversation"
 VERSION = 1
@@ -35,7 +37,7 @@ def to_json(conversation: dict[str, Any], messages: list[dict[str, Any]]) -> dic
         "messages": [
             {k: m.get(k) for k in ("id", "role", "content", "created_at", "seq",
                                    *(_REPLY_FIELDS if m["role"] == "assistant" else ()))}
-            for m in messages if m["status"] not in ("pending", "streaming")
+            for m in messages if m["status"] not in IN_FLIGHT
         ],
     }
 
@@ -57,7 +59,7 @@ def to_markdown(conversation: dict[str, Any], messages: list[dict[str, Any]]) ->
         if reply is None:
             continue
         label = f"**Assistant** · {reply.get('model') or 'unknown model'}"
-        if reply["status"] != "complete":
+        if reply["status"] != COMPLETE:
             label += f" · {reply['status']}"
         lines += [label, "", reply["content"] or f"_{reply.get('error') or 'no text'}_", ""]
     return "\n".join(lines)
@@ -150,7 +152,7 @@ def parse_import(data: Any, *, max_chars: int) -> tuple[dict[str, Any], list[dic
         raise InvalidInput(f"the export has {len(raw_messages):,} messages; the limit is "
                            f"{MAX_IMPORT_MESSAGES:,}")
     title = conv.get("title") or ""
-    title = check_text(title, "conversation.title", 200, allow_empty=True).strip()
+    title = check_text(title, "conversation.title", MAX_TITLE_CHARS, allow_empty=True).strip()
     settings = check_settings(conv.get("settings") or {})
     settings = {k: v for k, v in settings.items() if v is not None}
     conversation_id = uuid.uuid4()
@@ -168,7 +170,7 @@ def parse_import(data: Any, *, max_chars: int) -> tuple[dict[str, Any], list[dic
         if role not in ("user", "assistant"):
             raise InvalidInput(f"{where}: role must be \"user\" or \"assistant\"")
         content = check_text(m.get("content", ""), f"{where}.content", max_chars,
-                             allow_empty=(role == "assistant"))
+                             allow_empty=(role == "assistant"), setting="MAX_MESSAGE_CHARS")
         new_id = uuid.uuid4()
         old_id = m.get("id")
         if isinstance(old_id, str) and len(old_id) <= 64:
@@ -191,16 +193,15 @@ def parse_import(data: Any, *, max_chars: int) -> tuple[dict[str, Any], list[dic
             parent = new_ids.get(parent_ref) if isinstance(parent_ref, str) else last_user
             if parent is None or parent not in user_seq:
                 raise InvalidInput(f"{where}: a reply must follow the user message it answers")
-            status = m.get("status", "complete")
-            if status not in ("complete", "stopped", "error", "cancelled"):
-                raise InvalidInput(f"{where}: status must be complete, stopped, error or "
-                                   "cancelled")
+            status = m.get("status", COMPLETE)
+            if status not in FINAL:
+                raise InvalidInput(f"{where}: status must be one of {', '.join(FINAL)}")
             error = m.get("error")
             if error is not None:
                 error = check_text(error, f"{where}.error", 2000, allow_empty=True)
             model = m.get("model")
             if model is not None:  # "" when a reply was stopped before the model was known
-                model = check_text(model, f"{where}.model", 200, allow_empty=True) or None
+                model = check_text(model, f"{where}.model", MAX_MODEL_NAME_CHARS, allow_empty=True) or None
             params = _params(m.get("params"), where)
             for name in ("prompt_tokens", "completion_tokens"):
                 row[name] = _number(m.get(name), where, name, whole=True, high=_MAX_INT4)
@@ -217,7 +218,7 @@ def parse_import(data: Any, *, max_chars: int) -> tuple[dict[str, Any], list[dic
                        model=model, params=params, tokens_estimated=estimated,
                        finish_reason=finish_reason,
                        completed_at=_timestamp(m.get("completed_at"), where, "completed_at"),
-                       active=bool(m.get("active", True)) and status in ("complete", "stopped"))
+                       active=bool(m.get("active", True)) and status in ANSWERED)
         rows.append(row)
     if not rows:
         raise InvalidInput("the export holds no messages")

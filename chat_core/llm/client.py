@@ -21,9 +21,9 @@ import openai
 from openai import AsyncOpenAI
 from orjson import loads as _loads
 
-from .errors import LLMRejected, LLMUnavailable
-from .secrets_mask import mask_secrets, mask_url
-from .token_estimate import estimate_message_tokens
+from chat_core.errors import LLMRejected, LLMUnavailable
+from chat_core.secrets_mask import mask_secrets, mask_url
+from chat_core.llm.token_estimate import estimate_message_tokens
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 wheel, so nothing is downloaded at run time.
 
 The server is a child process on 127.0.0.1 that cannot outlive the app: it runs through
-`python -m chat_core.local_llm_server`, which exits as soon as its parent process is gone, even
+`python -m chat_core.llm.local_server`, which exits as soon as its parent process is gone, even
 when the app was killed with -9.
 """
 
@@ -85,14 +85,14 @@ def start_local_llm(data_dir: Path, port: int = 0, threads: int | None = None,
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir / "local-llm.log"
     cmd = [
-        sys.executable, "-m", "chat_core.local_llm_server", "--parent-pid", str(os.getpid()),
+        sys.executable, "-m", "chat_core.llm.local_server", "--parent-pid", str(os.getpid()),
         "--model", str(path), "--model_alias", MODEL_ALIAS,
         "--host", "127.0.0.1", "--port", str(port),
         "--n_ctx", str(CONTEXT_TOKENS),
         "--n_threads", str(threads or max(1, os.cpu_count() or 1)),
     ]
     logfile = open(log_path, "ab")
-    project_root = Path(__file__).resolve().parent.parent
+    project_root = Path(__file__).resolve().parent.parent.parent
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         p for p in (str(project_root), os.environ.get("PYTHONPATH", "")) if p)}
     process = subprocess.Popen(cmd, stdout=logfile, stderr=subprocess.STDOUT,
