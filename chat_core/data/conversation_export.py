@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from chat_core.errors import InvalidInput
+from chat_core.store.chat_store import title_from
 from chat_core.validation import check_settings, check_text
 from chat_core.states import (ANSWERED, COMPLETE, FINAL, IN_FLIGHT, MAX_MODEL_NAME_CHARS,
                               MAX_TITLE_CHARS)
@@ -135,6 +136,22 @@ def _number(value: Any, where: str, name: str, *, whole: bool = False,
 def parse_import(data: Any, *, max_chars: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Validate an export and turn it into rows with new ids (the imported conversation is a
     new one: importing the same file twice gives two)."""
+    conv, raw_messages = _envelope(data)
+    title = conv.get("title") or ""
+    title = check_text(title, "conversation.title", MAX_TITLE_CHARS, allow_empty=True).strip()
+    settings = check_settings(conv.get("settings") or {})
+    settings = {k: v for k, v in settings.items() if v is not None}
+    conversation_id = uuid.uuid4()
+    rows, last_seq = _message_rows(raw_messages, conversation_id, max_chars)
+    _one_active_reply_per_message(rows)
+    # No title in the file: titled from the first message, as a new conversation is.
+    return ({"id": conversation_id, "title": title or title_from(rows[0]["content"]),
+             "settings": settings, "last_seq": last_seq,
+             "created_at": _timestamp(conv.get("created_at"), "conversation")}, rows)
+
+
+def _envelope(data: Any) -> tuple[dict[str, Any], list[Any]]:
+    """The export's conversation object and its message list, once its format is checked."""
     if not isinstance(data, dict):
         raise InvalidInput("the import must be a JSON object as written by export")
     if data.get("format") != FORMAT:
@@ -151,84 +168,94 @@ def parse_import(data: Any, *, max_chars: int) -> tuple[dict[str, Any], list[dic
     if len(raw_messages) > MAX_IMPORT_MESSAGES:
         raise InvalidInput(f"the export has {len(raw_messages):,} messages; the limit is "
                            f"{MAX_IMPORT_MESSAGES:,}")
-    title = conv.get("title") or ""
-    title = check_text(title, "conversation.title", MAX_TITLE_CHARS, allow_empty=True).strip()
-    settings = check_settings(conv.get("settings") or {})
-    settings = {k: v for k, v in settings.items() if v is not None}
-    conversation_id = uuid.uuid4()
+    return conv, raw_messages
 
+
+def _message_rows(raw_messages: list[Any], conversation_id: uuid.UUID,
+                  max_chars: int) -> tuple[list[dict[str, Any]], int]:
+    """One row per message with new ids, replies linked to the user message they answer
+    (by the export's ids, else the user message before them); and the last user seq."""
     new_ids: dict[str, uuid.UUID] = {}
-    rows: list[dict[str, Any]] = []
-    seq = 0
-    last_user: uuid.UUID | None = None
     user_seq: dict[uuid.UUID, int] = {}
+    last_user: uuid.UUID | None = None
+    rows: list[dict[str, Any]] = []
     for i, m in enumerate(raw_messages):
         where = f"messages[{i}]"
-        if not isinstance(m, dict):
-            raise InvalidInput(f"{where} must be an object")
-        role = m.get("role")
-        if role not in ("user", "assistant"):
-            raise InvalidInput(f"{where}: role must be \"user\" or \"assistant\"")
-        content = check_text(m.get("content", ""), f"{where}.content", max_chars,
-                             allow_empty=(role == "assistant"), setting="MAX_MESSAGE_CHARS")
-        new_id = uuid.uuid4()
+        row = _message_row(m, where, conversation_id, max_chars)
         old_id = m.get("id")
         if isinstance(old_id, str) and len(old_id) <= 64:
-            new_ids[old_id] = new_id
-        row: dict[str, Any] = {
-            "id": new_id, "conversation_id": conversation_id, "role": role, "content": content,
-            "created_at": _timestamp(m.get("created_at"), where), "parent_id": None,
-            "status": "complete", "error": None, "model": None, "params": None,
-            "active": False, "prompt_tokens": None, "completion_tokens": None,
-            "tokens_estimated": None, "ttft_ms": None, "latency_ms": None,
-            "finish_reason": None, "completed_at": None,
-        }
-        if role == "user":
-            seq += 1
-            row["seq"] = seq
-            last_user = new_id
-            user_seq[new_id] = seq
+            new_ids[old_id] = row["id"]
+        if row["role"] == "user":
+            row["seq"] = user_seq[row["id"]] = len(user_seq) + 1
+            last_user = row["id"]
         else:
             parent_ref = m.get("parent_id")
             parent = new_ids.get(parent_ref) if isinstance(parent_ref, str) else last_user
             if parent is None or parent not in user_seq:
                 raise InvalidInput(f"{where}: a reply must follow the user message it answers")
-            status = m.get("status", COMPLETE)
-            if status not in FINAL:
-                raise InvalidInput(f"{where}: status must be one of {', '.join(FINAL)}")
-            error = m.get("error")
-            if error is not None:
-                error = check_text(error, f"{where}.error", 2000, allow_empty=True)
-            model = m.get("model")
-            if model is not None:  # "" when a reply was stopped before the model was known
-                model = check_text(model, f"{where}.model", MAX_MODEL_NAME_CHARS, allow_empty=True) or None
-            params = _params(m.get("params"), where)
-            for name in ("prompt_tokens", "completion_tokens"):
-                row[name] = _number(m.get(name), where, name, whole=True, high=_MAX_INT4)
-            for name in ("ttft_ms", "latency_ms"):
-                row[name] = _number(m.get(name), where, name)
-            estimated = m.get("tokens_estimated")
-            if estimated is not None and not isinstance(estimated, bool):
-                raise InvalidInput(f"{where}: tokens_estimated must be true, false or null")
-            finish_reason = m.get("finish_reason")
-            if finish_reason is not None:
-                finish_reason = check_text(finish_reason, f"{where}.finish_reason", 40,
-                                           allow_empty=True) or None
-            row.update(seq=user_seq[parent], parent_id=parent, status=status, error=error,
-                       model=model, params=params, tokens_estimated=estimated,
-                       finish_reason=finish_reason,
-                       completed_at=_timestamp(m.get("completed_at"), where, "completed_at"),
-                       active=bool(m.get("active", True)) and status in ANSWERED)
+            row.update(seq=user_seq[parent], parent_id=parent, **_reply_fields(m, where))
         rows.append(row)
     if not rows:
         raise InvalidInput("the export holds no messages")
-    # One active reply per message at most: the last one marked active wins.
+    return rows, len(user_seq)
+
+
+def _message_row(m: Any, where: str, conversation_id: uuid.UUID,
+                 max_chars: int) -> dict[str, Any]:
+    """A message's row with what every message has; a reply's own fields come after."""
+    if not isinstance(m, dict):
+        raise InvalidInput(f"{where} must be an object")
+    role = m.get("role")
+    if role not in ("user", "assistant"):
+        raise InvalidInput(f"{where}: role must be \"user\" or \"assistant\"")
+    content = check_text(m.get("content", ""), f"{where}.content", max_chars,
+                         allow_empty=(role == "assistant"), setting="MAX_MESSAGE_CHARS")
+    return {
+        "id": uuid.uuid4(), "conversation_id": conversation_id, "role": role,
+        "content": content, "created_at": _timestamp(m.get("created_at"), where),
+        "parent_id": None, "status": COMPLETE, "error": None, "model": None, "params": None,
+        "active": False, "prompt_tokens": None, "completion_tokens": None,
+        "tokens_estimated": None, "ttft_ms": None, "latency_ms": None,
+        "finish_reason": None, "completed_at": None,
+    }
+
+
+def _reply_fields(m: dict[str, Any], where: str) -> dict[str, Any]:
+    """What a reply records (state, error, model, parameters, measurements), checked."""
+    status = m.get("status", COMPLETE)
+    if status not in FINAL:
+        raise InvalidInput(f"{where}: status must be one of {', '.join(FINAL)}")
+    error = m.get("error")
+    if error is not None:
+        error = check_text(error, f"{where}.error", 2000, allow_empty=True)
+    model = m.get("model")
+    if model is not None:  # "" when a reply was stopped before the model was known
+        model = check_text(model, f"{where}.model", MAX_MODEL_NAME_CHARS,
+                           allow_empty=True) or None
+    fields: dict[str, Any] = {"status": status, "error": error, "model": model,
+                              "params": _params(m.get("params"), where)}
+    for name in ("prompt_tokens", "completion_tokens"):
+        fields[name] = _number(m.get(name), where, name, whole=True, high=_MAX_INT4)
+    for name in ("ttft_ms", "latency_ms"):
+        fields[name] = _number(m.get(name), where, name)
+    estimated = m.get("tokens_estimated")
+    if estimated is not None and not isinstance(estimated, bool):
+        raise InvalidInput(f"{where}: tokens_estimated must be true, false or null")
+    finish_reason = m.get("finish_reason")
+    if finish_reason is not None:
+        finish_reason = check_text(finish_reason, f"{where}.finish_reason", 40,
+                                   allow_empty=True) or None
+    fields.update(tokens_estimated=estimated, finish_reason=finish_reason,
+                  completed_at=_timestamp(m.get("completed_at"), where, "completed_at"),
+                  active=bool(m.get("active", True)) and status in ANSWERED)
+    return fields
+
+
+def _one_active_reply_per_message(rows: list[dict[str, Any]]) -> None:
+    """At most one reply per message is the one shown: the last one marked active wins."""
     seen: set[uuid.UUID] = set()
     for row in reversed(rows):
         if row["role"] == "assistant" and row["active"]:
             if row["parent_id"] in seen:
                 row["active"] = False
             seen.add(row["parent_id"])
-    return ({"id": conversation_id, "title": title or rows[0]["content"][:60],
-             "settings": settings, "last_seq": seq,
-             "created_at": _timestamp(conv.get("created_at"), "conversation")}, rows)
