@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from dotenv import dotenv_values
 
-from chat_core.secrets_mask import mask_url, remember_secrets
+from chat_core.secrets_mask import MASK, mask_url, remember_secrets
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,7 +53,7 @@ class Settings:
     llm_connect_timeout_sec: float = 5.0
     # Longest silence allowed between two streamed chunks (and before the first one).
     llm_read_timeout_sec: float = 120.0
-    # Cap on LLM requests in flight from this process; see README "Capacity".
+    # Cap on LLM requests in flight from this process; see docs/operations.md.
     llm_max_concurrency: int = 64
     # Cap on LLM requests in flight from all processes on this database together (0: none).
     llm_global_concurrency: int = 0
@@ -225,12 +225,11 @@ def _validate(s: Settings) -> None:
                 f"got scheme {scheme!r}; unset it to use the embedded database"
             )
     if s.vllm_base_url is not None:
-        parts = urlsplit(s.vllm_base_url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
+        if "," in s.vllm_base_url:
             raise ConfigError(
-                f"VLLM_BASE_URL must look like http://host:5000, got {s.vllm_base_url!r}; "
-                "unset it to use the local CPU model"
-            )
+                f"VLLM_BASE_URL takes one server URL, got a comma in "
+                f"{_shown_url(s.vllm_base_url)!r}; set a single URL such as http://gpu-box:5000")
+        _check_server_url("VLLM_BASE_URL", s.vllm_base_url)
     if s.llm_max_attempts < 1:
         raise ConfigError("LLM_MAX_ATTEMPTS must be at least 1")
     if s.llm_max_concurrency < 1:
@@ -239,6 +238,44 @@ def _validate(s: Settings) -> None:
         raise ConfigError("MAX_MESSAGE_CHARS must be at least 1")
     if s.stream_checkpoint_sec <= 0:
         raise ConfigError("STREAM_CHECKPOINT_SEC must be greater than 0")
+
+
+def _check_server_url(env: str, url: str) -> None:
+    """An LLM server URL the HTTP client can use: checked here, because the client would
+    otherwise fail later with a long traceback and no word on which setting is wrong. Messages
+    show the URL masked (a password in it stays hidden)."""
+    shown = _shown_url(url)
+    fix = "; unset it to use the local CPU model"
+    if any(ch.isspace() or not ch.isprintable() for ch in url):
+        raise ConfigError(f"{env} must not contain spaces or control characters, got "
+                          f"{shown!r}; write it as http://host:5000{fix}")
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # an unclosed IPv6 bracket
+        raise ConfigError(f"{env} is not a valid URL ({exc}){fix}") from None
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{env} must look like http://host:5000, got {shown!r}{fix}")
+    host_port = parts.netloc.rpartition("@")[2]
+    if not parts.hostname:
+        raise ConfigError(f"{env} names no host, got {shown!r}; write it as "
+                          f"http://host:5000{fix}")
+    port_sep, port = host_port.rpartition("]")[2].partition(":")[1:]
+    if port_sep and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ConfigError(f"{env} {shown!r} has port {port!r}; the port must be a number "
+                          f"from 1 to 65535, as in http://host:5000{fix}")
+
+
+def _shown_url(url: str) -> str:
+    """A malformed URL as an error message may show it: each comma-separated item masked
+    (mask_url), and the user part before an "@" hidden also where the scheme is missing and
+    mask_url sees no URL (`user:password@host:5000`)."""
+    items = []
+    for item in url.split(","):
+        shown = mask_url(item)
+        if "@" in shown and "://" not in shown:
+            shown = f"{MASK}@{shown.rpartition('@')[2]}"
+        items.append(shown)
+    return ",".join(items)
 
 
 def settings_field_names() -> list[str]:

@@ -55,3 +55,43 @@ def test_passwords_never_appear_in_redacted_settings(tmp_path: Path) -> None:
     assert "s3cret" not in text and "sk-very-secret" not in text
     assert "postgresql://app:***@db:5432/chat" in text
     assert redact_url("postgresql://u@h/db") == "postgresql://u@h/db"
+
+
+@pytest.mark.parametrize("url,words", [
+    ("http://gpu-box:50x0", "port '50x0'; the port must be a number from 1 to 65535"),
+    ("http://gpu-box:0", "port '0'"),
+    ("http://gpu-box:65536", "port '65536'"),
+    ("http://gpu-box:٥٠٠٠", "port"),  # digits, but not ASCII ones
+    ("http://gpu box:5000", "must not contain spaces"),
+    ("http://gpu-box:5000/v 1", "must not contain spaces"),
+    ("http://gpu-box:5000/v1\x7f", "control characters"),
+    ("ftp://gpu-box:5000", "must look like http://host:5000"),
+    ("http://:5000", "names no host"),
+    ("http://[::1:5000", "not a valid URL"),
+    ("http://gpu-a:5000,http://gpu-b:5000", "takes one server URL"),
+])
+def test_malformed_llm_url_is_a_settings_error(tmp_path: Path, url: str, words: str) -> None:
+    """A VLLM_BASE_URL the HTTP client cannot use is reported at start-up, with the fix,
+    instead of a traceback from the client at the first request."""
+    with pytest.raises(ConfigError) as error:
+        load_settings({"VLLM_BASE_URL": url}, env_file=tmp_path / "missing.env")
+    assert words in str(error.value)
+    assert str(error.value).startswith("VLLM_BASE_URL ")
+    assert "\n" not in str(error.value)
+    assert "local CPU model" in str(error.value) or "single URL" in str(error.value)
+
+
+@pytest.mark.parametrize("url", ["http://gpu-box:5000", "https://gpu-box/v1", "http://[::1]:8000",
+                                 "http://10.0.0.5:5000/v1/", "HTTP://Gpu-Box:1"])
+def test_well_formed_llm_urls_are_accepted(tmp_path: Path, url: str) -> None:
+    assert load_settings({"VLLM_BASE_URL": url}, env_file=tmp_path / "missing.env"
+                         ).vllm_base_url == url.rstrip("/")
+
+
+def test_llm_url_error_hides_the_password(tmp_path: Path) -> None:
+    for url in ("http://user:s3cret-pw@gpu-box:50x0", "http://user:s3cret-pw@gpu box:5000",
+                "http://s3cret-pw@gpu-box:50x0", "user:s3cret-pw@gpu-box:5000",
+                "http://u:s3cret-pw@gpu-a:5000,http://u:s3cret-pw@gpu-b:5000"):
+        with pytest.raises(ConfigError) as error:
+            load_settings({"VLLM_BASE_URL": url}, env_file=tmp_path / "missing.env")
+        assert "s3cret-pw" not in str(error.value) and "***" in str(error.value)

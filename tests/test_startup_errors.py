@@ -9,11 +9,14 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import ROOT, AppProcess, base_env, free_port
 
 SECRET = "s3cret-Passw0rd"
+
+pytestmark = pytest.mark.slow  # every test here starts the app as a process
 
 
 def _run_app(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
@@ -38,6 +41,24 @@ def test_bad_setting_is_one_line(tmp_path: Path) -> None:
     result = _run_app({"PORT": "eighty"}, tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == "error: PORT must be a whole number, got 'eighty'"
+
+
+@pytest.mark.parametrize("url,words", [
+    (f"http://user:{SECRET}@gpu-box:50x0", "has port '50x0'"),
+    ("http://gpu box:5000", "must not contain spaces"),
+])
+def test_malformed_llm_url_is_one_line(database_url: str, tmp_path: Path, url: str,
+                                       words: str) -> None:
+    """Not a traceback from the HTTP client once the database is up: the settings error, at
+    once, with the password masked."""
+    result = _run_app({"DATABASE_URL": database_url, "VLLM_BASE_URL": url}, tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: VLLM_BASE_URL ") and words in lines[0]
+    assert "unset it to use the local CPU model" in lines[0]
+    assert SECRET not in result.stderr + result.stdout
 
 
 def test_password_never_reaches_logs_or_responses(database_url: str, llm: EmulatedLLM,
