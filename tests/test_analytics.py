@@ -14,6 +14,7 @@ from tests.helpers import (AppProcess, InProcessApp, base_env, create_database, 
                            free_port)
 
 
+@pytest.mark.slow  # the real app
 def test_frames_reflect_what_happened(app: InProcessApp, llm: EmulatedLLM) -> None:
     with app.client() as http:
         cid = http.post("/api/conversations").json()["id"]
@@ -47,6 +48,7 @@ def test_frames_reflect_what_happened(app: InProcessApp, llm: EmulatedLLM) -> No
         assert data.messages(since="2999-01-01").empty
 
 
+@pytest.mark.slow  # an app process with its embedded PostgreSQL
 def test_the_embedded_database_is_read_too(llm: EmulatedLLM, tmp_path: Path,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     env: dict[str, str | None] = {**base_env("unused", llm.base_url, tmp_path),

@@ -8,7 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow  # runs scripts/bench.py as a process
 
 
 def test_bench_runs_every_mode(tmp_path: Path) -> None:

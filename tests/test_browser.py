@@ -8,12 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
+import pytest
 from playwright.sync_api import Browser, Page, Route
 
 from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.browser_support import (ARTIFACTS, bot_text, browser, open_app, page, send,
                                    watch_reply)
 from tests.helpers import AppProcess, InProcessApp, base_env, query, wait_until
+
+pytestmark = pytest.mark.slow  # the real app in a headless browser
 
 __all__ = ["browser", "page"]  # fixtures
 

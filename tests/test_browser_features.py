@@ -7,12 +7,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from playwright.sync_api import Page
 
 from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.browser_support import (bot_text, browser, open_app, page, send, user_texts,
                                    wait_idle, watch_reply)
 from tests.helpers import InProcessApp, query, wait_until
+
+pytestmark = pytest.mark.slow  # the real app in a headless browser
 
 __all__ = ["browser", "page"]  # fixtures
 

@@ -13,7 +13,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT
+
+pytestmark = pytest.mark.slow  # runs scripts/chaos.py: app processes killed and restarted
 
 
 def _chaos(tmp_path: Path, *args: str) -> dict:

@@ -15,6 +15,8 @@ from gradio_client import Client
 from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import AppProcess, base_env, query, wait_until
 
+pytestmark = pytest.mark.slow  # app processes killed and restarted
+
 
 def _turn_rows(url: str, cid: str) -> list[tuple]:
     return query(url, "SELECT role, content, status FROM messages WHERE conversation_id = %s"

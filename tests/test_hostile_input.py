@@ -11,6 +11,8 @@ import pytest
 
 from tests.helpers import InProcessApp, query
 
+pytestmark = pytest.mark.slow  # the real app on PostgreSQL
+
 JSON = {"content-type": "application/json"}
 
 

@@ -21,6 +21,7 @@ def _messages(app: InProcessApp, cid: str) -> list[tuple]:
                  (cid,))
 
 
+@pytest.mark.slow  # the real app
 @pytest.mark.parametrize("tokenizer", [True, False], ids=["server-tokenizer", "byte-bound"])
 def test_long_conversation_is_fitted_to_the_window(app: InProcessApp, llm: EmulatedLLM,
                                                    tokenizer: bool) -> None:
@@ -53,6 +54,7 @@ def test_long_conversation_is_fitted_to_the_window(app: InProcessApp, llm: Emula
         app.call(client.model_info(refresh=True))
 
 
+@pytest.mark.slow  # the real app
 def test_unreachable_server_gives_a_clear_recorded_error(app: InProcessApp,
                                                         llm: EmulatedLLM) -> None:
     with app.client() as http:
@@ -72,6 +74,7 @@ def test_unreachable_server_gives_a_clear_recorded_error(app: InProcessApp,
         assert retried.status_code == 200
 
 
+@pytest.mark.slow  # the real app
 def test_server_killed_mid_stream(app: InProcessApp, llm: EmulatedLLM) -> None:
     llm.settings.reply_tokens = 50
     llm.settings.tpot_ms = 50
@@ -94,6 +97,7 @@ def test_server_killed_mid_stream(app: InProcessApp, llm: EmulatedLLM) -> None:
         assert listed[1]["status"] == "error" and listed[1]["error"]
 
 
+@pytest.mark.slow  # the real app
 def test_model_change_on_the_server_is_picked_up(app: InProcessApp, llm: EmulatedLLM) -> None:
     with app.client() as http:
         cid = http.post("/api/conversations").json()["id"]

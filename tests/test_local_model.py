@@ -15,6 +15,8 @@ import pytest
 from chat_core.llm.token_estimate import upper_bound_tokens
 from tests.helpers import AppProcess, InProcessApp, base_env, query, wait_until
 
+pytestmark = pytest.mark.slow  # the real local model (llama.cpp) behind the app
+
 
 @pytest.fixture(scope="module")
 def local_app(database_url: str, tmp_path_factory: pytest.TempPathFactory

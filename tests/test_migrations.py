@@ -42,6 +42,7 @@ def test_long_conversation_reads_use_an_index(empty_db: str) -> None:
     assert "Index" in plan
 
 
+@pytest.mark.slow  # four Python processes importing the app
 def test_two_processes_starting_at_once(empty_db: str) -> None:
     code = ("import asyncio, sys; from chat_core.store.migrations import apply_migrations;"
             "print(asyncio.run(apply_migrations(sys.argv[1])))")

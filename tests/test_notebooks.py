@@ -39,6 +39,7 @@ def test_the_notebooks_are_committed_without_outputs() -> None:
                 assert cell.outputs == [] and cell.execution_count is None, path.name
 
 
+@pytest.mark.slow  # seeds a database and runs each notebook in a kernel
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs_and_draws_every_plot(seeded: str, path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,6 +18,8 @@ from hypothesis import strategies as st
 
 from tests.helpers import InProcessApp, query
 
+pytestmark = pytest.mark.slow  # Hypothesis against the real app
+
 SQLISH = ["'; DROP TABLE messages; --", "1 OR 1=1", "\" OR \"\"=\"", "$$; SELECT pg_sleep(5); $$",
           "%s %(x)s {0} {}", "\\x00\\\\"]
 HTMLISH = ["<script>alert(1)</script>", "<img src=x onerror=alert(1)>",

@@ -8,9 +8,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import AppProcess, base_env, query, wait_until
+
+pytestmark = pytest.mark.slow  # several app processes on one database
 
 CAP = 3
 

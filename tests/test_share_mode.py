@@ -34,6 +34,7 @@ def shared(database_url: str, llm: EmulatedLLM, tmp_path_factory: pytest.TempPat
     app.stop()
 
 
+@pytest.mark.slow  # the real app in share mode
 def test_rest_api_requires_the_credentials(shared: InProcessApp) -> None:
     with httpx.Client(base_url=shared.url) as http:
         for path in ("/api/conversations", "/healthz"):
@@ -64,6 +65,7 @@ def logged_records() -> Iterator[list[logging.LogRecord]]:
             logger.removeHandler(handler)
 
 
+@pytest.mark.slow  # the real app in share mode
 @pytest.mark.parametrize("header", [
     "Basic jürgen:pässwörd".encode(),  # raw non-ASCII where base64 belongs
     b"Basic " + base64.b64encode("jürgen:wrong-pässwörd".encode()),
@@ -78,6 +80,7 @@ def test_malformed_or_non_ascii_basic_credentials_are_a_401_without_a_traceback(
     assert not [r for r in records if r.exc_info or r.levelno >= logging.ERROR]
 
 
+@pytest.mark.slow  # the real app in share mode
 def test_a_non_ascii_share_password_works_for_the_api_and_the_ui(shared: InProcessApp) -> None:
     with httpx.Client(base_url=shared.url) as http:
         assert http.get("/api/conversations", auth=(USER2, PASSWORD2)).status_code == 200
@@ -87,6 +90,7 @@ def test_a_non_ascii_share_password_works_for_the_api_and_the_ui(shared: InProce
                          ).status_code == 200
 
 
+@pytest.mark.slow  # the real app in share mode
 def test_the_ui_asks_for_a_login(shared: InProcessApp) -> None:
     with httpx.Client(base_url=shared.url) as http:
         config = http.get("/config")
@@ -98,6 +102,7 @@ def test_the_ui_asks_for_a_login(shared: InProcessApp) -> None:
         assert bad.status_code in (400, 401)
 
 
+@pytest.mark.slow  # the real app in share mode
 def test_no_direct_api_and_no_monitoring(shared: InProcessApp) -> None:
     with httpx.Client(base_url=shared.url) as http:
         http.post("/login", data={"username": USER, "password": PASSWORD})

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, AsyncIterator
 
 import httpx
+import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,6 +24,8 @@ from starlette.routing import Route
 from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import (AppProcess, InProcessApp, base_env, free_port, query,
                            wait_until)
+
+pytestmark = pytest.mark.slow  # app processes stopped with requests open
 
 app_module = importlib.import_module("app")  # app.py; `app` is the fixture's name here
 

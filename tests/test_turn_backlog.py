@@ -21,6 +21,8 @@ from chat_core.store.migrations import apply_migrations
 from chat_core.turns.wakeups import TurnWakeups
 from tests.helpers import InProcessApp, base_env, query, wait_until
 
+pytestmark = pytest.mark.slow  # the real app working through piled-up turns
+
 
 # -- the listener, against the database's trigger ------------------------------------------
 

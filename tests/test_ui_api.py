@@ -14,6 +14,8 @@ from gradio_client import Client
 from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import InProcessApp, query, wait_until
 
+pytestmark = pytest.mark.slow  # the real app through the Gradio client
+
 
 @pytest.fixture()
 def client(app: InProcessApp) -> Iterator[Client]:
