@@ -6,8 +6,12 @@ import json
 import re
 from datetime import datetime
 
+import pytest
+
 from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import InProcessApp, query
+
+pytestmark = pytest.mark.slow  # the real app on PostgreSQL
 
 ISO = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
 

@@ -15,6 +15,8 @@ import pytest
 from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import InProcessApp, query, wait_until
 
+pytestmark = pytest.mark.slow  # the real app on PostgreSQL
+
 
 def _new(http: httpx.Client, *texts: str) -> tuple[str, list[dict[str, Any]]]:
     cid = http.post("/api/conversations").json()["id"]
