@@ -132,3 +132,23 @@ def test_a_bug_outside_the_routes_is_still_json(caplog: pytest.LogCaptureFixture
         answer = TestClient(app, raise_server_exceptions=False).get("/api/conversations/x")
     assert answer.status_code == 500
     assert answer.json()["code"] == "internal_error"
+
+
+def test_the_interactive_docs_list_every_endpoint(client: TestClient) -> None:
+    spec = client.get("/openapi.json").json()
+    routes = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
+    conv, msg = "/api/conversations/{conversation_id}", "/{message_id}"
+    assert routes == {
+        ("GET", "/healthz"), ("GET", "/api/conversations"), ("POST", "/api/conversations"),
+        ("POST", "/api/conversations/import"), ("GET", conv), ("PATCH", conv), ("DELETE", conv),
+        ("GET", f"{conv}/export"), ("GET", f"{conv}/messages"), ("POST", f"{conv}/messages"),
+        *(("POST", f"{conv}/messages{msg}/{action}")
+          for action in ("retry", "continue", "edit", "branch", "select")),
+        ("GET", "/api/turns/{turn_id}/events"), ("POST", "/api/turns/{turn_id}/stop"),
+        ("GET", "/api/workflows"), ("GET", "/api/workflows/{workflow_id}"),
+        ("GET", "/api/workflows/{workflow_id}/steps"),
+        *(("POST", f"/api/workflows/{{workflow_id}}/{action}")
+          for action in ("cancel", "resume", "fork")),
+    }
+    send = spec["paths"][f"{conv}/messages"]["post"]
+    assert {p["name"] for p in send["parameters"]} >= {"idempotency-key", "stream"}
