@@ -6,8 +6,12 @@ from __future__ import annotations
 import concurrent.futures
 import time
 
+import pytest
+
 from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import InProcessApp, query
+
+pytestmark = pytest.mark.slow  # the real app on PostgreSQL
 
 
 def _rows(app: InProcessApp, cid: str) -> list[tuple]:
