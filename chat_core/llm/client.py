@@ -11,7 +11,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import anyio
@@ -78,6 +78,58 @@ def _unavailable(message: str) -> LLMUnavailable:
 def _rejected(message: str) -> LLMRejected:
     """An LLMRejected whose text is safe to show (see _unavailable)."""
     return LLMRejected(mask_secrets(message))
+
+
+@dataclass
+class _StreamedReply:
+    """What a chat completion stream has said so far: one streamed chunk with text is one
+    token on vLLM and llama.cpp, which is what the count falls back on without usage."""
+
+    served_model: str
+    pieces: list[str] = field(default_factory=list)
+    first_token_at: float | None = None
+    finish_reason: str | None = None
+    usage: dict[str, Any] | None = None
+
+    def take(self, chunk: dict[str, Any]) -> tuple[str | None, str | None]:
+        """Record one event; return its new text and its finish reason, if any."""
+        if chunk.get("usage"):
+            self.usage = chunk["usage"]
+        self.served_model = chunk.get("model") or self.served_model
+        choices = chunk.get("choices")
+        if not choices:
+            return None, None
+        choice = choices[0]
+        delta = (choice.get("delta") or {}).get("content")
+        if delta:
+            if self.first_token_at is None:
+                self.first_token_at = time.perf_counter()
+            self.pieces.append(delta)
+        return delta, choice.get("finish_reason")
+
+    def completion(self, finish_reason: str, messages: list[dict[str, str]],
+                   started: float) -> Completion:
+        ended = time.perf_counter()
+        if self.usage is not None and finish_reason != "stopped":
+            prompt_tokens = int(self.usage.get("prompt_tokens") or 0)
+            completion_tokens = int(self.usage.get("completion_tokens") or 0)
+            estimated = False
+        else:
+            # No usage from the server (llama.cpp streams none) or cut short: count the chunks;
+            # the prompt is estimated (token_estimate.py).
+            prompt_tokens = estimate_message_tokens(messages)
+            completion_tokens, estimated = len(self.pieces), True
+        return Completion(
+            text="".join(self.pieces),
+            finish_reason=finish_reason,
+            model=self.served_model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            tokens_estimated=estimated,
+            ttft_ms=None if self.first_token_at is None
+            else (self.first_token_at - started) * 1000.0,
+            latency_ms=(ended - started) * 1000.0,
+        )
 
 
 class _NoTokenizer(Exception):
@@ -288,12 +340,6 @@ class LLMClient:
         started: float,
         continue_final: bool = False,
     ) -> Completion:
-        pieces: list[str] = []
-        chunks = 0
-        first_token_at: float | None = None
-        finish_reason: str | None = None
-        usage: dict[str, Any] | None = None
-        served_model = model.id
         body: dict[str, Any] = {
             "model": model.id, "messages": messages, "temperature": temperature,
             "max_tokens": max_tokens, "top_p": top_p, "stream": True,
@@ -308,67 +354,42 @@ class LLMClient:
         # The event stream is parsed here.
         response = await self._client.post("/chat/completions", cast_to=httpx2.Response,
                                            body=body, stream=True)
+        reply = _StreamedReply(served_model=model.id)
         try:
-            try:
-                async for payload in _sse_data(response):
-                    if payload == b"[DONE]":
-                        break
-                    chunk = _loads(payload)
-                    if "error" in chunk and not chunk.get("choices"):
-                        raise _unavailable(f"{self.shown_url} reported an error mid-stream: "
-                                             f"{str(chunk['error'])[:300]}")
-                    if chunk.get("usage"):
-                        usage = chunk["usage"]
-                    served_model = chunk.get("model") or served_model
-                    choices = chunk.get("choices")
-                    if not choices:
-                        continue
-                    choice = choices[0]
-                    delta = (choice.get("delta") or {}).get("content")
-                    if delta:
-                        if first_token_at is None:
-                            first_token_at = time.perf_counter()
-                        pieces.append(delta)
-                        chunks += 1
-                        if await on_delta(delta):
-                            finish_reason = "stopped"
-                            break
-                    if choice.get("finish_reason"):
-                        finish_reason = choice["finish_reason"]
-            except (ValueError, TypeError, AttributeError) as exc:
-                raise _unavailable(f"{self.shown_url} sent a malformed stream ({exc}); the "
-                                     "turn will retry") from exc
-            except _STREAM_ERRORS as exc:
-                raise _unavailable(f"{self.backend} server at {self.shown_url} "
-                                     f"{_connection_failure(exc)}.") from exc
+            await self._read_events(response, reply, on_delta)
         finally:
             await response.aclose()
-        if finish_reason is None:
+        if reply.finish_reason is None:
             raise _unavailable(
                 f"{self.shown_url} closed the stream before the reply finished "
-                f"(after {chunks} chunks); the turn will retry"
+                f"(after {len(reply.pieces)} chunks); the turn will retry"
             )
-        text = "".join(pieces)
-        ended = time.perf_counter()
-        if usage is not None and finish_reason != "stopped":
-            prompt_tokens, completion_tokens, estimated = (
-                int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0),
-                False)
-        else:
-            # No usage from the server (llama.cpp streams none) or cut short: one streamed chunk
-            # is one token on vLLM and llama.cpp; the prompt is estimated (token_estimate.py).
-            prompt_tokens, completion_tokens, estimated = (
-                estimate_message_tokens(messages), chunks, True)
-        return Completion(
-            text=text,
-            finish_reason=finish_reason,
-            model=served_model,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            tokens_estimated=estimated,
-            ttft_ms=None if first_token_at is None else (first_token_at - started) * 1000.0,
-            latency_ms=(ended - started) * 1000.0,
-        )
+        return reply.completion(reply.finish_reason, messages, started)
+
+    async def _read_events(self, response: httpx2.Response, reply: _StreamedReply,
+                           on_delta: DeltaCallback) -> None:
+        """Feed the stream's events to `reply` until the server says [DONE] or `on_delta`
+        stops it; a broken or malformed stream is an LLMUnavailable (worth retrying)."""
+        try:
+            async for payload in _sse_data(response):
+                if payload == b"[DONE]":
+                    return
+                chunk = _loads(payload)
+                if "error" in chunk and not chunk.get("choices"):
+                    raise _unavailable(f"{self.shown_url} reported an error mid-stream: "
+                                       f"{str(chunk['error'])[:300]}")
+                delta, finish_reason = reply.take(chunk)
+                if delta and await on_delta(delta):
+                    reply.finish_reason = "stopped"
+                    return
+                if finish_reason:
+                    reply.finish_reason = finish_reason
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise _unavailable(f"{self.shown_url} sent a malformed stream ({exc}); the "
+                               "turn will retry") from exc
+        except _STREAM_ERRORS as exc:
+            raise _unavailable(f"{self.backend} server at {self.shown_url} "
+                               f"{_connection_failure(exc)}.") from exc
 
     # -- errors --------------------------------------------------------------------------------
 
