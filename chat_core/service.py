@@ -449,8 +449,9 @@ class ChatService:
 
     async def check_turn_exists(self, turn_id: str) -> None:
         check_turn_id(turn_id)
-        if self.hub.get(turn_id) is not None:
-            return
+        progress = self.hub.get(turn_id)
+        if progress is not None and not progress.snapshot().finished:
+            return  # in flight here (its rows may not be saved yet)
         if await self.store.get_message(reply_id_for(turn_id)) is not None:
             return
         status = await DBOS.get_workflow_status_async(turn_id)

@@ -57,6 +57,10 @@ def test_the_turn_of_a_deleted_conversation_is_gone(app: InProcessApp, llm: Emul
             assert events.status_code == 200  # attached while the conversation exists
             assert "event: done" in events.read().decode()
         assert http.delete(f"/api/conversations/{cid}").status_code == 200
+        # At once, in the process that ran it, whose finished progress is still in memory.
+        with http.stream("GET", f"/api/turns/{turn_id}/events") as events:
+            assert events.status_code == 404
+        assert http.post(f"/api/turns/{turn_id}/stop").status_code == 404
         # As in another process, or 30 s on in this one: its live progress is no longer held.
         held = app.service.hub.get
         monkeypatch.setattr(app.service.hub, "get",

@@ -4,12 +4,11 @@ recorded, and retrying a failed turn."""
 from __future__ import annotations
 
 import concurrent.futures
-import time
 
 import pytest
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.helpers import InProcessApp, query
+from tests.helpers import InProcessApp, query, wait_until
 
 pytestmark = pytest.mark.slow  # the real app on PostgreSQL
 
@@ -87,7 +86,9 @@ def test_two_messages_at_once_are_answered_in_order(app: InProcessApp, llm: Emul
 
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         first = pool.submit(send, "one")
-        time.sleep(0.05)  # "one" is accepted first
+        # "one" is accepted first: its message is saved (seq 1) before "two" is sent, while
+        # its reply is still being generated (the first token takes 200 ms).
+        wait_until(lambda: len(_rows(app, cid)) >= 1)
         second = pool.submit(send, "two")
         one, two = first.result(), second.result()
     assert one["user_message"]["seq"] == 1 and two["user_message"]["seq"] == 2
