@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any
@@ -20,6 +21,7 @@ from dbos import DBOS
 
 from chat_core.store.chat_store import ChatStore
 from chat_core.config import Settings
+from chat_core.errors import LLMUnavailable, TurnFailed
 from chat_core.store.database import (Database, ensure_database_exists, sqlalchemy_url,
                        treat_failed_connects_as_disconnects)
 from chat_core.store.embedded_postgres import EmbeddedPostgres, start_embedded_postgres
@@ -52,6 +54,49 @@ class _WorkflowsCutByShutdown(logging.Filter):
         return True
 
 
+# DBOS 3.4's text for a step's retry (dbos/_core.py, on_exception): "attempt N" is the one that
+# failed, and the next one starts after interval * backoff ** (N - 1) seconds.
+_STEP_RETRY = re.compile(r"Step being automatically retried \(attempt (\d+) of (\d+)\)")
+_WORKFLOW_FAILED = "Exception encountered in"
+
+
+class _OneLinePerLLMAttempt(logging.Filter):
+    """One log line per failed LLM attempt instead of DBOS's WARNING with the whole traceback
+    (some 30 lines per attempt, for as long as the LLM server is down), and one line for a turn
+    that gave up (TurnFailed, which DBOS logs as a failed workflow with another traceback).
+
+    These errors are ours and their messages say what happened and what to do (errors.py), so
+    the traceback adds nothing; the record keeps DBOS's logger, level and handlers and gets the
+    turn, the attempt, the error and the wait before the next attempt. A retry that failed with
+    anything else (a bug) keeps its traceback. A filter on DBOS's logger because DBOS offers
+    no option for this: its log level alone would hide its other warnings too."""
+
+    def __init__(self, interval_sec: float, backoff: float) -> None:
+        super().__init__()
+        self.interval_sec = interval_sec
+        self.backoff = backoff
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, LLMUnavailable):
+            retry = _STEP_RETRY.match(record.getMessage())
+            if retry:
+                attempt, attempts = int(retry[1]), int(retry[2])
+                wait = min(self.interval_sec * self.backoff ** (attempt - 1), 3600.0)
+                shown = f"{wait:.1f}" if wait >= 1 else f"{wait:.2g}"
+                _one_line(record, f"turn {DBOS.workflow_id}: LLM attempt {attempt}/{attempts} "
+                                  f"failed: {error.message}; retrying in {shown} s")
+        elif isinstance(error, TurnFailed) and record.getMessage().startswith(_WORKFLOW_FAILED):
+            _one_line(record, f"turn {DBOS.workflow_id} failed: {error.message}")
+        return True
+
+
+def _one_line(record: logging.LogRecord, message: str) -> None:
+    # exc_text too: the secrets-masking record factory has already formatted the traceback.
+    record.msg, record.args = message, None
+    record.exc_info, record.exc_text = None, None
+
+
 class ChatRuntime:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -64,6 +109,8 @@ class ChatRuntime:
         self.wakeups: TurnWakeups | None = None
         self.database_url: str = ""
         self._dbos_launched = False
+        self._attempt_lines = _OneLinePerLLMAttempt(settings.llm_retry_interval_sec,
+                                                    settings.llm_retry_backoff)
 
     async def start(self) -> ChatService:
         try:
@@ -102,6 +149,7 @@ class ChatRuntime:
         self.service = ChatService(s, store, self.llm, hub, backend)
 
         treat_failed_connects_as_disconnects()
+        logging.getLogger("dbos").addFilter(self._attempt_lines)
         DBOS(config={
             "name": APP_NAME,
             # One database for the app's tables (schema public) and DBOS's (schema dbos): one
@@ -190,6 +238,7 @@ class ChatRuntime:
         if self._dbos_launched:
             self._dbos_launched = False
             await self._stop_turns(grace_sec)
+        logging.getLogger("dbos").removeFilter(self._attempt_lines)
         turn_workflow.bind(None)
         if self.wakeups is not None:
             await self.wakeups.stop()

@@ -5,7 +5,11 @@ the user's message stays."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import io
+import logging
 import time
+from typing import Iterator
 
 import pytest
 
@@ -167,6 +171,60 @@ def test_hung_server_times_out(llm: EmulatedLLM) -> None:
         raise AssertionError("no timeout")
 
     assert "timeout" in asyncio.run(run()).message
+
+
+@contextlib.contextmanager
+def _log_lines() -> Iterator[io.StringIO]:
+    """What the app and DBOS log meanwhile (DBOS's logger does not propagate to the root), as
+    an operator's console shows it, tracebacks included."""
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    loggers = [logging.getLogger(), logging.getLogger("dbos")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        yield out
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize("failure,words", [
+    ({"action": "error", "status": 503}, "answered 503"),
+    ({"action": "drop", "after_tokens": 1}, "closed the connection in the middle of the reply"),
+], ids=["503", "stream-cut"])
+def test_each_failed_llm_attempt_logs_one_line(app: InProcessApp, llm: EmulatedLLM,
+                                               failure: dict, words: str) -> None:
+    llm.script(failure, failure)
+    with app.client() as http, _log_lines() as log:
+        cid = http.post("/api/conversations").json()["id"]
+        sent = http.post(f"/api/conversations/{cid}/messages", json={"content": "flaky"})
+    assert sent.status_code == 200, sent.text
+    turn = sent.json()["assistant_message"]["workflow_id"]
+    output = log.getvalue()
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    # LLM_MAX_ATTEMPTS=3, LLM_RETRY_INTERVAL_SEC=0.2, LLM_RETRY_BACKOFF=1.5 (tests/helpers.py)
+    assert len(lines) == 2, output
+    for line, attempt, wait in zip(lines, (1, 2), ("0.2", "0.3")):
+        assert line.startswith(f"WARNING dbos: turn {turn}: LLM attempt {attempt}/3 failed: "
+                               f"vLLM server at {llm.base_url} "), line
+        assert words in line and line.endswith(f"; retrying in {wait} s"), line
+
+
+def test_a_turn_that_gives_up_logs_one_line_more(app: InProcessApp, llm: EmulatedLLM) -> None:
+    llm.script(*[{"action": "error", "status": 503}] * 3)
+    with app.client() as http, _log_lines() as log:
+        cid = http.post("/api/conversations").json()["id"]
+        sent = http.post(f"/api/conversations/{cid}/messages", json={"content": "down"})
+    assert sent.status_code == 502, sent.text
+    output = log.getvalue()
+    assert "Traceback" not in output, output
+    lines = [line for line in output.splitlines() if line.strip()]
+    assert len(lines) == 3, output
+    assert "LLM attempt 1/3 failed" in lines[0] and "LLM attempt 2/3 failed" in lines[1]
+    assert " failed: vLLM server at " in lines[2] and "gave up after 3 attempts" in lines[2]
 
 
 async def _never_stop(delta: str) -> bool:
