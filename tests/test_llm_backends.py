@@ -190,6 +190,7 @@ def _log_lines() -> Iterator[io.StringIO]:
             logger.removeHandler(handler)
 
 
+@pytest.mark.slow  # the real app
 @pytest.mark.parametrize("failure,words", [
     ({"action": "error", "status": 503}, "answered 503"),
     ({"action": "drop", "after_tokens": 1}, "closed the connection in the middle of the reply"),
@@ -213,6 +214,7 @@ def test_each_failed_llm_attempt_logs_one_line(app: InProcessApp, llm: EmulatedL
         assert words in line and line.endswith(f"; retrying in {wait} s"), line
 
 
+@pytest.mark.slow  # the real app
 def test_a_turn_that_gives_up_logs_one_line_more(app: InProcessApp, llm: EmulatedLLM) -> None:
     llm.script(*[{"action": "error", "status": 503}] * 3)
     with app.client() as http, _log_lines() as log:
