@@ -6,6 +6,8 @@ far) runs against
     service  ChatService in this process (DBOS workflow, PostgreSQL, streaming from memory)
     rest     app.py's REST API, streaming (server-sent events)
     gradio   app.py's Gradio API (/gradio_api/call/send), streaming
+    page     the chat page's own events for Enter in the message box, as a browser runs them
+             (queue/join, every step of the chain; not in the default modes)
 at several concurrency levels, and prints one table: turns/s, time to first token p50/p99,
 turn latency p50/p99, overhead against direct, throughput against direct, the app's CPU time per
 turn and peak memory, and PostgreSQL transactions per turn. Then one turn at a time on a fresh
@@ -286,6 +288,120 @@ class GradioClient:
         return Sample(((first or ended) - started) * 1000, (ended - started) * 1000)
 
 
+class GradioPageClient:
+    """What the chat page itself does when Enter is pressed in the message box: run the events
+    that box's submit triggers, one after the other as the page chains them (`.then()`), each
+    joined on Gradio's queue and followed on the session's event stream, with the values the
+    page would send. Works against any version of the page: it reads the chain from /config."""
+
+    def __init__(self, base_url: str) -> None:
+        self.http = httpx.AsyncClient(base_url=base_url, timeout=600,
+                                      limits=httpx.Limits(max_connections=None))
+        self.chain: list[dict[str, Any]] = []
+
+    async def _load_chain(self) -> None:
+        config = (await self.http.get("/config")).json()
+        ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]
+               if isinstance(c.get("props"), dict)}
+        self.box, self.chatbot = ids["message-box"], ids["chatbot"]
+        self.conversation = next(c["id"] for c in config["components"]
+                                 if c.get("type") == "browserstate")
+        deps = config["dependencies"]
+        step = next(d for d in deps if [self.box, "submit"] in d["targets"])
+        while step is not None:
+            self.chain.append(step)
+            step = next((d for d in deps if d.get("trigger_after") == step["id"]), None)
+
+    async def new_conversation(self) -> dict[str, Any]:
+        if not self.chain:
+            await self._load_chain()
+        return {"id": None, "session": uuid.uuid4().hex}
+
+    async def turn(self, conv: dict[str, Any], index: int, n: int) -> Sample:
+        started = time.perf_counter()
+        first: list[float] = []
+        for step in self.chain:
+            data = [text_for(index, n) if i == self.box else
+                    conv["id"] if i == self.conversation else None for i in step["inputs"]]
+            await self._run_step(step, data, conv, first)
+        ended = time.perf_counter()
+        return Sample(((first[0] if first else ended) - started) * 1000, (ended - started) * 1000)
+
+    async def _run_step(self, step: dict[str, Any], data: list[Any], conv: dict[str, Any],
+                        first: list[float]) -> None:
+        joined = await self.http.post("/gradio_api/queue/join", json={
+            "data": data, "event_data": None, "fn_index": step["id"],
+            "trigger_id": self.box, "session_hash": conv["session"]})
+        joined.raise_for_status()
+        event_id = joined.json()["event_id"]
+        outputs: list[Any] = []
+        async with self.http.stream("GET", "/gradio_api/queue/data",
+                                    params={"session_hash": conv["session"]}) as response:
+            async for line in response.aiter_lines():
+                if not line.startswith("data: "):
+                    continue
+                message = json.loads(line[6:])
+                if message.get("event_id") != event_id:
+                    continue
+                if message.get("msg") in ("process_generating", "process_completed"):
+                    output = message.get("output") or {}
+                    if "error" in output and output["error"]:
+                        raise RuntimeError(str(output["error"])[:200])
+                    outputs = _apply_outputs(outputs, output.get("data"))
+                    self._note(step, outputs, conv, first)
+                if message.get("msg") == "process_completed":
+                    return
+
+    def _note(self, step: dict[str, Any], outputs: list[Any], conv: dict[str, Any],
+              first: list[float]) -> None:
+        """The conversation's id once known, and when the reply first shows text."""
+        for component, value in zip(step["outputs"], outputs):
+            value = value.get("value") if isinstance(value, dict) and \
+                value.get("__type__") == "update" else value
+            if component == self.conversation and isinstance(value, str):
+                conv["id"] = value
+            elif component == self.chatbot and isinstance(value, list) and value and \
+                    not first and value[-1].get("role") == "assistant":
+                content = value[-1]["content"]
+                text = content[0].get("text") if isinstance(content, list) and content \
+                    else content
+                if text and text != "…":
+                    first.append(time.perf_counter())
+
+
+def _apply_outputs(current: list[Any], data: Any) -> list[Any]:
+    """Gradio streams a generator's first outputs whole and then each output as a list of
+    edits ([op, path, value]) against the one before."""
+    if not isinstance(data, list):
+        return current
+    if not current:
+        return list(data)
+    return [_patch(old, new) for old, new in zip(current, data)]
+
+
+def _patch(value: Any, edits: Any) -> Any:
+    if not isinstance(edits, list) or not all(isinstance(e, list) and len(e) == 3
+                                              for e in edits):
+        return edits
+    for op, path, new in edits:
+        if not path:
+            value = value + new if op == "append" else new
+            continue
+        parent = value
+        for key in path[:-1]:
+            parent = parent[key]
+        key = path[-1]
+        if op == "replace":
+            parent[key] = new
+        elif op == "append":
+            parent[key] += new
+        elif op == "add":
+            parent.insert(key, new) if isinstance(parent, list) else parent.__setitem__(key, new)
+        elif op == "delete":
+            del parent[key]
+    return value
+
+
 # -- orchestration -----------------------------------------------------------------------------
 
 
@@ -349,12 +465,13 @@ async def bench(args: argparse.Namespace) -> list[Result]:
             finally:
                 await runtime.stop()
 
-        if "rest" in modes or "gradio" in modes or args.long_messages:
+        if {"rest", "gradio", "page"} & set(modes) or args.long_messages:
             app_proc = AppProcess(app_env(db.url, llm_url, free_port(), workdir),
-                                  workdir / "app.log").start()
+                                  workdir / "app.log", root=args.app_root).start()
             base = app_proc.url
             meter = ProcessMeter(app_proc.pid)
-            for mode, client_cls in (("rest", RestClient), ("gradio", GradioClient)):
+            for mode, client_cls in (("rest", RestClient), ("gradio", GradioClient),
+                                     ("page", GradioPageClient)):
                 if mode not in modes:
                     continue
                 client = client_cls(base)
@@ -487,7 +604,7 @@ def check_targets(results: list[Result]) -> list[str]:
         checks.append(f"  [{'PASS' if ok else 'MISS'}] {name}: {detail}")
 
     for r in results:
-        if r.mode not in ("service", "rest", "gradio"):
+        if r.mode not in ("service", "rest", "gradio", "page"):
             continue
         d = direct.get(r.concurrency)
         if d is None:
@@ -538,6 +655,10 @@ def main() -> int:
                         "low concurrency)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--uvloop", action="store_true", help="run this process on uvloop")
+    parser.add_argument("--app-root", type=Path, default=ROOT,
+                        help="the source tree whose app.py is measured (e.g. a git worktree of "
+                        "an earlier commit, for a before/after comparison with the same "
+                        "clients); default: this one")
     args = parser.parse_args()
     if args.quick:
         args.concurrency = "1,16,64"

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import gradio as gr
 
-from chat_core.ui.gradio_skips import install as install_gradio_skips
 from chat_core.secrets_mask import mask_url
 from chat_core.service import ChatService
-from chat_core.ui.chat_tab import CONVERSATION_KEY, build_chat_tab
+from chat_core.ui.chat import CONVERSATION_KEY, ChatTab
 from chat_core.ui.workflows_tab import build_workflows_tab
 
 __all__ = ["build_ui", "backend_line", "CSS", "CONVERSATION_KEY"]
@@ -23,7 +22,7 @@ CSS = """
 /* The chat pane shows what is stored; a "clear" that only empties the view would mislead. */
 #chatbot button[aria-label="Clear"] { display: none; }
 #backend-line { font-size: 0.9em; opacity: 0.85; }
-/* User messages are escaped plain text (ui_render.user_html): keep their line breaks. */
+/* User messages are escaped plain text (render.user_html): keep their line breaks. */
 #chatbot [data-testid="user"] { white-space: pre-wrap; }
 """
 
@@ -40,7 +39,6 @@ def backend_line(service: ChatService) -> str:
 
 
 def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
-    install_gradio_skips()
     # delete_cache: Gradio keeps a copy of every exported file it served; drop them hourly.
     with gr.Blocks(title="Durable chat", fill_height=True, analytics_enabled=False,
                    delete_cache=(3600, 3600)) as demo:
@@ -49,15 +47,13 @@ def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
             header = gr.Markdown(backend_line(service), elem_id="backend-line")
         with gr.Tabs():
             with gr.Tab("Chat", id="chat") as chat_tab:
-                chat = build_chat_tab(service, share_mode)
+                chat = ChatTab(service, share_mode)
             with gr.Tab("Workflows", id="workflows") as workflows_tab:
                 timer = build_workflows_tab(service, workflows_tab)
         chat_tab.select(lambda: gr.Timer(active=False), outputs=[timer], queue=False,
                         api_visibility="private")
         # Back from the Workflows tab: show what a fork, cancel or resume changed.
-        chat_tab.select(chat["on_load"], inputs=[chat["conversation"]], outputs=chat["outputs"],
-                        api_visibility="private", concurrency_limit=None)
-        demo.load(chat["on_load"], inputs=[chat["conversation"]], outputs=chat["outputs"],
-                  api_name="load_chat")
+        chat.show_on(chat_tab.select, api_name="tab_chat", api_visibility="private")
+        chat.show_on(demo.load, api_name="load_chat")
         demo.load(lambda: backend_line(service), outputs=[header], api_visibility="private")
     return demo

@@ -1,0 +1,98 @@
+"""One call per action, for API clients (gradio_client, /gradio_api/call/): they do not follow the
+page's `.then()` chains, so the actions that start a turn answer them from a single event that
+runs the same handlers as the page, start to end: the turn accepted, the reply as it grows, the
+turn settled. As Gradio's own ChatInterface does for its /chat endpoint, these events hang on a
+button that is never shown, and skip Gradio's postprocessing: every value they send is a plain
+value (the pane's messages as {"role", "content"} with the content as HTML), so a streamed
+update costs one output's worth of work, not one per output.
+
+Their outputs, in this order (API clients read them by position; State outputs are not sent):
+the conversation id, the selected conversation in the sidebar, the pane, the notice, the text
+left in the message box (a refused message stays there)."""
+
+from __future__ import annotations
+
+from typing import Any, AsyncIterator
+
+from chat_core.ui.chat.handlers import ChatHandlers, Changes
+from chat_core.ui.chat.streaming import follow_reply
+
+Row = list[Any]
+
+
+def api_outputs(handlers: ChatHandlers) -> list[Any]:
+    ui = handlers.ui
+    return [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box, ui.turn, ui.view]
+
+
+class ApiAnswers:
+    def __init__(self, handlers: ChatHandlers) -> None:
+        self.handlers = handlers
+        self.outputs = api_outputs(handlers)
+
+    async def send(self, text: str, conversation_id: str | None, view: dict[str, Any] | None
+                   ) -> AsyncIterator[Row]:
+        first = await self.handlers.send(text, conversation_id, view)
+        async for row in self._through(first, conversation_id, view):
+            yield row
+
+    async def retry(self, conversation_id: str | None, view: dict[str, Any] | None
+                    ) -> AsyncIterator[Row]:
+        first = await self.handlers.retry(conversation_id, view)
+        async for row in self._through(first, conversation_id, view):
+            yield row
+
+    async def continue_reply(self, conversation_id: str | None, view: dict[str, Any] | None
+                             ) -> AsyncIterator[Row]:
+        first = await self.handlers.continue_reply(conversation_id, view)
+        async for row in self._through(first, conversation_id, view):
+            yield row
+
+    async def _through(self, first: Any, conversation_id: str | None,
+                       view: dict[str, Any] | None) -> AsyncIterator[Row]:
+        """The turn `first` started (if any), followed to its end, as rows of plain values."""
+        ui = self.handlers.ui
+        values: dict[Any, Any] = {
+            ui.conversation: conversation_id, ui.conversations: conversation_id,
+            ui.chatbot: (view or {}).get("shown") or [], ui.notice: "", ui.box: "",
+            ui.turn: None, ui.view: view or {}}
+        yield self._row(values, _apply(values, first))
+        turn = values[ui.turn]
+        if not turn:
+            return
+        async for entry, state in follow_reply(self.handlers.service, turn,
+                                               self.handlers.share_mode):
+            values[ui.turn] = state
+            if entry is None:
+                values[ui.notice] = state.get("notice", "")
+            else:
+                values[ui.chatbot] = (turn.get("shown") or []) + [entry]
+            yield self._row(values)
+        settled = await self.handlers.settle(values[ui.turn])
+        yield self._row(values, _apply(values, settled))
+
+    def _row(self, values: dict[Any, Any], updates: Changes | None = None) -> Row:
+        """The outputs in order: plain values, but an update a handler made goes out as it is
+        once, so that the session's component takes its other properties too (the sidebar's
+        choices, which a later /select checks its input against)."""
+        updates = updates or {}
+        return [updates.get(component, values[component]) for component in self.outputs]
+
+
+def _apply(values: dict[Any, Any], changes: Changes | Any) -> Changes:
+    """Fold a handler's changes into the plain values (an update's value, if it has one; the
+    outputs API clients do not get, the buttons, are left out; so is `gr.skip()`). Returns the
+    updates among them."""
+    updates: Changes = {}
+    if not isinstance(changes, dict) or changes.get("__type__") == "update":
+        return updates
+    for component, change in changes.items():
+        if component not in values:
+            continue
+        if isinstance(change, dict) and change.get("__type__") == "update":
+            updates[component] = change
+            if "value" in change:
+                values[component] = change["value"]
+        else:
+            values[component] = change
+    return updates

@@ -1,0 +1,111 @@
+"""Which event runs which handler, with which inputs and outputs. Every event lists the outputs
+its handler may change, and only those: Gradio rebuilds each output an event names, changed or
+not, so a streamed update that named the whole page would cost a dozen rebuilds.
+
+Starting a turn on the page is a chain, as in Gradio's chatbot demos: the first step accepts
+the turn and shows it pending (the input locked, Stop offered), `stream` then only redraws the
+pane, and `settle` gives the input back with the newest turn's actions. Opening a conversation
+is the same chain: its first step shows it, and follows a reply still being generated.
+
+The public API names (`api_name`) stay those the page always had; the chain steps after the
+first are private. API clients call one event per action; those that start a turn get the
+whole chain in one call from api.py."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gradio as gr
+
+from chat_core.ui.chat.api import ApiAnswers
+from chat_core.ui.chat.handlers import ChatHandlers
+
+# Chat events are not capped by Gradio: each waits on the service, and the LLM client's
+# semaphore is the real cap (LLM_MAX_CONCURRENCY).
+UNCAPPED: dict[str, Any] = {"concurrency_limit": None}
+PRIVATE: dict[str, Any] = {"api_visibility": "private"}
+
+
+class ChatEvents:
+    def __init__(self, handlers: ChatHandlers) -> None:
+        self.handlers = handlers
+        self.api = ApiAnswers(handlers)
+        ui = handlers.ui
+        self.shown = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box, ui.stop,
+                      ui.title, *ui.actions, *ui.settings_fields, ui.turn, ui.view]
+        self.started = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box,
+                        ui.stop, ui.title, *ui.actions, ui.turn]
+        self.again = [ui.chatbot, ui.notice, ui.box, ui.stop, *ui.actions, ui.turn]
+        self.settled = [ui.chatbot, ui.notice, ui.box, ui.stop, *ui.actions, ui.turn, ui.view]
+
+    def wire(self) -> None:
+        self._turns()
+        self._conversations()
+        self._header()
+
+    def show_on(self, listener: Callable[..., Any], **kwargs: Any) -> None:
+        """Show the open conversation when `listener`'s event fires (the page loading, the
+        tab selected again), following a reply still being generated."""
+        h, ui = self.handlers, self.handlers.ui
+        self._follow(listener(h.open, inputs=[ui.conversation], outputs=self.shown,
+                              **UNCAPPED, **kwargs))
+
+    def _follow(self, first: Any) -> None:
+        """Chain the stream and settle steps after an event that may have started a turn."""
+        h, ui = self.handlers, self.handlers.ui
+        first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.turn], **PRIVATE,
+                   **UNCAPPED).then(h.settle, inputs=[ui.turn], outputs=self.settled,
+                                    show_progress="hidden", **PRIVATE, **UNCAPPED)
+
+    def _turns(self) -> None:
+        h, ui, api = self.handlers, self.handlers.ui, self.api
+        context = [ui.conversation, ui.view]
+        # The page's first steps are private: their public names belong to the API's events.
+        self._follow(ui.box.submit(h.send, inputs=[ui.box, *context], outputs=self.started,
+                                   api_name="page_send", **PRIVATE, **UNCAPPED))
+        for button, handler, name in ((ui.retry, h.retry, "retry"),
+                                      (ui.regenerate, h.retry, "regenerate"),
+                                      (ui.proceed, h.continue_reply, "continue")):
+            self._follow(button.click(handler, inputs=context, outputs=self.again,
+                                      api_name=f"page_{name}", **PRIVATE, **UNCAPPED))
+        self._follow(ui.chatbot.edit(h.edit, inputs=context, outputs=self.shown,
+                                     api_name="edit", **UNCAPPED))
+        ui.stop.click(h.stop, inputs=[ui.turn], api_name="stop", **UNCAPPED)
+        for button, handler, name in ((ui.previous, h.previous, "previous"),
+                                      (ui.following, h.next, "next")):
+            button.click(handler, inputs=context, outputs=self.settled, api_name=name,
+                         show_progress="hidden", **UNCAPPED)
+        # The actions that start a turn, for API clients: one call each (api.py).
+        io: dict[str, Any] = {"outputs": self.api.outputs, "postprocess": False, **UNCAPPED}
+        ui.api_only.click(api.send, inputs=[ui.box, *context], api_name="send", **io)
+        for name, answer in (("retry", api.retry), ("regenerate", api.retry),
+                             ("continue", api.continue_reply)):
+            ui.api_only.click(answer, inputs=context, api_name=name, **io)
+
+    def _conversations(self) -> None:
+        h, ui = self.handlers, self.handlers.ui
+        self._follow(ui.conversations.select(h.open, inputs=[ui.conversations],
+                                             outputs=self.shown, api_name="select",
+                                             **UNCAPPED))
+        ui.new_chat.click(h.new_chat, outputs=self.shown, api_name="new_chat", **UNCAPPED)
+        ui.search.submit(h.search, inputs=[ui.search], outputs=[ui.conversations, ui.notice],
+                         api_name="search")
+        ui.upload.upload(h.import_file, inputs=[ui.upload], outputs=self.shown,
+                         api_name="import", **UNCAPPED)
+
+    def _header(self) -> None:
+        h, ui = self.handlers, self.handlers.ui
+        ui.title.submit(h.rename, inputs=[ui.conversation, ui.title],
+                        outputs=[ui.title, ui.notice, ui.conversations], api_name="rename")
+        ui.delete.click(h.ask_delete, inputs=[ui.conversation], outputs=[ui.confirm_row],
+                        **PRIVATE)
+        ui.keep.click(lambda: gr.update(visible=False), outputs=[ui.confirm_row], **PRIVATE)
+        ui.confirm.click(h.delete, inputs=[ui.conversation],
+                         outputs=[*self.shown, ui.confirm_row], api_name="delete", **UNCAPPED)
+        # The fields are filled whenever a conversation is shown. Opening the panel does not
+        # read them again: that answer could land after the user began typing and overwrite
+        # it (seen as a flaky browser test under load).
+        ui.save_settings.click(h.save_settings, inputs=[ui.conversation, *ui.settings_fields],
+                               outputs=[ui.notice], api_name="save_settings")
+        ui.export.click(h.export, inputs=[ui.conversation, ui.export_format],
+                        outputs=[ui.exported, ui.notice], api_name="export")

@@ -1,0 +1,336 @@
+"""The Chat tab's event handlers: one method per thing a person does, each calling ChatService
+and answering with what changes on the page, as Gradio takes it: a dict from component to its
+new value or `gr.update(...)`. A handler can be called in a test with any service (a fake will
+do) and its answer read by component, without launching Gradio.
+
+Starting a turn is three steps, chained on the page (events.py): a handler here that starts it
+and shows the message with a pending reply (`send`, `retry`, `continue_reply`, `edit`, or
+`open` when a reply is already being generated), `stream`, which only redraws the pane, then
+`settle`, which shows what the turn left: the input back, the newest turn's actions."""
+
+from __future__ import annotations
+
+import html
+from typing import Any, AsyncIterator
+
+import gradio as gr
+
+from chat_core.errors import ChatError
+from chat_core.service import ChatService
+from chat_core.states import ERROR
+from chat_core.ui.chat.files import read_import, write_export
+from chat_core.ui.chat.layout import ChatLayout
+from chat_core.ui.chat.streaming import RESTARTING, follow_reply
+from chat_core.ui.chat.view import (BRANCHED_NOTICE, FAILED_NOTICE, PENDING_REPLY, SHOWN_TURNS,
+                                    Following, Pane, TurnActions, earlier_turns_note, edit_text,
+                                    following, pane_lines_up, sendable, warning,
+                                    without_last_reply)
+from chat_core.ui.render import conversation_view, safe_markdown, user_html
+
+Changes = dict[Any, Any]  # component -> value or gr.update(...)
+
+
+class ChatHandlers:
+    def __init__(self, service: ChatService, ui: ChatLayout, share_mode: bool = False) -> None:
+        self.service = service
+        self.ui = ui
+        self.share_mode = share_mode
+
+    # -- what a shown conversation looks like ---------------------------------------------------
+
+    async def load(self, conversation_id: str) -> tuple[Pane, dict[str, Any], str]:
+        """The pane of a conversation (its newest SHOWN_TURNS turns), its view state, and a note
+        when older turns are left out. The pane is kept in the view: Send extends it from
+        there, so the Chatbot's value from the browser is never an input (it can name server
+        files; see gradio_guard.py)."""
+        messages = await self.service.list_messages(conversation_id, last_turns=SHOWN_TURNS)
+        shown, view = conversation_view(messages, self.share_mode)
+        view["shown"] = shown
+        return shown, view, earlier_turns_note(messages[0]["seq"] if messages else None)
+
+    async def sidebar(self, selected: str | None, first_message: str | None = None) -> Any:
+        """The conversation list. A new conversation gets its title when its first turn saves
+        the message, which may not have happened yet: it is listed with the title it will get."""
+        rows = await self.service.list_conversations(limit=100)
+        choices = [(c["title"] or (self.service.title_for(first_message) if first_message and
+                                   c["id"] == selected else "New conversation"), c["id"])
+                   for c in rows]
+        return gr.update(choices=choices,
+                         value=selected if selected in {c["id"] for c in rows} else None)
+
+    def settings_of(self, conversation: dict[str, Any] | None) -> Changes:
+        """The settings fields follow the open conversation (also while their panel is open),
+        so that Save never writes one conversation's settings to another."""
+        values = self.service.params_for(conversation) if conversation is not None \
+            else self.service.default_params()
+        ui = self.ui
+        return {ui.system_prompt: values["system_prompt"], ui.temperature: values["temperature"],
+                ui.top_p: values["top_p"], ui.max_tokens: values["max_tokens"]}
+
+    def idle(self, view: dict[str, Any]) -> Changes:
+        """The input enabled, and the actions the newest turn offers."""
+        ui, offer = self.ui, TurnActions.of(view)
+        many = offer.browsable
+        return {ui.box: gr.update(interactive=True), ui.stop: gr.update(visible=False),
+                ui.turn: None, ui.view: view,
+                ui.retry: gr.update(visible=offer.retry),
+                ui.regenerate: gr.update(visible=offer.regenerate),
+                ui.proceed: gr.update(visible=offer.proceed),
+                ui.previous: gr.update(visible=many, interactive=offer.index > 0),
+                ui.following: gr.update(visible=many,
+                                        interactive=offer.index < offer.alternatives - 1),
+                ui.position: gr.update(visible=many, value=offer.position if many else "")}
+
+    def busy(self, turn: Following) -> Changes:
+        """The input locked and Stop offered while `turn`'s reply is generated."""
+        ui = self.ui
+        out: Changes = {ui.box: gr.update(value="", interactive=False),
+                        ui.stop: gr.update(visible=True), ui.turn: turn}
+        out.update({action: gr.update(visible=False) for action in ui.actions})
+        return out
+
+    def started(self, conversation_id: str, turn_id: str, reply_id: str, shown: Pane,
+                note: str = "") -> Changes:
+        """A turn just accepted: its message shown with a pending reply, the input locked."""
+        turn = following(turn_id, conversation_id, shown, reply_id)
+        return {self.ui.chatbot: shown + [dict(PENDING_REPLY)], self.ui.notice: note,
+                **self.busy(turn)}
+
+    # -- showing a conversation ---------------------------------------------------------------
+
+    async def open(self, conversation_id: str | None, note: str = "") -> Changes:
+        """Show a conversation (or none: a new chat). If one of its replies is being generated,
+        the page shows it pending and the stream step follows it (a reload re-attaches)."""
+        ui = self.ui
+        if conversation_id is not None:
+            try:
+                shown, view, earlier = await self.load(conversation_id)
+                conversation = await self.service.get_conversation(conversation_id)
+            except ChatError:
+                conversation_id = None
+        if conversation_id is None:
+            return {ui.conversation: None, ui.conversations: await self.sidebar(None),
+                    ui.chatbot: [], ui.notice: note, ui.title: "", **self.idle({}),
+                    **self.settings_of(None)}
+        out = {ui.conversation: conversation_id, ui.notice: note or earlier,
+               ui.conversations: await self.sidebar(conversation_id),
+               ui.title: conversation["title"], **self.settings_of(conversation)}
+        in_flight = await self.service.in_flight(conversation_id)
+        if not in_flight:
+            return {**out, ui.chatbot: shown, **self.idle(view)}
+        shown = without_last_reply(shown)
+        turn = following(in_flight[-1]["workflow_id"], conversation_id, shown)
+        return {**out, ui.chatbot: shown, ui.view: view, **self.busy(turn)}
+
+    async def new_chat(self) -> Changes:
+        return await self.open(None)
+
+    # -- starting a turn ----------------------------------------------------------------------
+
+    async def send(self, text: str, conversation_id: str | None, view: dict[str, Any] | None
+                   ) -> Changes:
+        ui = self.ui
+        new = conversation_id is None
+        shown = [] if new else list((view or {}).get("shown") or [])
+        try:
+            if conversation_id is None:
+                conversation_id = (await self.service.create_conversation())["id"]
+            turn = await self.service.start_turn(conversation_id, text)
+        except ChatError as exc:
+            # Nothing is lost: the text stays in the box, the notice says what to change. Text
+            # that cannot be sent back (see view.sendable) is left where it is.
+            return {ui.notice: warning(exc), ui.turn: None,
+                    **({ui.box: text} if sendable(text) else {})}
+        shown.append({"role": "user", "content": user_html(text)})
+        out = self.started(conversation_id, turn.turn_id, turn.reply_id, shown)
+        if new:  # remember it, list it, title it
+            out.update({ui.conversation: conversation_id,
+                        ui.conversations: await self.sidebar(conversation_id, text),
+                        ui.title: self.service.title_for(text)})
+        return out
+
+    async def retry(self, conversation_id: str | None, view: dict[str, Any] | None) -> Any:
+        """Retry a failed reply, or regenerate one: a new alternative to the newest turn."""
+        return await self._again(conversation_id, view or {}, "retry")
+
+    async def continue_reply(self, conversation_id: str | None, view: dict[str, Any] | None
+                             ) -> Any:
+        """Continue a reply that was stopped or cut at max tokens."""
+        return await self._again(conversation_id, view or {}, "continue")
+
+    async def _again(self, conversation_id: str | None, view: dict[str, Any], action: str
+                     ) -> Any:
+        if conversation_id is None or not view.get("last_user"):
+            return gr.skip()
+        try:
+            if action == "continue":
+                reply = (view.get("last_reply") or {}).get("id")
+                turn = await self.service.continue_reply(conversation_id, reply)
+            else:
+                turn = await self.service.retry_turn(conversation_id, view["last_user"])
+            shown, _, _ = await self.load(conversation_id)
+        except ChatError as exc:
+            return {self.ui.notice: warning(exc)}
+        return self.started(conversation_id, turn.turn_id, turn.reply_id,
+                            without_last_reply(shown))
+
+    async def edit(self, conversation_id: str | None, view: dict[str, Any] | None,
+                   evt: gr.EditData) -> Any:
+        """Editing a message of yours branches the conversation there; the original stays."""
+        index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
+        ids = (view or {}).get("ids") or []
+        if conversation_id is None or not isinstance(index, int) or not 0 <= index < len(ids):
+            return gr.skip()
+        # The edit box holds the message as shown, HTML-escaped (render.user_html).
+        text = html.unescape(edit_text(evt.value))
+        try:
+            branch, turn = await self.service.edit_message(conversation_id, ids[index], text)
+            loaded, branch_view, _ = await self.load(branch["id"])
+        except ChatError as exc:
+            return await self.open(conversation_id, warning(exc))  # the original, unchanged
+        # The turn may already have saved the edited message (and its reply placeholder): show
+        # the turns before it, then the message once.
+        turn_rows = {turn.user_message_id, turn.reply_id}
+        shown = [m for m, mid in zip(loaded, branch_view.get("ids") or [])
+                 if mid not in turn_rows]
+        shown.append({"role": "user", "content": user_html(text)})
+        ui = self.ui
+        return {ui.conversation: branch["id"], ui.title: branch["title"],
+                ui.conversations: await self.sidebar(branch["id"]),
+                **self.started(branch["id"], turn.turn_id, turn.reply_id, shown,
+                               BRANCHED_NOTICE)}
+
+    # -- following it -------------------------------------------------------------------------
+
+    async def stream(self, turn: Following | None) -> AsyncIterator[Any]:
+        """Redraw the pane as the reply grows: outputs [chatbot, turn]; the turn (a State, free
+        to send) carries how the reply ended to `settle`. When the app begins to stop, the next
+        step cannot reach it any more: the warning goes out from here."""
+        if not turn:
+            yield gr.skip()  # (an empty generator would blank its outputs on the page)
+            return
+        shown = turn.get("shown") or []
+        async for entry, state in follow_reply(self.service, turn, self.share_mode):
+            if entry is not None:
+                yield [shown + [entry], state]
+                continue
+            if state.get("status") == RESTARTING:
+                gr.Warning(state.get("notice"))
+            yield [gr.skip(), state]
+
+    async def settle(self, turn: Following | None) -> Any:
+        """After the stream: the input back, the newest turn's actions, the pane redrawn from
+        the database only where it may not match it (view.pane_lines_up)."""
+        if not turn:
+            return gr.skip()
+        ui = self.ui
+        try:
+            shown, view, _ = await self.load(turn["conversation"])
+        except ChatError as exc:  # deleted meanwhile, or the database is away
+            return {ui.notice: warning(exc), **self.idle({})}
+        out = self.idle(view)
+        if not pane_lines_up(view, shown, turn.get("shown") or [], turn):
+            out[ui.chatbot] = shown
+        if turn.get("status") == ERROR:
+            out[ui.notice] = FAILED_NOTICE
+        elif turn.get("notice"):
+            out[ui.notice] = turn["notice"]
+        return out
+
+    async def stop(self, turn: Following | None) -> None:
+        if turn and turn.get("id"):
+            await self.service.stop_turn(turn["id"])
+
+    # -- one-step actions ---------------------------------------------------------------------
+
+    async def browse(self, conversation_id: str | None, view: dict[str, Any] | None,
+                     step: int) -> Any:
+        """Show the previous (-1) or next (+1) alternative reply of the newest turn."""
+        view = view or {}
+        alternatives = view.get("alternatives") or []
+        index = view.get("alt_index", 0) + step
+        if conversation_id is None or not 0 <= index < len(alternatives):
+            return gr.skip()
+        try:
+            await self.service.select_reply(conversation_id, alternatives[index])
+            shown, new_view, _ = await self.load(conversation_id)
+        except ChatError as exc:
+            return {self.ui.notice: warning(exc)}
+        return {self.ui.chatbot: shown, self.ui.notice: "", **self.idle(new_view)}
+
+    async def previous(self, conversation_id: str | None, view: dict[str, Any] | None) -> Any:
+        return await self.browse(conversation_id, view, -1)
+
+    async def next(self, conversation_id: str | None, view: dict[str, Any] | None) -> Any:
+        return await self.browse(conversation_id, view, +1)
+
+    async def rename(self, conversation_id: str | None, title: str) -> Changes:
+        ui = self.ui
+        if conversation_id is None:
+            return {ui.notice: "Send a first message to start the conversation, then rename it."}
+        try:
+            conversation = await self.service.update_conversation(conversation_id, title=title)
+        except ChatError as exc:
+            return {ui.notice: warning(exc)}
+        return {ui.title: conversation["title"], ui.notice: "Renamed.",
+                ui.conversations: await self.sidebar(conversation_id)}
+
+    def ask_delete(self, conversation_id: str | None) -> Any:
+        return gr.update(visible=conversation_id is not None)
+
+    async def delete(self, conversation_id: str | None) -> Changes:
+        """Delete for good (its reply in progress is cancelled first), then show a new chat."""
+        note = ""
+        if conversation_id is not None:
+            try:
+                result = await self.service.delete_conversation(conversation_id)
+                note = "Conversation deleted." + (
+                    " Its reply in progress was cancelled." if result["cancelled_turns"] else "")
+            except ChatError as exc:
+                note = warning(exc)
+        return {self.ui.confirm_row: gr.update(visible=False), **await self.open(None, note)}
+
+    async def search(self, query: str | None) -> Changes:
+        ui = self.ui
+        query = query or ""
+        if not query.strip():
+            return {ui.conversations: await self.sidebar(None), ui.notice: ""}
+        try:
+            hits = await self.service.search_conversations(query, limit=30)
+        except ChatError as exc:
+            return {ui.notice: warning(exc)}
+        choices = [(f"{h['title'] or 'Untitled'} — {h['snippet']}", h["id"]) for h in hits]
+        return {ui.conversations: gr.update(choices=choices, value=None),
+                ui.notice: f"{len(hits)} conversation(s) match “{safe_markdown(query)}”. "
+                           "Clear the search box to list them all."}
+
+    async def save_settings(self, conversation_id: str | None, prompt: str, temperature: float,
+                            top_p: float, max_tokens: float | None) -> str:
+        if conversation_id is None:
+            return "Send a first message to start the conversation, then set its settings."
+        try:
+            await self.service.update_conversation(conversation_id, settings={
+                "system_prompt": prompt, "temperature": temperature, "top_p": top_p,
+                "max_tokens": max_tokens})
+        except ChatError as exc:
+            return warning(exc)
+        return "Settings saved: they apply to the next messages of this conversation."
+
+    async def export(self, conversation_id: str | None, fmt: str) -> Changes:
+        ui = self.ui
+        if conversation_id is None:
+            return {ui.notice: "Open a conversation to export it."}
+        try:
+            data = await self.service.export_conversation(conversation_id, fmt)
+        except ChatError as exc:
+            return {ui.notice: warning(exc)}
+        path = write_export(conversation_id, fmt, data)
+        return {ui.exported: gr.update(value=str(path), visible=True), ui.notice: ""}
+
+    async def import_file(self, file: Any) -> Changes:
+        try:
+            conversation = await self.service.import_conversation(read_import(file))
+        except ChatError as exc:
+            return await self.open(None, warning(exc))
+        return await self.open(conversation["id"],
+                               f"Imported as “{safe_markdown(conversation['title'])}”.")

@@ -1,0 +1,128 @@
+"""What the chat pane and the newest turn's actions show, as plain data: no Gradio, no service.
+
+A pane is a list of {"role", "content"} entries (content is sanitized HTML, render.py). The
+page keeps alongside it a `view` dict (render.conversation_view): the message id behind each
+entry, the newest turn's user message and reply, and that reply's alternatives; while a reply
+streams, a `turn` dict (`Following`) says which one and what the pane showed before it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+from chat_core.errors import ChatError
+from chat_core.states import ANSWERED, COMPLETE, FAILED, STOPPED
+from chat_core.turns.progress import Snapshot
+from chat_core.ui.render import reply_markdown, safe_markdown
+
+Pane = list[dict[str, str]]
+# Turns a conversation shows when opened; the whole history stays in the database and the API.
+SHOWN_TURNS = 100
+PENDING_REPLY = {"role": "assistant", "content": "…"}
+
+FAILED_NOTICE = "⚠️ The reply failed; your message is saved. Press Retry to try again."
+RESTARTING_NOTICE = ("⚠️ The app is restarting. Your message and the reply so far are saved; the "
+                     "reply finishes when the app is back: reload the page then.")
+BRANCHED_NOTICE = "Edited in a new branch; the original conversation is unchanged."
+
+
+class Following(TypedDict, total=False):
+    """The `turn` state while a reply streams: enough for Stop, for the stream step to draw the
+    reply after `shown`, and for the step after it to check what the pane ended up showing.
+    The stream step adds how the reply ended: `status`, `finished`, `reply_id`, `notice`."""
+    id: str
+    conversation: str
+    reply_id: str | None
+    shown: Pane
+    status: str
+    finished: bool
+    notice: str
+
+
+def following(turn_id: str, conversation: str, shown: Pane, reply_id: str | None = None
+              ) -> Following:
+    return Following(id=turn_id, conversation=conversation, reply_id=reply_id, shown=shown)
+
+
+def warning(exc: ChatError) -> str:
+    """A refusal as the notice line shows it: the message made inert for Markdown."""
+    return f"⚠️ {safe_markdown(exc.message)}"
+
+
+def live_entry(snap: Snapshot, share_mode: bool) -> dict[str, str]:
+    """The pane's entry for a reply being generated."""
+    return {"role": "assistant", "content": reply_markdown(
+        {"status": snap.status, "content": snap.text, "error": snap.error}, share_mode)}
+
+
+def without_last_reply(shown: Pane) -> Pane:
+    return shown[:-1] if shown and shown[-1]["role"] == "assistant" else shown
+
+
+def earlier_turns_note(first_seq: int | None) -> str:
+    """Said when the pane starts past the conversation's first turn."""
+    earlier = first_seq - 1 if first_seq else 0
+    return (f"Showing the newest {SHOWN_TURNS} turns; {earlier} earlier turns are in the "
+            "history (and the export)." if earlier > 0 else "")
+
+
+@dataclass(frozen=True)
+class TurnActions:
+    """Which of the newest turn's actions the page offers once its reply has ended."""
+    retry: bool = False
+    regenerate: bool = False
+    proceed: bool = False
+    alternatives: int = 0
+    index: int = 0
+
+    @classmethod
+    def of(cls, view: dict[str, Any]) -> "TurnActions":
+        last = view.get("last_reply") or {}
+        status = last.get("status")
+        return cls(retry=status in FAILED, regenerate=status in ANSWERED,
+                   proceed=status == STOPPED or (
+                       status == COMPLETE and last.get("finish_reason") == "length"),
+                   alternatives=len(view.get("alternatives") or []),
+                   index=view.get("alt_index", 0))
+
+    @property
+    def browsable(self) -> bool:
+        return self.alternatives > 1
+
+    @property
+    def position(self) -> str:
+        return f"{self.index + 1} / {self.alternatives}"
+
+
+def pane_lines_up(view: dict[str, Any], shown: Pane, before: Pane, turn: Following) -> bool:
+    """Whether the pane as streamed (`before` plus the reply) matches the conversation as stored
+    (`shown`, `view`) one to one, so that the message ids Edit, Continue and the alternatives
+    rely on name the entries shown. They may not: past SHOWN_TURNS the oldest turn leaves the
+    pane; another tab added turns; the watch ended early; the reply ended empty and the earlier
+    alternative is shown again. Then the pane is redrawn, and not otherwise: a redraw costs
+    Gradio a pass over every message."""
+    ids = view.get("ids") or []
+    return bool(turn.get("finished")) and len(shown) == len(before) + 1 and bool(ids) \
+        and ids[-1] == turn.get("reply_id")
+
+
+def edit_text(value: Any) -> str:
+    """The text of an edited message as the Chatbot's edit event gives it: a string, or (in
+    Gradio 6) a list of content blocks."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):
+        return "".join(part.get("text", "") for part in value if isinstance(part, dict))
+    return str(value or "")
+
+
+def sendable(text: Any) -> bool:
+    """Whether text can be put back in the box: a string that can be encoded (a lone
+    surrogate, which only a hostile client sends, cannot go out on the event stream)."""
+    if not isinstance(text, str):
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
