@@ -110,6 +110,19 @@ def test_replies_without_ids_answer_the_question_before_them() -> None:
     assert [r["active"] for r in rows if r["role"] == "assistant"] == [True, False, True]
 
 
+def test_an_empty_stopped_reply_does_not_hide_the_good_one() -> None:
+    """Stopped before its first token, a later reply exports as active with no text; imported,
+    the earlier reply with text stays the one shown (and sent as history)."""
+    data = _minimal()
+    data["messages"] += [{"role": "user", "content": "again"},
+                         {"role": "assistant", "content": "the answer", "active": True},
+                         {"role": "assistant", "content": "", "status": "stopped",
+                          "active": True}]
+    _, rows = parse_import(data, max_chars=1000)
+    shown = [r["content"] for r in rows[2:] if r["role"] == "assistant" and r["active"]]
+    assert shown == ["the answer"]
+
+
 def test_timestamps_are_stored_as_utc_instants() -> None:
     data = _minimal()
     data["messages"][0]["created_at"] = "2024-05-01T10:00:00-23:59"

@@ -194,6 +194,9 @@ def _message_rows(raw_messages: list[Any], conversation_id: uuid.UUID,
             if parent is None or parent not in user_seq:
                 raise InvalidInput(f"{where}: a reply must follow the user message it answers")
             row.update(seq=user_seq[parent], parent_id=parent, **_reply_fields(m, where))
+            # As finish_reply does: a reply without text (stopped before its first token)
+            # never hides one with text.
+            row["active"] = row["active"] and row["content"] != ""
         rows.append(row)
     if not rows:
         raise InvalidInput("the export holds no messages")
