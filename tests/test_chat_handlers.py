@@ -1,0 +1,297 @@
+"""The Chat tab's handlers called alone, with an in-memory service (tests/ui_fakes.py): what each
+answers, and that it only names outputs its event lists. No app, no browser: the page built
+in a Blocks context is only read for its components and events."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, AsyncIterator, Iterator
+
+import gradio as gr
+import pytest
+
+from chat_core.errors import NotFound, ShuttingDown
+from chat_core.states import (COMPLETE, ERROR, MAX_SEARCH_CHARS, MAX_SYSTEM_PROMPT_CHARS,
+                              MAX_TITLE_CHARS, SETTING_LIMITS, SETTING_STEP, STOPPED, STREAMING)
+from chat_core.ui.chat import ChatHandlers, ChatTab
+from chat_core.ui.chat.api import ApiAnswers
+from chat_core.ui.chat.view import FAILED_NOTICE, PENDING_REPLY, RESTARTING_NOTICE, TurnActions
+from chat_core.ui.page import build_ui
+from tests.ui_fakes import FakeService
+
+PUBLIC_NAMES = {"send", "select", "new_chat", "retry", "regenerate", "continue", "previous",
+                "next", "edit", "stop", "rename", "delete", "search", "save_settings", "export",
+                "import", "load_chat"}
+SKIP = gr.skip()
+
+
+@pytest.fixture(scope="module")
+def tab() -> Iterator[ChatTab]:
+    with gr.Blocks():
+        yield ChatTab(FakeService())  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def service() -> FakeService:
+    return FakeService()
+
+
+@pytest.fixture()
+def chat(tab: ChatTab, service: FakeService) -> ChatHandlers:
+    return ChatHandlers(service, tab.ui)  # type: ignore[arg-type]
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def collect(stream: AsyncIterator[Any]) -> list[Any]:
+    async def drain() -> list[Any]:
+        return [item async for item in stream]
+    return run(drain())
+
+
+def value(change: Any) -> Any:
+    return change.get("value") if isinstance(change, dict) and "__type__" in change else change
+
+
+def within(changes: dict[Any, Any], outputs: list[Any]) -> bool:
+    return set(map(id, changes)) <= set(map(id, outputs))
+
+
+# -- the page's events --------------------------------------------------------------------------
+
+def test_the_public_api_keeps_its_names_and_the_chain_steps_are_private() -> None:
+    demo = build_ui(FakeService(), share_mode=False)  # type: ignore[arg-type]
+    public = [fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"]
+    assert PUBLIC_NAMES <= set(public)
+    assert len(public) == len(set(public))
+    chained = [fn for fn in demo.fns.values() if fn.trigger_after is not None
+               and fn.api_name.startswith(("stream", "settle"))]
+    assert chained and all(fn.api_visibility == "private" for fn in chained)
+    # The stream step redraws the pane only (and the turn, a State sent nowhere).
+    assert all([type(b).__name__ for b in fn.outputs] == ["Chatbot", "State"]
+               for fn in chained if fn.api_name.startswith("stream"))
+
+
+def test_limits_come_from_the_shared_states(tab: ChatTab) -> None:
+    ui = tab.ui
+    assert ui.system_prompt.max_length == MAX_SYSTEM_PROMPT_CHARS
+    assert ui.title.max_length == MAX_TITLE_CHARS and ui.search.max_length == MAX_SEARCH_CHARS
+    assert (ui.temperature.minimum, ui.temperature.maximum) == SETTING_LIMITS["temperature"]
+    assert ui.temperature.step == ui.top_p.step == SETTING_STEP
+    assert (ui.max_tokens.minimum, ui.max_tokens.maximum) == SETTING_LIMITS["max_tokens"]
+
+
+# -- starting a turn ----------------------------------------------------------------------------
+
+def test_send_in_a_new_conversation_shows_it_pending_and_lists_it(
+        tab: ChatTab, chat: ChatHandlers, service: FakeService) -> None:
+    ui = tab.ui
+    out = run(chat.send("Hello there", None, {}))
+    assert within(out, tab.events.started)
+    conversation = out[ui.conversation]
+    assert conversation in service.conversations
+    assert value(out[ui.conversations]) == conversation
+    assert out[ui.conversations]["choices"] == [("Hello there", conversation)]
+    assert out[ui.chatbot] == [{"role": "user", "content": "Hello there"}, PENDING_REPLY]
+    assert out[ui.box] == gr.update(value="", interactive=False)
+    assert out[ui.stop]["visible"] is True
+    assert all(out[action]["visible"] is False for action in ui.actions)
+    assert out[ui.turn]["conversation"] == conversation
+    assert out[ui.turn]["shown"] == [{"role": "user", "content": "Hello there"}]
+
+
+def test_a_refused_message_stays_in_the_box(tab: ChatTab, chat: ChatHandlers,
+                                            service: FakeService) -> None:
+    conversation = run(service.create_conversation())["id"]
+    out = run(chat.send("   ", conversation, {}))
+    assert out == {tab.ui.notice: "⚠️ the message is empty\\: type something to send",
+                   tab.ui.turn: None, tab.ui.box: "   "}
+    # Text that cannot go back out on the event stream (a lone surrogate) is left alone.
+    assert tab.ui.box not in run(chat.send("\ud800", "no-such-conversation", {}))
+
+
+def test_nothing_to_retry_changes_nothing(chat: ChatHandlers) -> None:
+    """An answer with no value at all would blank every output on the page."""
+    assert run(chat.retry(None, {})) == SKIP
+    assert run(chat.continue_reply("c", {"alternatives": []})) == SKIP
+    assert run(chat.browse("c", {"alternatives": ["a"], "alt_index": 0}, +1)) == SKIP
+
+
+# -- following it -------------------------------------------------------------------------------
+
+def test_stream_redraws_only_the_pane_then_settle_gives_the_input_back(
+        tab: ChatTab, chat: ChatHandlers) -> None:
+    ui = tab.ui
+    started = run(chat.send("Hi", None, {}))
+    steps = collect(chat.stream(started[ui.turn]))
+    assert [pane[-1]["content"] for pane, _ in steps] == ["<p>Hel</p>", "<p>Hello</p>"]
+    assert all(pane[:-1] == [{"role": "user", "content": "Hi"}] for pane, _ in steps)
+    turn = steps[-1][1]
+    assert turn["status"] == COMPLETE and turn["finished"]
+
+    settled = run(chat.settle(turn))
+    assert within(settled, tab.events.settled)
+    assert ui.chatbot not in settled  # the pane already shows what is stored
+    assert settled[ui.box] == gr.update(interactive=True) and settled[ui.turn] is None
+    assert settled[ui.regenerate]["visible"] is True and settled[ui.retry]["visible"] is False
+    assert settled[ui.view]["ids"][-1] == turn["reply_id"]
+
+
+def test_settle_redraws_a_pane_that_does_not_match_the_conversation(
+        tab: ChatTab, chat: ChatHandlers, service: FakeService) -> None:
+    started = run(chat.send("Hi", None, {}))
+    turn = collect(chat.stream(started[tab.ui.turn]))[-1][1]
+    service.add_turn(turn["conversation"], "from another tab", "answered there")
+    settled = run(chat.settle(turn))
+    assert [m["content"] for m in settled[tab.ui.chatbot]] == [
+        "Hi", "<p>Hello</p>", "from another tab", "<p>answered there</p>"]
+
+
+def test_a_failed_reply_offers_retry(tab: ChatTab, chat: ChatHandlers,
+                                     service: FakeService) -> None:
+    service.snapshots = [(ERROR, "")]
+    started = run(chat.send("Hi", None, {}))
+    turn = collect(chat.stream(started[tab.ui.turn]))[-1][1]
+    settled = run(chat.settle(turn))
+    assert settled[tab.ui.notice] == FAILED_NOTICE
+    assert settled[tab.ui.retry]["visible"] is True
+
+
+def test_when_the_app_stops_the_stream_step_warns_itself(
+        tab: ChatTab, chat: ChatHandlers, service: FakeService) -> None:
+    """The step after the stream cannot reach a stopping app: the warning goes out from the
+    stream step, and the turn carries it for the settle step and the API."""
+    service.snapshots = [(STREAMING, "partial")]
+    service.watch_error = ShuttingDown("shutting down")
+    started = run(chat.send("Hi", None, {}))
+    with pytest.warns(UserWarning, match="restarting"):
+        steps = collect(chat.stream(started[tab.ui.turn]))
+    assert steps[-1][0] == SKIP
+    assert steps[-1][1]["notice"] == RESTARTING_NOTICE
+    assert run(chat.settle(steps[-1][1]))[tab.ui.notice] == RESTARTING_NOTICE
+
+
+def test_settle_when_the_conversation_went_away_gives_the_input_back(
+        tab: ChatTab, chat: ChatHandlers, service: FakeService) -> None:
+    """Deleted from another tab while the reply streamed: a notice, not a stuck input (the
+    handler used to raise, leaving the page as it was)."""
+    started = run(chat.send("Hi", None, {}))
+    turn = collect(chat.stream(started[tab.ui.turn]))[-1][1]
+    run(service.delete_conversation(turn["conversation"]))
+    settled = run(chat.settle(turn))
+    assert settled[tab.ui.notice].startswith("⚠️ conversation")
+    assert settled[tab.ui.box] == gr.update(interactive=True)
+
+
+def test_no_turn_to_follow_changes_nothing(chat: ChatHandlers) -> None:
+    assert collect(chat.stream(None)) == [SKIP]
+    assert run(chat.settle(None)) == SKIP
+
+
+def test_stop_stops_the_turn_being_followed(chat: ChatHandlers, service: FakeService) -> None:
+    run(chat.stop({"id": "turn-1"}))
+    run(chat.stop(None))
+    assert service.stopped == ["turn-1"]
+
+
+# -- showing a conversation ---------------------------------------------------------------------
+
+def test_opening_a_conversation_with_a_reply_in_flight_follows_it(
+        tab: ChatTab, chat: ChatHandlers, service: FakeService) -> None:
+    ui = tab.ui
+    conversation = run(service.create_conversation("Busy"))["id"]
+    turn = service.add_turn(conversation, "question", "half an ans", status=STREAMING)
+    service.in_flight_turns[conversation] = [{"workflow_id": turn.turn_id}]
+    out = run(chat.open(conversation))
+    assert within(out, tab.events.shown)
+    assert out[ui.chatbot] == [{"role": "user", "content": "question"}]
+    assert out[ui.turn]["id"] == turn.turn_id and out[ui.stop]["visible"] is True
+    assert out[ui.title] == "Busy" and out[ui.temperature] == 0.7
+
+
+def test_opening_an_unknown_conversation_shows_a_new_chat(tab: ChatTab,
+                                                          chat: ChatHandlers) -> None:
+    out = run(chat.open("no-such-conversation"))
+    assert out[tab.ui.conversation] is None and out[tab.ui.chatbot] == []
+    assert out[tab.ui.turn] is None
+
+
+def test_the_actions_follow_the_newest_reply() -> None:
+    assert TurnActions.of({"last_reply": {"status": ERROR}}).retry
+    assert TurnActions.of({"last_reply": {"status": STOPPED}}).proceed
+    assert TurnActions.of({"last_reply": {"status": COMPLETE, "finish_reason": "length"}}
+                          ).proceed
+    done = TurnActions.of({"last_reply": {"status": COMPLETE, "finish_reason": "stop"},
+                           "alternatives": ["a", "b"], "alt_index": 1})
+    assert done.regenerate and not done.proceed and done.browsable and done.position == "2 / 2"
+
+
+# -- one-step actions ---------------------------------------------------------------------------
+
+def test_rename_search_and_save_settings(tab: ChatTab, chat: ChatHandlers,
+                                         service: FakeService) -> None:
+    ui = tab.ui
+    conversation = run(service.create_conversation("Old"))["id"]
+    service.add_turn(conversation, "talk of flamingos", "pink")
+    renamed = run(chat.rename(conversation, "  New  "))
+    assert renamed[ui.title] == "New" and renamed[ui.notice] == "Renamed."
+    found = run(chat.search("flamingo"))
+    assert found[ui.conversations]["choices"] == [("New — flamingo", conversation)]
+    assert found[ui.notice].startswith("1 conversation(s) match")
+    assert run(chat.search(None))[ui.notice] == ""
+    assert run(chat.save_settings(conversation, "Be brief.", 0.3, 0.9, 64)).startswith(
+        "Settings saved")
+    assert service.conversations[conversation]["settings"]["system_prompt"] == "Be brief."
+    assert run(chat.rename(None, "x"))[ui.notice].startswith("Send a first message")
+
+
+def test_delete_hides_the_confirmation_and_shows_a_new_chat(
+        tab: ChatTab, chat: ChatHandlers, service: FakeService) -> None:
+    conversation = run(service.create_conversation("Gone"))["id"]
+    out = run(chat.delete(conversation))
+    assert within(out, [*tab.events.shown, tab.ui.confirm_row])
+    assert out[tab.ui.confirm_row]["visible"] is False
+    assert out[tab.ui.notice] == "Conversation deleted." and out[tab.ui.conversation] is None
+
+
+def test_import_refuses_a_path_outside_the_upload_folder(tab: ChatTab,
+                                                         chat: ChatHandlers) -> None:
+    out = run(chat.import_file("/etc/hostname"))
+    assert "choose a \\.json file" in out[tab.ui.notice]
+
+
+# -- the API's one-call answers -----------------------------------------------------------------
+
+def test_the_api_send_answers_with_the_whole_turn_in_plain_values(
+        tab: ChatTab, chat: ChatHandlers) -> None:
+    api = ApiAnswers(chat)
+    rows = collect(api.send("Hi", None, {}))
+    conversation, selected, pane, notice, box, turn, view = rows[-1]
+    assert conversation == selected and isinstance(conversation, str)
+    assert [m["content"] for m in pane] == ["Hi", "<p>Hello</p>"] and notice == ""
+    assert box == gr.update(interactive=True) and turn is None and view["ids"]
+    assert [r[2][-1]["content"] for r in rows[1:-1]] == ["<p>Hel</p>", "<p>Hello</p>"]
+    # A refused message: one row, the text still in the box.
+    refused = collect(api.send("   ", conversation, view))
+    assert len(refused) == 1 and refused[0][3].startswith("⚠️") and refused[0][4] == "   "
+
+
+def test_the_api_send_says_when_the_app_restarts(tab: ChatTab, chat: ChatHandlers,
+                                                 service: FakeService) -> None:
+    service.snapshots = [(STREAMING, "partial")]
+    service.watch_error = ShuttingDown("shutting down")
+    rows = collect(ApiAnswers(chat).send("Hi", None, {}))
+    assert RESTARTING_NOTICE in [row[3] for row in rows]
+
+
+def test_settle_after_a_watch_error_keeps_its_notice(tab: ChatTab, chat: ChatHandlers,
+                                                     service: FakeService) -> None:
+    service.snapshots = [(STREAMING, "partial")]
+    service.watch_error = NotFound("turn turn-x does not exist")
+    started = run(chat.send("Hi", None, {}))
+    turn = collect(chat.stream(started[tab.ui.turn]))[-1][1]
+    settled = run(chat.settle(turn))
+    assert settled[tab.ui.notice] == "⚠️ turn turn\\-x does not exist"
+    assert tab.ui.chatbot in settled  # the watch ended early: redrawn from what is stored
