@@ -179,8 +179,8 @@ class ChatRuntime:
             base_url = s.vllm_base_url
             # `backend` is shown to every visitor (/healthz, the UI's header): masked URL only.
             backend = {"kind": "vllm", "base_url": mask_url(base_url)}
-            hint = (f"Start the server with scripts/start_vllm.sh, or unset VLLM_BASE_URL to use "
-                    f"the local CPU model")
+            hint = ("Start the server with scripts/start_vllm.sh, or unset VLLM_BASE_URL to use "
+                    "the local CPU model")
             context = s.llm_context_tokens
         else:
             self.local_llm = await asyncio.to_thread(start_local_llm, s.data_dir)

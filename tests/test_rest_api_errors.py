@@ -101,6 +101,13 @@ def test_json_bodies_and_an_empty_optional_body_are_taken(client: TestClient) ->
     assert client.post("/api/conversations").status_code == 201
 
 
+def test_a_json_null_is_not_an_object(client: TestClient) -> None:
+    answer = client.patch("/api/conversations/c1", content=b"null",
+                          headers={"Content-Type": "application/json"})
+    assert answer.status_code == 422
+    assert answer.json() == {"error": "the body must be a JSON object", "code": "invalid_input"}
+
+
 def test_an_unknown_api_path_is_a_json_404(client: TestClient) -> None:
     answer = client.delete("/api/nothing/here")
     assert answer.status_code == 404

@@ -81,6 +81,7 @@ def json_object(*allowed: str, required: bool = True) -> Any:
 
     async def parse(request: Request, service: Service) -> dict[str, Any]:
         body = await read_json_body(request, service.settings.max_body_bytes, required=required)
-        return {} if body is None else check_object(body, set(allowed))
+        # Only an empty body stands for "no fields"; a JSON null is not an object.
+        return {} if body is None and not required else check_object(body, set(allowed))
 
     return Depends(parse)

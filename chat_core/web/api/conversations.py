@@ -3,7 +3,7 @@ import, and their messages."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -11,12 +11,11 @@ from fastapi.responses import JSONResponse
 from chat_core.data.conversation_export import MAX_IMPORT_BYTES
 from chat_core.validation import MAX_OFFSET, int_param
 from chat_core.web.api.bodies import json_object, read_json_body
-from chat_core.web.api.deps import Service
+from chat_core.web.api.deps import Json, Service
 from chat_core.web.api.errors import GuardedRoute
 
 router = APIRouter(prefix="/api/conversations", tags=["conversations"], route_class=GuardedRoute)
 
-Json = dict[str, Any]
 # Declared as text and checked by int_param, so a bad number is our 422, not FastAPI's.
 Number = Annotated[str | None, Query()]
 

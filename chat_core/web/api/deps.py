@@ -3,7 +3,7 @@ the client wants server-sent events. (The current user will be one more dependen
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
 
@@ -17,6 +17,9 @@ def get_service(request: Request) -> ChatService:
 
 
 Service = Annotated[ChatService, Depends(get_service)]
+
+# What the routes return: the service's JSON-ready values.
+Json = dict[str, Any]
 
 IdempotencyKey = Annotated[str | None, Header(
     description="Any text; the same key in the same conversation names the same turn, so a "

@@ -16,7 +16,7 @@ escapes a middleware.
 from __future__ import annotations
 
 import logging
-from typing import Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
 from fastapi import APIRouter, FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
@@ -66,6 +66,12 @@ def install_error_handlers(app: FastAPI) -> None:
 class GuardedRoute(APIRoute):
     """An API route that answers unexpected exceptions itself, inside the middleware stack (see
     the module docstring); the errors the app has handlers for go on to them."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        # No pydantic response model from the return annotations (they are for readers): the
+        # service's values are JSON-ready, and checking them again costs time on every answer.
+        kwargs["response_model"] = None
+        super().__init__(path, endpoint, **kwargs)
 
     def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
         handler = super().get_route_handler()

@@ -10,14 +10,13 @@ from fastapi import APIRouter
 
 from chat_core.errors import InvalidInput
 from chat_core.web.api.bodies import json_object
-from chat_core.web.api.deps import IdempotencyKey, Service, WantsStream
+from chat_core.web.api.deps import IdempotencyKey, Json, Service, WantsStream
 from chat_core.web.api.errors import GuardedRoute
 from chat_core.web.api.streaming import sse_response, turn_answer
 
 router = APIRouter(prefix="/api/conversations/{conversation_id}/messages", tags=["messages"],
                    route_class=GuardedRoute)
 
-Json = dict[str, Any]
 
 
 def _content(body: Json, what: str) -> Any:

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from chat_core.validation import int_param, parse_id
 from chat_core.web.api.bodies import json_object
-from chat_core.web.api.deps import Service
+from chat_core.web.api.deps import Json, Service
 from chat_core.web.api.errors import GuardedRoute
 
 router = APIRouter(prefix="/api/workflows", tags=["workflows"], route_class=GuardedRoute)
 
-Json = dict[str, Any]
 
 
 @router.get("")
