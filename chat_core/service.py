@@ -25,7 +25,7 @@ from chat_core.turns.progress import Snapshot, TurnHub
 from chat_core.turns.workflow import chat_turn, reply_id_for, user_message_id_for
 from chat_core.data import conversation_export
 from chat_core.states import (ANSWERED, CANCELLED, ERROR, IN_FLIGHT, MAX_SEARCH_CHARS,
-                              MAX_TITLE_CHARS, WORKFLOW_FAILED)
+                              MAX_TITLE_CHARS, WORKFLOW_ACTIVE, WORKFLOW_FAILED)
 from chat_core.validation import check_settings, check_text, parse_id
 from chat_core.turns.admin import TURN_ID_PREFIX, WorkflowAdmin, check_turn_id
 
@@ -455,8 +455,9 @@ class ChatService:
         if await self.store.get_message(reply_id_for(turn_id)) is not None:
             return
         status = await DBOS.get_workflow_status_async(turn_id)
-        # A turn that succeeded but has no reply row belonged to a deleted conversation.
-        if status is None or status.status == WorkflowStatusString.SUCCESS.value:
+        # A turn that ended without a reply row belonged to a deleted conversation (deleted
+        # after the turn, or while it ran, which cancels it).
+        if status is None or status.status not in WORKFLOW_ACTIVE:
             raise NotFound(f"turn {turn_id} does not exist")
 
     async def in_flight(self, conversation_id: str | uuid.UUID) -> list[dict[str, Any]]:

@@ -3,11 +3,13 @@ deleted conversation: the real app in-process, on PostgreSQL and the emulated LL
 
 from __future__ import annotations
 
+import json
+
 import httpx
 import pytest
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.helpers import InProcessApp
+from tests.helpers import InProcessApp, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -71,6 +73,30 @@ def test_the_turn_of_a_deleted_conversation_is_gone(app: InProcessApp, llm: Emul
         stopped = http.post(f"/api/turns/{turn_id}/stop")
     assert stopped.status_code == 404, stopped.text
     assert stopped.json()["code"] == "not_found"
+
+
+def test_the_turn_of_a_conversation_deleted_while_it_ran_is_gone(app: InProcessApp,
+                                                                llm: EmulatedLLM) -> None:
+    """Deleting a conversation cancels its turn in flight; the turn is then gone too."""
+    llm.script({"action": "hang"})
+    with app.client(timeout=10) as http:
+        cid = http.post("/api/conversations").json()["id"]
+        with http.stream("POST", f"/api/conversations/{cid}/messages?stream=true",
+                         json={"content": "cut short"}) as events:
+            turn_id = _turn_id(events)
+            wait_until(lambda: len(llm.requests) == 1)
+            assert http.delete(f"/api/conversations/{cid}").status_code == 200
+        llm.release()
+        assert http.get(f"/api/turns/{turn_id}/events").status_code == 404
+        assert http.post(f"/api/turns/{turn_id}/stop").status_code == 404
+
+
+def _turn_id(events: httpx.Response) -> str:
+    """The turn id from the stream's first event (`turn`)."""
+    for line in events.iter_lines():
+        if line.startswith("data: "):
+            return str(json.loads(line[6:])["turn_id"])
+    raise AssertionError("the stream ended before its turn event")
 
 
 def test_a_bug_reaches_the_client_as_json(app: InProcessApp,
