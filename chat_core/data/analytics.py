@@ -26,6 +26,7 @@ from psycopg.rows import dict_row
 
 from chat_core.config import load_settings
 from chat_core.store.database import psycopg_url, sqlalchemy_url
+from chat_core.states import ERROR
 
 TimeBound = str | datetime | None
 
@@ -120,7 +121,7 @@ class Analytics:
                    c.origin_conversation_id,
                    count(m.id) FILTER (WHERE m.role = 'user') AS user_messages,
                    count(m.id) FILTER (WHERE m.role = 'assistant') AS replies,
-                   count(m.id) FILTER (WHERE m.role = 'assistant' AND m.status = 'error')
+                   count(m.id) FILTER (WHERE m.role = 'assistant' AND m.status = %(error)s)
                        AS failed_replies,
                    coalesce(sum(m.completion_tokens), 0) AS completion_tokens,
                    max(m.created_at) AS last_message_at
@@ -128,7 +129,7 @@ class Analytics:
             WHERE (%(since)s::timestamptz IS NULL OR c.created_at >= %(since)s)
               AND (%(until)s::timestamptz IS NULL OR c.created_at < %(until)s)
             GROUP BY c.id ORDER BY c.created_at
-            """, {"since": _bound(since), "until": _bound(until)})
+            """, {"since": _bound(since), "until": _bound(until), "error": ERROR})
         return frame
 
     def messages(self, since: TimeBound = None, until: TimeBound = None, *,

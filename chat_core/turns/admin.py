@@ -18,7 +18,7 @@ from chat_core.errors import Conflict, InvalidInput, NotFound
 from chat_core.turns.progress import TurnHub
 from chat_core.turns.workflow import OVERRIDE_SUFFIX, STEP_NAMES, WORKFLOW_NAME, reply_id_for
 from chat_core.validation import check_settings
-from chat_core.states import WORKFLOW_ACTIVE, WORKFLOW_STATES
+from chat_core.states import CANCELLED, WORKFLOW_ACTIVE, WORKFLOW_STATES
 
 TURN_ID_PREFIX = "turn-"
 
@@ -123,9 +123,10 @@ class WorkflowAdmin:
         await DBOS.cancel_workflow_async(workflow_id)
         progress = self.hub.get(workflow_id)
         text = progress.text if progress else None
-        await self.store.mark_interrupted([reply_id_for(workflow_id)], "cancelled",
-                                          "cancelled from the Workflows tab", content=text)
-        self.hub.finish(workflow_id, "cancelled", text or "", "cancelled")
+        message = "cancelled from the Workflows tab"
+        await self.store.mark_interrupted([reply_id_for(workflow_id)], CANCELLED, message,
+                                          content=text)
+        self.hub.finish(workflow_id, CANCELLED, text or "", message)
         return await self.get(workflow_id)
 
     async def resume(self, workflow_id: str) -> dict[str, Any]:
