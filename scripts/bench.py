@@ -291,8 +291,9 @@ class GradioClient:
 class GradioPageClient:
     """What the chat page itself does when Enter is pressed in the message box: run the events
     that box's submit triggers, one after the other as the page chains them (`.then()`), each
-    joined on Gradio's queue and followed on the session's event stream, with the values the
-    page would send. Works against any version of the page: it reads the chain from /config."""
+    joined on Gradio's queue and followed on the session's event stream (or, for a step that
+    skips the queue, posted to its route), with the values the page would send. Works against
+    any version of the page: it reads the chain from /config."""
 
     def __init__(self, base_url: str) -> None:
         self.http = httpx.AsyncClient(base_url=base_url, timeout=600,
@@ -329,9 +330,14 @@ class GradioPageClient:
 
     async def _run_step(self, step: dict[str, Any], data: list[Any], conv: dict[str, Any],
                         first: list[float]) -> None:
-        joined = await self.http.post("/gradio_api/queue/join", json={
-            "data": data, "event_data": None, "fn_index": step["id"],
-            "trigger_id": self.box, "session_hash": conv["session"]})
+        body = {"data": data, "event_data": None, "fn_index": step["id"],
+                "trigger_id": self.box, "session_hash": conv["session"]}
+        if step.get("queue") is False:  # the page posts these straight to the event's route
+            answer = await self.http.post(f"/gradio_api/run/{step['api_name']}", json=body)
+            answer.raise_for_status()
+            self._note(step, answer.json()["data"], conv, first)
+            return
+        joined = await self.http.post("/gradio_api/queue/join", json=body)
         joined.raise_for_status()
         event_id = joined.json()["event_id"]
         outputs: list[Any] = []
@@ -675,12 +681,15 @@ def main() -> int:
     checks = check_targets(results)
     if args.json:
         args.json.write_text(json.dumps({
-            "args": vars(args) | {"json": str(args.json)}, "table": lines, "targets": checks,
+            "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+            "table": lines, "targets": checks,
             "results": [{"mode": r.mode, "concurrency": r.concurrency, "turns": r.turns,
                          "turns_per_sec": r.turns_per_sec, "errors": r.errors,
                          "latency_p50": r.p("latency_ms", 50),
                          "latency_p99": r.p("latency_ms", 99),
-                         "ttft_p50": r.p("ttft_ms", 50)} for r in results]}, indent=2))
+                         "ttft_p50": r.p("ttft_ms", 50),
+                         "cpu_ms_per_turn": None if r.cpu_sec is None else
+                         r.cpu_sec / max(r.turns, 1) * 1000} for r in results]}, indent=2))
     return 0
 
 

@@ -97,8 +97,7 @@ def test_send_in_a_new_conversation_shows_it_pending_and_lists_it(
     assert out[ui.conversations]["choices"] == [("Hello there", conversation)]
     assert out[ui.chatbot] == [{"role": "user", "content": "Hello there"}, PENDING_REPLY]
     assert out[ui.box] == gr.update(value="", interactive=False)
-    assert out[ui.stop]["visible"] is True
-    assert all(out[action]["visible"] is False for action in ui.actions)
+    assert out[ui.actions] == gr.update(elem_classes=["busy"])  # Stop, and nothing else
     assert out[ui.turn]["conversation"] == conversation
     assert out[ui.turn]["shown"] == [{"role": "user", "content": "Hello there"}]
 
@@ -131,22 +130,22 @@ def test_stream_redraws_only_the_pane_then_settle_gives_the_input_back(
     assert all(pane[:-1] == [{"role": "user", "content": "Hi"}] for pane, _ in steps)
     turn = steps[-1][1]
     assert turn["status"] == COMPLETE and turn["finished"]
+    assert turn["view"]["ids"][-1] == turn["reply_id"]  # checked against what is stored
 
     settled = run(chat.settle(turn))
     assert within(settled, tab.events.settled)
-    assert ui.chatbot not in settled  # the pane already shows what is stored
     assert settled[ui.box] == gr.update(interactive=True) and settled[ui.turn] is None
-    assert settled[ui.regenerate]["visible"] is True and settled[ui.retry]["visible"] is False
-    assert settled[ui.view]["ids"][-1] == turn["reply_id"]
+    assert settled[ui.actions] == gr.update(elem_classes=["regenerate"])
+    assert ui.notice not in settled
 
 
-def test_settle_redraws_a_pane_that_does_not_match_the_conversation(
+def test_the_stream_ends_on_the_stored_pane_when_they_differ(
         tab: ChatTab, chat: ChatHandlers, service: FakeService) -> None:
     started = run(chat.send("Hi", None, {}))
-    turn = collect(chat.stream(started[tab.ui.turn]))[-1][1]
+    turn = started[tab.ui.turn]
     service.add_turn(turn["conversation"], "from another tab", "answered there")
-    settled = run(chat.settle(turn))
-    assert [m["content"] for m in settled[tab.ui.chatbot]] == [
+    pane, _ = collect(chat.stream(turn))[-1]
+    assert [m["content"] for m in pane] == [
         "Hi", "<p>Hello</p>", "from another tab", "<p>answered there</p>"]
 
 
@@ -157,7 +156,7 @@ def test_a_failed_reply_offers_retry(tab: ChatTab, chat: ChatHandlers,
     turn = collect(chat.stream(started[tab.ui.turn]))[-1][1]
     settled = run(chat.settle(turn))
     assert settled[tab.ui.notice] == FAILED_NOTICE
-    assert settled[tab.ui.retry]["visible"] is True
+    assert settled[tab.ui.actions] == gr.update(elem_classes=["retry"])
 
 
 def test_when_the_app_stops_the_stream_step_warns_itself(
@@ -169,19 +168,19 @@ def test_when_the_app_stops_the_stream_step_warns_itself(
     started = run(chat.send("Hi", None, {}))
     with pytest.warns(UserWarning, match="restarting"):
         steps = collect(chat.stream(started[tab.ui.turn]))
-    assert steps[-1][0] == SKIP
+    assert [pane for pane, _ in steps][1] == SKIP  # the warning's step leaves the pane
     assert steps[-1][1]["notice"] == RESTARTING_NOTICE
     assert run(chat.settle(steps[-1][1]))[tab.ui.notice] == RESTARTING_NOTICE
 
 
-def test_settle_when_the_conversation_went_away_gives_the_input_back(
+def test_a_conversation_gone_meanwhile_gives_the_input_back(
         tab: ChatTab, chat: ChatHandlers, service: FakeService) -> None:
     """Deleted from another tab while the reply streamed: a notice, not a stuck input (the
     handler used to raise, leaving the page as it was)."""
     started = run(chat.send("Hi", None, {}))
-    turn = collect(chat.stream(started[tab.ui.turn]))[-1][1]
+    turn = started[tab.ui.turn]
     run(service.delete_conversation(turn["conversation"]))
-    settled = run(chat.settle(turn))
+    settled = run(chat.settle(collect(chat.stream(turn))[-1][1]))
     assert settled[tab.ui.notice].startswith("⚠️ conversation")
     assert settled[tab.ui.box] == gr.update(interactive=True)
 
@@ -208,7 +207,7 @@ def test_opening_a_conversation_with_a_reply_in_flight_follows_it(
     out = run(chat.open(conversation))
     assert within(out, tab.events.shown)
     assert out[ui.chatbot] == [{"role": "user", "content": "question"}]
-    assert out[ui.turn]["id"] == turn.turn_id and out[ui.stop]["visible"] is True
+    assert out[ui.turn]["id"] == turn.turn_id and out[ui.actions]["elem_classes"] == ["busy"]
     assert out[ui.title] == "Busy" and out[ui.temperature] == 0.7
 
 
@@ -227,6 +226,8 @@ def test_the_actions_follow_the_newest_reply() -> None:
     done = TurnActions.of({"last_reply": {"status": COMPLETE, "finish_reason": "stop"},
                            "alternatives": ["a", "b"], "alt_index": 1})
     assert done.regenerate and not done.proceed and done.browsable and done.position == "2 / 2"
+    assert done.classes == ["regenerate", "alternatives", "last"]
+    assert TurnActions.of({}).classes == [] and TurnActions.of({}).position == ""
 
 
 # -- one-step actions ---------------------------------------------------------------------------
@@ -287,12 +288,12 @@ def test_the_api_send_says_when_the_app_restarts(tab: ChatTab, chat: ChatHandler
     assert RESTARTING_NOTICE in [row[3] for row in rows]
 
 
-def test_settle_after_a_watch_error_keeps_its_notice(tab: ChatTab, chat: ChatHandlers,
-                                                     service: FakeService) -> None:
+def test_a_watch_error_redraws_the_stored_pane_and_keeps_its_notice(
+        tab: ChatTab, chat: ChatHandlers, service: FakeService) -> None:
     service.snapshots = [(STREAMING, "partial")]
     service.watch_error = NotFound("turn turn-x does not exist")
     started = run(chat.send("Hi", None, {}))
-    turn = collect(chat.stream(started[tab.ui.turn]))[-1][1]
-    settled = run(chat.settle(turn))
-    assert settled[tab.ui.notice] == "⚠️ turn turn\\-x does not exist"
-    assert tab.ui.chatbot in settled  # the watch ended early: redrawn from what is stored
+    steps = collect(chat.stream(started[tab.ui.turn]))
+    pane, turn = steps[-1]
+    assert [m["content"] for m in pane] == ["Hi", "<p>partial</p>"]  # as stored
+    assert run(chat.settle(turn))[tab.ui.notice] == "⚠️ turn turn\\-x does not exist"

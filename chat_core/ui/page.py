@@ -13,6 +13,7 @@ import gradio as gr
 from chat_core.secrets_mask import mask_url
 from chat_core.service import ChatService
 from chat_core.ui.chat import CONVERSATION_KEY, ChatTab
+from chat_core.ui.chat.layout import ACTIONS_CSS
 from chat_core.ui.workflows_tab import build_workflows_tab
 
 __all__ = ["build_ui", "backend_line", "CSS", "CONVERSATION_KEY"]
@@ -24,7 +25,7 @@ CSS = """
 #backend-line { font-size: 0.9em; opacity: 0.85; }
 /* User messages are escaped plain text (render.user_html): keep their line breaks. */
 #chatbot [data-testid="user"] { white-space: pre-wrap; }
-"""
+""" + ACTIONS_CSS
 
 
 def backend_line(service: ChatService) -> str:

@@ -2,9 +2,9 @@
 page's `.then()` chains, so the actions that start a turn answer them from a single event that
 runs the same handlers as the page, start to end: the turn accepted, the reply as it grows, the
 turn settled. As Gradio's own ChatInterface does for its /chat endpoint, these events hang on a
-button that is never shown, and skip Gradio's postprocessing: every value they send is a plain
-value (the pane's messages as {"role", "content"} with the content as HTML), so a streamed
-update costs one output's worth of work, not one per output.
+button that is never shown, and skip Gradio's postprocessing: they send plain values (the
+pane's messages as {"role", "content"} with the content as HTML), so a streamed update costs
+next to nothing; a handler's property update (the sidebar's new choices) goes out once as is.
 
 Their outputs, in this order (API clients read them by position; State outputs are not sent):
 the conversation id, the selected conversation in the sidebar, the pane, the notice, the text
@@ -15,7 +15,6 @@ from __future__ import annotations
 from typing import Any, AsyncIterator
 
 from chat_core.ui.chat.handlers import ChatHandlers, Changes
-from chat_core.ui.chat.streaming import follow_reply
 
 Row = list[Any]
 
@@ -60,16 +59,14 @@ class ApiAnswers:
         turn = values[ui.turn]
         if not turn:
             return
-        async for entry, state in follow_reply(self.handlers.service, turn,
-                                               self.handlers.share_mode):
+        async for pane, state in self.handlers.follow(turn):
             values[ui.turn] = state
-            if entry is None:
-                values[ui.notice] = state.get("notice", "")
-            else:
-                values[ui.chatbot] = (turn.get("shown") or []) + [entry]
+            if pane is not None:
+                values[ui.chatbot] = pane
+            if state.get("notice"):
+                values[ui.notice] = state["notice"]
             yield self._row(values)
-        settled = await self.handlers.settle(values[ui.turn])
-        yield self._row(values, _apply(values, settled))
+        yield self._row(values, _apply(values, await self.handlers.settle(values[ui.turn])))
 
     def _row(self, values: dict[Any, Any], updates: Changes | None = None) -> Row:
         """The outputs in order: plain values, but an update a handler made goes out as it is

@@ -24,6 +24,9 @@ from chat_core.ui.chat.handlers import ChatHandlers
 # semaphore is the real cap (LLM_MAX_CONCURRENCY).
 UNCAPPED: dict[str, Any] = {"concurrency_limit": None}
 PRIVATE: dict[str, Any] = {"api_visibility": "private"}
+# The page's own steps that answer once skip Gradio's queue, as ChatInterface's do: one
+# request, where a queued event costs a join, an event stream and the queue's bookkeeping.
+DIRECT: dict[str, Any] = {"queue": False}
 
 
 class ChatEvents:
@@ -31,12 +34,13 @@ class ChatEvents:
         self.handlers = handlers
         self.api = ApiAnswers(handlers)
         ui = handlers.ui
-        self.shown = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box, ui.stop,
-                      ui.title, *ui.actions, *ui.settings_fields, ui.turn, ui.view]
+        self.shown = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box,
+                      ui.title, ui.actions, ui.position, *ui.settings_fields, ui.turn, ui.view]
         self.started = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box,
-                        ui.stop, ui.title, *ui.actions, ui.turn]
-        self.again = [ui.chatbot, ui.notice, ui.box, ui.stop, *ui.actions, ui.turn]
-        self.settled = [ui.chatbot, ui.notice, ui.box, ui.stop, *ui.actions, ui.turn, ui.view]
+                        ui.title, ui.actions, ui.turn]
+        self.again = [ui.chatbot, ui.notice, ui.box, ui.actions, ui.turn]
+        self.settled = [ui.notice, ui.box, ui.actions, ui.position, ui.turn, ui.view]
+        self.browsed = [ui.chatbot, *self.settled]
 
     def wire(self) -> None:
         self._turns()
@@ -55,25 +59,25 @@ class ChatEvents:
         h, ui = self.handlers, self.handlers.ui
         first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.turn], **PRIVATE,
                    **UNCAPPED).then(h.settle, inputs=[ui.turn], outputs=self.settled,
-                                    show_progress="hidden", **PRIVATE, **UNCAPPED)
+                                    show_progress="hidden", **PRIVATE, **DIRECT)
 
     def _turns(self) -> None:
         h, ui, api = self.handlers, self.handlers.ui, self.api
         context = [ui.conversation, ui.view]
         # The page's first steps are private: their public names belong to the API's events.
         self._follow(ui.box.submit(h.send, inputs=[ui.box, *context], outputs=self.started,
-                                   api_name="page_send", **PRIVATE, **UNCAPPED))
+                                   api_name="page_send", **PRIVATE, **DIRECT))
         for button, handler, name in ((ui.retry, h.retry, "retry"),
                                       (ui.regenerate, h.retry, "regenerate"),
                                       (ui.proceed, h.continue_reply, "continue")):
             self._follow(button.click(handler, inputs=context, outputs=self.again,
-                                      api_name=f"page_{name}", **PRIVATE, **UNCAPPED))
+                                      api_name=f"page_{name}", **PRIVATE, **DIRECT))
         self._follow(ui.chatbot.edit(h.edit, inputs=context, outputs=self.shown,
                                      api_name="edit", **UNCAPPED))
         ui.stop.click(h.stop, inputs=[ui.turn], api_name="stop", **UNCAPPED)
         for button, handler, name in ((ui.previous, h.previous, "previous"),
                                       (ui.following, h.next, "next")):
-            button.click(handler, inputs=context, outputs=self.settled, api_name=name,
+            button.click(handler, inputs=context, outputs=self.browsed, api_name=name,
                          show_progress="hidden", **UNCAPPED)
         # The actions that start a turn, for API clients: one call each (api.py).
         io: dict[str, Any] = {"outputs": self.api.outputs, "postprocess": False, **UNCAPPED}

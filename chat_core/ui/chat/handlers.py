@@ -21,7 +21,7 @@ from chat_core.states import ERROR
 from chat_core.ui.chat.files import read_import, write_export
 from chat_core.ui.chat.layout import ChatLayout
 from chat_core.ui.chat.streaming import RESTARTING, follow_reply
-from chat_core.ui.chat.view import (BRANCHED_NOTICE, FAILED_NOTICE, PENDING_REPLY, SHOWN_TURNS,
+from chat_core.ui.chat.view import (BRANCHED_NOTICE, BUSY_ACTIONS, FAILED_NOTICE, PENDING_REPLY, SHOWN_TURNS,
                                     Following, Pane, TurnActions, earlier_turns_note, edit_text,
                                     following, pane_lines_up, sendable, warning,
                                     without_last_reply)
@@ -70,24 +70,14 @@ class ChatHandlers:
     def idle(self, view: dict[str, Any]) -> Changes:
         """The input enabled, and the actions the newest turn offers."""
         ui, offer = self.ui, TurnActions.of(view)
-        many = offer.browsable
-        return {ui.box: gr.update(interactive=True), ui.stop: gr.update(visible=False),
-                ui.turn: None, ui.view: view,
-                ui.retry: gr.update(visible=offer.retry),
-                ui.regenerate: gr.update(visible=offer.regenerate),
-                ui.proceed: gr.update(visible=offer.proceed),
-                ui.previous: gr.update(visible=many, interactive=offer.index > 0),
-                ui.following: gr.update(visible=many,
-                                        interactive=offer.index < offer.alternatives - 1),
-                ui.position: gr.update(visible=many, value=offer.position if many else "")}
+        return {ui.box: gr.update(interactive=True), ui.turn: None, ui.view: view,
+                ui.actions: gr.update(elem_classes=offer.classes), ui.position: offer.position}
 
     def busy(self, turn: Following) -> Changes:
         """The input locked and Stop offered while `turn`'s reply is generated."""
         ui = self.ui
-        out: Changes = {ui.box: gr.update(value="", interactive=False),
-                        ui.stop: gr.update(visible=True), ui.turn: turn}
-        out.update({action: gr.update(visible=False) for action in ui.actions})
-        return out
+        return {ui.box: gr.update(value="", interactive=False), ui.turn: turn,
+                ui.actions: gr.update(elem_classes=BUSY_ACTIONS)}
 
     def started(self, conversation_id: str, turn_id: str, reply_id: str, shown: Pane,
                 note: str = "") -> Changes:
@@ -202,35 +192,52 @@ class ChatHandlers:
 
     # -- following it -------------------------------------------------------------------------
 
+    async def follow(self, turn: Following) -> AsyncIterator[tuple[Pane | None, Following]]:
+        """(the pane, the turn as it stands) each time the pane should be redrawn; the pane is
+        None when only the turn changed (the watch ended on an error: its `notice`). The last
+        pair is checked against what is stored: the turn gets the conversation's `view`, and
+        the pane is the stored one where the streamed one may not match it (view.pane_lines_up).
+        """
+        shown = turn.get("shown") or []
+        pane: Pane | None = None
+        state = turn
+        async for entry, state in follow_reply(self.service, turn, self.share_mode):
+            if entry is None:
+                yield None, state
+            elif state.get("finished"):
+                pane = shown + [entry]  # drawn below, once checked
+            else:
+                pane = shown + [entry]
+                yield pane, state
+        try:
+            stored, view, _ = await self.load(state["conversation"])
+        except ChatError as exc:  # deleted meanwhile, or the database is away
+            yield pane, {**state, "view": {}, "notice": warning(exc)}
+            return
+        lines_up = pane is not None and pane_lines_up(view, stored, shown, state)
+        yield (pane if lines_up else stored), {**state, "view": view}
+
     async def stream(self, turn: Following | None) -> AsyncIterator[Any]:
-        """Redraw the pane as the reply grows: outputs [chatbot, turn]; the turn (a State, free
-        to send) carries how the reply ended to `settle`. When the app begins to stop, the next
-        step cannot reach it any more: the warning goes out from here."""
+        """Draw the reply into the pane as it grows: outputs [chatbot, turn]; the turn (a State,
+        sent nowhere) carries how the reply ended, and the conversation's view, to `settle`.
+        When the app begins to stop, the next step cannot reach it: the warning goes out from
+        here."""
         if not turn:
             yield gr.skip()  # (an empty generator would blank its outputs on the page)
             return
-        shown = turn.get("shown") or []
-        async for entry, state in follow_reply(self.service, turn, self.share_mode):
-            if entry is not None:
-                yield [shown + [entry], state]
-                continue
-            if state.get("status") == RESTARTING:
+        async for pane, state in self.follow(turn):
+            if state.get("status") == RESTARTING and pane is None:
                 gr.Warning(state.get("notice"))
-            yield [gr.skip(), state]
+            yield [gr.skip() if pane is None else pane, state]
 
     async def settle(self, turn: Following | None) -> Any:
-        """After the stream: the input back, the newest turn's actions, the pane redrawn from
-        the database only where it may not match it (view.pane_lines_up)."""
+        """After the stream: the input back, the newest turn's actions, and a notice if the
+        reply failed or could not be followed. (Async with nothing to await: Gradio runs a
+        plain function on a worker thread.)"""
         if not turn:
             return gr.skip()
         ui = self.ui
-        try:
-            shown, view, _ = await self.load(turn["conversation"])
-        except ChatError as exc:  # deleted meanwhile, or the database is away
-            return {ui.notice: warning(exc), **self.idle({})}
-        out = self.idle(view)
-        if not pane_lines_up(view, shown, turn.get("shown") or [], turn):
-            out[ui.chatbot] = shown
+        out = self.idle(turn.get("view") or {})
         if turn.get("status") == ERROR:
             out[ui.notice] = FAILED_NOTICE
         elif turn.get("notice"):

@@ -1,6 +1,13 @@
 """The Chat tab's components, and nothing else: no handler, no event. `ChatLayout` names every
 component a handler reads or changes; the element ids are what the browser tests and the CSS
-use."""
+use.
+
+The newest turn's buttons (Stop while a reply is generated; then Retry, Regenerate, Continue,
+and the arrows through its alternatives) all stay on the page: the classes of their row,
+`actions`, say which of them show (ACTIONS_CSS, view.TurnActions.classes). Showing and hiding
+them is then one update of one component: Gradio rebuilds every component an event updates
+(or leaves alone among its outputs), so seven buttons updated one by one cost seven rebuilds
+on every turn."""
 
 from __future__ import annotations
 
@@ -37,10 +44,11 @@ class ChatLayout:
     confirm: gr.Button
     keep: gr.Button
     exported: gr.File
-    # The pane, the message box and the newest turn's actions.
+    # The pane, the message box and the newest turn's actions (see the module docstring).
     chatbot: gr.Chatbot
     notice: gr.Markdown
     box: gr.Textbox
+    actions: gr.Row
     stop: gr.Button
     retry: gr.Button
     regenerate: gr.Button
@@ -56,12 +64,6 @@ class ChatLayout:
     save_settings: gr.Button
     # Never shown: the trigger of the API-only events (see events.py).
     api_only: gr.Button
-
-    @property
-    def actions(self) -> list[Any]:
-        """What the newest turn offers once its reply has ended."""
-        return [self.retry, self.regenerate, self.proceed, self.previous, self.position,
-                self.following]
 
     @property
     def settings_fields(self) -> list[Any]:
@@ -85,8 +87,9 @@ def build_layout(max_message_chars: int) -> ChatLayout:
         with gr.Column(scale=4):
             parts.update(_header())
             parts.update(_pane(max_message_chars))
-            with gr.Row(elem_id="actions"):
+            with gr.Row(elem_id="actions") as actions:
                 parts.update(_actions())
+            parts["actions"] = actions
             with gr.Accordion("Settings for this conversation", open=False,
                               elem_id="settings"):
                 parts.update(_settings())
@@ -150,7 +153,7 @@ def _pane(max_message_chars: int) -> dict[str, Any]:
 
 
 def _actions() -> dict[str, Any]:
-    small: dict[str, Any] = dict(visible=False, size="sm", scale=0, min_width=110)
+    small: dict[str, Any] = dict(size="sm", scale=0, min_width=110)
     arrow = {**small, "min_width": 44}
     return {
         "stop": gr.Button("■ Stop", variant="stop", elem_id="stop", **small),
@@ -158,9 +161,20 @@ def _actions() -> dict[str, Any]:
         "regenerate": gr.Button("↻ Regenerate", elem_id="regenerate", **small),
         "proceed": gr.Button("→ Continue", elem_id="continue", **small),
         "previous": gr.Button("◀", elem_id="alt-prev", **arrow),
-        "position": gr.Markdown("", visible=False, elem_id="alt-position"),
+        "position": gr.Markdown("", elem_id="alt-position"),
         "following": gr.Button("▶", elem_id="alt-next", **arrow),
     }
+
+
+# Which of the turn's buttons show, by the classes of their row (view.TurnActions.classes). A
+# hidden button is out of the layout and out of the keyboard's reach; an arrow at the end of
+# the alternatives is dimmed and ignores clicks (the handler ignores a step past the end too).
+ACTIONS_CSS = """
+#actions:not(.busy) #stop, #actions:not(.retry) #retry,
+#actions:not(.regenerate) #regenerate, #actions:not(.continue) #continue,
+#actions:not(.alternatives) :is(#alt-prev, #alt-position, #alt-next) { display: none !important; }
+#actions.first #alt-prev, #actions.last #alt-next { pointer-events: none; opacity: 0.5; }
+"""
 
 
 def _settings() -> dict[str, Any]:

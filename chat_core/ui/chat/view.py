@@ -27,9 +27,10 @@ BRANCHED_NOTICE = "Edited in a new branch; the original conversation is unchange
 
 
 class Following(TypedDict, total=False):
-    """The `turn` state while a reply streams: enough for Stop, for the stream step to draw the
-    reply after `shown`, and for the step after it to check what the pane ended up showing.
-    The stream step adds how the reply ended: `status`, `finished`, `reply_id`, `notice`."""
+    """The `turn` state while a reply streams: enough for Stop, and for the stream step to draw
+    the reply after `shown`. The stream step adds how the reply ended (`status`, `finished`,
+    `reply_id`, a `notice` when it could not be followed to its end) and the conversation's
+    `view` once it ended, for the settle step."""
     id: str
     conversation: str
     reply_id: str | None
@@ -37,6 +38,7 @@ class Following(TypedDict, total=False):
     status: str
     finished: bool
     notice: str
+    view: dict[str, Any]
 
 
 def following(turn_id: str, conversation: str, shown: Pane, reply_id: str | None = None
@@ -91,7 +93,21 @@ class TurnActions:
 
     @property
     def position(self) -> str:
-        return f"{self.index + 1} / {self.alternatives}"
+        return f"{self.index + 1} / {self.alternatives}" if self.browsable else ""
+
+    @property
+    def classes(self) -> list[str]:
+        """The classes of the actions row that show these actions (layout.ACTIONS_CSS)."""
+        shown = [name for name, on in (("retry", self.retry), ("regenerate", self.regenerate),
+                                       ("continue", self.proceed)) if on]
+        if self.browsable:
+            shown.append("alternatives")
+            shown += ["first"] if self.index <= 0 else []
+            shown += ["last"] if self.index >= self.alternatives - 1 else []
+        return shown
+
+
+BUSY_ACTIONS = ["busy"]  # while a reply is generated: Stop, and nothing else
 
 
 def pane_lines_up(view: dict[str, Any], shown: Pane, before: Pane, turn: Following) -> bool:
