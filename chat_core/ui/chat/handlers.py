@@ -5,8 +5,8 @@ do) and its answer read by component, without launching Gradio.
 
 Starting a turn is three steps, chained on the page (events.py): a handler here that starts it
 and shows the message with a pending reply (`send`, `retry`, `continue_reply`, `edit`, or
-`open` when a reply is already being generated), `stream`, which only redraws the pane, then
-`settle`, which shows what the turn left: the input back, the newest turn's actions."""
+`open` when a reply is already being generated), `stream`, which only draws the pane, then
+`settle`, which gives the input back with the newest turn's actions."""
 
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ from chat_core.states import ERROR
 from chat_core.ui.chat.files import read_import, write_export
 from chat_core.ui.chat.layout import ChatLayout
 from chat_core.ui.chat.streaming import RESTARTING, follow_reply
-from chat_core.ui.chat.view import (BRANCHED_NOTICE, BUSY_ACTIONS, FAILED_NOTICE, PENDING_REPLY, SHOWN_TURNS,
-                                    Following, Pane, TurnActions, earlier_turns_note, edit_text,
-                                    following, pane_lines_up, sendable, warning,
-                                    without_last_reply)
+from chat_core.ui.chat.view import (BRANCHED_NOTICE, BUSY_ACTIONS, FAILED_NOTICE,
+                                    PENDING_REPLY, SHOWN_TURNS, Following, Pane, TurnActions,
+                                    earlier_turns_note, edit_text, following, pane_lines_up,
+                                    sendable, warning, without_last_reply)
 from chat_core.ui.render import conversation_view, safe_markdown, user_html
 
 Changes = dict[Any, Any]  # component -> value or gr.update(...)
