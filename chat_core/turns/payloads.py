@@ -68,21 +68,21 @@ class LLMOutput(TypedDict):
     attempts: NotRequired[int]
 
 
-class Outcome(TypedDict, total=False):
-    """What save_reply records: a completion with its status, or the error."""
+class Answered(LLMOutput):
+    """What save_reply records for a reply the model produced."""
 
-    status: ReplyStatus
+    status: ReplyStatus           # COMPLETE, or STOPPED
+
+
+class Failed(TypedDict):
+    """What save_reply records for a reply the model could not produce."""
+
+    status: ReplyStatus           # ERROR
     error: str
     attempts: int
-    text: str
-    finish_reason: str
-    model: str
-    prompt_tokens: int
-    completion_tokens: int
-    tokens_estimated: bool
-    ttft_ms: float | None
-    latency_ms: float
-    params: TurnParams
+
+
+Outcome = Answered | Failed
 
 
 class TurnResult(TypedDict):

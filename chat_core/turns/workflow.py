@@ -159,8 +159,8 @@ async def _run_turn(turn_id: str, request: TurnRequest) -> TurnResult:
         completion: LLMOutput = await DBOS.run_step_async(
             _llm_step_options(), call_llm, turn_id, saved, prompt, request["params"]
         )
-        outcome: Outcome = {"status": STOPPED if completion["finish_reason"] == "stopped" else COMPLETE,
-                   **completion}
+        status = STOPPED if completion["finish_reason"] == "stopped" else COMPLETE
+        outcome: Outcome = {"status": status, **completion}
     except dbos_error.DBOSMaxStepRetriesExceeded as exc:
         last = exc.errors[-1] if exc.errors else exc
         outcome = {"status": ERROR, "attempts": exc.max_retries,
