@@ -278,6 +278,8 @@ def test_the_api_send_answers_with_the_whole_turn_in_plain_values(
     # A refused message: one row, the text still in the box.
     refused = collect(api.send("   ", conversation, view))
     assert len(refused) == 1 and refused[0][3].startswith("⚠️") and refused[0][4] == "   "
+    # Text that cannot go back out (a lone surrogate) is left in the box: no value for it.
+    assert collect(api.send("\ud800", "no-such-conversation", view))[0][4] == SKIP
 
 
 def test_the_api_send_says_when_the_app_restarts(tab: ChatTab, chat: ChatHandlers,

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from typing import Any, AsyncIterator
 
+import gradio as gr
+
 from chat_core.ui.chat.handlers import ChatHandlers, Changes
 
 Row = list[Any]
@@ -51,10 +53,13 @@ class ApiAnswers:
                        view: dict[str, Any] | None) -> AsyncIterator[Row]:
         """The turn `first` started (if any), followed to its end, as rows of plain values."""
         ui = self.handlers.ui
+        # The pane, the notice and the box are left as they are until a handler sets them
+        # (gr.skip(): a refused message that cannot go back in the box stays there); by the
+        # time the reply streams every output has a value, and a row of values costs nothing.
         values: dict[Any, Any] = {
             ui.conversation: conversation_id, ui.conversations: conversation_id,
-            ui.chatbot: (view or {}).get("shown") or [], ui.notice: "", ui.box: "",
-            ui.turn: None, ui.view: view or {}}
+            ui.chatbot: gr.skip(), ui.notice: gr.skip(), ui.box: gr.skip(), ui.turn: None,
+            ui.view: view or {}}
         yield self._row(values, _apply(values, first))
         turn = values[ui.turn]
         if not turn:
