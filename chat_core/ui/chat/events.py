@@ -34,6 +34,9 @@ class ChatEvents:
         self.handlers = handlers
         self.api = ApiAnswers(handlers)
         ui = handlers.ui
+        # What each kind of step may change: a conversation shown (ChatHandlers.open), a turn
+        # started (send, and retry/continue in the open conversation), the turn settled, an
+        # alternative reply shown.
         self.shown = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box,
                       ui.title, ui.actions, ui.position, *ui.settings_fields, ui.turn, ui.view]
         self.started = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box,
