@@ -20,7 +20,6 @@ The chat pane renders this HTML as it is (no second Markdown pass, no LaTeX).
 """
 
 from __future__ import annotations
-from chat_core.states import CANCELLED, ERROR, IN_FLIGHT, STOPPED
 
 import functools
 import html
@@ -30,6 +29,8 @@ from urllib.parse import urlsplit
 
 import nh3
 from markdown_it import MarkdownIt
+
+from chat_core.states import CANCELLED, ERROR, IN_FLIGHT, STOPPED
 
 _BLOCK_TAGS = {"p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre",
                "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td"}
