@@ -82,7 +82,7 @@ def test_the_model_server_dies_with_the_app(database_url: str, tmp_path: Path) -
         out = subprocess.run(["ps", "-eww", "-o", "pid,args"], capture_output=True,
                              text=True).stdout
         pids = [int(line.split()[0]) for line in out.splitlines()
-                if "local_llm_server" in line and f"--port {port}" in line]
+                if "chat_core.llm.local_server" in line and f"--port {port}" in line]
         assert len(pids) == 1
         app.kill9()
         wait_until(lambda: not _alive(pids[0]), timeout=10)

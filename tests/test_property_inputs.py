@@ -206,7 +206,8 @@ def test_gradio_http_send_with_lone_surrogates(app: InProcessApp, text: str) -> 
     # The notice names the first problem found: a NUL in the same text may come first.
     assert "surrogate" in notice or ("\x00" in text and "NUL" in notice), notice
     # Kept for the user to fix: the box is left as it is (an update that sets no value). It is
-    # not sent back: Gradio's queue stream cannot encode a lone surrogate (ui_chat._sendable).
+    # not sent back: Gradio's queue stream cannot encode a lone surrogate
+    # (sendable in chat_core/ui/chat/view.py).
     assert isinstance(box, dict) and "value" not in box, box
     assert query(app.settings.database_url or "", "SELECT count(*) FROM messages")[0][0] == before
 
