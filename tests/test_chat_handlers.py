@@ -128,11 +128,12 @@ def test_stream_redraws_only_the_pane_then_settle_gives_the_input_back(
     steps = collect(chat.stream(started[ui.turn]))
     assert [pane[-1]["content"] for pane, _ in steps] == ["<p>Hel</p>", "<p>Hello</p>"]
     assert all(pane[:-1] == [{"role": "user", "content": "Hi"}] for pane, _ in steps)
-    turn = steps[-1][1]
-    assert turn["status"] == COMPLETE and turn["finished"]
-    assert turn["view"]["ids"][-1] == turn["reply_id"]  # checked against what is stored
+    assert all(ended == SKIP for _, ended in steps[:-1])  # written once, with the last update
+    ended = steps[-1][1]
+    assert ended["status"] == COMPLETE and ended["finished"]
+    assert ended["view"]["ids"][-1] == ended["reply_id"]  # checked against what is stored
 
-    settled = run(chat.settle(turn))
+    settled = run(chat.settle(started[ui.turn], ended))
     assert within(settled, tab.events.settled)
     assert settled[ui.box] == gr.update(interactive=True) and settled[ui.turn] is None
     assert settled[ui.actions] == gr.update(elem_classes=["regenerate"])
@@ -153,8 +154,8 @@ def test_a_failed_reply_offers_retry(tab: ChatTab, chat: ChatHandlers,
                                      service: FakeService) -> None:
     service.snapshots = [(ERROR, "")]
     started = run(chat.send("Hi", None, {}))
-    turn = collect(chat.stream(started[tab.ui.turn]))[-1][1]
-    settled = run(chat.settle(turn))
+    ended = collect(chat.stream(started[tab.ui.turn]))[-1][1]
+    settled = run(chat.settle(started[tab.ui.turn], ended))
     assert settled[tab.ui.notice] == FAILED_NOTICE
     assert settled[tab.ui.actions] == gr.update(elem_classes=["retry"])
 
@@ -170,7 +171,8 @@ def test_when_the_app_stops_the_stream_step_warns_itself(
         steps = collect(chat.stream(started[tab.ui.turn]))
     assert [pane for pane, _ in steps][1] == SKIP  # the warning's step leaves the pane
     assert steps[-1][1]["notice"] == RESTARTING_NOTICE
-    assert run(chat.settle(steps[-1][1]))[tab.ui.notice] == RESTARTING_NOTICE
+    assert run(chat.settle(started[tab.ui.turn], steps[-1][1]))[tab.ui.notice] == \
+        RESTARTING_NOTICE
 
 
 def test_a_conversation_gone_meanwhile_gives_the_input_back(
@@ -180,14 +182,29 @@ def test_a_conversation_gone_meanwhile_gives_the_input_back(
     started = run(chat.send("Hi", None, {}))
     turn = started[tab.ui.turn]
     run(service.delete_conversation(turn["conversation"]))
-    settled = run(chat.settle(collect(chat.stream(turn))[-1][1]))
+    steps = collect(chat.stream(turn))
+    assert steps[-1][0] == SKIP  # the deleted conversation's text is not drawn again
+    settled = run(chat.settle(turn, steps[-1][1]))
     assert settled[tab.ui.notice].startswith("⚠️ conversation")
     assert settled[tab.ui.box] == gr.update(interactive=True)
 
 
 def test_no_turn_to_follow_changes_nothing(chat: ChatHandlers) -> None:
     assert collect(chat.stream(None)) == [SKIP]
-    assert run(chat.settle(None)) == SKIP
+    assert run(chat.settle(None, None)) == SKIP
+
+
+def test_a_chain_that_ended_after_another_began_leaves_the_page_to_it(
+        tab: ChatTab, chat: ChatHandlers) -> None:
+    """A reply streaming in one chat, a new chat sent meanwhile: the first chain's end must not
+    settle the page (unlock the box, hide Stop, show the old view) while the second streams,
+    and Stop must keep naming the second."""
+    first = run(chat.send("one", None, {}))[tab.ui.turn]
+    second = run(chat.send("two", None, {}))[tab.ui.turn]  # the page's `turn` is now this one
+    first_ended = collect(chat.stream(first))[-1][1]
+    assert run(chat.settle(second, first_ended)) == SKIP
+    settled = run(chat.settle(second, collect(chat.stream(second))[-1][1]))
+    assert settled[tab.ui.box] == gr.update(interactive=True)
 
 
 def test_stop_stops_the_turn_being_followed(chat: ChatHandlers, service: FakeService) -> None:
@@ -298,4 +315,5 @@ def test_a_watch_error_redraws_the_stored_pane_and_keeps_its_notice(
     steps = collect(chat.stream(started[tab.ui.turn]))
     pane, turn = steps[-1]
     assert [m["content"] for m in pane] == ["Hi", "<p>partial</p>"]  # as stored
-    assert run(chat.settle(turn))[tab.ui.notice] == "⚠️ turn turn\\-x does not exist"
+    assert run(chat.settle(started[tab.ui.turn], turn))[tab.ui.notice] == \
+        "⚠️ turn turn\\-x does not exist"

@@ -111,6 +111,10 @@ def test_no_direct_api_and_no_monitoring(shared: InProcessApp) -> None:
         for path in ("/monitoring", "/monitoring/summary"):
             page = http.get(path)
             assert page.status_code == 403 and "not enabled" in page.text
+    # The page's queue-less first step is a plain request, but only after a login.
+    anonymous = httpx.post(f"{shared.url}/gradio_api/run/page_send",
+                           json={"data": ["hi", None, {}]})
+    assert anonymous.status_code in (401, 403), anonymous.text
 
 
 def test_links_and_images_in_replies_are_inert_in_share_mode() -> None:

@@ -71,7 +71,8 @@ class ApiAnswers:
             if state.get("notice"):
                 values[ui.notice] = state["notice"]
             yield self._row(values)
-        yield self._row(values, _apply(values, await self.handlers.settle(values[ui.turn])))
+        settled = await self.handlers.settle(turn, values[ui.turn])
+        yield self._row(values, _apply(values, settled))
 
     def _row(self, values: dict[Any, Any], updates: Changes | None = None) -> Row:
         """The outputs in order: plain values, but an update a handler made goes out as it is

@@ -60,8 +60,8 @@ class ChatEvents:
     def _follow(self, first: Any) -> None:
         """Chain the stream and settle steps after an event that may have started a turn."""
         h, ui = self.handlers, self.handlers.ui
-        first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.turn], **PRIVATE,
-                   **UNCAPPED).then(h.settle, inputs=[ui.turn], outputs=self.settled,
+        first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.ended], **PRIVATE,
+                   **UNCAPPED).then(h.settle, inputs=[ui.turn, ui.ended], outputs=self.settled,
                                     show_progress="hidden", **PRIVATE, **DIRECT)
 
     def _turns(self) -> None:

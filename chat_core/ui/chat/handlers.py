@@ -212,36 +212,47 @@ class ChatHandlers:
         try:
             stored, view, _ = await self.load(state["conversation"])
         except ChatError as exc:  # deleted meanwhile, or the database is away
-            yield pane, {**state, "view": {}, "notice": warning(exc)}
+            # Its text is not drawn again over what the page shows now (a new chat, after a
+            # delete): only the notice goes on.
+            yield None, {**state, "view": {}, "notice": warning(exc)}
             return
         lines_up = pane is not None and pane_lines_up(view, stored, shown, state)
         yield (pane if lines_up else stored), {**state, "view": view}
 
     async def stream(self, turn: Following | None) -> AsyncIterator[Any]:
-        """Draw the reply into the pane as it grows: outputs [chatbot, turn]; the turn (a State,
-        sent nowhere) carries how the reply ended, and the conversation's view, to `settle`.
-        When the app begins to stop, the next step cannot reach it: the warning goes out from
-        here."""
+        """Draw the reply into the pane as it grows: outputs [chatbot, ended]. `ended` (a State,
+        sent nowhere) is written once, with the last update: how the reply ended and the
+        conversation's view, for `settle`. `turn` is left alone: several chains of one page
+        may stream at once (a new chat sent while the last one streams), and Stop must stop
+        the one shown. When the app begins to stop, the next step cannot reach it: the
+        warning goes out from here, and stays until the page is reloaded."""
         if not turn:
             yield gr.skip()  # (an empty generator would blank its outputs on the page)
             return
+        held: Any = None
+        state: Following = turn
         async for pane, state in self.follow(turn):
             if state.get("status") == RESTARTING and pane is None:
-                gr.Warning(state.get("notice"))
-            yield [gr.skip() if pane is None else pane, state]
+                gr.Warning(state.get("notice"), duration=None)
+            if held is not None:
+                yield [held, gr.skip()]
+            held = gr.skip() if pane is None else pane
+        yield [gr.skip() if held is None else held, state]
 
-    async def settle(self, turn: Following | None) -> Any:
+    async def settle(self, turn: Following | None, ended: Following | None) -> Any:
         """After the stream: the input back, the newest turn's actions, and a notice if the
-        reply failed or could not be followed. (Async with nothing to await: Gradio runs a
-        plain function on a worker thread.)"""
-        if not turn:
+        reply failed or could not be followed; nothing when the page has moved on to another
+        turn or conversation since this chain began (`turn` no longer names the one that
+        `ended`). (Async with nothing to await: Gradio runs a plain function on a worker
+        thread.)"""
+        if not turn or not ended or ended.get("id") != turn.get("id"):
             return gr.skip()
         ui = self.ui
-        out = self.idle(turn.get("view") or {})
-        if turn.get("status") == ERROR:
+        out = self.idle(ended.get("view") or {})
+        if ended.get("status") == ERROR:
             out[ui.notice] = FAILED_NOTICE
-        elif turn.get("notice"):
-            out[ui.notice] = turn["notice"]
+        elif ended.get("notice"):
+            out[ui.notice] = ended["notice"]
         return out
 
     async def stop(self, turn: Following | None) -> None:

@@ -26,9 +26,11 @@ CONVERSATION_KEY = "durable-chat-conversation"
 class ChatLayout:
     # What the page remembers. The open conversation survives reloads and app restarts in the
     # browser's localStorage; `turn` is the reply being streamed (for Stop and the steps after
-    # it); `view` is what the pane shows: message ids and the newest turn's alternatives.
+    # it); `ended` is how it ended, from the stream step to the settle step; `view` is what the
+    # pane shows: message ids and the newest turn's alternatives.
     conversation: gr.BrowserState
     turn: gr.State
+    ended: gr.State
     view: gr.State
     # The sidebar.
     new_chat: gr.Button
@@ -79,6 +81,7 @@ def build_layout(max_message_chars: int) -> ChatLayout:
         "conversation": gr.BrowserState(None, storage_key=CONVERSATION_KEY,
                                         secret="durable-chat/open-conversation"),
         "turn": gr.State(None),
+        "ended": gr.State(None),
         "view": gr.State({}),
     }
     with gr.Row(equal_height=False):
