@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import nh3
 from markdown_it import MarkdownIt
 
+from chat_core.errors import ChatError
 from chat_core.states import CANCELLED, ERROR, IN_FLIGHT, STOPPED
 
 _BLOCK_TAGS = {"p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre",
@@ -152,6 +153,11 @@ def safe_markdown(text: str) -> str:
     backslash-escaped (no emphasis, link, image, HTML, entity or autolink can start) and line
     breaks become spaces (no heading, list, fence or reference definition can start)."""
     return _MD_PUNCTUATION.sub(r"\\\1", _LINE_BREAKS.sub(" ", _valid_text(text)))
+
+
+def warning(exc: ChatError) -> str:
+    """A refusal as a notice line shows it: the message made inert for Markdown."""
+    return f"⚠️ {safe_markdown(exc.message)}"
 
 
 STATUS_NOTES = {

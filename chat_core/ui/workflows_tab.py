@@ -17,7 +17,7 @@ from chat_core.errors import ChatError, InvalidInput
 from chat_core.service import ChatService
 from chat_core.states import MAX_SYSTEM_PROMPT_CHARS, WORKFLOW_STATES
 from chat_core.turns.workflow import STEP_NAMES
-from chat_core.ui.render import safe_markdown
+from chat_core.ui.render import safe_markdown, warning
 
 TURN_COLUMNS = ["workflow", "conversation", "status", "reply", "started", "seconds",
                 "recoveries", "error"]
@@ -142,7 +142,7 @@ class WorkflowHandlers:
             info = await self.service.workflows.cancel(workflow_id)
             message = f"Cancelled `{workflow_id}`: now {info['status']}."
         except ChatError as exc:
-            message = _warning(exc)
+            message = warning(exc)
         return await self._answer(message, workflow_id, status)
 
     async def resume(self, workflow_id: str | None, step: Any, status: str) -> Answer:
@@ -151,7 +151,7 @@ class WorkflowHandlers:
             info = await self.service.workflows.resume(workflow_id)
             message = f"Resumed `{workflow_id}`: now {info['status']}."
         except ChatError as exc:
-            message = _warning(exc)
+            message = warning(exc)
         return await self._answer(message, workflow_id, status)
 
     async def fork(self, workflow_id: str | None, step: Any, status: str, temperature: str,
@@ -165,7 +165,7 @@ class WorkflowHandlers:
                        + (f" with {safe_markdown(changed)}" if changed else "")
                        + "; its reply is added next to the original.")
         except ChatError as exc:
-            message = _warning(exc)
+            message = warning(exc)
         return await self._answer(message, workflow_id, status)
 
     async def _answer(self, message: str, workflow_id: str, status: str) -> Answer:
@@ -228,10 +228,6 @@ def whole_step(step: Any) -> int:
             and step == int(step):
         return int(step)
     raise InvalidInput(f"pick the step to fork from (1–{len(STEP_NAMES)})")
-
-
-def _warning(exc: ChatError) -> str:
-    return f"⚠️ {safe_markdown(exc.message)}"
 
 
 def _clock(stamp: str | None) -> str:

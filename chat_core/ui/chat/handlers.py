@@ -24,8 +24,8 @@ from chat_core.ui.chat.streaming import RESTARTING, follow_reply
 from chat_core.ui.chat.view import (BRANCHED_NOTICE, BUSY_ACTIONS, FAILED_NOTICE,
                                     PENDING_REPLY, SHOWN_TURNS, Following, Pane, TurnActions,
                                     earlier_turns_note, edit_text, following, pane_lines_up,
-                                    sendable, warning, without_last_reply)
-from chat_core.ui.render import conversation_view, safe_markdown, user_html
+                                    sendable, without_last_reply)
+from chat_core.ui.render import conversation_view, safe_markdown, user_html, warning
 
 Changes = dict[Any, Any]  # component -> value or gr.update(...)
 

@@ -15,7 +15,8 @@ from typing import AsyncIterator
 from chat_core.errors import ChatError, ShuttingDown
 from chat_core.service import ChatService
 from chat_core.states import ERROR
-from chat_core.ui.chat.view import RESTARTING_NOTICE, Following, live_entry, warning
+from chat_core.ui.chat.view import RESTARTING_NOTICE, Following, live_entry
+from chat_core.ui.render import warning
 
 UI_UPDATE_SEC = 0.1
 UI_MAX_UPDATES_PER_SEC = 150

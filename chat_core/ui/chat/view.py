@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, TypedDict
 
-from chat_core.errors import ChatError
 from chat_core.states import ANSWERED, COMPLETE, FAILED, STOPPED
 from chat_core.turns.progress import Snapshot
-from chat_core.ui.render import reply_markdown, safe_markdown
+from chat_core.ui.render import reply_markdown
 
 Pane = list[dict[str, str]]
 # Turns a conversation shows when opened; the whole history stays in the database and the API.
@@ -44,11 +43,6 @@ class Following(TypedDict, total=False):
 def following(turn_id: str, conversation: str, shown: Pane, reply_id: str | None = None
               ) -> Following:
     return Following(id=turn_id, conversation=conversation, reply_id=reply_id, shown=shown)
-
-
-def warning(exc: ChatError) -> str:
-    """A refusal as the notice line shows it: the message made inert for Markdown."""
-    return f"⚠️ {safe_markdown(exc.message)}"
 
 
 def live_entry(snap: Snapshot, share_mode: bool) -> dict[str, str]:
