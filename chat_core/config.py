@@ -69,8 +69,22 @@ class Settings:
     # A turn waits at most this long for an earlier turn of its conversation to finish.
     turn_order_wait_sec: float = 900.0
     db_pool_max: int = 20
-    # "user:password[,user2:password2]": required by --share; protects the UI and the REST API.
+    # "user:password[,user2:password2]": one account each (required by --share unless
+    # SHARE_INVITE is set); any of the SHARE_* accounts settings turns login on.
     share_auth: str = ""
+    # "user[,user2]": the hosts, who see and steer everyone's data (default: the first
+    # SHARE_AUTH user).
+    share_admins: str = ""
+    # An invite code: with it, a visitor can sign up with a name and password of their own.
+    share_invite: str = ""
+    # Text (or the path of a file with it) shown before first use; each person's acceptance is
+    # recorded with its time.
+    share_notice: str = ""
+    # Per person: turns being generated at once, and turns accepted per minute.
+    share_max_in_flight: int = 4
+    share_max_turns_per_minute: int = 20
+    # How long a browser session lasts without a new login.
+    share_session_days: float = 14.0
     # Extra names the app is reached under ("chat.example.org,10.0.0.5"), besides loopback, the
     # listen address (or the machine's names when listening on 0.0.0.0) and the share tunnel.
     allowed_hosts: str = ""
@@ -85,6 +99,11 @@ class Settings:
         return self.database_url is None
 
     @property
+    def accounts_enabled(self) -> bool:
+        """Login is required whenever accounts are configured, with or without --share."""
+        return bool(self.share_auth or self.share_invite)
+
+    @property
     def uses_local_llm(self) -> bool:
         return self.vllm_base_url is None
 
@@ -97,7 +116,7 @@ class Settings:
                 value = mask_url(value)
             if f.name == "llm_api_key":
                 value = "***" if value and value != "EMPTY" else value
-            if f.name == "share_auth" and value:
+            if f.name in ("share_auth", "share_invite") and value:
                 value = "***"
             out[f.name] = value
         return out
@@ -165,7 +184,7 @@ def secret_values(settings: Settings) -> list[str]:
     passwords and the credentials in the configured URLs (also as a driver may quote them,
     undecoded or misparsed). mask_secrets hides them in logs, error messages and pages."""
     passwords = [item.partition(":")[2].strip() for item in settings.share_auth.split(",")]
-    return [settings.llm_api_key, *passwords,
+    return [settings.llm_api_key, *passwords, settings.share_invite,
             *url_credentials(settings.database_url), *url_credentials(settings.vllm_base_url)]
 
 

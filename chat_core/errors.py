@@ -89,3 +89,15 @@ class LLMRejected(ChatError):
 
     status = 502
     code = "llm_rejected"
+
+
+class TooManyTurns(ChatError):
+    """A person's share of the app is used up for now (share mode's per-person limits);
+    `retry_after` says in how many seconds to try again (the Retry-After header)."""
+
+    status = 429
+    code = "too_many_turns"
+
+    @property
+    def retry_after(self) -> int:
+        return max(1, int(self.details.get("retry_after_sec") or 1))

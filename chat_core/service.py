@@ -5,6 +5,7 @@ raise chat_core.errors exceptions whose messages can be shown to a user as they 
 from __future__ import annotations
 
 import asyncio
+import copy
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator
@@ -15,10 +16,12 @@ from dbos import DBOS, SetWorkflowID, WorkflowStatusString
 from dbos._core import WorkflowHandleAsyncTask
 from dbos import error as dbos_error
 
+from chat_core.accounts.person import LOCAL, Person
 from chat_core.store.chat_store import ChatStore, public_conversation, public_message, title_from
+from chat_core.store.turn_admissions import TurnAdmissions
 from chat_core.config import Settings
 from chat_core.errors import (ChatError, Conflict, InvalidInput, NotFound, ShuttingDown,
-                              TurnCancelled, TurnFailed)
+                              TooManyTurns, TurnCancelled, TurnFailed)
 from chat_core.llm.client import LLMClient
 from chat_core.turns.payloads import TurnParams, TurnRequest
 from chat_core.turns.progress import Snapshot, TurnHub
@@ -56,6 +59,10 @@ def turn_id_for(conversation_id: uuid.UUID, idempotency_key: str) -> str:
 
 
 class ChatService:
+    """The service for one person: `for_person` gives each caller their own, whose store
+    answers only what they may see. The one built at start-up serves the local person (no
+    accounts), notebooks and the workflows, and sees everything."""
+
     def __init__(self, settings: Settings, store: ChatStore, llm: LLMClient, hub: TurnHub,
                  backend: dict[str, Any] | None = None) -> None:
         self.settings = settings
@@ -63,7 +70,18 @@ class ChatService:
         self.llm = llm
         self.hub = hub
         self.backend = backend or {}
-        self.workflows = WorkflowAdmin(store, hub)
+        self.person = LOCAL
+        self.admissions = TurnAdmissions(store.db)
+        self.workflows = WorkflowAdmin(store, hub, self.person)
+
+    def for_person(self, person: Person) -> "ChatService":
+        """This service as `person` sees it: every query scoped to them (an admin's to
+        everyone), what they create is theirs, their turns count against their limits."""
+        scoped = copy.copy(self)
+        scoped.person = person
+        scoped.store = self.store.scoped(person)
+        scoped.workflows = WorkflowAdmin(scoped.store, self.hub, person)
+        return scoped
 
     # -- conversations -------------------------------------------------------------------------
 
@@ -232,6 +250,22 @@ class ChatService:
             raise NotFound(f"conversation {cid} does not exist")
         return {"deleted": str(cid), "cancelled_turns": cancelled}
 
+    async def delete_my_data(self) -> dict[str, Any]:
+        """Withdrawal: every conversation of this person (an admin's own only) with its
+        messages, and DBOS's records of their turns, whose inputs and step outputs hold the
+        same text. Exports and notebooks read these tables, so they no longer contain it."""
+        if self.person.id is None:
+            raise InvalidInput("deleting a person's data needs accounts (SHARE_AUTH)")
+        deleted, turns = 0, []
+        while rows := await self.store.list_conversations(1000, 0, owner=self.person.id):
+            for row in rows:
+                turns += await self.store.workflow_ids_of_conversation(row["id"])
+                await self.delete_conversation(row["id"])
+                deleted += 1
+        for turn_id in turns:
+            await DBOS.delete_workflow_async(turn_id)
+        return {"deleted_conversations": deleted, "deleted_turns": len(turns)}
+
     async def search_conversations(self, query: Any, limit: int = 20) -> list[dict[str, Any]]:
         """Ranked full-text search over messages (PostgreSQL, English stemming): words,
         "exact phrases", -excluded words, or."""
@@ -306,12 +340,32 @@ class ChatService:
     async def _start(self, turn_id: str, request: TurnRequest, user_id: str) -> Turn:
         self._refuse_if_closing()
         reply_id = str(reply_id_for(turn_id))
+        if self.person.id is not None:
+            request["owner"] = self.person.key
+            await self._admit(turn_id, request["conversation_id"], reply_id)
         with SetWorkflowID(turn_id):
             handle = await DBOS.start_workflow_async(chat_turn, request)
         if isinstance(handle, WorkflowHandleAsyncTask):
             # Runs here: watchers can follow it from the first token on.
-            self.hub.track(turn_id, reply_id)
+            self.hub.track(turn_id, reply_id, request.get("owner", ""))
         return Turn(turn_id, request["conversation_id"], user_id, reply_id, handle)
+
+    async def _admit(self, turn_id: str, conversation_id: str, reply_id: str) -> None:
+        """Share mode's per-person limits (SHARE_MAX_IN_FLIGHT, SHARE_MAX_TURNS_PER_MINUTE)."""
+        assert self.person.id is not None
+        s = self.settings
+        refusal = await self.admissions.admit(
+            self.person.id, turn_id, uuid.UUID(conversation_id), uuid.UUID(reply_id),
+            max_in_flight=s.share_max_in_flight, per_minute=s.share_max_turns_per_minute)
+        if refusal is None:
+            return
+        if refusal.reason == "in_flight":
+            text = (f"you have {refusal.limit} replies being written already; wait for one to "
+                    "finish (or stop one), then send again")
+        else:
+            text = (f"you have sent {refusal.limit} messages in the last minute; send again in "
+                    f"{refusal.retry_after_sec} s")
+        raise TooManyTurns(text, retry_after_sec=refusal.retry_after_sec, limit=refusal.limit)
 
     def begin_shutdown(self) -> None:
         """The process is stopping: whoever waits for a reply is answered now (ShuttingDown, a
@@ -398,6 +452,7 @@ class ChatService:
         """Snapshots of a reply as it is generated, ending with its final state. Reads this
         process's live progress when the turn runs here, else the checkpoints in the database
         (a turn run by another process, or not yet resumed after a restart)."""
+        await self.check_turn_visible(turn_id)
         reply_id = str(reply_id_for(turn_id))
         last: Snapshot | None = None
         while True:
@@ -438,7 +493,7 @@ class ChatService:
     async def stop_turn(self, turn_id: str) -> bool:
         """Stop generating; the text so far is kept as the reply, marked stopped. Returns False
         if the turn had already finished."""
-        check_turn_id(turn_id)
+        await self.check_turn_visible(turn_id)
         reply_id = reply_id_for(turn_id)
         progress = self.hub.get(turn_id)
         if progress is not None and not progress.snapshot().finished:
@@ -447,8 +502,28 @@ class ChatService:
         flagged = await self.store.request_stop(reply_id)
         return flagged or (progress is not None and not progress.snapshot().finished)
 
-    async def check_turn_exists(self, turn_id: str) -> None:
+    async def check_turn_visible(self, turn_id: str) -> None:
+        """NotFound unless the turn is this person's (or they see all): someone else's turn
+        answers exactly like a missing one. Whether it exists at all is check_turn_exists."""
         check_turn_id(turn_id)
+        if self.person.sees_all:
+            return
+        progress = self.hub.get(turn_id)
+        if progress is not None and progress.owner == self.person.key:
+            return
+        if await self.store.get_message(reply_id_for(turn_id)) is not None:
+            return
+        # Accepted, its rows not written yet: whose conversation it is for.
+        status = await DBOS.get_workflow_status_async(turn_id)
+        args = (status.input or {}).get("args") if status and isinstance(status.input, dict) \
+            else None
+        request = args[0] if args and isinstance(args[0], dict) else {}
+        if request.get("owner") == self.person.key:
+            return
+        raise NotFound(f"turn {turn_id} does not exist")
+
+    async def check_turn_exists(self, turn_id: str) -> None:
+        await self.check_turn_visible(turn_id)
         progress = self.hub.get(turn_id)
         if progress is not None and not progress.snapshot().finished:
             return  # in flight here (its rows may not be saved yet)

@@ -2,6 +2,11 @@
 
 Writes that a workflow step may repeat after a crash are idempotent: rows are keyed by ids that
 are derived from the workflow id, inserted with ON CONFLICT DO NOTHING, and read back.
+
+Every query that reads or changes a person's data carries the ownership clause (_MINE) of the
+Person the store was made for (ChatStore.scoped): a conversation of someone else's, and every
+message in it, looks exactly like a missing one, whatever the caller forgot to check. The store
+the turn workflows use is made for person.SYSTEM, which sees every row.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from typing import Any, Iterable
 
 from psycopg.types.json import Jsonb
 
+from chat_core.accounts.person import SYSTEM, Person
 from chat_core.store.database import Database, retry_transient
 from chat_core.errors import NotFound
 from chat_core.states import (ANSWERED, CANCELLED, COMPLETE, IN_FLIGHT, PENDING, STREAMING,
@@ -29,8 +35,20 @@ _MESSAGE_COLUMNS = """
     finish_reason, params, completed_at, stop_requested, active
 """
 _CONVERSATION_COLUMNS = """
-    id, title, created_at, updated_at, settings, origin_conversation_id, origin_message_id
+    id, title, created_at, updated_at, settings, origin_conversation_id, origin_message_id,
+    owner_id
 """
+# The same, qualified by c and with the owner's name (for an admin's view of everyone's).
+_CONVERSATION_VIEW = """
+    c.id, c.title, c.created_at, c.updated_at, c.settings, c.origin_conversation_id,
+    c.origin_message_id, c.owner_id, (SELECT a.name FROM accounts a WHERE a.id = c.owner_id)
+    AS owner_name
+"""
+# The ownership clause: the conversation `c` is the person's, or the person sees all.
+_MINE = "(%(sees_all)s OR c.owner_id = %(owner)s)"
+# The same for a message `m`, through its conversation.
+_MINE_M = ("(%(sees_all)s OR EXISTS (SELECT 1 FROM conversations c"
+           " WHERE c.id = m.conversation_id AND c.owner_id = %(owner)s))")
 
 TITLE_CHARS = 60
 
@@ -58,6 +76,8 @@ def public_conversation(row: Row) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
     }
+    if row.get("owner_name") is not None:
+        out["owner"] = row["owner_name"]
     if "settings" in row:
         out["settings"] = row["settings"] or {}
         out["origin_conversation_id"] = _str_or_none(row["origin_conversation_id"])
@@ -102,11 +122,21 @@ def public_message(row: Row) -> dict[str, Any]:
 
 
 class ChatStore:
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, person: Person = SYSTEM) -> None:
         self.db = db
+        self.person = person
         # Queries made by turns waiting for earlier turns (earlier_in_flight), counted so that
         # tests can hold waiting to its cost: about two per waiting turn, however long it waits.
         self.order_checks = 0
+
+    def scoped(self, person: Person) -> "ChatStore":
+        """The same store, answering only what `person` may see, and giving them what they
+        create."""
+        store = ChatStore(self.db, person)
+        return store
+
+    def _p(self, **params: Any) -> dict[str, Any]:
+        return {**params, **self.person.sql()}
 
     # -- conversations -----------------------------------------------------------------------
 
@@ -118,11 +148,10 @@ class ChatStore:
         # The id is chosen before the first attempt, so a retry cannot create a second row.
         async with self.db.connection() as conn:
             await conn.execute(
-                "INSERT INTO conversations (id, title) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-                (conversation_id, title),
-            )
+                "INSERT INTO conversations (id, title, owner_id) VALUES (%s, %s, %s)"
+                " ON CONFLICT DO NOTHING", (conversation_id, title, self.person.id))
             cur = await conn.execute(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = %s",
+                f"SELECT {_CONVERSATION_VIEW} FROM conversations c WHERE c.id = %s",
                 (conversation_id,),
             )
             row = await cur.fetchone()
@@ -133,21 +162,23 @@ class ChatStore:
     async def get_conversation(self, conversation_id: uuid.UUID) -> Row:
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = %s",
-                (conversation_id,),
-            )
+                f"SELECT {_CONVERSATION_VIEW} FROM conversations c"
+                f" WHERE c.id = %(cid)s AND {_MINE}", self._p(cid=conversation_id))
             row = await cur.fetchone()
         if row is None:
             raise NotFound(f"conversation {conversation_id} does not exist")
         return row
 
     @retry_transient
-    async def list_conversations(self, limit: int = 100, offset: int = 0) -> list[Row]:
+    async def list_conversations(self, limit: int = 100, offset: int = 0,
+                                 owner: uuid.UUID | None = None) -> list[Row]:
+        """Newest first; `owner` narrows an admin's view of everyone's to one person's."""
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {_CONVERSATION_COLUMNS} FROM conversations "
-                "ORDER BY updated_at DESC, id LIMIT %s OFFSET %s",
-                (limit, offset),
+                f"SELECT {_CONVERSATION_VIEW} FROM conversations c WHERE {_MINE}"
+                " AND (%(only)s::uuid IS NULL OR c.owner_id = %(only)s)"
+                " ORDER BY c.updated_at DESC, c.id LIMIT %(limit)s OFFSET %(offset)s",
+                self._p(limit=limit, offset=offset, only=owner),
             )
             return await cur.fetchall()
 
@@ -158,12 +189,12 @@ class ChatStore:
         that override). Merged in one statement, so two changes at once both land."""
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                "UPDATE conversations SET title = coalesce(%(title)s, title),"
+                "UPDATE conversations c SET title = coalesce(%(title)s, title),"
                 " settings = coalesce(jsonb_strip_nulls(settings || %(settings)s), settings),"
                 " updated_at = clock_timestamp()"
-                f" WHERE id = %(cid)s RETURNING {_CONVERSATION_COLUMNS}",
-                {"cid": conversation_id, "title": title,
-                 "settings": Jsonb(settings) if settings is not None else None})
+                f" WHERE c.id = %(cid)s AND {_MINE} RETURNING {_CONVERSATION_VIEW}",
+                self._p(cid=conversation_id, title=title,
+                        settings=Jsonb(settings) if settings is not None else None))
             row = await cur.fetchone()
         if row is None:
             raise NotFound(f"conversation {conversation_id} does not exist")
@@ -172,8 +203,9 @@ class ChatStore:
     @retry_transient
     async def delete_conversation(self, conversation_id: uuid.UUID) -> bool:
         async with self.db.connection() as conn:
-            cur = await conn.execute("DELETE FROM conversations WHERE id = %s RETURNING id",
-                                     (conversation_id,))
+            cur = await conn.execute(
+                f"DELETE FROM conversations c WHERE c.id = %(cid)s AND {_MINE} RETURNING c.id",
+                self._p(cid=conversation_id))
             return await cur.fetchone() is not None
 
     @retry_transient
@@ -182,12 +214,13 @@ class ChatStore:
         -excluded, or), best match first, each with its best message and a snippet."""
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                """
+                f"""
                 WITH q AS (SELECT websearch_to_tsquery('english', %(q)s) AS q),
                 hits AS (
                     SELECT DISTINCT ON (m.conversation_id) m.conversation_id, m.id, m.content,
                            ts_rank(m.search, q.q) AS rank
-                    FROM messages m, q WHERE m.search @@ q.q
+                    FROM messages m JOIN conversations c ON c.id = m.conversation_id, q
+                    WHERE m.search @@ q.q AND {_MINE}
                     ORDER BY m.conversation_id, rank DESC
                 ), top AS (SELECT * FROM hits ORDER BY rank DESC LIMIT %(limit)s)
                 SELECT c.id, c.title, c.created_at, c.updated_at, top.id AS message_id,
@@ -197,7 +230,7 @@ class ChatStore:
                 FROM top JOIN conversations c ON c.id = top.conversation_id, q
                 ORDER BY top.rank DESC, c.updated_at DESC
                 """,
-                {"q": query, "limit": limit})
+                self._p(q=query, limit=limit))
             return await cur.fetchall()
 
     @retry_transient
@@ -207,12 +240,12 @@ class ChatStore:
             async with conn.transaction():
                 await self._lock_parent_of(conn, reply_id)
                 cur = await conn.execute(
-                    f"WITH r AS (SELECT id, parent_id FROM messages WHERE id = %(rid)s AND role ="
-                    f" 'assistant' AND status IN {_ANSWERED}),"
+                    f"WITH r AS (SELECT id, parent_id FROM messages m WHERE id = %(rid)s AND"
+                    f" role = 'assistant' AND status IN {_ANSWERED} AND {_MINE_M}),"
                     " u AS (UPDATE messages m SET active = (m.id = %(rid)s) FROM r"
                     "  WHERE m.parent_id = r.parent_id RETURNING m.*)"
                     f" SELECT {_MESSAGE_COLUMNS} FROM u WHERE id = %(rid)s",
-                    {"rid": reply_id})
+                    self._p(rid=reply_id))
                 return await cur.fetchone()
 
     @staticmethod
@@ -234,11 +267,12 @@ class ChatStore:
             async with conn.transaction():
                 cur = await conn.execute(
                     "INSERT INTO conversations (id, title, settings, origin_conversation_id,"
-                    " origin_message_id, last_seq) SELECT %(new)s, %(title)s, settings,"
-                    " id, %(origin)s, %(upto)s FROM conversations WHERE id = %(src)s"
+                    " origin_message_id, last_seq, owner_id) SELECT %(new)s, %(title)s,"
+                    " settings, id, %(origin)s, %(upto)s, coalesce(%(owner)s, c.owner_id)"
+                    f" FROM conversations c WHERE c.id = %(src)s AND {_MINE}"
                     " ON CONFLICT (id) DO NOTHING RETURNING id",
-                    {"new": new_id, "title": title, "origin": origin_message_id,
-                     "upto": upto_seq, "src": source_id})
+                    self._p(new=new_id, title=title, origin=origin_message_id,
+                            upto=upto_seq, src=source_id))
                 if await cur.fetchone() is not None:
                     await conn.execute(
                         """
@@ -259,8 +293,8 @@ class ChatStore:
                         """,
                         {"new": new_id, "src": source_id, "upto": upto_seq})
                 cur = await conn.execute(
-                    f"SELECT {_CONVERSATION_COLUMNS} FROM conversations WHERE id = %s",
-                    (new_id,))
+                    f"SELECT {_CONVERSATION_VIEW} FROM conversations c"
+                    f" WHERE c.id = %(cid)s AND {_MINE}", self._p(cid=new_id))
                 row = await cur.fetchone()
         if row is None:
             raise NotFound(f"conversation {source_id} does not exist")
@@ -273,11 +307,12 @@ class ChatStore:
         async with self.db.connection() as conn:
             async with conn.transaction():
                 cur = await conn.execute(
-                    "INSERT INTO conversations (id, title, settings, last_seq, created_at)"
-                    " VALUES (%(id)s, %(title)s, %(settings)s, %(last_seq)s,"
-                    " coalesce(%(created_at)s, clock_timestamp()))"
+                    "INSERT INTO conversations (id, title, settings, last_seq, created_at,"
+                    " owner_id) VALUES (%(id)s, %(title)s, %(settings)s, %(last_seq)s,"
+                    " coalesce(%(created_at)s, clock_timestamp()), %(owner_id)s)"
                     f" RETURNING {_CONVERSATION_COLUMNS}",
-                    {**conversation, "settings": Jsonb(conversation["settings"])})
+                    {**conversation, "settings": Jsonb(conversation["settings"]),
+                     "owner_id": self.person.id})
                 row = await cur.fetchone()
                 async with conn.cursor() as cur:
                     await cur.executemany(
@@ -305,10 +340,10 @@ class ChatStore:
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(cid)s"
-                " AND seq > coalesce((SELECT last_seq FROM conversations WHERE id = %(cid)s)"
-                " - %(turns)s, 0)"
+                " AND seq > coalesce((SELECT last_seq FROM conversations c WHERE c.id = %(cid)s"
+                f" AND {_MINE}) - %(turns)s, 9223372036854775807)"
                 " ORDER BY seq, (role = 'assistant'), created_at, id",
-                {"cid": conversation_id, "turns": last_turns if last_turns else 2**62},
+                self._p(cid=conversation_id, turns=last_turns if last_turns else 2**62),
             )
             return await cur.fetchall()
 
@@ -316,8 +351,8 @@ class ChatStore:
     async def get_message(self, message_id: uuid.UUID) -> Row | None:
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE id = %s", (message_id,)
-            )
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE id = %(mid)s AND {_MINE_M}",
+                self._p(mid=message_id))
             return await cur.fetchone()
 
     @retry_transient
@@ -416,9 +451,9 @@ class ChatStore:
     async def in_flight_replies(self, conversation_id: uuid.UUID) -> list[Row]:
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %s"
-                f" AND status IN {_IN_FLIGHT} ORDER BY seq, created_at",
-                (conversation_id,),
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE conversation_id = %(cid)s"
+                f" AND status IN {_IN_FLIGHT} AND {_MINE_M} ORDER BY seq, created_at",
+                self._p(cid=conversation_id),
             )
             return await cur.fetchall()
 
@@ -496,9 +531,9 @@ class ChatStore:
     async def request_stop(self, reply_id: uuid.UUID) -> bool:
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                "UPDATE messages SET stop_requested = true WHERE id = %s"
-                f" AND status IN {_IN_FLIGHT} RETURNING id",
-                (reply_id,),
+                "UPDATE messages m SET stop_requested = true WHERE id = %(rid)s"
+                f" AND status IN {_IN_FLIGHT} AND {_MINE_M} RETURNING id",
+                self._p(rid=reply_id),
             )
             return await cur.fetchone() is not None
 
@@ -563,9 +598,24 @@ class ChatStore:
     async def workflow_ids_of_conversation(self, conversation_id: uuid.UUID) -> list[str]:
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                "SELECT workflow_id FROM messages WHERE conversation_id = %s"
-                " AND role = 'assistant' AND workflow_id IS NOT NULL ORDER BY created_at DESC",
-                (conversation_id,))
+                "SELECT workflow_id FROM messages m WHERE conversation_id = %(cid)s"
+                f" AND role = 'assistant' AND workflow_id IS NOT NULL AND {_MINE_M}"
+                " ORDER BY created_at DESC", self._p(cid=conversation_id))
+            return [r["workflow_id"] for r in await cur.fetchall()]
+
+    @retry_transient
+    async def recent_workflow_ids(self, limit: int, owner: uuid.UUID | None = None
+                                  ) -> list[str]:
+        """The person's newest turns (an admin's: everyone's, or `owner`'s), by their replies:
+        the Workflows tab of someone who must not see the others' turns."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT m.workflow_id FROM messages m JOIN conversations c"
+                " ON c.id = m.conversation_id WHERE m.role = 'assistant'"
+                f" AND m.workflow_id IS NOT NULL AND {_MINE}"
+                " AND (%(only)s::uuid IS NULL OR c.owner_id = %(only)s)"
+                " ORDER BY m.created_at DESC LIMIT %(limit)s",
+                self._p(limit=limit, only=owner))
             return [r["workflow_id"] for r in await cur.fetchall()]
 
     @retry_transient
@@ -575,8 +625,9 @@ class ChatStore:
             return {}
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                "SELECT m.workflow_id, m.conversation_id, m.status, m.error, c.title"
-                " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
-                " WHERE m.workflow_id = ANY(%s) AND m.role = 'assistant'",
-                (workflow_ids,))
+                "SELECT m.workflow_id, m.conversation_id, m.status, m.error, c.title,"
+                " c.owner_id, (SELECT a.name FROM accounts a WHERE a.id = c.owner_id)"
+                " AS owner_name FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+                f" WHERE m.workflow_id = ANY(%(ids)s) AND m.role = 'assistant' AND {_MINE}",
+                self._p(ids=workflow_ids))
             return {r["workflow_id"]: r for r in await cur.fetchall()}

@@ -2,6 +2,9 @@
 
 It reads DBOS's own records (through DBOS's API, not its tables) and joins them with the turn's
 rows, so a workflow shows which conversation it belongs to and what its reply became.
+
+Made for one person (with the store scoped to them): someone who does not see all is shown only
+the turns of their own conversations, and any other turn id answers like a missing one.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 from dbos import DBOS, SetWorkflowID
 
+from chat_core.accounts.person import LOCAL, Person
 from chat_core.store.chat_store import ChatStore, iso
 from chat_core.errors import Conflict, InvalidInput, NotFound
 from chat_core.turns.progress import TurnHub
@@ -37,14 +41,17 @@ def check_turn_id(turn_id: Any) -> str:
 
 
 class WorkflowAdmin:
-    def __init__(self, store: ChatStore, hub: TurnHub) -> None:
+    def __init__(self, store: ChatStore, hub: TurnHub, person: Person = LOCAL) -> None:
         self.store = store
         self.hub = hub
+        self.person = person
 
     async def list_turns(self, status: str | None = None, limit: int = 50,
-                         conversation_id: str | None = None) -> list[dict[str, Any]]:
-        """Recent turn workflows, newest first: id, conversation, status, started, duration,
-        recovery attempts, error, and the state of the reply."""
+                         conversation_id: str | None = None,
+                         owner: uuid.UUID | None = None) -> list[dict[str, Any]]:
+        """Recent turn workflows, newest first: id, conversation, owner, status, started,
+        duration, recovery attempts, error, and the state of the reply. `owner` narrows an
+        admin's view to one person's turns."""
         if status is not None and status not in WORKFLOW_STATES:
             raise InvalidInput(f"status must be one of {', '.join(WORKFLOW_STATES)}")
         if not 1 <= limit <= 500:
@@ -52,8 +59,12 @@ class WorkflowAdmin:
         ids: list[str] | None = None
         if conversation_id is not None:
             ids = await self.store.workflow_ids_of_conversation(uuid.UUID(conversation_id))
-            if not ids:
-                return []
+        elif owner is not None or not self.person.sees_all:
+            # Recent turns by their replies; DBOS's status filter applies on top, so look a
+            # little further back than `limit`.
+            ids = await self.store.recent_workflow_ids(min(limit * 4, 2000), owner)
+        if ids is not None and not ids:
+            return []
         workflows = await DBOS.list_workflows_async(
             name=WORKFLOW_NAME, status=status, limit=limit, sort_desc=True,
             workflow_ids=ids, load_input=False, load_output=False)
@@ -68,6 +79,7 @@ class WorkflowAdmin:
                 "workflow_id": w.workflow_id,
                 "conversation_id": str(reply["conversation_id"]) if reply else None,
                 "conversation_title": reply.get("title"),
+                "owner": reply.get("owner_name"),
                 "status": w.status,
                 "reply_status": reply.get("status"),
                 "started_at": _ms_to_iso(w.created_at),
@@ -86,9 +98,12 @@ class WorkflowAdmin:
             raise NotFound(f"turn workflow {workflow_id} does not exist")
         replies = await self.store.replies_of_workflows([workflow_id])
         reply = replies.get(workflow_id, {})
+        if not reply and not self.person.sees_all and not self._started_by_me(status):
+            raise NotFound(f"turn workflow {workflow_id} does not exist")
         return {
             "workflow_id": workflow_id, "status": status.status,
             "conversation_id": str(reply["conversation_id"]) if reply else None,
+            "owner": reply.get("owner_name"),
             "reply_status": reply.get("status"),
             "started_at": _ms_to_iso(status.created_at),
             "updated_at": _ms_to_iso(status.updated_at),
@@ -96,6 +111,12 @@ class WorkflowAdmin:
             "app_version": status.app_version, "forked_from": status.forked_from,
             "error": _error_text(status.error) or reply.get("error"),
         }
+
+    def _started_by_me(self, status: Any) -> bool:
+        """A turn whose rows are not written yet: the owner its input names."""
+        args = status.input.get("args") if isinstance(status.input, dict) else None
+        request = args[0] if args and isinstance(args[0], dict) else {}
+        return bool(request.get("owner")) and request.get("owner") == self.person.key
 
     async def steps(self, workflow_id: str) -> list[dict[str, Any]]:
         """The steps a turn has run, with their durations; step numbers are what "fork from

@@ -31,6 +31,9 @@ class TurnRequest(TypedDict):
     user_message_id: str
     params: TurnParams
     continue_reply_id: NotRequired[str]  # go on from this stopped reply's text
+    # The account id of the person whose turn it is (absent in local mode and in turns
+    # accepted before accounts existed): their place in the LLM's round-robin.
+    owner: NotRequired[str]
 
 
 class SavedTurn(TypedDict):

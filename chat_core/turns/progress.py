@@ -31,9 +31,12 @@ class Snapshot:
 
 
 class TurnProgress:
-    def __init__(self, turn_id: str, reply_id: str) -> None:
+    def __init__(self, turn_id: str, reply_id: str, owner: str = "") -> None:
         self.turn_id = turn_id
         self.reply_id = reply_id
+        # The person whose turn this is (their account id; "" in local mode): whom the turn's
+        # live progress may be shown to, and whose share of the LLM it waits in.
+        self.owner = owner
         self.status = PENDING
         self.error: str | None = None
         self.attempt = 0
@@ -133,10 +136,10 @@ class TurnHub:
             progress.closing = True
             progress._notify()
 
-    def track(self, turn_id: str, reply_id: str) -> TurnProgress:
+    def track(self, turn_id: str, reply_id: str, owner: str = "") -> TurnProgress:
         progress = self._turns.get(turn_id)
         if progress is None:
-            progress = self._turns[turn_id] = TurnProgress(turn_id, reply_id)
+            progress = self._turns[turn_id] = TurnProgress(turn_id, reply_id, owner)
             progress.closing = self.closing
         return progress
 

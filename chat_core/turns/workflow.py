@@ -99,7 +99,7 @@ async def chat_turn(request: TurnRequest) -> TurnResult:
         _running.add(task)
     # A turn recovered at start (or resumed) is followed in memory like one started here:
     # whoever re-attaches to it waits on the hub instead of polling its row.
-    _d().hub.track(turn_id, str(reply_id_for(turn_id)))
+    _d().hub.track(turn_id, str(reply_id_for(turn_id)), request.get("owner", ""))
     try:
         return await _run_turn(turn_id, request)
     except dbos_error.DBOSWorkflowCancelledError:

@@ -24,7 +24,7 @@ from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
-from chat_core.errors import ChatError, DatabaseUnavailable
+from chat_core.errors import ChatError, DatabaseUnavailable, TooManyTurns
 from chat_core.store.database import is_transient
 
 log = logging.getLogger("chat_core.web.api")
@@ -55,7 +55,9 @@ def _where(request: Request) -> str:
 async def error_response(request: Request, exc: Exception) -> Response:
     """The handler of ChatError and of every other exception."""
     error = as_chat_error(exc, _where(request))
-    return JSONResponse(error.to_json(), status_code=error.status)
+    headers = {"Retry-After": str(error.retry_after)} if isinstance(error, TooManyTurns) \
+        else None
+    return JSONResponse(error.to_json(), status_code=error.status, headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
