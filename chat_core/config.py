@@ -57,6 +57,9 @@ class Settings:
     llm_max_concurrency: int = 64
     # Cap on LLM requests in flight from all processes on this database together (0: none).
     llm_global_concurrency: int = 0
+    # When those caps are reached, waiting turns get the LLM round-robin across people (first
+    # come first served within a person); off (LLM_FAIR_SHARE=0): in arrival order.
+    llm_fair_share: bool = True
     # Context window used when the server does not report max_model_len.
     llm_context_tokens: int | None = None
     default_temperature: float = 0.7
