@@ -71,7 +71,6 @@ class ChatService:
         self.hub = hub
         self.backend = backend or {}
         self.person = LOCAL
-        self.admissions = TurnAdmissions(store.db)
         self.workflows = WorkflowAdmin(store, hub, self.person)
 
     def for_person(self, person: Person) -> "ChatService":
@@ -262,8 +261,8 @@ class ChatService:
                 turns += await self.store.workflow_ids_of_conversation(row["id"])
                 await self.delete_conversation(row["id"])
                 deleted += 1
-        for turn_id in turns:
-            await DBOS.delete_workflow_async(turn_id)
+        if turns:
+            await DBOS.delete_workflows_async(turns)
         return {"deleted_conversations": deleted, "deleted_turns": len(turns)}
 
     async def search_conversations(self, query: Any, limit: int = 20) -> list[dict[str, Any]]:
@@ -354,7 +353,7 @@ class ChatService:
         """Share mode's per-person limits (SHARE_MAX_IN_FLIGHT, SHARE_MAX_TURNS_PER_MINUTE)."""
         assert self.person.id is not None
         s = self.settings
-        refusal = await self.admissions.admit(
+        refusal = await TurnAdmissions(self.store.db).admit(
             self.person.id, turn_id, uuid.UUID(conversation_id), uuid.UUID(reply_id),
             max_in_flight=s.share_max_in_flight, per_minute=s.share_max_turns_per_minute)
         if refusal is None:
