@@ -48,7 +48,7 @@ class AppProcess:
 
     def start(self, timeout: float = 90) -> "AppProcess":
         """Start app.py and return once /healthz answers (503 counts: the app is up while its
-        LLM server still loads)."""
+        LLM server still loads; so does 401: with accounts on, /healthz wants a login)."""
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen([sys.executable, str(self.root / "app.py")],
@@ -59,7 +59,7 @@ class AppProcess:
                 raise RuntimeError(f"app.py exited with {self.proc.returncode}; "
                                    f"{self.log_path} ends:\n{self.log()}")
             try:
-                if httpx.get(self.url + "/healthz", timeout=2).status_code in (200, 503):
+                if httpx.get(self.url + "/healthz", timeout=2).status_code in (200, 401, 503):
                     return self
             except httpx.HTTPError:
                 pass
