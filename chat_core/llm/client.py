@@ -22,6 +22,7 @@ from openai import AsyncOpenAI
 from orjson import loads as _loads
 
 from chat_core.errors import LLMRejected, LLMUnavailable
+from chat_core.llm.fair_gate import FairGate
 from chat_core.secrets_mask import mask_secrets, mask_url
 from chat_core.llm.token_estimate import estimate_message_tokens
 
@@ -154,6 +155,7 @@ class LLMClient:
         max_concurrency: int = 64,
         fix_hint: str = "",
         backend: str = "openai-compatible",
+        fair_share: bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         # What messages and logs name: the URL with its password masked. Errors reach the chat
@@ -169,6 +171,10 @@ class LLMClient:
             timeout=openai.Timeout(read_timeout_sec, connect=connect_timeout_sec),
         )
         self._slots = asyncio.Semaphore(max_concurrency)
+        # Where the turns wait for the LLM, by person (fair_gate.py): as many places as the
+        # semaphore, so that turns coming through the gate never queue on the semaphore, which
+        # caps every other caller (the benchmark's direct mode, scripts).
+        self.gate = FairGate(max_concurrency, fair=fair_share)
         self._model: ModelInfo | None = None
         self._model_lock = asyncio.Lock()
         # None: not probed yet; "": the server has none; else the path that works.

@@ -24,6 +24,9 @@ class Snapshot:
     # Bumped when a failed attempt is retried and the text starts over.
     attempt: int
     error: str | None = None
+    # While the turn waits for the LLM (its cap reached): how many turns will be let in before
+    # it (llm/fair_gate.py); None when it is not waiting.
+    ahead: int | None = None
 
     @property
     def finished(self) -> bool:
@@ -40,6 +43,7 @@ class TurnProgress:
         self.status = PENDING
         self.error: str | None = None
         self.attempt = 0
+        self.ahead: int | None = None
         self.stop_event = asyncio.Event()
         self._finished = asyncio.Event()
         self._pieces: list[str] = []
@@ -58,7 +62,7 @@ class TurnProgress:
 
     def snapshot(self) -> Snapshot:
         return Snapshot(self.turn_id, self.reply_id, self.status, self.text, self.attempt,
-                        self.error)
+                        self.error, self.ahead)
 
     def _notify(self) -> None:
         changed, self._changed = self._changed, asyncio.Event()
@@ -70,7 +74,14 @@ class TurnProgress:
         self._pieces.clear()
         self._text, self._text_valid = "", True
         self.status = STREAMING
+        self.ahead = None
         self._notify()
+
+    def waiting(self, ahead: int | None) -> None:
+        """The gate's word on this turn: `ahead` turns before it, or None once it is in."""
+        if ahead != self.ahead:
+            self.ahead = ahead
+            self._notify()
 
     def append(self, delta: str) -> None:
         self._pieces.append(delta)
@@ -80,6 +91,7 @@ class TurnProgress:
     def finish(self, status: str, text: str, error: str | None = None) -> None:
         self.status = status
         self.error = error
+        self.ahead = None
         self._pieces = [text]
         self._text, self._text_valid = text, True
         self._finished.set()
@@ -117,6 +129,20 @@ class TurnProgress:
                     await asyncio.wait_for(self._finished.wait(), delay)
                 except asyncio.TimeoutError:
                     pass
+            elif delay > 0 and snap.ahead is not None:
+                await self._pace_waiting(shown_at + min_interval)
+
+    async def _pace_waiting(self, until: float) -> None:
+        """A waiting turn's place changes each time any turn is let in: show it at most once
+        per interval, but the turn's own start (or end) at once."""
+        while self.ahead is not None and not self._finished.is_set():
+            left = until - time.monotonic()
+            if left <= 0:
+                return
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except asyncio.TimeoutError:
+                return
 
 
 class TurnHub:

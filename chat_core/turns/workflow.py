@@ -506,8 +506,12 @@ class _ReplyStream:
 
     async def generate(self, messages: list[dict[str, str]], params: TurnParams,
                        max_tokens: int, continue_text: str) -> Completion:
+        """Wait for the LLM in the owner's queue (llm/fair_gate.py), telling the chat how many
+        turns are ahead, then (with LLM_GLOBAL_CONCURRENCY) claim a global slot, then stream."""
         d = _d()
-        async with d.slots.slot(self.turn_id) if d.slots else contextlib.nullcontext():
+        slots = d.slots
+        claim = (lambda: slots.slot(self.turn_id)) if slots is not None else None
+        async with d.llm.gate.turn(self.progress.owner, self.progress.waiting, claim):
             return await d.llm.stream_chat(
                 messages, temperature=float(params["temperature"]), max_tokens=max_tokens,
                 top_p=float(params["top_p"]), on_delta=self.on_delta,

@@ -5,7 +5,8 @@ smooth streaming. Each update costs Gradio a few milliseconds of CPU (it re-send
 messages), so with many streams at once the interval grows to keep the whole process under
 UI_MAX_UPDATES_PER_SEC; the first words and the final text are never delayed. A reply slow to
 render (Markdown built to be costly: 20,000 "[" take 0.4 s) is drawn less often, so that one
-stream never holds the event loop for more than 1 / RENDER_BUDGET_FACTOR of the time."""
+stream never holds the event loop for more than 1 / RENDER_BUDGET_FACTOR of the time. While the
+turn waits for the LLM the placeholder says how many turns are ahead of it (waiting_entry)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,13 @@ class Streams:
         return max(UI_UPDATE_SEC, cls.live / UI_MAX_UPDATES_PER_SEC)
 
 
+def waiting_entry(ahead: int) -> dict[str, str]:
+    """The pane's entry for a reply whose turn waits for the LLM (its cap reached): where it
+    stands, so a full room reads as a queue that moves, not as a hang."""
+    where = "next in line" if ahead == 0 else f"{ahead} ahead"
+    return {"role": "assistant", "content": f"<p><em>⏳ waiting, {where}</em></p>"}
+
+
 async def follow_reply(service: ChatService, turn: Following, share_mode: bool
                        ) -> AsyncIterator[tuple[dict[str, str] | None, Following]]:
     """(the reply's pane entry, the turn with how it stands) each time the pane should be
@@ -48,7 +56,8 @@ async def follow_reply(service: ChatService, turn: Following, share_mode: bool
             began = time.monotonic()
             if not snap.finished and began < due:
                 continue
-            entry = live_entry(snap, share_mode)
+            entry = live_entry(snap, share_mode) if snap.ahead is None or snap.text \
+                else waiting_entry(snap.ahead)
             due = began + RENDER_BUDGET_FACTOR * (time.monotonic() - began)
             yield entry, state
     except ShuttingDown:

@@ -1,6 +1,7 @@
 """Server-sent events of a turn, for send/retry/continue/edit with ?stream=true and for
-re-attaching (GET /api/turns/{id}/events): `turn` (ids), `delta` (new text), `reset` (an attempt
-failed and the text starts over), then `done` (both messages) or `error`.
+re-attaching (GET /api/turns/{id}/events): `turn` (ids), `waiting` (the LLM is busy: `ahead`
+turns will start before this one; sent again when that number changes), `delta` (new text),
+`reset` (an attempt failed and the text starts over), then `done` (both messages) or `error`.
 
 Once the stream has started its status is 200, so an error ends it with an `error` event
 carrying the body and status the plain request would have answered."""
@@ -29,8 +30,12 @@ async def turn_events(service: ChatService, turn: Turn | None,
         yield _sse("turn", turn.to_json())
     sent = 0
     attempt = -1
+    ahead: int | None = None
     try:
         async for snap in service.watch_turn(turn_id):
+            if snap.ahead is not None and snap.ahead != ahead:
+                yield _sse("waiting", {"ahead": snap.ahead})
+            ahead = snap.ahead
             if snap.attempt != attempt or len(snap.text) < sent:
                 if attempt != -1:
                     yield _sse("reset", {"attempt": snap.attempt})

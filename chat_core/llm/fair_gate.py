@@ -1,0 +1,232 @@
+"""Who gets the LLM next when it is busy: round-robin across people, first come first served
+within a person (docs/architecture.md, "Fair share of the LLM").
+
+A plain semaphore serves waiters in arrival order, so one person who sends 50 messages at once
+holds the LLM until all 50 have started, and the 10 people who sent one message each just after
+wait for all of them. The gate keeps one queue per person (owner) instead; when a place frees it
+goes to the waiting owner served least recently, and within an owner to their oldest turn. So
+with capacity 8, a burst of 50 from one person and one turn each from 10 others, the 10 are the
+next 10 served.
+
+Every turn of this process passes the gate before it calls the LLM, with the capacity of the
+client's own cap (LLM_MAX_CONCURRENCY), so that cap never queues. With the cross-process cap
+(LLM_GLOBAL_CONCURRENCY, llm/slots.py) the turn the gate lets in claims its global slot
+(`then`) before the gate lets in the next: the process's turns reach the global slots one at a
+time, in the gate's order, so the order within a process holds there too.
+
+A waiting turn is told how many turns would be served before it (`on_ahead`), again each time
+that changes, and None once it is let in. `load()` is the live picture for admins. Everything
+runs on one event loop: no locks, plain counters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Callable
+
+# Told the number of turns ahead while waiting, None once the turn is let in.
+AheadCallback = Callable[[int | None], None]
+# Entered once the gate lets a turn in, before the next is let in (a global slot's claim).
+ThenFactory = Callable[[], AbstractAsyncContextManager[Any]]
+
+
+@dataclass(frozen=True)
+class OwnerLoad:
+    owner: str  # the person's account id; "" for local mode and turns from before accounts
+    running: int  # let in: generating, or claiming a global slot
+    waiting: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"owner": self.owner, "running": self.running, "waiting": self.waiting}
+
+
+@dataclass(frozen=True)
+class GateLoad:
+    """The gate at one moment: its capacity, its mode, and each person with a turn in it
+    (most running first, then most waiting)."""
+    capacity: int
+    fair: bool
+    owners: tuple[OwnerLoad, ...]
+
+    @property
+    def running(self) -> int:
+        return sum(o.running for o in self.owners)
+
+    @property
+    def waiting(self) -> int:
+        return sum(o.waiting for o in self.owners)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"capacity": self.capacity, "fair": self.fair, "running": self.running,
+                "waiting": self.waiting, "owners": [o.to_json() for o in self.owners]}
+
+
+class _Waiter:
+    __slots__ = ("owner", "seq", "granted", "on_ahead", "ahead", "then")
+
+    def __init__(self, owner: str, seq: int, on_ahead: AheadCallback | None,
+                 then: bool) -> None:
+        self.owner, self.seq, self.on_ahead, self.then = owner, seq, on_ahead, then
+        self.granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.ahead: int | None = None
+
+
+class FairGate:
+    """At most `capacity` turns in at once; the rest wait, served round-robin across owners
+    (`fair`), or in arrival order (fair=False: LLM_FAIR_SHARE=0, the baseline)."""
+
+    def __init__(self, capacity: int, fair: bool = True) -> None:
+        if capacity < 1:
+            raise ValueError(f"a gate needs a capacity of at least 1, got {capacity}")
+        self.capacity = capacity
+        self.fair = fair
+        self._queues: dict[str, deque[_Waiter]] = {}
+        self._running: dict[str, int] = {}
+        # The grant count at each owner's last grant: the least recent goes first. Kept while
+        # the owner has a turn in the gate; an owner who comes back later starts afresh.
+        self._last_served: dict[str, int] = {}
+        self._grants = 0
+        self._arrivals = itertools.count()
+        # The turn let in and still claiming its global slot: the next waits for it.
+        self._claiming: _Waiter | None = None
+
+    @asynccontextmanager
+    async def turn(self, owner: str, on_ahead: AheadCallback | None = None,
+                   then: ThenFactory | None = None) -> AsyncIterator[None]:
+        """Hold one place for the block, waiting for it in the owner's queue. A turn cancelled
+        while it waits leaves its queue and takes nothing."""
+        waiter = self._enqueue(owner, on_ahead, then is not None)
+        await self._wait_granted(waiter)
+        try:
+            async with then() if then is not None else nullcontext():
+                self._claimed(waiter)
+                yield
+        finally:
+            self._release(waiter)
+
+    def load(self) -> GateLoad:
+        owners = set(self._running) | set(self._queues)
+        rows = [OwnerLoad(o, self._running.get(o, 0), len(self._queues.get(o, ())))
+                for o in owners]
+        rows.sort(key=lambda r: (-r.running, -r.waiting, r.owner))
+        return GateLoad(self.capacity, self.fair, tuple(rows))
+
+    def order(self) -> list[tuple[str, int]]:
+        """(owner, arrival number) of every waiting turn, in the order they would be let in
+        if nobody else came: what `ahead` counts."""
+        return [(w.owner, w.seq) for w in self._serving_order()]
+
+    # -- waiting -------------------------------------------------------------------------------
+
+    def _enqueue(self, owner: str, on_ahead: AheadCallback | None, then: bool) -> _Waiter:
+        waiter = _Waiter(owner, next(self._arrivals), on_ahead, then)
+        self._queues.setdefault(owner, deque()).append(waiter)
+        self._dispatch()
+        return waiter
+
+    async def _wait_granted(self, waiter: _Waiter) -> None:
+        try:
+            await waiter.granted
+        except asyncio.CancelledError:
+            if waiter.granted.done() and not waiter.granted.cancelled():
+                # Let in at the moment it was cancelled: give the place back.
+                self._release(waiter)
+            else:
+                self._withdraw(waiter)
+            raise
+
+    def _withdraw(self, waiter: _Waiter) -> None:
+        queue = self._queues.get(waiter.owner)
+        if queue is not None and waiter in queue:
+            queue.remove(waiter)
+            if not queue:
+                del self._queues[waiter.owner]
+            self._forget_if_idle(waiter.owner)
+            self._dispatch()
+
+    # -- letting in ----------------------------------------------------------------------------
+
+    def _in_use(self) -> int:
+        return sum(self._running.values())
+
+    def _dispatch(self) -> None:
+        """Let waiters in while there is room, then tell the rest their new places."""
+        while self._claiming is None and self._in_use() < self.capacity:
+            waiter = self._pop_next()
+            if waiter is None:
+                break
+            self._grants += 1
+            self._running[waiter.owner] = self._running.get(waiter.owner, 0) + 1
+            self._last_served[waiter.owner] = self._grants
+            if waiter.then:
+                self._claiming = waiter
+            waiter.granted.set_result(None)
+            self._tell(waiter, None)
+        for ahead, waiter in enumerate(self._serving_order()):
+            self._tell(waiter, ahead)
+
+    def _pop_next(self) -> _Waiter | None:
+        while self._queues:
+            owner = self._next_owner()
+            queue = self._queues[owner]
+            waiter = queue.popleft()
+            if not queue:
+                del self._queues[owner]
+            if not waiter.granted.done():  # else cancelled, its task not yet woken
+                return waiter
+            self._forget_if_idle(owner)
+        return None
+
+    def _next_owner(self) -> str:
+        if self.fair:
+            return min(self._queues, key=lambda o: (self._last_served.get(o, 0),
+                                                    self._queues[o][0].seq))
+        return min(self._queues, key=lambda o: self._queues[o][0].seq)
+
+    def _serving_order(self) -> list[_Waiter]:
+        """The waiting turns in the order `_pop_next` would take them: in fair mode, round
+        after round, each owner's next turn, owners in the order of their last grant."""
+        if not self.fair:
+            return sorted((w for q in self._queues.values() for w in q), key=lambda w: w.seq)
+        active = sorted(self._queues, key=lambda o: (self._last_served.get(o, 0),
+                                                     self._queues[o][0].seq))
+        order: list[_Waiter] = []
+        depth = 0
+        while active:
+            order += [self._queues[o][depth] for o in active]
+            depth += 1
+            active = [o for o in active if len(self._queues[o]) > depth]
+        return order
+
+    @staticmethod
+    def _tell(waiter: _Waiter, ahead: int | None) -> None:
+        if waiter.ahead != ahead:
+            waiter.ahead = ahead
+            if waiter.on_ahead is not None:
+                waiter.on_ahead(ahead)
+
+    # -- leaving -------------------------------------------------------------------------------
+
+    def _claimed(self, waiter: _Waiter) -> None:
+        if self._claiming is waiter:
+            self._claiming = None
+            self._dispatch()
+
+    def _release(self, waiter: _Waiter) -> None:
+        if self._claiming is waiter:
+            self._claiming = None
+        left = self._running.get(waiter.owner, 0) - 1
+        if left > 0:
+            self._running[waiter.owner] = left
+        else:
+            self._running.pop(waiter.owner, None)
+        self._forget_if_idle(waiter.owner)
+        self._dispatch()
+
+    def _forget_if_idle(self, owner: str) -> None:
+        if owner not in self._running and owner not in self._queues:
+            self._last_served.pop(owner, None)
