@@ -6,6 +6,13 @@
     turns = data.turns()                       # one row per turn workflow, with its reply
     steps = data.steps()                       # one row per step of those workflows
     request = data.turn_request(turns.workflow_id[0])   # what was sent to the LLM
+    Analytics.connect(consented_only=True)     # only people who accepted SHARE_NOTICE
+
+Every frame of people's data carries an `owner` column: the account's name, or "local" for
+rows without an owner. Those exist only in local mode (no accounts: the one person is the host
+running the app, and the notebook), since switching accounts on gives them to the first admin;
+so they count as the host's, and `consented_only` keeps them: a host consents to reading their
+own data. A person's consent is `accounts.consent_at`, which withdrawing clears.
 
 The app's tables are read with SQL; DBOS's records of workflows and steps through its client
 (DBOSClient), so a DBOS upgrade that changes its tables does not break the notebooks. Reading
@@ -24,6 +31,7 @@ import pandas as pd
 import psycopg
 from psycopg.rows import dict_row
 
+from chat_core.accounts.person import LOCAL
 from chat_core.config import load_settings
 from chat_core.store.database import psycopg_url, sqlalchemy_url
 from chat_core.states import ERROR
@@ -33,6 +41,14 @@ TimeBound = str | datetime | None
 # Parameters a reply was produced with, flattened into columns of messages().
 PARAM_COLUMNS = ("temperature", "top_p", "max_tokens", "system_prompt", "context_tokens",
                  "prompt_messages", "dropped_messages", "llm_attempts", "continued")
+_REPLY_COLUMNS = ["workflow_id", "conversation_id", "owner", "reply_status", "model",
+                  "completion_tokens", "ttft_ms", "latency_ms", "llm_attempts"]
+# The owner of conversation `c` by name; rows without one (local mode) are the host's.
+_OWNER = ("coalesce((SELECT a.name FROM accounts a WHERE a.id = c.owner_id), %(local)s)"
+          " AS owner")
+# The consent filter on conversation `c`: off, or the host's, or its owner accepted the notice.
+_CONSENTED = ("(NOT %(consented_only)s OR c.owner_id IS NULL OR EXISTS (SELECT 1 FROM accounts a"
+              " WHERE a.id = c.owner_id AND a.consent_at IS NOT NULL))")
 
 
 def _bound(value: TimeBound) -> datetime | None:
@@ -48,13 +64,17 @@ def _ms(epoch_ms: Any) -> pd.Timestamp | None:
 
 @dataclass
 class Analytics:
+    """The app's data as DataFrames. With `consented_only`, every frame (and steps and
+    turn_request) leaves out the people who have not accepted the notice, or withdrew."""
+
     database_url: str
+    consented_only: bool = False
     _client: Any = field(default=None, repr=False)
     _embedded: Any = field(default=None, repr=False)
 
     @classmethod
-    def connect(cls, database_url: str | None = None, data_dir: Path | None = None
-                ) -> "Analytics":
+    def connect(cls, database_url: str | None = None, data_dir: Path | None = None, *,
+                consented_only: bool = False) -> "Analytics":
         """The app's database: the one given, else DATABASE_URL (environment or .env), else
         the embedded PostgreSQL in DATA_DIR (started if it is not running)."""
         if database_url is None:
@@ -62,11 +82,11 @@ class Analytics:
             database_url = settings.database_url
             data_dir = data_dir or settings.data_dir
         if database_url is not None:
-            return cls(psycopg_url(database_url))._checked()
+            return cls(psycopg_url(database_url), consented_only)._checked()
         from chat_core.store.embedded_postgres import start_embedded_postgres
 
         embedded = start_embedded_postgres(Path(data_dir or os.environ.get("DATA_DIR", "data")))
-        return cls(embedded.url, _embedded=embedded)._checked()
+        return cls(embedded.url, consented_only, _embedded=embedded)._checked()
 
     def _checked(self) -> "Analytics":
         try:
@@ -100,9 +120,23 @@ class Analytics:
     # -- SQL helpers ---------------------------------------------------------------------------
 
     def _frame(self, sql: str, params: dict[str, Any]) -> pd.DataFrame:
+        """The rows of `sql`, which may use _OWNER and _CONSENTED (their parameters are added)."""
+        params = {**params, "local": LOCAL.name, "consented_only": self.consented_only}
         with psycopg.connect(self.database_url, row_factory=dict_row) as conn:
             rows = conn.execute(sql, params).fetchall()  # type: ignore[arg-type]
         return pd.DataFrame(rows)
+
+    def _consented_workflows(self, workflow_ids: list[str]) -> list[str]:
+        """The given turns, less those of people the consent filter leaves out (and of turns
+        whose conversation is gone, which nobody can be asked about)."""
+        if not self.consented_only:
+            return workflow_ids
+        kept = self._frame(
+            "SELECT DISTINCT m.workflow_id FROM messages m JOIN conversations c ON"
+            f" c.id = m.conversation_id WHERE m.workflow_id = ANY(%(ids)s) AND {_CONSENTED}",
+            {"ids": list(workflow_ids)})
+        allowed = set(kept["workflow_id"]) if not kept.empty else set()
+        return [w for w in workflow_ids if w in allowed]
 
     def _dbos(self) -> Any:
         if self._client is None:
@@ -116,8 +150,8 @@ class Analytics:
     def conversations(self, since: TimeBound = None, until: TimeBound = None) -> pd.DataFrame:
         """One row per conversation created in the range, with its size and activity."""
         frame = self._frame(
-            """
-            SELECT c.id, c.title, c.created_at, c.updated_at, c.settings,
+            f"""
+            SELECT c.id, c.title, {_OWNER}, c.created_at, c.updated_at, c.settings,
                    c.origin_conversation_id,
                    count(m.id) FILTER (WHERE m.role = 'user') AS user_messages,
                    count(m.id) FILTER (WHERE m.role = 'assistant') AS replies,
@@ -128,6 +162,7 @@ class Analytics:
             FROM conversations c LEFT JOIN messages m ON m.conversation_id = c.id
             WHERE (%(since)s::timestamptz IS NULL OR c.created_at >= %(since)s)
               AND (%(until)s::timestamptz IS NULL OR c.created_at < %(until)s)
+              AND {_CONSENTED}
             GROUP BY c.id ORDER BY c.created_at
             """, {"since": _bound(since), "until": _bound(until), "error": ERROR})
         return frame
@@ -137,14 +172,15 @@ class Analytics:
         """One row per message in the range; replies carry their metrics (tokens, time to
         first token, latency, tokens per second) and the parameters they were produced with."""
         frame = self._frame(
-            """
-            SELECT m.id, m.conversation_id, m.seq, m.role, m.content, m.created_at,
+            f"""
+            SELECT m.id, m.conversation_id, {_OWNER}, m.seq, m.role, m.content, m.created_at,
                    m.completed_at, m.parent_id, m.status, m.error, m.workflow_id, m.model,
                    m.prompt_tokens, m.completion_tokens, m.tokens_estimated, m.ttft_ms,
                    m.latency_ms, m.finish_reason, m.active, m.params,
                    length(m.content) AS chars
-            FROM messages m
-            WHERE (%(since)s::timestamptz IS NULL OR m.created_at >= %(since)s)
+            FROM messages m JOIN conversations c ON c.id = m.conversation_id
+            WHERE {_CONSENTED}
+              AND (%(since)s::timestamptz IS NULL OR m.created_at >= %(since)s)
               AND (%(until)s::timestamptz IS NULL OR m.created_at < %(until)s)
               AND (%(role)s::text IS NULL OR m.role = %(role)s)
               AND (%(cid)s::uuid IS NULL OR m.conversation_id = %(cid)s)
@@ -166,7 +202,8 @@ class Analytics:
     def turns(self, since: TimeBound = None, until: TimeBound = None,
               limit: int = 10_000) -> pd.DataFrame:
         """One row per turn workflow started in the range: its DBOS status, duration,
-        recoveries and error, with the conversation and the reply it produced."""
+        recoveries and error, with the conversation, its owner and the reply it produced.
+        With `consented_only`, turns without a reply of a consenting person are left out."""
         workflows = self._dbos().list_workflows(
             name="chat_turn", start_time=_bound(since).isoformat() if since else None,
             end_time=_bound(until).isoformat() if until else None, limit=limit,
@@ -186,18 +223,23 @@ class Analytics:
         if frame.empty:
             return frame
         replies = self._frame(
-            "SELECT workflow_id, conversation_id, status AS reply_status, model,"
-            " completion_tokens, ttft_ms, latency_ms, (params->>'llm_attempts')::int AS"
-            " llm_attempts FROM messages WHERE role = 'assistant' AND workflow_id = ANY(%(ids)s)",
+            f"SELECT m.workflow_id, m.conversation_id, {_OWNER}, m.status AS reply_status,"
+            " m.model, m.completion_tokens, m.ttft_ms, m.latency_ms,"
+            " (m.params->>'llm_attempts')::int AS llm_attempts"
+            " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+            f" WHERE m.role = 'assistant' AND m.workflow_id = ANY(%(ids)s) AND {_CONSENTED}",
             {"ids": list(frame["workflow_id"])})
-        return frame.merge(replies, on="workflow_id", how="left") if not replies.empty \
-            else frame
+        if replies.empty:
+            replies = pd.DataFrame(columns=_REPLY_COLUMNS)
+        return frame.merge(replies, on="workflow_id",
+                           how="inner" if self.consented_only else "left")
 
     def steps(self, workflow_ids: list[str] | None = None, since: TimeBound = None,
               until: TimeBound = None) -> pd.DataFrame:
         """One row per step of the given turns (default: the turns in the range)."""
         if workflow_ids is None:
             workflow_ids = list(self.turns(since, until).get("workflow_id", []))
+        workflow_ids = self._consented_workflows(list(workflow_ids))
         client = self._dbos()
         rows = []
         for workflow_id in workflow_ids:
@@ -215,7 +257,9 @@ class Analytics:
     def turn_request(self, workflow_id: str) -> dict[str, Any]:
         """The exact request the turn sent to the LLM: the fitted messages (what read_history
         checkpointed) and the parameters the reply records."""
-        for s in self._dbos().list_workflow_steps(workflow_id, load_output=True):
+        steps = self._dbos().list_workflow_steps(workflow_id, load_output=True) \
+            if self._consented_workflows([workflow_id]) else []
+        for s in steps:
             if s["function_name"] == "read_history" and isinstance(s.get("output"), dict):
                 prompt = s["output"]
                 reply = self._frame("SELECT params FROM messages WHERE workflow_id = %(w)s"
