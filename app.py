@@ -3,8 +3,10 @@
     python app.py                 # embedded PostgreSQL + local CPU model, http://127.0.0.1:8080
     DATABASE_URL=postgresql://... VLLM_BASE_URL=http://gpu-box:5000 python app.py
     SHARE_AUTH=alice:long-password python app.py --share    # public Gradio link, login required
+    SHARE_AUTH=host:long-password SHARE_INVITE=code python app.py --host 0.0.0.0   # a LAN room
 
-Start-up order: database, migrations, LLM, DBOS (which resumes unfinished turns), then the web
+Any SHARE_AUTH / SHARE_INVITE turns accounts on: everyone logs in (chat_core/web/auth.py).
+Start-up order: database, migrations, accounts, LLM, DBOS (which resumes unfinished turns), then the web
 server with the REST API and the UI on one port. SIGINT/SIGTERM stop it cleanly; a turn still
 running then resumes on the next start.
 """
@@ -25,13 +27,14 @@ from typing import Any, Callable, Iterator
 
 import uvicorn
 
+from chat_core.accounts.config_accounts import config_accounts
 from chat_core.config import ConfigError, Settings, load_settings
 from chat_core.errors import ChatError
 from chat_core.runtime import ChatRuntime
 from chat_core.secrets_mask import install_log_masking
 from chat_core.web.share_link import open_share_link
 from chat_core.ui.page import build_ui
-from chat_core.web.app import build_web_app, parse_credentials
+from chat_core.web.app import build_web_app
 
 log = logging.getLogger("app")
 
@@ -177,8 +180,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "or 8080)")
     parser.add_argument("--host", help="address to listen on (default: HOST or 127.0.0.1)")
     parser.add_argument("--share", action="store_true",
-                        help="also publish a public Gradio share link; needs SHARE_AUTH="
-                        "user:password (environment or .env)")
+                        help="also publish a public Gradio share link; needs accounts: "
+                        "SHARE_AUTH=user:password (environment or .env)")
     return parser.parse_args(argv)
 
 
@@ -193,16 +196,16 @@ def configure_logging(level: str) -> None:
 
 
 async def serve(settings: Settings, share: bool = False) -> None:
-    credentials = parse_credentials(settings.share_auth) if settings.share_auth else None
-    if share and not credentials:
+    if share and not settings.share_auth:
         raise ConfigError("--share publishes the app on the internet: set SHARE_AUTH=user:password"
-                          " (environment or .env) so that only you and the people you tell can"
-                          " use it")
+                          " (environment or .env) so that only you and the people you let in"
+                          " can use it")
+    config_accounts(settings)  # every SHARE_* mistake is told before anything starts
     runtime = ChatRuntime(settings)
     service = await runtime.start()
     try:
         guard = AnswerAtShutdown(build_web_app(service, build_ui(service, share_mode=share),
-                                               credentials=credentials, share_mode=share))
+                                               accounts=runtime.accounts, share_mode=share))
         # Keep-alive well above uvicorn's 5 s: under load a client's next request on a pooled
         # connection raced the server closing it ("Server disconnected", ReadError): the only
         # errors in the benchmark at 256 and 512 conversations. 75 s outlasts common proxies'.
@@ -220,9 +223,10 @@ async def serve(settings: Settings, share: bool = False) -> None:
         while not server.started and not serving.done():
             await asyncio.sleep(0.05)
         if server.started:
+            login = ", login required" if settings.accounts_enabled else ""
             print(f"* Durable chat on http://{settings.host}:{settings.port}  "
                   f"(model {service.backend.get('model', '?')}, {service.backend.get('kind')} "
-                  "backend)", flush=True)
+                  f"backend{login})", flush=True)
             if share:
                 try:
                     url = await asyncio.to_thread(open_share_link, settings.host, settings.port)

@@ -1,7 +1,8 @@
 """Start and stop everything one app process needs, in dependency order:
 
-    database (embedded or DATABASE_URL) -> migrations -> pool -> LLM (local or VLLM_BASE_URL)
-    -> workflow bindings -> DBOS.launch() (recovers this executor's unfinished turns)
+    database (embedded or DATABASE_URL) -> migrations -> pool -> accounts (with SHARE_AUTH)
+    -> LLM (local or VLLM_BASE_URL) -> workflow bindings -> DBOS.launch() (recovers this
+    executor's unfinished turns)
 
 `start()` must run on the event loop that will serve requests: DBOS submits every workflow,
 recovered ones included, to the loop that was running when it launched, and the pool and the
@@ -19,6 +20,7 @@ from typing import Any
 
 from dbos import DBOS
 
+from chat_core.accounts.directory import AccountDirectory
 from chat_core.store.chat_store import ChatStore
 from chat_core.config import Settings
 from chat_core.errors import LLMUnavailable, TurnFailed
@@ -107,6 +109,9 @@ class ChatRuntime:
         self.service: ChatService | None = None
         self.slots: GlobalLLMSlots | None = None
         self.wakeups: TurnWakeups | None = None
+        # With accounts on (SHARE_AUTH / SHARE_INVITE): who is who; the service carries it as
+        # `people`, the web app's login uses it.
+        self.accounts: AccountDirectory | None = None
         self.database_url: str = ""
         self._dbos_launched = False
         self._attempt_lines = _OneLinePerLLMAttempt(settings.llm_retry_interval_sec,
@@ -132,6 +137,10 @@ class ChatRuntime:
             log.info("applied migrations: %s", ", ".join(applied))
         self.db = Database(self.database_url, max_size=s.db_pool_max)
         await self.db.open()
+        if s.accounts_enabled:
+            # Before any turn is recovered: rows without an owner go to the first admin.
+            self.accounts = AccountDirectory(self.db, s)
+            await self.accounts.start()
         if s.llm_global_concurrency > 0:
             self.slots = GlobalLLMSlots(self.db, s.llm_global_concurrency, s.executor_id)
             await self.slots.start()
@@ -147,6 +156,7 @@ class ChatRuntime:
         turn_workflow.bind(turn_workflow.TurnDeps(settings=s, store=store, llm=self.llm, hub=hub,
                                                   slots=self.slots, wakeups=self.wakeups))
         self.service = ChatService(s, store, self.llm, hub, backend)
+        self.service.people = self.accounts  # type: ignore[attr-defined]
 
         treat_failed_connects_as_disconnects()
         logging.getLogger("dbos").addFilter(self._attempt_lines)
@@ -249,6 +259,7 @@ class ChatRuntime:
         if self.llm is not None:
             await self.llm.close()
             self.llm = None
+        self.accounts = None
         if self.db is not None:
             await self.db.close()
             self.db = None

@@ -1,5 +1,6 @@
 """Share mode: what a public link exposes is locked: login for the UI and the REST API, no
-direct-call API around the queue, no monitoring page, links and images in replies inert."""
+direct-call API around the queue, no monitoring page, links and images in replies inert.
+(Accounts, sessions and tokens in depth: tests/test_accounts.py, tests/test_login_web.py.)"""
 
 from __future__ import annotations
 
@@ -93,13 +94,18 @@ def test_a_non_ascii_share_password_works_for_the_api_and_the_ui(shared: InProce
 @pytest.mark.slow  # the real app in share mode
 def test_the_ui_asks_for_a_login(shared: InProcessApp) -> None:
     with httpx.Client(base_url=shared.url) as http:
-        config = http.get("/config")
-        assert config.status_code in (401, 403) or "login" in config.text.lower()
-        login = http.post("/login", data={"username": USER, "password": PASSWORD})
-        assert login.status_code in (200, 302, 303)
+        entry = http.get("/")
+        assert entry.status_code == 200 and 'action=\'/auth/login\'' in entry.text
+        assert "input id=password name=password type=password" in entry.text
+        assert http.get("/config").status_code == 401
+        login = http.post("/auth/login", data={"username": USER, "password": PASSWORD,
+                                               "next": "/"})
+        assert login.status_code == 303 and login.headers["location"] == "/"
         assert http.get("/config").status_code == 200
-        bad = httpx.post(f"{shared.url}/login", data={"username": USER, "password": "nope"})
-        assert bad.status_code in (400, 401)
+        assert "gradio" in http.get("/").text.lower()  # the app's page now
+        bad = httpx.post(f"{shared.url}/auth/login", data={"username": USER, "password": "nope"})
+        assert bad.status_code == 401 and "wrong name or password" in bad.text
+        assert "dc_session" not in bad.headers.get("set-cookie", "")
 
 
 @pytest.mark.slow  # the real app in share mode

@@ -8,9 +8,9 @@ upload folder. So this middleware refuses, before Gradio sees the request:
 - a file payload anywhere in a request, except in the inputs of events that take uploads
   (the Import button), and there only a path inside Gradio's upload folder;
 - `/gradio_api/file=<URL>`, with which Gradio fetches any public URL for the caller: this app
-  never shows remote files, and it is no proxy;
-- with a login configured, the heartbeat stream to anyone not logged in (it stays open
-  forever: free connections for a stranger).
+  never shows remote files, and it is no proxy.
+With accounts on, nobody without a login gets this far (auth.AccountAuth stands in front): not
+even the heartbeat stream, which stays open forever (free connections for a stranger).
 """
 
 from __future__ import annotations
@@ -137,10 +137,9 @@ def refused_files(blocks: gr.Blocks, route: str, body: Any) -> str | None:
 class GradioGuard:
     """ASGI middleware in front of the mounted Gradio app (see the module docstring)."""
 
-    def __init__(self, app: ASGIApp, blocks: gr.Blocks, login_required: bool = False) -> None:
+    def __init__(self, app: ASGIApp, blocks: gr.Blocks) -> None:
         self.app = app
         self.blocks = blocks
-        self.login_required = login_required
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "") if scope["type"] == "http" else ""
@@ -149,10 +148,6 @@ class GradioGuard:
             return
         if path.startswith(_NO_ROUTES):
             await refuse(send, 404, "not_found", "no such route in this app")
-            return
-        if path.startswith("/gradio_api/heartbeat/") and self.login_required \
-                and not _logged_in(scope):
-            await refuse(send, 401, "unauthorized", "log in first")
             return
         if scope["type"] == "http" and scope["method"] == "POST" \
                 and path.startswith(_JSON_ROUTES):
@@ -194,38 +189,6 @@ class GradioGuard:
                          f"refused a file path in the request: {reason}")
             return
         await self.app(scope, replay_body(raw, receive), send)
-
-
-def _logged_in(scope: Scope) -> bool:
-    """Gradio's own session check: its login cookie names a live token of the mounted app."""
-    app = scope.get("app")
-    gradio_app = _gradio_app(app)
-    if gradio_app is None:
-        return False
-    cookies = _cookies(scope)
-    token = cookies.get(f"access-token-{gradio_app.cookie_id}") or \
-        cookies.get(f"access-token-unsecure-{gradio_app.cookie_id}")
-    return token is not None and token in gradio_app.tokens
-
-
-def _gradio_app(app: Any) -> Any:
-    for route in getattr(app, "routes", []):
-        mounted = getattr(route, "app", None)
-        if hasattr(mounted, "tokens") and hasattr(mounted, "cookie_id"):
-            return mounted
-    return None
-
-
-def _cookies(scope: Scope) -> dict[str, str]:
-    from http.cookies import SimpleCookie
-    jar: SimpleCookie = SimpleCookie()
-    for key, value in scope.get("headers", ()):
-        if key == b"cookie":
-            try:
-                jar.load(value.decode("latin-1"))
-            except Exception:  # a malformed cookie header is simply not a login
-                pass
-    return {k: m.value for k, m in jar.items()}
 
 
 __all__ = ["GradioGuard", "refused_files", "malformed_call", "file_paths", "is_uploaded_file",

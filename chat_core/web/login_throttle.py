@@ -1,5 +1,7 @@
-"""Slows password guessing on both doors of a shared app: Gradio's login form (POST /login)
-and the REST API's HTTP Basic auth (web/app.py).
+"""Slows password guessing at every door of a shared app: the login and sign-up forms
+(login_pages.py: /auth/login, /auth/signup and the scripts' POST /login) and the REST API's
+HTTP Basic auth (auth.py). Sign-up tries count against one pseudo-account, so the invite code
+cannot be guessed faster than a password.
 
 Three limits, all decided before any password is compared:
 
@@ -32,11 +34,11 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Callable, TypeVar
 
-from starlette.requests import Request
 from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
-from chat_core.web.request_guards import replay_body
+from chat_core.accounts.passwords import check_name, name_key
+from chat_core.errors import InvalidInput
 
 FREE_FAILURES = 5
 FIRST_DELAY_SEC = 1.0
@@ -47,7 +49,6 @@ WINDOW_SEC = 60.0
 # Bounds on remembered accounts and addresses: an attacker naming a million accounts must not
 # grow memory without limit. The least recently touched entries are forgotten first.
 MAX_TRACKED = 10_000
-MAX_LOGIN_BODY_BYTES = 64 * 1024
 TUNNEL_HOST_SUFFIX = ".gradio.live"
 V = TypeVar("V")
 
@@ -176,81 +177,14 @@ def too_many_attempts(wait: float) -> JSONResponse:
                         status_code=429, headers={"Retry-After": str(seconds)})
 
 
-async def _read_body(receive: Receive, limit: int) -> bytes | None:
-    """The whole request body, or None if it is larger than `limit`."""
-    body = bytearray()
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return bytes(body)
-        body.extend(message.get("body", b""))
-        if len(body) > limit:
-            return None
-        if not message.get("more_body", False):
-            return bytes(body)
-
-
-async def form_username(scope: Scope, body: bytes) -> str:
-    """The `username` of a login form, read as Gradio's FastAPI route reads it (URL-encoded or
-    multipart, the last of repeated fields, stripped), so the account throttled is the account
-    Gradio checks. A body that is no form names no account and counts for its address only."""
-    request = Request(scope, replay_body(body, _disconnected))
+def account_key(name: str) -> str:
+    """The account a try counts against: the name as the directory knows it (any case, NFKC),
+    so "Alice" and "ＡＬＩＣＥ" share alice's delay; a name no account can have counts for its
+    address only ("")."""
     try:
-        form = await request.form()
-    except Exception:  # malformed: Gradio answers 4xx for it, the address is still charged
+        return name_key(check_name(name))
+    except InvalidInput:
         return ""
-    try:
-        value = form.get("username")
-        return value.strip() if isinstance(value, str) else ""
-    finally:
-        await form.close()
 
 
-async def _disconnected() -> Message:
-    return {"type": "http.disconnect"}
-
-
-class LoginThrottleMiddleware:
-    """Pure ASGI middleware around Gradio's POST /login: checks the throttle, replays the
-    buffered form to Gradio, and records the outcome from Gradio's response status: 200 is a
-    login; anything else (400 "Incorrect credentials", a malformed form) stays a failure."""
-
-    def __init__(self, app: ASGIApp, throttle: LoginThrottle,
-                 trusted_proxies: frozenset[str] = frozenset()) -> None:
-        self.app = app
-        self.throttle = throttle
-        self.trusted_proxies = trusted_proxies
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST" or \
-                scope["path"].rstrip("/") != "/login":
-            await self.app(scope, receive, send)
-            return
-        body = await _read_body(receive, MAX_LOGIN_BODY_BYTES)
-        if body is None:
-            await JSONResponse({"error": "the login form is larger than 64 KiB",
-                                "code": "payload_too_large"}, 413)(scope, receive, send)
-            return
-        account = await form_username(scope, body)
-        address = client_address(scope, self.trusted_proxies)
-        wait = self.throttle.check(account, address)  # before Gradio compares the password
-        if wait > 0:
-            await too_many_attempts(wait)(scope, receive, send)
-            return
-        status: list[int] = []
-        await self.app(scope, replay_body(body, receive), _status_recorder(send, status))
-        if status and status[0] == 200:
-            self.throttle.succeeded(account, address)
-
-
-def _status_recorder(send: Send, status: list[int]) -> Send:
-    async def recording(message: Message) -> None:
-        if message["type"] == "http.response.start":
-            status.append(int(message["status"]))
-        await send(message)
-
-    return recording
-
-
-__all__ = ["LoginThrottle", "LoginThrottleMiddleware", "client_address", "form_username",
-           "too_many_attempts"]
+__all__ = ["LoginThrottle", "account_key", "client_address", "too_many_attempts"]

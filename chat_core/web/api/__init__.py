@@ -24,6 +24,7 @@
     GET  /api/workflows[?status=&limit=&conversation_id=]    recent turn workflows
     GET  /api/workflows/{id}, /api/workflows/{id}/steps      one workflow, its steps
     POST /api/workflows/{id}/cancel | /resume | /fork        steer it ({"start_step": n})
+    GET  /api/me, /api/me/tokens, /api/admin/people ...      the account (account.py)
 
 Every error is {"error", "code"} with a message that says what to fix (errors.py); bodies and
 numeric parameters are parsed by us, not FastAPI's models, to keep that shape (bodies.py).
@@ -35,7 +36,9 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from chat_core.service import ChatService
-from chat_core.web.api import conversations, health, messages, turns, workflows
+from chat_core.web import shared_page
+from chat_core.web.api import (account, conversations, health, links, messages, my_data,
+                               turns, workflows)
 from chat_core.web.api.errors import install_error_handlers, unknown_endpoints
 
 
@@ -44,6 +47,7 @@ def install_rest_api(app: FastAPI, service: ChatService) -> None:
     from app.state)."""
     app.state.chat_service = service
     install_error_handlers(app)
-    for module in (health, conversations, messages, turns, workflows):
+    for module in (health, conversations, messages, turns, workflows, links, my_data,
+                   shared_page, account):
         app.include_router(module.router)
     app.include_router(unknown_endpoints)  # last: it matches any path under /api/

@@ -1,5 +1,5 @@
-"""What the routes take besides their path: the service, the Idempotency-Key header, whether
-the client wants server-sent events. (The current user will be one more dependency.)"""
+"""What the routes take besides their path: the person asking, the service as they see it, the
+account directory, the Idempotency-Key header, whether the client wants server-sent events."""
 
 from __future__ import annotations
 
@@ -7,16 +7,49 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Header, Query, Request
 
+from chat_core.accounts.directory import AccountDirectory
+from chat_core.accounts.person import LOCAL, Person
+from chat_core.errors import ChatError
 from chat_core.service import ChatService
 
 
-def get_service(request: Request) -> ChatService:
-    """The service `install_rest_api` put on the app: created at start-up, before the routes."""
+class NotLoggedIn(ChatError):
+    status = 401
+    code = "unauthorized"
+
+
+def get_person(request: Request) -> Person:
+    """Who is asking: the person web/auth.AccountAuth found for this request (LOCAL with
+    accounts off). A request that reached a route without one is refused, never served as
+    anybody: that would be a bug in front of the routes, and it fails closed."""
+    person = request.scope.get("state", {}).get("person")
+    if isinstance(person, Person):
+        return person
+    if getattr(request.app.state, "accounts", None) is None:
+        return LOCAL
+    raise NotLoggedIn("log in: HTTP Basic with your name and password, or Authorization: "
+                      "Bearer <API token>")
+
+
+CurrentPerson = Annotated[Person, Depends(get_person)]
+
+
+def get_service(request: Request, person: CurrentPerson) -> ChatService:
+    """The service `install_rest_api` put on the app, as the person asking sees it: every
+    query answers only their data (an admin's, everyone's)."""
     service: ChatService = request.app.state.chat_service
-    return service
+    return service if person == service.person else service.for_person(person)
 
 
 Service = Annotated[ChatService, Depends(get_service)]
+
+
+def get_accounts(request: Request) -> AccountDirectory | None:
+    """The account directory; None with accounts off."""
+    return getattr(request.app.state, "accounts", None)
+
+
+Accounts = Annotated[AccountDirectory | None, Depends(get_accounts)]
 
 # What the routes return: the service's JSON-ready values.
 Json = dict[str, Any]
