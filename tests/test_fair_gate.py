@@ -13,8 +13,9 @@ import pytest
 
 from chat_core.llm.fair_gate import FairGate
 from chat_core.states import COMPLETE
-from chat_core.turns.progress import TurnProgress
-from chat_core.ui.chat.streaming import waiting_entry
+from chat_core.turns.progress import Snapshot, TurnProgress
+from chat_core.ui.chat.streaming import follow_reply, waiting_entry
+from chat_core.ui.chat.view import following
 from chat_core.web.api.streaming import turn_events
 
 
@@ -270,6 +271,23 @@ async def test_the_gate_tells_the_turns_progress_and_the_chat_and_the_api_show_i
     assert sum(e.startswith(b"event: waiting") for e in events) == 1
     assert second.snapshot().ahead is None
     await asyncio.gather(*tasks)
+
+
+@on_a_loop
+async def test_the_chat_pane_says_how_many_are_ahead_until_the_first_words() -> None:
+    class Service:
+        async def watch_turn(self, turn_id: str, min_interval: float = 0.0):
+            for ahead, text, status in ((2, "", "streaming"), (0, "", "streaming"),
+                                        (None, "Hello", "streaming"), (None, "Hello!", COMPLETE)):
+                yield Snapshot(turn_id, "reply-1", status, text, 0, None, ahead)
+
+    shown = [entry async for entry, _ in follow_reply(
+        Service(), following("turn-1", "conv-1", []), False)]  # type: ignore[arg-type]
+    contents = [e["content"] if e else "" for e in shown]
+    # (Snapshots that come faster than the pane is drawn are skipped, the last one never.)
+    assert "waiting, 2 ahead" in contents[0]
+    assert "Hello!" in contents[-1] and "waiting" not in contents[-1]
+    assert waiting_entry(0)["content"].count("next in line") == 1
 
 
 def test_a_gate_needs_room_for_one() -> None:
