@@ -147,3 +147,19 @@ def test_share_without_credentials_refuses_to_start(tmp_path: Path) -> None:
     assert result.returncode != 0
     assert "SHARE_AUTH=user:password" in result.stderr
     assert not (tmp_path / "pgdata").exists()  # refused before starting anything
+
+
+@pytest.mark.slow  # a subprocess importing the whole app: several seconds
+@pytest.mark.parametrize("extra,words", [
+    ({"SHARE_INVITE": "room-code-42"}, "set SHARE_AUTH=host:password so someone can administer"),
+    ({"SHARE_AUTH": f"{USER}:{PASSWORD}", "SHARE_ADMINS": "mallory"},
+     "SHARE_ADMINS names 'mallory', who is not a SHARE_AUTH user"),
+])
+def test_accounts_nobody_could_administer_refuse_to_start(tmp_path: Path, extra: dict[str, str],
+                                                          words: str) -> None:
+    env = {"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path), "HOME": str(tmp_path), **extra}
+    result = subprocess.run([sys.executable, str(ROOT / "app.py")], env=env, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert words in result.stderr
+    assert not (tmp_path / "pgdata").exists()  # refused before starting anything
