@@ -1,23 +1,28 @@
 """The Chat tab's handlers called alone, with an in-memory service (tests/ui_fakes.py): what each
 answers, and that it only names outputs its event lists. No app, no browser: the page built
-in a Blocks context is only read for its components and events."""
+in a Blocks context is only read for its components and events.
+
+Share mode's isolation at the handlers: the real service and store on PostgreSQL with two
+people and an admin (ui_fakes.room), each call made as the person its gr.Request names."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+import warnings
 from typing import Any, AsyncIterator, Iterator
 
 import gradio as gr
 import pytest
 
-from chat_core.errors import NotFound, ShuttingDown
+from chat_core.errors import NotFound, ShuttingDown, TooManyTurns
 from chat_core.states import (COMPLETE, ERROR, MAX_SEARCH_CHARS, MAX_SYSTEM_PROMPT_CHARS,
                               MAX_TITLE_CHARS, SETTING_LIMITS, SETTING_STEP, STOPPED, STREAMING)
 from chat_core.ui.chat import ChatHandlers, ChatTab
 from chat_core.ui.chat.api import ApiAnswers
 from chat_core.ui.chat.view import FAILED_NOTICE, PENDING_REPLY, RESTARTING_NOTICE, TurnActions
 from chat_core.ui.page import build_ui
-from tests.ui_fakes import FakeService
+from tests.ui_fakes import FakeService, Room, caller, room
 
 PUBLIC_NAMES = {"send", "select", "new_chat", "retry", "regenerate", "continue", "previous",
                 "next", "edit", "stop", "rename", "delete", "search", "save_settings", "export",
@@ -116,7 +121,7 @@ def test_nothing_to_retry_changes_nothing(chat: ChatHandlers) -> None:
     """An answer with no value at all would blank every output on the page."""
     assert run(chat.retry(None, {})) == SKIP
     assert run(chat.continue_reply("c", {"alternatives": []})) == SKIP
-    assert run(chat.browse("c", {"alternatives": ["a"], "alt_index": 0}, +1)) == SKIP
+    assert run(chat.next("c", {"alternatives": ["a"], "alt_index": 0})) == SKIP
 
 
 # -- following it -------------------------------------------------------------------------------
@@ -317,3 +322,164 @@ def test_a_watch_error_redraws_the_stored_pane_and_keeps_its_notice(
     assert [m["content"] for m in pane] == ["Hi", "<p>partial</p>"]  # as stored
     assert run(chat.settle(started[tab.ui.turn], turn))[tab.ui.notice] == \
         "⚠️ turn turn\\-x does not exist"
+
+
+# -- over a person's limits ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("message, when", [
+    ("you have sent 20 messages in the last minute; send again in 12 s", "send again in 12 s"),
+    ("you have 4 replies being written already; wait for one to finish (or stop one), then "
+     "send again", "Try again in about 5 s."),
+])
+def test_over_the_limits_the_notice_says_when_and_the_text_stays(
+        tab: ChatTab, chat: ChatHandlers, service: FakeService, message: str, when: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    async def refuse(conversation_id: str, content: Any) -> Any:
+        raise TooManyTurns(message, retry_after_sec=12 if "12" in message else 5, limit=4)
+    monkeypatch.setattr(service, "start_turn", refuse)
+    conversation = run(service.create_conversation())["id"]
+    out = run(chat.send("my long message", conversation, {}))
+    assert out[tab.ui.box] == "my long message" and out[tab.ui.turn] is None
+    notice = out[tab.ui.notice]
+    assert notice.startswith("⏳ Not sent") and when in notice.replace("\\", "")
+    assert "still in the box" in notice
+
+
+# -- share mode: each person's own --------------------------------------------------------------
+
+@pytest.fixture()
+def people(migrated_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Room]:
+    with room(migrated_database_url, monkeypatch) as r:
+        yield r
+
+
+@pytest.fixture()
+def shared(tab: ChatTab, people: Room) -> ChatHandlers:
+    return ChatHandlers(people.service, tab.ui, True, tab.everyone)
+
+
+def masked(answer: Any, *ids: str) -> str:
+    """An answer as the page would get it, with the ids it names blanked: someone else's id
+    and a random one must then read the same."""
+    text = repr(sorted(((getattr(k, "elem_id", None) or type(k).__name__, repr(v))
+                        for k, v in answer.items()), key=repr)) \
+        if isinstance(answer, dict) else repr(answer)
+    text = text.replace("\\", "")  # notices escape Markdown: "a\\-b" for "a-b"
+    for value in ids:
+        text = text.replace(value, "<id>")
+    return text
+
+
+def test_someone_elses_conversation_answers_like_a_missing_one(
+        shared: ChatHandlers, people: Room) -> None:
+    r, bob = people, caller(people.bob)
+    cid = r.conversation(r.alice, "Alice's plans")
+    _, user_id, reply_id = r.turn(r.alice, cid, "the word is flamingo", "noted")
+    mine = [cid, user_id, reply_id]
+    unknown = [str(uuid.uuid4()) for _ in mine]
+    before = r.run(r.service.for_person(r.alice).list_messages(cid))
+
+    def view(ids: list[str]) -> dict[str, Any]:
+        return {"last_user": ids[1], "last_reply": {"id": ids[2]}, "ids": ids[1:],
+                "alternatives": [ids[2], ids[2]], "alt_index": 0, "shown": []}
+
+    edit = gr.EditData(None, {"index": 0, "value": "changed", "previous_value": "x"})
+    calls = {
+        "open": lambda ids: shared.open(ids[0], bob),
+        "rename": lambda ids: shared.rename(ids[0], "mine now", bob),
+        "save_settings": lambda ids: shared.save_settings(ids[0], "Be rude.", 1, 1, 9, bob),
+        "export": lambda ids: shared.export(ids[0], "json", bob),
+        "retry": lambda ids: shared.retry(ids[0], view(ids), bob),
+        "continue": lambda ids: shared.continue_reply(ids[0], view(ids), bob),
+        "next": lambda ids: shared.next(ids[0], view(ids), bob),
+        "edit": lambda ids: shared.edit(ids[0], view(ids), edit, bob),
+        "delete": lambda ids: shared.delete(ids[0], bob),
+    }
+    for name, call in calls.items():
+        theirs, missing = r.run(call(mine)), r.run(call(unknown))
+        assert masked(theirs, *mine) == masked(missing, *unknown), name
+        assert "flamingo" not in repr(theirs) and "Alice" not in repr(theirs), name
+    # Nothing of Alice's changed, and it is hers as it was.
+    alice = r.service.for_person(r.alice)
+    assert r.run(alice.get_conversation(cid))["title"] == "Alice's plans"
+    assert r.run(alice.list_messages(cid)) == before
+
+
+def test_someone_elses_turn_answers_like_a_missing_one(shared: ChatHandlers,
+                                                       people: Room) -> None:
+    r, bob = people, caller(people.bob)
+    cid = r.conversation(r.alice, "Busy")
+    turn_id, _, reply_id = r.turn(r.alice, cid, "still thinking about flamingos")
+    unknown = f"turn-{uuid.uuid4()}"
+    stops = []
+    for turn in (turn_id, unknown):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            r.run(shared.stop({"id": turn}, bob))
+        stops.append([str(w.message).replace(turn, "<id>") for w in caught])
+    assert stops[0] == stops[1] and "does not exist" in stops[0][0]
+    assert r.run(r.system.reply_state(uuid.UUID(reply_id)))["stop_requested"] is False
+    r.run(shared.stop({"id": turn_id}, caller(r.alice)))  # hers to stop
+    assert r.run(r.system.reply_state(uuid.UUID(reply_id)))["stop_requested"] is True
+    # Finished, so that a stream that reached it would show it rather than wait.
+    r.run(r.system.finish_reply(uuid.UUID(reply_id), content="flamingos", status=COMPLETE))
+    streams = [masked(r.run(_drain(shared.stream(
+        {"id": turn, "conversation": cid, "shown": []}, bob))), turn, cid)
+        for turn in (turn_id, unknown)]
+    assert streams[0] == streams[1] and "does not exist" in streams[0]
+    assert "flamingo" not in streams[0]
+    hers = r.run(_drain(shared.stream({"id": turn_id, "conversation": cid, "shown": []},
+                                      caller(r.alice))))
+    assert "flamingos" in repr(hers[-1])
+
+
+async def _drain(stream: AsyncIterator[Any]) -> list[Any]:
+    return [item async for item in stream]
+
+
+def test_each_lists_and_searches_their_own(tab: ChatTab, shared: ChatHandlers,
+                                           people: Room) -> None:
+    r = people
+    theirs = {p.name: r.conversation(p, f"{p.name}'s") for p in (r.alice, r.bob)}
+    words = {p.name: f"pelican{uuid.uuid4().hex[:8]}" for p in (r.alice, r.bob)}
+    for p in (r.alice, r.bob):
+        r.turn(p, theirs[p.name], f"a word of {p.name}: {words[p.name]}", "ok")
+    for p in (r.alice, r.bob):
+        listed = r.run(shared.new_chat(caller(p)))[tab.ui.conversations]["choices"]
+        assert [c for _, c in listed] == [theirs[p.name]]
+        found = r.run(shared.search(" or ".join(words.values()), caller(p)))
+        assert [c for _, c in found[tab.ui.conversations]["choices"]] == [theirs[p.name]]
+
+
+def test_the_admin_sees_their_own_listed_and_everyones_on_request(
+        tab: ChatTab, shared: ChatHandlers, people: Room) -> None:
+    r, admin = people, caller(people.admin)
+    hers = r.conversation(r.alice, "Alice's")
+    r.turn(r.alice, hers, "ibis", "a bird")
+    own = r.conversation(r.admin, "The host's")
+    shown = r.run(shared.open(hers, admin))  # any conversation opens for the admin
+    assert shown[tab.ui.conversation] == hers and "ibis" in repr(shown[tab.ui.chatbot])
+    assert [c for _, c in shown[tab.ui.conversations]["choices"]] == [own]  # listed: own
+    assert r.run(shared.everyone_shown(admin)) == gr.update(visible=True, value=False)
+    listed = r.run(shared.choose_everyone(True, hers, admin))
+    assert (f"Alice's · {r.alice.name}", hers) in listed["choices"]
+    assert listed["value"] == hers
+    assert r.run(shared.everyone_shown(admin))["value"] is True
+    found = r.run(shared.search("ibis", admin))[tab.ui.conversations]["choices"]
+    assert [c for _, c in found] == [hers]
+    r.run(shared.choose_everyone(False, None, admin))
+    assert r.run(shared.search("ibis", admin))[tab.ui.conversations]["choices"] == []
+    # Not an admin: no choice shown, and asking for it changes nothing.
+    assert r.run(shared.everyone_shown(caller(r.bob)))["visible"] is False
+    assert hers not in repr(r.run(shared.choose_everyone(True, None, caller(r.bob))))
+
+
+@pytest.mark.parametrize("who", ["nobody", "unknown account", "no request"])
+def test_a_call_without_a_known_login_fails_closed(shared: ChatHandlers, people: Room,
+                                                   who: str) -> None:
+    request = {"nobody": caller(None), "no request": None,
+               "unknown account": caller(type(people.bob)(uuid.uuid4(), "ghost"))}[who]
+    with pytest.raises(gr.Error, match="log in again"):
+        people.run(shared.new_chat(request))
+    with pytest.raises(gr.Error, match="log in again"):
+        people.run(_drain(ApiAnswers(shared).send("hi", None, {}, request)))

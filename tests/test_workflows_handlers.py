@@ -1,17 +1,24 @@
 """The Workflows tab's handlers called alone, with a stand-in for the service's workflow admin:
-what Cancel, Resume and Fork answer, and how the fork's text fields are read."""
+what Cancel, Resume and Fork answer, and how the fork's text fields are read. Then share mode:
+the real service on PostgreSQL with two people and an admin (ui_fakes.room): each sees and
+steers their own turns; the admin everyone's, with an owner column, a filter and the load."""
 
 from __future__ import annotations
 
 import asyncio
+import uuid
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Iterator
 
+import gradio as gr
+import pandas as pd
 import pytest
 
 from chat_core.errors import InvalidInput, NotFound
-from chat_core.ui.workflows_tab import (STEP_COLUMNS, TURN_COLUMNS, WorkflowHandlers,
-                                        fork_overrides, whole_step)
+from chat_core.ui.people import EVERYONE
+from chat_core.ui.workflows_tab import (LOAD_COLUMNS, OWNER_COLUMN, STEP_COLUMNS, TURN_COLUMNS,
+                                        WorkflowHandlers, fork_overrides, whole_step)
+from tests.ui_fakes import Room, caller, room
 
 ROW = {"workflow_id": "turn-1", "conversation_title": "", "conversation_id": "c-1",
        "status": "SUCCESS", "reply_status": "complete", "started_at": "2026-11-25T19:49:52.094Z",
@@ -22,7 +29,8 @@ class FakeWorkflows:
     def __init__(self) -> None:
         self.forked: list[tuple[str, int, Any]] = []
 
-    async def list_turns(self, status: str | None, limit: int) -> list[dict[str, Any]]:
+    async def list_turns(self, status: str | None = None, limit: int = 50,
+                         owner: Any = None) -> list[dict[str, Any]]:
         return [ROW] if status in (None, "SUCCESS") else []
 
     async def steps(self, workflow_id: str) -> list[dict[str, Any]]:
@@ -41,7 +49,9 @@ class FakeWorkflows:
 
 @pytest.fixture()
 def handlers() -> WorkflowHandlers:
-    return WorkflowHandlers(SimpleNamespace(workflows=FakeWorkflows()))  # type: ignore[arg-type]
+    service = SimpleNamespace(workflows=FakeWorkflows(),
+                              settings=SimpleNamespace(accounts_enabled=False))
+    return WorkflowHandlers(service)  # type: ignore[arg-type]
 
 
 def test_the_table_and_the_steps(handlers: WorkflowHandlers) -> None:
@@ -77,3 +87,94 @@ def test_fork_fields_empty_mean_the_turns_own() -> None:
     for bad in (None, True, 2.5, float("nan"), "2"):
         with pytest.raises(InvalidInput):
             whole_step(bad)
+
+
+# -- share mode ---------------------------------------------------------------------------------
+
+@pytest.fixture()
+def people(migrated_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Room]:
+    with room(migrated_database_url, monkeypatch) as r:
+        yield r
+
+
+def frame(answer: Any) -> pd.DataFrame:
+    """The table of an answer: a DataFrame, or an admin's update carrying one."""
+    return answer["value"] if isinstance(answer, dict) else answer
+
+
+def test_each_sees_and_steers_only_their_own_turns(people: Room) -> None:
+    r = people
+    h = WorkflowHandlers(r.service)
+    turns = {}
+    for p in (r.alice, r.bob):
+        conversation = r.conversation(p, f"{p.name}'s")
+        turns[p.name] = r.turn(p, conversation, "hello", "hi")[0]
+    for p, other in ((r.alice, r.bob), (r.bob, r.alice)):
+        me = caller(p)
+        table, _ = r.run(h.tick("all", None, EVERYONE, me))
+        assert list(table.columns) == TURN_COLUMNS  # no owner column
+        assert table["workflow"].tolist() == [turns[p.name]]
+        assert not r.run(h.steps(turns[p.name], me)).empty
+        # The other's turn reads as a missing one, for every action.
+        unknown = f"turn-{uuid.uuid4()}"
+        assert r.run(h.steps(turns[other.name], me)).empty
+        for action in (h.cancel, h.resume):
+            theirs = r.run(action(turns[other.name], 3, "all", me))[0].replace("\\", "")
+            missing = r.run(action(unknown, 3, "all", me))[0].replace("\\", "")
+            assert theirs.replace(turns[other.name], "<id>") == \
+                missing.replace(unknown, "<id>")
+        forked = r.run(h.fork(turns[other.name], 3, "all", "", "", "", "", me))[0]
+        assert "does not exist" in forked
+    # The owner filter means nothing to someone who sees only their own.
+    alone = frame(r.run(h.table("all", r.alice.name, caller(r.bob))))
+    assert alone["workflow"].tolist() == [turns[r.bob.name]]
+    assert r.run(h.admin_view(caller(r.bob))) == (gr.update(visible=False),
+                                                  gr.update(visible=False))
+    assert r.run(h.load(caller(r.bob))) == gr.skip()
+
+
+def test_the_admin_sees_everyones_turns_with_their_owner(people: Room) -> None:
+    r = people
+    h = WorkflowHandlers(r.service)
+    admin = caller(r.admin)
+    conversation = r.conversation(r.alice, "Alice's")
+    hers = r.turn(r.alice, conversation, "hello", "hi")[0]
+    his = r.turn(r.bob, r.conversation(r.bob, "Bob's"), "hey", "yo")[0]
+    table = frame(r.run(h.table("all", EVERYONE, admin)))
+    assert list(table.columns) == [*TURN_COLUMNS[:2], OWNER_COLUMN, *TURN_COLUMNS[2:]]
+    owners = dict(zip(table["workflow"], table[OWNER_COLUMN]))
+    assert owners[hers] == r.alice.name and owners[his] == r.bob.name
+    only = frame(r.run(h.table("all", r.alice.name, admin)))
+    assert only["workflow"].tolist() == [hers]
+    assert frame(r.run(h.table("all", "nobody-by-this-name", admin))).empty
+    # The admin steers anyone's: Alice's turn is found (and is finished, so not cancelled).
+    assert "not running" in r.run(h.cancel(hers, 3, "all", admin))[0]
+    assert len(r.run(h.steps(hers, admin))) == 4
+    choices, load = r.run(h.admin_view(admin))
+    assert choices["visible"] and choices["choices"][0] == EVERYONE
+    assert {r.alice.name, r.bob.name, r.admin.name} <= set(choices["choices"])
+    assert load["visible"] and list(load["value"].columns) == LOAD_COLUMNS
+
+
+def test_the_load_names_people(people: Room) -> None:
+    """The LLM gate's load (llm/fair_gate.py) by person, as the admin's table shows it."""
+    r = people
+    h = WorkflowHandlers(r.service)
+    gate = r.service.llm.gate
+
+    async def busy() -> pd.DataFrame:
+        async with gate.turn(r.alice.key), gate.turn(r.alice.key):
+            waiting = asyncio.ensure_future(_hold(gate, r.bob.key))
+            await asyncio.sleep(0)
+            try:
+                return await h.load(caller(r.admin))
+            finally:
+                waiting.cancel()
+
+    table = r.run(busy())
+    assert table.values.tolist() == [[r.alice.name, 2, 0], [r.bob.name, 0, 1]]
+
+
+async def _hold(gate: Any, owner: str) -> None:
+    async with gate.turn(owner):
+        await asyncio.sleep(60)

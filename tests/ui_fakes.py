@@ -1,17 +1,27 @@
-"""A ChatService stand-in for the UI's handler tests: conversations and messages in memory,
-turns that answer with a scripted list of snapshots. Only what the handlers call."""
+"""Stand-ins for the UI's handler tests: a ChatService with conversations and messages in
+memory and turns that answer with a scripted list of snapshots (only what the handlers call),
+and what share mode adds: an account directory and a Gradio request naming the caller."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import SimpleNamespace
-from typing import Any, AsyncIterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterator
 
+from chat_core.accounts.person import LOCAL, Person
+from chat_core.config import Settings
 from chat_core.errors import ChatError, InvalidInput, NotFound
-from chat_core.service import Turn
+from chat_core.llm.fair_gate import FairGate
+from chat_core.service import ChatService, Turn
 from chat_core.states import COMPLETE, STREAMING
-from chat_core.turns.progress import Snapshot
+from chat_core.store.chat_store import ChatStore
+from chat_core.store.database import Database
+from chat_core.turns.progress import Snapshot, TurnHub
+from chat_core.turns.workflow import (STEP_NAMES, WORKFLOW_NAME, reply_id_for,
+                                      user_message_id_for)
 
 DEFAULTS = {"temperature": 0.7, "top_p": 1.0, "max_tokens": 512, "system_prompt": ""}
 
@@ -26,7 +36,9 @@ class FakeService:
     watch_error: ChatError | None = None
     stopped: list[str] = field(default_factory=list)
     in_flight_turns: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
-    settings: Any = field(default_factory=lambda: SimpleNamespace(max_message_chars=100))
+    settings: Any = field(default_factory=lambda: SimpleNamespace(max_message_chars=100,
+                                                                  accounts_enabled=False))
+    person: Person = LOCAL
     backend: dict[str, Any] = field(default_factory=lambda: {"kind": "local", "model": "fake"})
     llm: Any = field(default_factory=lambda: SimpleNamespace(current_model_id=lambda: "fake"))
 
@@ -130,3 +142,120 @@ class FakeService:
         return [{"id": c["id"], "title": c["title"], "snippet": query}
                 for c in self.conversations.values()
                 if any(query in m["content"] for m in self.messages[c["id"]])][:limit]
+
+
+class FakePeople:
+    """The account directory as the UI and the REST API use it (accounts/directory.py)."""
+
+    def __init__(self, *people: Person) -> None:
+        self.people = list(people)
+
+    async def person_by_id(self, account_id: str) -> Person | None:
+        return next((p for p in self.people if str(p.id) == account_id), None)
+
+    async def person_by_name(self, name: str) -> Person | None:
+        return next((p for p in self.people if p.name.casefold() == name.casefold()), None)
+
+    async def list_people(self) -> list[dict[str, Any]]:
+        return [{"name": p.name, "admin": p.is_admin} for p in self.people]
+
+
+def caller(person: Person | None) -> Any:
+    """The gr.Request Gradio hands a handler: the account id as `username` (None: a call
+    that reached Gradio without a login)."""
+    return SimpleNamespace(username=None if person is None else str(person.id))
+
+
+# -- a real service for three people --------------------------------------------------------------
+
+class FakeDBOS:
+    """DBOS's records of turn workflows, for a service with no DBOS launched: what the
+    visibility checks and the Workflows tab read (status, list, steps). A turn id not added
+    is unknown, as DBOS answers for one it never ran."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, Any] = {}
+
+    def add(self, turn_id: str, owner: Person, status: str = "SUCCESS") -> None:
+        now = 1_780_000_000_000
+        self.records[turn_id] = SimpleNamespace(
+            workflow_id=turn_id, name=WORKFLOW_NAME, status=status, created_at=now,
+            updated_at=now + 500, completed_at=now + 500, recovery_attempts=1,
+            executor_id="local", app_version="test", forked_from=None, error=None,
+            input={"args": [{"owner": owner.key}], "kwargs": {}})
+
+    async def get_workflow_status_async(self, turn_id: str) -> Any:
+        return self.records.get(turn_id)
+
+    async def list_workflows_async(self, *, workflow_ids: list[str] | None = None,
+                                   status: str | None = None, limit: int | None = None,
+                                   **_: Any) -> list[Any]:
+        rows = [r for r in self.records.values()
+                if (workflow_ids is None or r.workflow_id in workflow_ids)
+                and (status is None or r.status == status)]
+        return rows[:limit]
+
+    async def list_workflow_steps_async(self, turn_id: str, **_: Any) -> list[dict[str, Any]]:
+        return [{"function_id": i, "function_name": name, "started_at_epoch_ms": 1,
+                 "completed_at_epoch_ms": 2, "error": None}
+                for i, name in enumerate(STEP_NAMES, 1)] if turn_id in self.records else []
+
+
+@dataclass
+class Room:
+    """The real ChatService and store on PostgreSQL, accounts on, with two people and an
+    admin (fresh names each time: the database is shared), DBOS stood in for."""
+    service: ChatService
+    system: ChatStore
+    dbos: FakeDBOS
+    run: Callable[[Awaitable[Any]], Any]
+    alice: Person
+    bob: Person
+    admin: Person
+
+    def conversation(self, owner: Person, title: str) -> str:
+        return str(self.run(self.service.for_person(owner).create_conversation(title))["id"])
+
+    def turn(self, owner: Person, conversation_id: str, text: str, reply: str | None = None
+             ) -> tuple[str, str, str]:
+        """A turn as its workflow records it: (turn id, user message id, reply id); the
+        reply finished with `reply`, or still pending."""
+        turn_id = f"turn-{uuid.uuid4()}"
+        user, placeholder = self.run(self.system.save_user_turn(
+            uuid.UUID(conversation_id), turn_id, user_message_id_for(turn_id),
+            reply_id_for(turn_id), text))
+        if reply is not None:
+            self.run(self.system.finish_reply(placeholder["id"], content=reply,
+                                              status=COMPLETE))
+        self.dbos.add(turn_id, owner, "SUCCESS" if reply is not None else "PENDING")
+        return turn_id, str(user["id"]), str(placeholder["id"])
+
+
+@contextmanager
+def room(database_url: str, monkeypatch: Any) -> Iterator[Room]:
+    suffix = uuid.uuid4().hex[:8]
+    alice, bob = (Person(uuid.uuid4(), f"{n}-{suffix}") for n in ("alice", "bob"))
+    admin = Person(uuid.uuid4(), f"host-{suffix}", is_admin=True)
+    dbos = FakeDBOS()
+    for module in ("chat_core.service", "chat_core.turns.admin"):
+        monkeypatch.setattr(f"{module}.DBOS", dbos)
+    with asyncio.Runner() as runner:
+        db = Database(database_url, max_size=4, retry_for_sec=2)
+        runner.run(db.open())
+        try:
+            runner.run(add_accounts(db, alice, bob, admin))
+            settings = Settings(share_auth=f"{admin.name}:not-used-here")
+            service = ChatService(settings, ChatStore(db), SimpleNamespace(gate=FairGate(2)),
+                                  TurnHub())
+            service.people = FakePeople(alice, bob, admin)  # type: ignore[attr-defined]
+            yield Room(service, ChatStore(db), dbos, runner.run, alice, bob, admin)
+        finally:
+            runner.run(db.close())
+
+
+async def add_accounts(db: Database, *people: Person) -> None:
+    async with db.connection() as conn:
+        for p in people:
+            await conn.execute(
+                "INSERT INTO accounts (id, name, name_key, is_admin, source)"
+                " VALUES (%s, %s, %s, %s, 'config')", (p.id, p.name, p.name, p.is_admin))

@@ -29,8 +29,11 @@ class ChatTab:
     """The tab's components, handlers and events, built in the current Blocks context."""
 
     def __init__(self, service: ChatService, share_mode: bool = False) -> None:
+        # An admin's choice to list everyone's conversations (shown to admins only).
+        self.everyone = gr.Checkbox(False, label="List everyone's conversations (admin)",
+                                    visible=False, elem_id="everyone", container=False)
         self.ui = build_layout(service.settings.max_message_chars)
-        self.handlers = ChatHandlers(service, self.ui, share_mode)
+        self.handlers = ChatHandlers(service, self.ui, share_mode, self.everyone)
         self.events = ChatEvents(self.handlers)
         self.events.wire()
 

@@ -8,7 +8,10 @@ next to nothing; a handler's property update (the sidebar's new choices) goes ou
 
 Their outputs, in this order (API clients read them by position; State outputs are not sent):
 the conversation id, the selected conversation in the sidebar, the pane, the notice, the text
-left in the message box (a refused message stays there)."""
+left in the message box (a refused message stays there).
+
+Each call is made as its caller (the `gr.Request` Gradio passes, resolved once per call): in
+share mode, someone else's conversation answers like a missing one."""
 
 from __future__ import annotations
 
@@ -16,7 +19,8 @@ from typing import Any, AsyncIterator
 
 import gradio as gr
 
-from chat_core.ui.chat.handlers import ChatHandlers, Changes
+from chat_core.service import ChatService
+from chat_core.ui.chat.handlers import Caller, ChatHandlers, Changes
 
 Row = list[Any]
 
@@ -31,25 +35,31 @@ class ApiAnswers:
         self.handlers = handlers
         self.outputs = api_outputs(handlers)
 
-    async def send(self, text: str, conversation_id: str | None, view: dict[str, Any] | None
-                   ) -> AsyncIterator[Row]:
-        first = await self.handlers.send(text, conversation_id, view)
-        async for row in self._through(first, conversation_id, view):
+    async def send(self, text: str, conversation_id: str | None, view: dict[str, Any] | None,
+                   request: Caller = None) -> AsyncIterator[Row]:
+        service = await self.handlers.service_for(request)
+        first = await self.handlers.start(service, text, conversation_id, view)
+        async for row in self._through(service, first, conversation_id, view):
             yield row
 
-    async def retry(self, conversation_id: str | None, view: dict[str, Any] | None
-                    ) -> AsyncIterator[Row]:
-        first = await self.handlers.retry(conversation_id, view)
-        async for row in self._through(first, conversation_id, view):
+    async def retry(self, conversation_id: str | None, view: dict[str, Any] | None,
+                    request: Caller = None) -> AsyncIterator[Row]:
+        async for row in self._again(conversation_id, view, "retry", request):
             yield row
 
-    async def continue_reply(self, conversation_id: str | None, view: dict[str, Any] | None
-                             ) -> AsyncIterator[Row]:
-        first = await self.handlers.continue_reply(conversation_id, view)
-        async for row in self._through(first, conversation_id, view):
+    async def continue_reply(self, conversation_id: str | None, view: dict[str, Any] | None,
+                             request: Caller = None) -> AsyncIterator[Row]:
+        async for row in self._again(conversation_id, view, "continue", request):
             yield row
 
-    async def _through(self, first: Any, conversation_id: str | None,
+    async def _again(self, conversation_id: str | None, view: dict[str, Any] | None,
+                     action: str, request: Caller) -> AsyncIterator[Row]:
+        service = await self.handlers.service_for(request)
+        first = await self.handlers.again(service, conversation_id, view, action)
+        async for row in self._through(service, first, conversation_id, view):
+            yield row
+
+    async def _through(self, service: ChatService, first: Any, conversation_id: str | None,
                        view: dict[str, Any] | None) -> AsyncIterator[Row]:
         """The turn `first` started (if any), followed to its end, as rows of plain values."""
         ui = self.handlers.ui
@@ -64,7 +74,7 @@ class ApiAnswers:
         turn = values[ui.turn]
         if not turn:
             return
-        async for pane, state in self.handlers.follow(turn):
+        async for pane, state in self.handlers.follow(service, turn):
             values[ui.turn] = state
             if pane is not None:
                 values[ui.chatbot] = pane

@@ -49,13 +49,18 @@ class ChatEvents:
         self._turns()
         self._conversations()
         self._header()
+        self._everyone()
 
     def show_on(self, listener: Callable[..., Any], **kwargs: Any) -> None:
         """Show the open conversation when `listener`'s event fires (the page loading, the
-        tab selected again), following a reply still being generated."""
+        tab selected again), following a reply still being generated; and to an admin, their
+        choice of whose conversations the sidebar lists."""
         h, ui = self.handlers, self.handlers.ui
         self._follow(listener(h.open, inputs=[ui.conversation], outputs=self.shown,
                               **UNCAPPED, **kwargs))
+        if h.everyone is not None:
+            listener(h.everyone_shown, outputs=[h.everyone], show_progress="hidden", **PRIVATE,
+                     **DIRECT)
 
     def _follow(self, first: Any) -> None:
         """Chain the stream and settle steps after an event that may have started a turn."""
@@ -99,6 +104,13 @@ class ChatEvents:
                          api_name="search")
         ui.upload.upload(h.import_file, inputs=[ui.upload], outputs=self.shown,
                          api_name="import", **UNCAPPED)
+
+    def _everyone(self) -> None:
+        h, ui = self.handlers, self.handlers.ui
+        if h.everyone is not None:  # `input`: the person's click, not the load's update
+            h.everyone.input(h.choose_everyone, inputs=[h.everyone, ui.conversation],
+                             outputs=[ui.conversations], show_progress="hidden", **PRIVATE,
+                             **DIRECT)
 
     def _header(self) -> None:
         h, ui = self.handlers, self.handlers.ui

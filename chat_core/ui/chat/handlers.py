@@ -6,7 +6,13 @@ do) and its answer read by component, without launching Gradio.
 Starting a turn is three steps, chained on the page (events.py): a handler here that starts it
 and shows the message with a pending reply (`send`, `retry`, `continue_reply`, `edit`, or
 `open` when a reply is already being generated), `stream`, which only draws the pane, then
-`settle`, which gives the input back with the newest turn's actions."""
+`settle`, which gives the input back with the newest turn's actions.
+
+Each handler that reads or changes data takes the call's `gr.Request` (Gradio passes it; it is
+not an input of the event) and works with the service as that person sees it
+(ui/people.service_for): in share mode, someone else's conversation or turn answers exactly
+like a missing one. The helpers below the handlers take that service as their first argument,
+so a call resolves its person once."""
 
 from __future__ import annotations
 
@@ -15,7 +21,7 @@ from typing import Any, AsyncIterator
 
 import gradio as gr
 
-from chat_core.errors import ChatError
+from chat_core.errors import ChatError, TooManyTurns
 from chat_core.service import ChatService
 from chat_core.states import ERROR
 from chat_core.ui.chat.files import read_import, write_export
@@ -25,36 +31,75 @@ from chat_core.ui.chat.view import (BRANCHED_NOTICE, BUSY_ACTIONS, FAILED_NOTICE
                                     PENDING_REPLY, SHOWN_TURNS, Following, Pane, TurnActions,
                                     earlier_turns_note, edit_text, following, pane_lines_up,
                                     sendable, without_last_reply)
+from chat_core.ui.people import own_only, sees_others, service_for
 from chat_core.ui.render import conversation_view, safe_markdown, user_html, warning
 
 Changes = dict[Any, Any]  # component -> value or gr.update(...)
+Caller = gr.Request | None  # None: a call from a test or a notebook, never from Gradio
+
+
+def refusal(exc: ChatError) -> str:
+    """The notice for a message that was not sent: what to change, or, over a person's
+    limits, when to send it again (the text stays in the box either way)."""
+    if not isinstance(exc, TooManyTurns):
+        return warning(exc)
+    when = "" if f"{exc.retry_after} s" in exc.message else \
+        f" Try again in about {exc.retry_after} s."
+    return f"⏳ Not sent: {safe_markdown(exc.message)}.{when} Your message is still in the box."
 
 
 class ChatHandlers:
-    def __init__(self, service: ChatService, ui: ChatLayout, share_mode: bool = False) -> None:
+    def __init__(self, service: ChatService, ui: ChatLayout, share_mode: bool = False,
+                 everyone: gr.Checkbox | None = None) -> None:
+        # The app's service: only its settings are read as they are; every read or change of
+        # data goes through the caller's (service_for).
         self.service = service
         self.ui = ui
         self.share_mode = share_mode
+        # An admin's choice to list everyone's conversations in the sidebar (ChatTab's
+        # checkbox), and the admins who made it: kept here, per person, so that no event of
+        # the public API gains an input for it.
+        self.everyone = everyone
+        self.everyone_chosen: set[Any] = set()
+
+    async def service_for(self, request: Caller) -> ChatService:
+        return await service_for(self.service, request)
 
     # -- what a shown conversation looks like ---------------------------------------------------
 
-    async def load(self, conversation_id: str) -> tuple[Pane, dict[str, Any], str]:
+    async def load(self, service: ChatService, conversation_id: str
+                   ) -> tuple[Pane, dict[str, Any], str]:
         """The pane of a conversation (its newest SHOWN_TURNS turns), its view state, and a note
         when older turns are left out. The pane is kept in the view: Send extends it from
         there, so the Chatbot's value from the browser is never an input (it can name server
         files; see gradio_guard.py)."""
-        messages = await self.service.list_messages(conversation_id, last_turns=SHOWN_TURNS)
+        messages = await service.list_messages(conversation_id, last_turns=SHOWN_TURNS)
         shown, view = conversation_view(messages, self.share_mode)
         view["shown"] = shown
         return shown, view, earlier_turns_note(messages[0]["seq"] if messages else None)
 
-    async def sidebar(self, selected: str | None, first_message: str | None = None) -> Any:
+    def lists_everyone(self, service: ChatService) -> bool:
+        """An admin who chose to see everyone's conversations in the sidebar."""
+        return sees_others(service) and service.person.id in self.everyone_chosen
+
+    def listing(self, service: ChatService) -> ChatService:
+        """What the sidebar and its search list: a person's own conversations; an admin's
+        own too, unless they chose everyone's."""
+        return service if self.lists_everyone(service) else own_only(service)
+
+    async def sidebar(self, service: ChatService, selected: str | None,
+                      first_message: str | None = None) -> Any:
         """The conversation list. A new conversation gets its title when its first turn saves
-        the message, which may not have happened yet: it is listed with the title it will get."""
-        rows = await self.service.list_conversations(limit=100)
-        choices = [(c["title"] or (self.service.title_for(first_message) if first_message and
-                                   c["id"] == selected else "New conversation"), c["id"])
-                   for c in rows]
+        the message, which may not have happened yet: it is listed with the title it will get.
+        Everyone's (an admin's choice) are listed with their owner."""
+        everyone = self.lists_everyone(service)
+        rows = await self.listing(service).list_conversations(limit=100)
+        choices = []
+        for c in rows:
+            title = c["title"] or (self.service.title_for(first_message) if first_message and
+                                   c["id"] == selected else "New conversation")
+            choices.append((f"{title} · {c.get('owner') or 'nobody'}" if everyone else title,
+                            c["id"]))
         return gr.update(choices=choices,
                          value=selected if selected in {c["id"] for c in rows} else None)
 
@@ -88,84 +133,97 @@ class ChatHandlers:
 
     # -- showing a conversation ---------------------------------------------------------------
 
-    async def open(self, conversation_id: str | None, note: str = "") -> Changes:
+    async def open(self, conversation_id: str | None, request: Caller = None) -> Changes:
         """Show a conversation (or none: a new chat). If one of its replies is being generated,
         the page shows it pending and the stream step follows it (a reload re-attaches)."""
+        return await self.show(await self.service_for(request), conversation_id)
+
+    async def show(self, service: ChatService, conversation_id: str | None, note: str = ""
+                   ) -> Changes:
         ui = self.ui
         if conversation_id is not None:
             try:
-                shown, view, earlier = await self.load(conversation_id)
-                conversation = await self.service.get_conversation(conversation_id)
+                shown, view, earlier = await self.load(service, conversation_id)
+                conversation = await service.get_conversation(conversation_id)
             except ChatError:
                 conversation_id = None
         if conversation_id is None:
-            return {ui.conversation: None, ui.conversations: await self.sidebar(None),
+            return {ui.conversation: None, ui.conversations: await self.sidebar(service, None),
                     ui.chatbot: [], ui.notice: note, ui.title: "", **self.idle({}),
                     **self.settings_of(None)}
         out = {ui.conversation: conversation_id, ui.notice: note or earlier,
-               ui.conversations: await self.sidebar(conversation_id),
+               ui.conversations: await self.sidebar(service, conversation_id),
                ui.title: conversation["title"], **self.settings_of(conversation)}
-        in_flight = await self.service.in_flight(conversation_id)
+        in_flight = await service.in_flight(conversation_id)
         if not in_flight:
             return {**out, ui.chatbot: shown, **self.idle(view)}
         shown = without_last_reply(shown)
         turn = following(in_flight[-1]["workflow_id"], conversation_id, shown)
         return {**out, ui.chatbot: shown, ui.view: view, **self.busy(turn)}
 
-    async def new_chat(self) -> Changes:
-        return await self.open(None)
+    async def new_chat(self, request: Caller = None) -> Changes:
+        return await self.open(None, request)
 
     # -- starting a turn ----------------------------------------------------------------------
 
-    async def send(self, text: str, conversation_id: str | None, view: dict[str, Any] | None
-                   ) -> Changes:
+    async def send(self, text: str, conversation_id: str | None, view: dict[str, Any] | None,
+                   request: Caller = None) -> Changes:
+        return await self.start(await self.service_for(request), text, conversation_id, view)
+
+    async def start(self, service: ChatService, text: str, conversation_id: str | None,
+                    view: dict[str, Any] | None) -> Changes:
         ui = self.ui
         new = conversation_id is None
         shown = [] if new else list((view or {}).get("shown") or [])
         try:
             if conversation_id is None:
-                conversation_id = (await self.service.create_conversation())["id"]
-            turn = await self.service.start_turn(conversation_id, text)
+                conversation_id = (await service.create_conversation())["id"]
+            turn = await service.start_turn(conversation_id, text)
         except ChatError as exc:
-            # Nothing is lost: the text stays in the box, the notice says what to change. Text
-            # that cannot be sent back (see view.sendable) is left where it is.
-            return {ui.notice: warning(exc), ui.turn: None,
+            # Nothing is lost: the text stays in the box, the notice says what to change (or,
+            # over the person's limits, when to send it again). Text that cannot be sent back
+            # (see view.sendable) is left where it is.
+            return {ui.notice: refusal(exc), ui.turn: None,
                     **({ui.box: text} if sendable(text) else {})}
         shown.append({"role": "user", "content": user_html(text)})
         out = self.started(conversation_id, turn.turn_id, turn.reply_id, shown)
         if new:  # remember it, list it, title it
             out.update({ui.conversation: conversation_id,
-                        ui.conversations: await self.sidebar(conversation_id, text),
+                        ui.conversations: await self.sidebar(service, conversation_id, text),
                         ui.title: self.service.title_for(text)})
         return out
 
-    async def retry(self, conversation_id: str | None, view: dict[str, Any] | None) -> Any:
+    async def retry(self, conversation_id: str | None, view: dict[str, Any] | None,
+                    request: Caller = None) -> Any:
         """Retry a failed reply, or regenerate one: a new alternative to the newest turn."""
-        return await self._again(conversation_id, view or {}, "retry")
+        return await self.again(await self.service_for(request), conversation_id, view,
+                                "retry")
 
-    async def continue_reply(self, conversation_id: str | None, view: dict[str, Any] | None
-                             ) -> Any:
+    async def continue_reply(self, conversation_id: str | None, view: dict[str, Any] | None,
+                             request: Caller = None) -> Any:
         """Continue a reply that was stopped or cut at max tokens."""
-        return await self._again(conversation_id, view or {}, "continue")
+        return await self.again(await self.service_for(request), conversation_id, view,
+                                "continue")
 
-    async def _again(self, conversation_id: str | None, view: dict[str, Any], action: str
-                     ) -> Any:
+    async def again(self, service: ChatService, conversation_id: str | None,
+                    view: dict[str, Any] | None, action: str) -> Any:
+        view = view or {}
         if conversation_id is None or not view.get("last_user"):
             return gr.skip()
         try:
             if action == "continue":
                 reply = (view.get("last_reply") or {}).get("id")
-                turn = await self.service.continue_reply(conversation_id, reply)
+                turn = await service.continue_reply(conversation_id, reply)
             else:
-                turn = await self.service.retry_turn(conversation_id, view["last_user"])
-            shown, _, _ = await self.load(conversation_id)
+                turn = await service.retry_turn(conversation_id, view["last_user"])
+            shown, _, _ = await self.load(service, conversation_id)
         except ChatError as exc:
-            return {self.ui.notice: warning(exc)}
+            return {self.ui.notice: refusal(exc)}
         return self.started(conversation_id, turn.turn_id, turn.reply_id,
                             without_last_reply(shown))
 
     async def edit(self, conversation_id: str | None, view: dict[str, Any] | None,
-                   evt: gr.EditData) -> Any:
+                   evt: gr.EditData, request: Caller = None) -> Any:
         """Editing a message of yours branches the conversation there; the original stays."""
         index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         ids = (view or {}).get("ids") or []
@@ -173,11 +231,12 @@ class ChatHandlers:
             return gr.skip()
         # The edit box holds the message as shown, HTML-escaped (render.user_html).
         text = html.unescape(edit_text(evt.value))
+        service = await self.service_for(request)
         try:
-            branch, turn = await self.service.edit_message(conversation_id, ids[index], text)
-            loaded, branch_view, _ = await self.load(branch["id"])
-        except ChatError as exc:
-            return await self.open(conversation_id, warning(exc))  # the original, unchanged
+            branch, turn = await service.edit_message(conversation_id, ids[index], text)
+            loaded, branch_view, _ = await self.load(service, branch["id"])
+        except ChatError as exc:  # the original, unchanged
+            return await self.show(service, conversation_id, refusal(exc))
         # The turn may already have saved the edited message (and its reply placeholder): show
         # the turns before it, then the message once.
         turn_rows = {turn.user_message_id, turn.reply_id}
@@ -186,13 +245,14 @@ class ChatHandlers:
         shown.append({"role": "user", "content": user_html(text)})
         ui = self.ui
         return {ui.conversation: branch["id"], ui.title: branch["title"],
-                ui.conversations: await self.sidebar(branch["id"]),
+                ui.conversations: await self.sidebar(service, branch["id"]),
                 **self.started(branch["id"], turn.turn_id, turn.reply_id, shown,
                                BRANCHED_NOTICE)}
 
     # -- following it -------------------------------------------------------------------------
 
-    async def follow(self, turn: Following) -> AsyncIterator[tuple[Pane | None, Following]]:
+    async def follow(self, service: ChatService, turn: Following
+                     ) -> AsyncIterator[tuple[Pane | None, Following]]:
         """(the pane, the turn as it stands) each time the pane should be redrawn; the pane is
         None when only the turn changed (the watch ended on an error: its `notice`). The last
         pair is checked against what is stored: the turn gets the conversation's `view`, and
@@ -201,7 +261,7 @@ class ChatHandlers:
         shown = turn.get("shown") or []
         pane: Pane | None = None
         state = turn
-        async for entry, state in follow_reply(self.service, turn, self.share_mode):
+        async for entry, state in follow_reply(service, turn, self.share_mode):
             if entry is None:
                 yield None, state
             elif state.get("finished"):
@@ -210,7 +270,7 @@ class ChatHandlers:
                 pane = shown + [entry]
                 yield pane, state
         try:
-            stored, view, _ = await self.load(state["conversation"])
+            stored, view, _ = await self.load(service, state["conversation"])
         except ChatError as exc:  # deleted meanwhile, or the database is away
             # Its text is not drawn again over what the page shows now (a new chat, after a
             # delete): only the notice goes on.
@@ -219,7 +279,8 @@ class ChatHandlers:
         lines_up = pane is not None and pane_lines_up(view, stored, shown, state)
         yield (pane if lines_up else stored), {**state, "view": view}
 
-    async def stream(self, turn: Following | None) -> AsyncIterator[Any]:
+    async def stream(self, turn: Following | None, request: Caller = None
+                     ) -> AsyncIterator[Any]:
         """Draw the reply into the pane as it grows: outputs [chatbot, ended]. `ended` (a State,
         sent nowhere) is written once, with the last update: how the reply ended and the
         conversation's view, for `settle`. `turn` is left alone: several chains of one page
@@ -229,9 +290,10 @@ class ChatHandlers:
         if not turn:
             yield gr.skip()  # (an empty generator would blank its outputs on the page)
             return
+        service = await self.service_for(request)
         held: Any = None
         state: Following = turn
-        async for pane, state in self.follow(turn):
+        async for pane, state in self.follow(service, turn):
             if state.get("status") == RESTARTING and pane is None:
                 gr.Warning(state.get("notice"), duration=None)
             if held is not None:
@@ -255,14 +317,20 @@ class ChatHandlers:
             out[ui.notice] = ended["notice"]
         return out
 
-    async def stop(self, turn: Following | None) -> None:
+    async def stop(self, turn: Following | None, request: Caller = None) -> None:
+        """Someone else's turn id (the State is the caller's to write) answers like a missing
+        one: a notice, nothing stopped."""
         if turn and turn.get("id"):
-            await self.service.stop_turn(turn["id"])
+            service = await self.service_for(request)
+            try:
+                await service.stop_turn(turn["id"])
+            except ChatError as exc:
+                gr.Warning(exc.message)
 
     # -- one-step actions ---------------------------------------------------------------------
 
-    async def browse(self, conversation_id: str | None, view: dict[str, Any] | None,
-                     step: int) -> Any:
+    async def browse(self, service: ChatService, conversation_id: str | None,
+                     view: dict[str, Any] | None, step: int) -> Any:
         """Show the previous (-1) or next (+1) alternative reply of the newest turn."""
         view = view or {}
         alternatives = view.get("alternatives") or []
@@ -270,51 +338,59 @@ class ChatHandlers:
         if conversation_id is None or not 0 <= index < len(alternatives):
             return gr.skip()
         try:
-            await self.service.select_reply(conversation_id, alternatives[index])
-            shown, new_view, _ = await self.load(conversation_id)
+            await service.select_reply(conversation_id, alternatives[index])
+            shown, new_view, _ = await self.load(service, conversation_id)
         except ChatError as exc:
             return {self.ui.notice: warning(exc)}
         return {self.ui.chatbot: shown, self.ui.notice: "", **self.idle(new_view)}
 
-    async def previous(self, conversation_id: str | None, view: dict[str, Any] | None) -> Any:
-        return await self.browse(conversation_id, view, -1)
+    async def previous(self, conversation_id: str | None, view: dict[str, Any] | None,
+                       request: Caller = None) -> Any:
+        return await self.browse(await self.service_for(request), conversation_id, view, -1)
 
-    async def next(self, conversation_id: str | None, view: dict[str, Any] | None) -> Any:
-        return await self.browse(conversation_id, view, +1)
+    async def next(self, conversation_id: str | None, view: dict[str, Any] | None,
+                   request: Caller = None) -> Any:
+        return await self.browse(await self.service_for(request), conversation_id, view, +1)
 
-    async def rename(self, conversation_id: str | None, title: str) -> Changes:
+    async def rename(self, conversation_id: str | None, title: str, request: Caller = None
+                     ) -> Changes:
         ui = self.ui
         if conversation_id is None:
             return {ui.notice: "Send a first message to start the conversation, then rename it."}
         try:
-            conversation = await self.service.update_conversation(conversation_id, title=title)
+            service = await self.service_for(request)
+            conversation = await service.update_conversation(conversation_id, title=title)
         except ChatError as exc:
             return {ui.notice: warning(exc)}
         return {ui.title: conversation["title"], ui.notice: "Renamed.",
-                ui.conversations: await self.sidebar(conversation_id)}
+                ui.conversations: await self.sidebar(service, conversation_id)}
 
     def ask_delete(self, conversation_id: str | None) -> Any:
         return gr.update(visible=conversation_id is not None)
 
-    async def delete(self, conversation_id: str | None) -> Changes:
+    async def delete(self, conversation_id: str | None, request: Caller = None) -> Changes:
         """Delete for good (its reply in progress is cancelled first), then show a new chat."""
+        service = await self.service_for(request)
         note = ""
         if conversation_id is not None:
             try:
-                result = await self.service.delete_conversation(conversation_id)
+                result = await service.delete_conversation(conversation_id)
                 note = "Conversation deleted." + (
                     " Its reply in progress was cancelled." if result["cancelled_turns"] else "")
             except ChatError as exc:
                 note = warning(exc)
-        return {self.ui.confirm_row: gr.update(visible=False), **await self.open(None, note)}
+        return {self.ui.confirm_row: gr.update(visible=False),
+                **await self.show(service, None, note)}
 
-    async def search(self, query: str | None) -> Changes:
+    async def search(self, query: str | None, request: Caller = None) -> Changes:
+        """Searches what the sidebar lists (an admin's own, or everyone's when chosen)."""
         ui = self.ui
+        service = await self.service_for(request)
         query = query or ""
         if not query.strip():
-            return {ui.conversations: await self.sidebar(None), ui.notice: ""}
+            return {ui.conversations: await self.sidebar(service, None), ui.notice: ""}
         try:
-            hits = await self.service.search_conversations(query, limit=30)
+            hits = await self.listing(service).search_conversations(query, limit=30)
         except ChatError as exc:
             return {ui.notice: warning(exc)}
         choices = [(f"{h['title'] or 'Untitled'} — {h['snippet']}", h["id"]) for h in hits]
@@ -323,32 +399,54 @@ class ChatHandlers:
                            "Clear the search box to list them all."}
 
     async def save_settings(self, conversation_id: str | None, prompt: str, temperature: float,
-                            top_p: float, max_tokens: float | None) -> str:
+                            top_p: float, max_tokens: float | None, request: Caller = None
+                            ) -> str:
         if conversation_id is None:
             return "Send a first message to start the conversation, then set its settings."
+        service = await self.service_for(request)
         try:
-            await self.service.update_conversation(conversation_id, settings={
+            await service.update_conversation(conversation_id, settings={
                 "system_prompt": prompt, "temperature": temperature, "top_p": top_p,
                 "max_tokens": max_tokens})
         except ChatError as exc:
             return warning(exc)
         return "Settings saved: they apply to the next messages of this conversation."
 
-    async def export(self, conversation_id: str | None, fmt: str) -> Changes:
+    async def export(self, conversation_id: str | None, fmt: str, request: Caller = None
+                     ) -> Changes:
         ui = self.ui
         if conversation_id is None:
             return {ui.notice: "Open a conversation to export it."}
+        service = await self.service_for(request)
         try:
-            data = await self.service.export_conversation(conversation_id, fmt)
+            data = await service.export_conversation(conversation_id, fmt)
         except ChatError as exc:
             return {ui.notice: warning(exc)}
         path = write_export(conversation_id, fmt, data)
         return {ui.exported: gr.update(value=str(path), visible=True), ui.notice: ""}
 
-    async def import_file(self, file: Any) -> Changes:
+    async def import_file(self, file: Any, request: Caller = None) -> Changes:
+        """The imported conversation is the caller's."""
+        service = await self.service_for(request)
         try:
-            conversation = await self.service.import_conversation(read_import(file))
+            conversation = await service.import_conversation(read_import(file))
         except ChatError as exc:
-            return await self.open(None, warning(exc))
-        return await self.open(conversation["id"],
+            return await self.show(service, None, warning(exc))
+        return await self.show(service, conversation["id"],
                                f"Imported as “{safe_markdown(conversation['title'])}”.")
+
+    # -- an admin's choice of what the sidebar lists --------------------------------------------
+
+    async def choose_everyone(self, everyone: Any, selected: str | None,
+                              request: Caller = None) -> Any:
+        """The sidebar with everyone's conversations (an admin's choice) or their own."""
+        service = await self.service_for(request)
+        if sees_others(service):
+            chosen = self.everyone_chosen
+            (chosen.add if everyone is True else chosen.discard)(service.person.id)
+        return await self.sidebar(service, selected if isinstance(selected, str) else None)
+
+    async def everyone_shown(self, request: Caller = None) -> Any:
+        """The checkbox for the choice: shown to admins only, as they left it."""
+        service = await self.service_for(request)
+        return gr.update(visible=sees_others(service), value=self.lists_everyone(service))

@@ -1,0 +1,200 @@
+"""The store's ownership clause, method by method, against a real PostgreSQL (no app, no DBOS):
+for every public ChatStore method that takes an id, person B asking with person A's id gets what
+a random id gets (NotFound, None, False, nothing) and changes nothing, while A and an admin get
+the row. The methods are enumerated from the class: a new public method fails here until it is
+given a case below, or is named among the turn workflows' own, unscoped methods (and only they
+call it)."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Iterator
+
+import pytest
+
+from chat_core.accounts.person import Person
+from chat_core.errors import ChatError
+from chat_core.states import COMPLETE
+from chat_core.store.chat_store import ChatStore
+from chat_core.store.database import Database
+from tests.ui_fakes import add_accounts
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class World:
+    """A conversation of one person's: a finished turn and one in flight."""
+    owner: uuid.UUID
+    conversation: uuid.UUID
+    user: uuid.UUID
+    reply: uuid.UUID
+    pending: uuid.UUID
+    turn: str
+    word: str
+
+
+Case = Callable[[ChatStore, World], Awaitable[Any]]
+# Every public method that takes an id (or a person's words), and how to call it.
+CASES: dict[str, Case] = {
+    "get_conversation": lambda s, w: s.get_conversation(w.conversation),
+    "update_conversation": lambda s, w: s.update_conversation(w.conversation, title="mine"),
+    "delete_conversation": lambda s, w: s.delete_conversation(w.conversation),
+    "list_conversations": lambda s, w: s.list_conversations(1000, 0, owner=w.owner),
+    "search": lambda s, w: s.search(w.word),
+    "branch": lambda s, w: s.branch(w.conversation, 1, uuid.uuid4(), "copy", w.user),
+    "list_messages": lambda s, w: s.list_messages(w.conversation),
+    "get_message": lambda s, w: s.get_message(w.reply),
+    "select_reply": lambda s, w: s.select_reply(w.reply),
+    "in_flight_replies": lambda s, w: s.in_flight_replies(w.conversation),
+    "request_stop": lambda s, w: s.request_stop(w.pending),
+    "workflow_ids_of_conversation": lambda s, w: s.workflow_ids_of_conversation(
+        w.conversation),
+    "recent_workflow_ids": lambda s, w: s.recent_workflow_ids(100, owner=w.owner),
+    "replies_of_workflows": lambda s, w: s.replies_of_workflows([w.turn]),
+}
+# They make a row, which is the maker's (test_what_a_person_creates_is_theirs).
+CREATES = {"create_conversation", "import_conversation", "scoped"}
+# The turn workflows' own steps, on the store made for person.SYSTEM, with ids a person's
+# scoped request already reached; the Workflows tab's actions call theirs after its scoped
+# check (WorkflowAdmin.get). Nothing else may call them.
+UNSCOPED = {
+    "save_user_turn": {"turns/workflow.py"}, "ensure_reply": {"turns/workflow.py"},
+    "earlier_in_flight": {"turns/workflow.py"}, "history": {"turns/workflow.py"},
+    "checkpoint_partial": {"turns/workflow.py"}, "reply_state": {"turns/workflow.py"},
+    "finish_reply": {"turns/workflow.py"}, "turn_overrides": {"turns/workflow.py"},
+    "mark_interrupted": {"turns/workflow.py", "turns/admin.py"},
+    "reopen_reply": {"turns/admin.py"}, "save_turn_overrides": {"turns/admin.py"},
+}
+
+
+@pytest.fixture(scope="module")
+def setting(migrated_database_url: str) -> Iterator[tuple[Callable[..., Any], dict[str, Any]]]:
+    """One event loop and pool for the module, and stores for two people and an admin."""
+    with asyncio.Runner() as runner:
+        db = Database(migrated_database_url, max_size=4, retry_for_sec=2)
+        runner.run(db.open())
+        suffix = uuid.uuid4().hex[:8]
+        a, b = Person(uuid.uuid4(), f"a-{suffix}"), Person(uuid.uuid4(), f"b-{suffix}")
+        admin = Person(uuid.uuid4(), f"admin-{suffix}", is_admin=True)
+        runner.run(add_accounts(db, a, b, admin))
+        system = ChatStore(db)
+        try:
+            yield runner.run, {"a": system.scoped(a), "b": system.scoped(b),
+                               "admin": system.scoped(admin), "system": system, "db": db}
+        finally:
+            runner.run(db.close())
+
+
+def world(run: Callable[..., Any], system: ChatStore, owner: ChatStore) -> World:
+    conversation = run(owner.create_conversation("a private talk"))["id"]
+    word = f"heron{uuid.uuid4().hex[:10]}"
+    turn = f"turn-{uuid.uuid4()}"
+    user, reply = run(system.save_user_turn(conversation, turn, uuid.uuid4(), uuid.uuid4(),
+                                            f"the word is {word}"))
+    run(system.finish_reply(reply["id"], content="noted", status=COMPLETE))
+    _, pending = run(system.save_user_turn(conversation, f"turn-{uuid.uuid4()}", uuid.uuid4(),
+                                           uuid.uuid4(), "and another"))
+    assert owner.person.id is not None
+    return World(owner.person.id, conversation, user["id"], reply["id"], pending["id"], turn,
+                 word)
+
+
+def nobodys() -> World:
+    """Ids nobody has."""
+    return World(uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4(), uuid.uuid4(),
+                 f"turn-{uuid.uuid4()}", f"heron{uuid.uuid4().hex[:10]}")
+
+
+def outcome(run: Callable[..., Any], call: Awaitable[Any]) -> tuple[str, str]:
+    try:
+        value = run(call)
+    except ChatError as exc:
+        return "raised", type(exc).__name__
+    return ("nothing", repr(value)) if value in (None, False, [], {}) else ("rows", "")
+
+
+def snapshot(run: Callable[..., Any], stores: dict[str, Any], w: World) -> Any:
+    """All that is stored of a world, as the workflows' store reads it."""
+    system: ChatStore = stores["system"]
+
+    async def branches() -> int:
+        async with stores["db"].connection() as conn:
+            cur = await conn.execute("SELECT count(*) AS n FROM conversations"
+                                     " WHERE origin_conversation_id = %s", (w.conversation,))
+            row = await cur.fetchone()
+        return int(row["n"])
+
+    return (run(system.get_conversation(w.conversation)),
+            run(system.list_messages(w.conversation)), run(branches()))
+
+
+def test_every_public_method_is_scoped_or_the_workflows_own() -> None:
+    public = {name for name, _ in inspect.getmembers(ChatStore, inspect.isfunction)
+              if not name.startswith("_")}
+    unclassified = public - set(CASES) - CREATES - set(UNSCOPED)
+    assert not unclassified, (f"new ChatStore methods {sorted(unclassified)}: give each a "
+                              "case in CASES (it must answer only the person's rows), or "
+                              "name it in UNSCOPED if only the turn workflows call it")
+    assert not (set(CASES) | CREATES | set(UNSCOPED)) - public  # no stale names
+
+
+@pytest.mark.parametrize("name", sorted(UNSCOPED))
+def test_only_the_workflows_call_the_unscoped_methods(name: str) -> None:
+    callers = {str(path.relative_to(ROOT / "chat_core"))
+               for path in (ROOT / "chat_core").rglob("*.py")
+               if path.name != "chat_store.py"
+               and re.search(rf"\.{name}\(", path.read_text(encoding="utf-8"))}
+    assert callers <= UNSCOPED[name], f"{name} is unscoped: called from {callers}"
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_someone_elses_id_answers_like_a_random_one(
+        setting: tuple[Callable[..., Any], dict[str, Any]], name: str) -> None:
+    run, stores = setting
+    case = CASES[name]
+    hers = world(run, stores["system"], stores["a"])
+    before = snapshot(run, stores, hers)
+    theirs = outcome(run, case(stores["b"], hers))
+    missing = outcome(run, case(stores["b"], nobodys()))
+    assert theirs == missing, f"B with A's ids: {theirs}; with random ids: {missing}"
+    assert theirs[0] != "rows"
+    assert snapshot(run, stores, hers) == before, "B's call changed A's rows"
+    assert outcome(run, case(stores["admin"], hers))[0] == "rows"  # the admin reaches it
+    assert outcome(run, case(stores["a"], world(run, stores["system"], stores["a"])))[0] \
+        == "rows"  # and so does its owner
+
+
+def test_the_lists_hold_only_the_persons_own(
+        setting: tuple[Callable[..., Any], dict[str, Any]]) -> None:
+    run, stores = setting
+    hers = world(run, stores["system"], stores["a"])
+    his = world(run, stores["system"], stores["b"])
+
+    def listed(store: ChatStore) -> set[uuid.UUID]:
+        return {r["id"] for r in run(store.list_conversations(1000))}
+
+    assert hers.conversation in listed(stores["a"]) and his.conversation in listed(stores["b"])
+    assert hers.conversation not in listed(stores["b"])
+    assert his.conversation not in listed(stores["a"])
+    assert {hers.conversation, his.conversation} <= listed(stores["admin"])
+    assert hers.turn not in run(stores["b"].recent_workflow_ids(1000))
+    assert hers.turn in run(stores["admin"].recent_workflow_ids(1000))
+
+
+def test_what_a_person_creates_is_theirs(
+        setting: tuple[Callable[..., Any], dict[str, Any]]) -> None:
+    run, stores = setting
+    made = run(stores["b"].create_conversation("b's"))
+    imported = run(stores["b"].import_conversation(
+        {"id": uuid.uuid4(), "title": "imported", "settings": {}, "last_seq": 0,
+         "created_at": None}, []))
+    for row in (made, imported):
+        assert row["owner_id"] == stores["b"].person.id
+        assert outcome(run, stores["a"].get_conversation(row["id"])) == ("raised", "NotFound")
+        assert run(stores["b"].get_conversation(row["id"]))["id"] == row["id"]
