@@ -37,8 +37,8 @@ from fastapi import FastAPI
 
 from chat_core.service import ChatService
 from chat_core.web import shared_page
-from chat_core.web.api import (account, conversations, health, links, messages, my_data,
-                               turns, workflows)
+from chat_core.web.api import (account, admin, conversations, health, links, messages,
+                               my_data, turns, workflows)
 from chat_core.web.api.errors import install_error_handlers, unknown_endpoints
 
 
@@ -48,6 +48,6 @@ def install_rest_api(app: FastAPI, service: ChatService) -> None:
     app.state.chat_service = service
     install_error_handlers(app)
     for module in (health, conversations, messages, turns, workflows, links, my_data,
-                   shared_page, account):
+                   shared_page, account, admin):
         app.include_router(module.router)
     app.include_router(unknown_endpoints)  # last: it matches any path under /api/

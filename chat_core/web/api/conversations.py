@@ -10,6 +10,7 @@ from fastapi.responses import JSONResponse
 
 from chat_core.data.conversation_export import MAX_IMPORT_BYTES
 from chat_core.validation import MAX_OFFSET, int_param
+from chat_core.web.api.admin import owner_view, person_named
 from chat_core.web.api.bodies import json_object, read_json_body
 from chat_core.web.api.deps import Json, Service
 from chat_core.web.api.errors import GuardedRoute
@@ -23,11 +24,16 @@ Number = Annotated[str | None, Query()]
 @router.get("")
 async def list_conversations(service: Service, q: Annotated[str | None, Query(
         description="words to search for (ranked full-text search)")] = None,
-        limit: Number = None, offset: Number = None) -> list[Json]:
-    """Newest activity first; with `q`, the best matches first, each with a snippet."""
+        limit: Number = None, offset: Number = None, owner: Annotated[str | None, Query(
+            description="admins: only this person's (their name)")] = None) -> list[Json]:
+    """Newest activity first; with `q`, the best matches first, each with a snippet. A person
+    gets their own; an admin everyone's (each with its "owner"), or one person's with
+    `owner`, which anyone else gets a 404 for, as for a name nobody has."""
     given = {k: v for k, v in (("limit", limit), ("offset", offset)) if v is not None}
     count = int_param(given, "limit", 20 if q is not None else 100, 1, 1000)
     skip = int_param(given, "offset", 0, 0, MAX_OFFSET)
+    if owner is not None:
+        service = owner_view(service, await person_named(service, owner))
     if q is not None:
         return await service.search_conversations(q, count)
     return await service.list_conversations(count, skip)

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from chat_core.validation import int_param, parse_id
+from chat_core.web.api.admin import person_named
 from chat_core.web.api.bodies import json_object
 from chat_core.web.api.deps import Json, Service
 from chat_core.web.api.errors import GuardedRoute
@@ -18,11 +19,17 @@ router = APIRouter(prefix="/api/workflows", tags=["workflows"], route_class=Guar
 @router.get("")
 async def list_workflows(service: Service, status: Annotated[str | None, Query()] = None,
                          limit: Annotated[str | None, Query()] = None,
-                         conversation_id: Annotated[str | None, Query()] = None) -> list[Json]:
-    """Recent turn workflows, newest first, by status and conversation when given."""
+                         conversation_id: Annotated[str | None, Query()] = None,
+                         owner: Annotated[str | None, Query(
+                             description="admins: only this person's (their name)")] = None
+                         ) -> list[Json]:
+    """Recent turn workflows, newest first, by status and conversation when given: a
+    person's own; an admin's everyone's, or one person's with `owner` (anyone else gets a
+    404 for it, as for a name nobody has)."""
     count = int_param({} if limit is None else {"limit": limit}, "limit", 50, 1, 500)
     cid = None if conversation_id is None else str(parse_id(conversation_id))
-    return await service.workflows.list_turns(status, count, cid)
+    only = None if owner is None else (await person_named(service, owner)).id
+    return await service.workflows.list_turns(status, count, cid, owner=only)
 
 
 @router.get("/{workflow_id}")
