@@ -3,12 +3,12 @@
     python app.py                 # embedded PostgreSQL + local CPU model, http://127.0.0.1:8080
     DATABASE_URL=postgresql://... VLLM_BASE_URL=http://gpu-box:5000 python app.py
     SHARE_AUTH=alice:long-password python app.py --share    # public Gradio link, login required
-    SHARE_AUTH=host:long-password SHARE_INVITE=code python app.py --host 0.0.0.0   # a LAN room
+    SHARE_AUTH=host:long-password SHARE_INVITE=room-code python app.py --host 0.0.0.0  # a LAN
 
 Any SHARE_AUTH / SHARE_INVITE turns accounts on: everyone logs in (chat_core/web/auth.py).
-Start-up order: database, migrations, accounts, LLM, DBOS (which resumes unfinished turns), then the web
-server with the REST API and the UI on one port. SIGINT/SIGTERM stop it cleanly; a turn still
-running then resumes on the next start.
+Start-up order: database, migrations, accounts, LLM, DBOS (which resumes unfinished turns),
+then the web server with the REST API and the UI on one port. SIGINT/SIGTERM stop it cleanly; a
+turn still running then resumes on the next start.
 """
 
 from __future__ import annotations

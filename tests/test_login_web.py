@@ -181,7 +181,7 @@ def test_a_session_outlives_a_restart_of_the_app_process(
         app.stop()
 
 
-# -- the REST API: Basic and Bearer -----------------------------------------------------------------
+# -- the REST API: Basic and Bearer ----------------------------------------------------------------
 
 def test_basic_and_bearer_on_the_api(served: InProcessApp, fresh_throttle: LoginThrottle) -> None:
     with served.client() as http:
@@ -236,7 +236,7 @@ def test_admin_routes_are_a_404_for_everyone_else_and_disabling_ends_sessions(
         assert bob_http.get("/api/me").status_code == 401  # the session stays ended
 
 
-# -- sign-up -----------------------------------------------------------------------------------------
+# -- sign-up ---------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("invite", ["", "wrong", INVITE.upper()])
 def test_sign_up_with_a_wrong_or_missing_code(served: InProcessApp, invite: str,
@@ -270,7 +270,7 @@ def test_sign_up_refuses_a_taken_name_and_hostile_input(served: InProcessApp) ->
             "Content-Type": "application/x-www-form-urlencoded"}).status_code == 413
 
 
-# -- guessing: throttled before any hashing ---------------------------------------------------------
+# -- guessing: throttled before any hashing --------------------------------------------------------
 
 def test_throttled_guesses_never_reach_the_password_hash(
         served: InProcessApp, fresh_throttle: LoginThrottle) -> None:
@@ -320,7 +320,7 @@ def test_signup_code_guessing_is_throttled(served: InProcessApp,
         assert codes[FREE_FAILURES:] == [429, 429]
 
 
-# -- logout -------------------------------------------------------------------------------------------
+# -- logout ----------------------------------------------------------------------------------------
 
 def test_logout_ends_the_session(served: InProcessApp) -> None:
     with served.client() as http:

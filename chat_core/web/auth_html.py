@@ -7,7 +7,7 @@ allows nothing else (forms post only to this app). Every value shown is escaped.
 from __future__ import annotations
 
 import html
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Iterable
 
 from fastapi.responses import HTMLResponse
@@ -84,11 +84,12 @@ def login_page(name: str = "", error: str = "", next_path: str = "/",
 
 def signup_page(name: str = "", invite: str = "", error: str = "",
                 status: int = 200, headers: dict[str, str] | None = None) -> HTMLResponse:
+    fields = [("Invite code", "invite", "password", invite, "off"),
+              ("Name (letters, digits, spaces, . _ -)", "username", "text", name, "username"),
+              ("Password (at least 8 characters)", "password", "password", "", "new-password"),
+              ("The same password again", "password2", "password", "", "new-password")]
     body = (f"{_error(error)}<form method=post action='/auth/signup'>"
-            f"{_field('Invite code', 'invite', 'password', invite, 'off')}"
-            f"{_field('Name (letters, digits, spaces, . _ -)', 'username', value=name, autocomplete='username')}"
-            f"{_field('Password (at least 8 characters)', 'password', 'password', autocomplete='new-password')}"
-            f"{_field('The same password again', 'password2', 'password', autocomplete='new-password')}"
+            f"{''.join(_field(*field) for field in fields)}"
             "<button type=submit>Sign up</button></form>"
             "<p class=muted>Have an account? <a href='/auth/login'>Log in</a></p>")
     return page("Sign up", body, status, headers)
@@ -98,8 +99,9 @@ def notice_page(text: str, next_path: str, accepted_at: datetime | None) -> HTML
     paragraphs = "".join(f"<p>{esc(p).replace(chr(10), '<br>')}</p>"
                          for p in _paragraphs(text))
     if accepted_at is not None:
-        action = (f"<p class=muted>You accepted this on {esc(accepted_at.strftime('%Y-%m-%d %H:%M'))}"
-                  f" UTC.</p><p><a href='{esc(next_path)}'>Continue</a></p>")
+        when = accepted_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M")
+        action = (f"<p class=muted>You accepted this on {esc(when)} UTC.</p>"
+                  f"<p><a href='{esc(next_path)}'>Continue</a></p>")
     else:
         action = (f"<form method=post action='/auth/notice'>{_hidden('next', next_path)}"
                   "<button type=submit>Accept and continue</button></form>")
