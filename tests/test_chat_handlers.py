@@ -483,3 +483,20 @@ def test_a_call_without_a_known_login_fails_closed(shared: ChatHandlers, people:
         people.run(shared.new_chat(request))
     with pytest.raises(gr.Error, match="log in again"):
         people.run(_drain(ApiAnswers(shared).send("hi", None, {}, request)))
+
+
+def test_an_edit_over_the_limits_keeps_its_text(tab: ChatTab, chat: ChatHandlers,
+                                                service: FakeService,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    conversation = run(service.create_conversation("Talk"))["id"]
+    turn = service.add_turn(conversation, "first", "answer")
+
+    async def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise TooManyTurns("you have sent 20 messages in the last minute; send again in 9 s",
+                           retry_after_sec=9, limit=20)
+    monkeypatch.setattr(service, "edit_message", refuse, raising=False)
+    edit = gr.EditData(None, {"index": 0, "value": "first, edited", "previous_value": "first"})
+    out = run(chat.edit(conversation, {"ids": [turn.user_message_id, turn.reply_id]}, edit))
+    assert out[tab.ui.conversation] == conversation  # the original, unchanged
+    assert out[tab.ui.box] == gr.update(value="first, edited", interactive=True)
+    assert out[tab.ui.notice].startswith("⏳ Not sent")

@@ -236,7 +236,10 @@ class ChatHandlers:
             branch, turn = await service.edit_message(conversation_id, ids[index], text)
             loaded, branch_view, _ = await self.load(service, branch["id"])
         except ChatError as exc:  # the original, unchanged
-            return await self.show(service, conversation_id, refusal(exc))
+            out = await self.show(service, conversation_id, refusal(exc))
+            if isinstance(exc, TooManyTurns) and sendable(text):  # the edit is not lost
+                out[self.ui.box] = gr.update(value=text, interactive=True)
+            return out
         # The turn may already have saved the edited message (and its reply placeholder): show
         # the turns before it, then the message once.
         turn_rows = {turn.user_message_id, turn.reply_id}
