@@ -155,8 +155,7 @@ class ChatRuntime:
         hub = TurnHub()
         turn_workflow.bind(turn_workflow.TurnDeps(settings=s, store=store, llm=self.llm, hub=hub,
                                                   slots=self.slots, wakeups=self.wakeups))
-        self.service = ChatService(s, store, self.llm, hub, backend)
-        self.service.people = self.accounts  # type: ignore[attr-defined]
+        self.service = ChatService(s, store, self.llm, hub, backend, people=self.accounts)
 
         treat_failed_connects_as_disconnects()
         logging.getLogger("dbos").addFilter(self._attempt_lines)

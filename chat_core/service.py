@@ -8,7 +8,7 @@ import asyncio
 import copy
 import uuid
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator
 
 from dbos import DBOS, SetWorkflowID, WorkflowStatusString
 # Private: DBOS has no public way to tell a workflow started here from one already running
@@ -17,6 +17,9 @@ from dbos._core import WorkflowHandleAsyncTask
 from dbos import error as dbos_error
 
 from chat_core.accounts.person import LOCAL, Person
+
+if TYPE_CHECKING:
+    from chat_core.accounts.directory import AccountDirectory
 from chat_core.store.chat_store import ChatStore, public_conversation, public_message, title_from
 from chat_core.store.turn_admissions import TurnAdmissions
 from chat_core.config import Settings
@@ -64,12 +67,15 @@ class ChatService:
     accounts), notebooks and the workflows, and sees everything."""
 
     def __init__(self, settings: Settings, store: ChatStore, llm: LLMClient, hub: TurnHub,
-                 backend: dict[str, Any] | None = None) -> None:
+                 backend: dict[str, Any] | None = None,
+                 people: "AccountDirectory | None" = None) -> None:
         self.settings = settings
         self.store = store
         self.llm = llm
         self.hub = hub
         self.backend = backend or {}
+        # Who is who, with accounts on (SHARE_AUTH / SHARE_INVITE); None in local mode.
+        self.people = people
         self.person = LOCAL
         self.workflows = WorkflowAdmin(store, hub, self.person)
 
@@ -265,6 +271,18 @@ class ChatService:
             await DBOS.delete_workflows_async(turns)
         return {"deleted_conversations": deleted, "deleted_turns": len(turns)}
 
+    async def withdraw(self) -> dict[str, Any]:
+        """Delete the person's data, then withdraw their consent: in this order, so a failure
+        half-way leaves them consenting to what is left, never the reverse."""
+        counts = await self.delete_my_data()
+        if self.people is not None:
+            await self.people.withdraw_consent(self.person)
+        return {**counts, "consent_withdrawn": self.people is not None}
+
+    def llm_load(self) -> dict[str, Any]:
+        """This process's LLM gate: per person, turns at the LLM and turns waiting for it."""
+        return self.llm.gate.load().to_json()
+
     async def search_conversations(self, query: Any, limit: int = 20) -> list[dict[str, Any]]:
         """Ranked full-text search over messages (PostgreSQL, English stemming): words,
         "exact phrases", -excluded words, or."""
@@ -316,7 +334,12 @@ class ChatService:
             raise InvalidInput("only a user message can be edited")
         branch = await self.branch_conversation(conversation_id, message_id, before=True,
                                                 key=key)
-        turn = await self.start_turn(branch["id"], text, idempotency_key=key)
+        try:
+            turn = await self.start_turn(branch["id"], text, idempotency_key=key)
+        except TooManyTurns:
+            # Refused by the person's limits: no empty branch is left behind.
+            await self.store.delete_conversation(uuid.UUID(branch["id"]))
+            raise
         return branch, turn
 
     async def export_conversation(self, conversation_id: str | uuid.UUID,

@@ -18,6 +18,7 @@ from typing import Any
 
 from chat_core.accounts.person import SYSTEM
 from chat_core.errors import InvalidInput, NotFound
+from chat_core.states import MAX_LINK_DAYS, MAX_LIVE_LINKS
 from chat_core.service import ChatService
 from chat_core.store.chat_store import ChatStore, iso, public_conversation, public_message
 from chat_core.store.database import Database
@@ -26,8 +27,6 @@ from chat_core.validation import parse_id
 
 LINK_PATH = "/s/"               # the public page of a link is LINK_PATH + token
 LINK_TOKEN_BYTES = 32           # 256 bits: not guessable, whatever the rate of tries
-MAX_LINK_DAYS = 365             # the longest expiry a link may be given (or none at all)
-MAX_LIVE_LINKS = 20             # live links per conversation (each one is a revocable door)
 # What secrets.token_urlsafe(LINK_TOKEN_BYTES) produces: anything else is no link of ours,
 # refused before it is hashed or looked up.
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")

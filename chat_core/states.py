@@ -63,3 +63,8 @@ SETTING_LIMITS: Final = {
     "max_tokens": (1, 32_768),
 }
 SETTING_STEP: Final = 0.05  # the sliders' step for temperature and top_p
+
+# Read-only links (chat_core/sharing.py): the longest expiry a link may be given (or none at
+# all), and live links per conversation (each one is a revocable door).
+MAX_LINK_DAYS = 365
+MAX_LIVE_LINKS = 20

@@ -156,6 +156,12 @@ def test_the_interactive_docs_list_every_endpoint(client: TestClient) -> None:
         ("GET", "/api/workflows/{workflow_id}/steps"),
         *(("POST", f"/api/workflows/{{workflow_id}}/{action}")
           for action in ("cancel", "resume", "fork")),
+        ("POST", f"{conv}/links"), ("GET", f"{conv}/links"),
+        ("DELETE", f"{conv}/links/{{link_id}}"),
+        ("GET", "/api/me"), ("DELETE", "/api/me/data"), ("GET", "/api/me/tokens"),
+        ("POST", "/api/me/tokens"), ("DELETE", "/api/me/tokens/{token_id}"),
+        ("GET", "/api/admin/people"), ("GET", "/api/admin/load"),
+        ("POST", "/api/admin/people/{name}/disable"), ("POST", "/api/admin/people/{name}/enable"),
     }
     send = spec["paths"][f"{conv}/messages"]["post"]
     assert {p["name"] for p in send["parameters"]} >= {"idempotency-key", "stream"}

@@ -24,7 +24,7 @@ from chat_core.accounts.directory import AccountDirectory
 from chat_core.accounts.person import SYSTEM, Person
 from chat_core.config import Settings, load_settings
 from chat_core.service import ChatService
-from chat_core.sharing import MAX_LIVE_LINKS
+from chat_core.states import MAX_LIVE_LINKS
 from chat_core.states import COMPLETE
 from chat_core.store.chat_store import ChatStore
 from chat_core.store.database import Database

@@ -3,7 +3,7 @@
 Writes that a workflow step may repeat after a crash are idempotent: rows are keyed by ids that
 are derived from the workflow id, inserted with ON CONFLICT DO NOTHING, and read back.
 
-Every query that reads or changes a person's data carries the ownership clause (_MINE) of the
+Every query that reads or changes a person's data carries the ownership clause (OWNED) of the
 Person the store was made for (ChatStore.scoped): a conversation of someone else's, and every
 message in it, looks exactly like a missing one, whatever the caller forgot to check. The store
 the turn workflows use is made for person.SYSTEM, which sees every row.
@@ -45,9 +45,9 @@ _CONVERSATION_VIEW = """
     AS owner_name
 """
 # The ownership clause: the conversation `c` is the person's, or the person sees all.
-_MINE = "(%(sees_all)s OR c.owner_id = %(owner)s)"
+OWNED = "(%(sees_all)s OR c.owner_id = %(owner)s)"
 # The same for a message `m`, through its conversation.
-_MINE_M = ("(%(sees_all)s OR EXISTS (SELECT 1 FROM conversations c"
+OWNED_MESSAGE = ("(%(sees_all)s OR EXISTS (SELECT 1 FROM conversations c"
            " WHERE c.id = m.conversation_id AND c.owner_id = %(owner)s))")
 
 TITLE_CHARS = 60
@@ -163,7 +163,7 @@ class ChatStore:
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 f"SELECT {_CONVERSATION_VIEW} FROM conversations c"
-                f" WHERE c.id = %(cid)s AND {_MINE}", self._p(cid=conversation_id))
+                f" WHERE c.id = %(cid)s AND {OWNED}", self._p(cid=conversation_id))
             row = await cur.fetchone()
         if row is None:
             raise NotFound(f"conversation {conversation_id} does not exist")
@@ -175,7 +175,7 @@ class ChatStore:
         """Newest first; `owner` narrows an admin's view of everyone's to one person's."""
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {_CONVERSATION_VIEW} FROM conversations c WHERE {_MINE}"
+                f"SELECT {_CONVERSATION_VIEW} FROM conversations c WHERE {OWNED}"
                 " AND (%(only)s::uuid IS NULL OR c.owner_id = %(only)s)"
                 " ORDER BY c.updated_at DESC, c.id LIMIT %(limit)s OFFSET %(offset)s",
                 self._p(limit=limit, offset=offset, only=owner),
@@ -192,7 +192,7 @@ class ChatStore:
                 "UPDATE conversations c SET title = coalesce(%(title)s, title),"
                 " settings = coalesce(jsonb_strip_nulls(settings || %(settings)s), settings),"
                 " updated_at = clock_timestamp()"
-                f" WHERE c.id = %(cid)s AND {_MINE} RETURNING {_CONVERSATION_VIEW}",
+                f" WHERE c.id = %(cid)s AND {OWNED} RETURNING {_CONVERSATION_VIEW}",
                 self._p(cid=conversation_id, title=title,
                         settings=Jsonb(settings) if settings is not None else None))
             row = await cur.fetchone()
@@ -204,7 +204,7 @@ class ChatStore:
     async def delete_conversation(self, conversation_id: uuid.UUID) -> bool:
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                f"DELETE FROM conversations c WHERE c.id = %(cid)s AND {_MINE} RETURNING c.id",
+                f"DELETE FROM conversations c WHERE c.id = %(cid)s AND {OWNED} RETURNING c.id",
                 self._p(cid=conversation_id))
             return await cur.fetchone() is not None
 
@@ -220,7 +220,7 @@ class ChatStore:
                     SELECT DISTINCT ON (m.conversation_id) m.conversation_id, m.id, m.content,
                            ts_rank(m.search, q.q) AS rank
                     FROM messages m JOIN conversations c ON c.id = m.conversation_id, q
-                    WHERE m.search @@ q.q AND {_MINE}
+                    WHERE m.search @@ q.q AND {OWNED}
                     ORDER BY m.conversation_id, rank DESC
                 ), top AS (SELECT * FROM hits ORDER BY rank DESC LIMIT %(limit)s)
                 SELECT c.id, c.title, c.created_at, c.updated_at, top.id AS message_id,
@@ -241,7 +241,7 @@ class ChatStore:
                 await self._lock_parent_of(conn, reply_id)
                 cur = await conn.execute(
                     f"WITH r AS (SELECT id, parent_id FROM messages m WHERE id = %(rid)s AND"
-                    f" role = 'assistant' AND status IN {_ANSWERED} AND {_MINE_M}),"
+                    f" role = 'assistant' AND status IN {_ANSWERED} AND {OWNED_MESSAGE}),"
                     " u AS (UPDATE messages m SET active = (m.id = %(rid)s) FROM r"
                     "  WHERE m.parent_id = r.parent_id RETURNING m.*)"
                     f" SELECT {_MESSAGE_COLUMNS} FROM u WHERE id = %(rid)s",
@@ -269,7 +269,7 @@ class ChatStore:
                     "INSERT INTO conversations (id, title, settings, origin_conversation_id,"
                     " origin_message_id, last_seq, owner_id) SELECT %(new)s, %(title)s,"
                     " settings, id, %(origin)s, %(upto)s, coalesce(%(owner)s, c.owner_id)"
-                    f" FROM conversations c WHERE c.id = %(src)s AND {_MINE}"
+                    f" FROM conversations c WHERE c.id = %(src)s AND {OWNED}"
                     " ON CONFLICT (id) DO NOTHING RETURNING id",
                     self._p(new=new_id, title=title, origin=origin_message_id,
                             upto=upto_seq, src=source_id))
@@ -294,7 +294,7 @@ class ChatStore:
                         {"new": new_id, "src": source_id, "upto": upto_seq})
                 cur = await conn.execute(
                     f"SELECT {_CONVERSATION_VIEW} FROM conversations c"
-                    f" WHERE c.id = %(cid)s AND {_MINE}", self._p(cid=new_id))
+                    f" WHERE c.id = %(cid)s AND {OWNED}", self._p(cid=new_id))
                 row = await cur.fetchone()
         if row is None:
             raise NotFound(f"conversation {source_id} does not exist")
@@ -341,7 +341,7 @@ class ChatStore:
             cur = await conn.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = %(cid)s"
                 " AND seq > coalesce((SELECT last_seq FROM conversations c WHERE c.id = %(cid)s"
-                f" AND {_MINE}) - %(turns)s, 9223372036854775807)"
+                f" AND {OWNED}) - %(turns)s, 9223372036854775807)"
                 " ORDER BY seq, (role = 'assistant'), created_at, id",
                 self._p(cid=conversation_id, turns=last_turns if last_turns else 2**62),
             )
@@ -351,7 +351,7 @@ class ChatStore:
     async def get_message(self, message_id: uuid.UUID) -> Row | None:
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE id = %(mid)s AND {_MINE_M}",
+                f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE id = %(mid)s AND {OWNED_MESSAGE}",
                 self._p(mid=message_id))
             return await cur.fetchone()
 
@@ -452,7 +452,7 @@ class ChatStore:
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM messages m WHERE conversation_id = %(cid)s"
-                f" AND status IN {_IN_FLIGHT} AND {_MINE_M} ORDER BY seq, created_at",
+                f" AND status IN {_IN_FLIGHT} AND {OWNED_MESSAGE} ORDER BY seq, created_at",
                 self._p(cid=conversation_id),
             )
             return await cur.fetchall()
@@ -532,7 +532,7 @@ class ChatStore:
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 "UPDATE messages m SET stop_requested = true WHERE id = %(rid)s"
-                f" AND status IN {_IN_FLIGHT} AND {_MINE_M} RETURNING id",
+                f" AND status IN {_IN_FLIGHT} AND {OWNED_MESSAGE} RETURNING id",
                 self._p(rid=reply_id),
             )
             return await cur.fetchone() is not None
@@ -599,7 +599,7 @@ class ChatStore:
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 "SELECT workflow_id FROM messages m WHERE conversation_id = %(cid)s"
-                f" AND role = 'assistant' AND workflow_id IS NOT NULL AND {_MINE_M}"
+                f" AND role = 'assistant' AND workflow_id IS NOT NULL AND {OWNED_MESSAGE}"
                 " ORDER BY created_at DESC", self._p(cid=conversation_id))
             return [r["workflow_id"] for r in await cur.fetchall()]
 
@@ -612,7 +612,7 @@ class ChatStore:
             cur = await conn.execute(
                 "SELECT m.workflow_id FROM messages m JOIN conversations c"
                 " ON c.id = m.conversation_id WHERE m.role = 'assistant'"
-                f" AND m.workflow_id IS NOT NULL AND {_MINE}"
+                f" AND m.workflow_id IS NOT NULL AND {OWNED}"
                 " AND (%(only)s::uuid IS NULL OR c.owner_id = %(only)s)"
                 " ORDER BY m.created_at DESC LIMIT %(limit)s",
                 self._p(limit=limit, only=owner))
@@ -628,6 +628,6 @@ class ChatStore:
                 "SELECT m.workflow_id, m.conversation_id, m.status, m.error, c.title,"
                 " c.owner_id, (SELECT a.name FROM accounts a WHERE a.id = c.owner_id)"
                 " AS owner_name FROM messages m JOIN conversations c ON c.id = m.conversation_id"
-                f" WHERE m.workflow_id = ANY(%(ids)s) AND m.role = 'assistant' AND {_MINE}",
+                f" WHERE m.workflow_id = ANY(%(ids)s) AND m.role = 'assistant' AND {OWNED}",
                 self._p(ids=workflow_ids))
             return {r["workflow_id"]: r for r in await cur.fetchall()}

@@ -14,7 +14,7 @@ from typing import Any
 
 from chat_core.accounts.person import SYSTEM, Person
 from chat_core.errors import Conflict, NotFound
-from chat_core.store.chat_store import _MINE, Row
+from chat_core.store.chat_store import OWNED, Row
 from chat_core.store.database import Database, retry_transient
 
 _LINK_COLUMNS = "l.id, l.conversation_id, l.created_at, l.expires_at"
@@ -43,7 +43,7 @@ class SharedLinkStore:
         async with self.db.connection() as conn:
             async with conn.transaction():
                 cur = await conn.execute(
-                    f"SELECT c.id FROM conversations c WHERE c.id = %(cid)s AND {_MINE}"
+                    f"SELECT c.id FROM conversations c WHERE c.id = %(cid)s AND {OWNED}"
                     " FOR UPDATE", self._p(cid=conversation_id))
                 if await cur.fetchone() is None:
                     raise NotFound(f"conversation {conversation_id} does not exist")
@@ -75,7 +75,7 @@ class SharedLinkStore:
         conversation is not one the person can see."""
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                f"SELECT c.id FROM conversations c WHERE c.id = %(cid)s AND {_MINE}",
+                f"SELECT c.id FROM conversations c WHERE c.id = %(cid)s AND {OWNED}",
                 self._p(cid=conversation_id))
             if await cur.fetchone() is None:
                 raise NotFound(f"conversation {conversation_id} does not exist")
@@ -92,7 +92,7 @@ class SharedLinkStore:
             cur = await conn.execute(
                 "UPDATE shared_links l SET revoked_at = clock_timestamp() FROM conversations c"
                 " WHERE l.id = %(lid)s AND l.conversation_id = %(cid)s AND c.id = l.conversation_id"
-                f" AND {_LIVE} AND {_MINE} RETURNING l.id",
+                f" AND {_LIVE} AND {OWNED} RETURNING l.id",
                 self._p(lid=link_id, cid=conversation_id))
             return await cur.fetchone() is not None
 

@@ -21,10 +21,10 @@ import gradio as gr
 
 from chat_core.errors import ChatError, InvalidInput
 from chat_core.service import ChatService
-from chat_core.sharing import MAX_LINK_DAYS, list_links, publish_link, revoke_link
+from chat_core.sharing import list_links, publish_link, revoke_link
+from chat_core.states import MAX_LINK_DAYS
 from chat_core.ui.people import accounts_on, directory_of, own_only, service_for
 from chat_core.ui.render import safe_markdown, warning
-from chat_core.web.api.my_data import withdraw
 
 Caller = gr.Request | None  # None: a call from a test, never from Gradio
 Changes = dict[Any, Any]
@@ -290,7 +290,7 @@ class AccountHandlers:
             return {part.withdraw_notice: warning(InvalidInput(
                 f'type "{CONFIRM_WORD}" in the box to confirm; nothing was deleted'))}
         try:
-            done = await withdraw(service)
+            done = await service.withdraw()
         except ChatError as exc:
             return {part.withdraw_notice: warning(exc)}
         shown = await self.show(None, request)

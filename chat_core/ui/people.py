@@ -37,7 +37,7 @@ def accounts_on(service: ChatService) -> bool:
 
 def directory_of(service: ChatService) -> Any:
     """The account directory, or None with accounts off (the service carries it as `people`)."""
-    return getattr(service, "people", None)
+    return service.people
 
 
 async def person_for(service: ChatService, request: gr.Request | None) -> Person:

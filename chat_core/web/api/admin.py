@@ -35,7 +35,7 @@ def _not_a_route(service: ChatService, path: str) -> None:
 async def person_named(service: ChatService, name: Any) -> Person:
     """The person an admin names; anyone else, and a name nobody has, get the same 404."""
     missing = NotFound(f"no person named {str(name)[:MAX_NAME_SHOWN]!r}")
-    people = getattr(service, "people", None)
+    people = service.people
     if not service.person.sees_all or people is None or not isinstance(name, str):
         raise missing
     person: Person | None = await people.person_by_name(name)
@@ -52,8 +52,8 @@ def owner_view(service: ChatService, person: Person) -> ChatService:
 
 async def named_load(service: ChatService) -> dict[str, Any]:
     """The LLM gate's load (llm/fair_gate.py) of this process, each owner by name."""
-    load = service.llm.gate.load().to_json()
-    people = getattr(service, "people", None)
+    load = service.llm_load()
+    people = service.people
     for row in load["owners"]:
         person = await people.person_by_id(row["owner"]) if people and row["owner"] else None
         row["owner"] = person.name if person is not None else LOCAL_OWNER
