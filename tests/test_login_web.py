@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import base64
 import concurrent.futures
+import shutil
 import uuid
 from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
+from playwright.sync_api import sync_playwright
 
 from chat_core.accounts.directory import AccountDirectory
 from chat_core.testing.emulated_llm import EmulatedLLM
 from chat_core.web.auth import SESSION_COOKIE
 from chat_core.web.login_throttle import FREE_FAILURES, LoginThrottle
+from tests.browser_support import CHROMIUM_ARGS
 from tests.helpers import AppProcess, InProcessApp, base_env
 
 pytestmark = pytest.mark.slow  # the real app, in-process and as a process
@@ -50,10 +53,10 @@ def _accounts(app: InProcessApp) -> AccountDirectory:
     return accounts
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def fresh_throttle(served: InProcessApp) -> LoginThrottle:
-    """The throttle emptied, on a clock that stands still: no delay runs out during a test,
-    however slow the machine."""
+    """For each test, the throttle emptied, on a clock that stands still: no delay runs out
+    during a test, however slow the machine, and no test inherits another's failures."""
     throttle: LoginThrottle = _state(served).login_throttle  # type: ignore[attr-defined]
     for table in (throttle._accounts, throttle._addresses, throttle._account_windows):
         table.clear()
@@ -343,3 +346,33 @@ def test_another_sites_form_cannot_log_anyone_in_or_out(served: InProcessApp) ->
                                headers={"Origin": "https://evil.example"})
             assert answer.status_code == 403, path
             assert SESSION_COOKIE not in answer.cookies
+
+
+# -- in a phone's browser -----------------------------------------------------------------------
+
+def test_a_phone_logs_in_accepts_the_notice_and_reaches_the_chat(served: InProcessApp) -> None:
+    """390 px wide, as a visitor on a phone: every page fits without sideways scrolling."""
+    executable = shutil.which("chromium")
+    assert executable, "Chromium is missing: apt-get install chromium (scripts/test.sh does it)"
+    with served.client() as http:
+        name, password = _new_person(http)
+    fits = "document.documentElement.scrollWidth <= window.innerWidth"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_context(viewport={"width": 390, "height": 844},
+                                       is_mobile=True).new_page()
+            page.set_default_timeout(30_000)
+            page.goto(served.url)
+            assert page.evaluate(fits)
+            page.locator("input[type=text]").first.fill(name)
+            page.locator("input[type=password]").fill(password)
+            page.locator("button", has_text="Login").click()
+            page.wait_for_url("**/auth/notice**")
+            assert "Your messages are kept" in page.content() and page.evaluate(fits)
+            page.locator("button", has_text="Accept").click()
+            page.wait_for_selector("#message-box textarea")
+            cookie = [c for c in page.context.cookies() if c["name"] == SESSION_COOKIE][0]
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Lax"
+        finally:
+            browser.close()
