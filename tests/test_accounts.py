@@ -45,10 +45,14 @@ class World:
     def run(self, coro: Awaitable[T]) -> T:
         return self.runner.run(coro)  # type: ignore[arg-type]
 
+    def close_pools(self) -> None:
+        while self.pools:
+            self.run(self.pools.pop().close())
+
     def directory(self, **settings: Any) -> AccountDirectory:
         settings.setdefault("share_auth", f"{HOST}:{HOST_PW}")
         settings.setdefault("share_invite", INVITE)
-        db = Database(self.url, max_size=4, retry_for_sec=2)
+        db = Database(self.url, max_size=2, retry_for_sec=2)
         self.run(db.open())
         self.pools.append(db)
         directory = AccountDirectory(db, Settings(**settings))
@@ -65,9 +69,17 @@ def world() -> Iterator[World]:
         try:
             yield world
         finally:
-            for db in world.pools:
-                runner.run(db.close())
+            world.close_pools()
     drop_database(url)
+
+
+@pytest.fixture(autouse=True)
+def _pools_closed(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test's pools are closed after it: PostgreSQL's connections are shared with every
+    other test run on the machine."""
+    yield
+    if "world" in request.fixturenames:
+        request.getfixturevalue("world").close_pools()
 
 
 @pytest.fixture()
