@@ -329,6 +329,7 @@ def test_logout_ends_the_session(served: InProcessApp) -> None:
     with served.client() as http:
         cookie = log_in(http, BOB, BOB_PW)
         assert "Log out" in http.get("/auth/logout").text
+        assert http.get("/logout").headers["location"] == "/auth/logout"  # Gradio's old path
         answer = http.post("/auth/logout")
         assert answer.status_code == 303 and answer.headers["location"] == "/auth/login"
         assert f'{SESSION_COOKIE}=""' in answer.headers["set-cookie"] or \

@@ -2,7 +2,7 @@
 
     GET/POST /auth/login      name and password -> a session cookie, then back where one was
     GET/POST /auth/signup     with SHARE_INVITE only: the code, a name and a password
-    GET/POST /auth/logout     a page with the button / end the session
+    GET/POST /auth/logout     a page with the button / end the session (GET /logout: the page)
     GET/POST /auth/notice     SHARE_NOTICE, and the person's acceptance (recorded with its time)
     POST     /login           for scripts, as Gradio's login was: form fields username and
                               password; 200 {"success": true} with the cookie, or a 401
@@ -233,6 +233,13 @@ async def logout_form(request: Request) -> Response:
     if person is None:
         return RedirectResponse("/auth/login", status_code=303)
     return auth_html.logout_page(person.name)
+
+
+@router.get("/logout")
+async def gradio_logout() -> Response:
+    """Gradio's own logout path, which ended only Gradio's in-memory login: the page with
+    the button that ends this app's session."""
+    return RedirectResponse("/auth/logout", status_code=303)
 
 
 @router.post("/auth/logout")
