@@ -15,6 +15,7 @@ from chat_core.testing.emulated_llm import EmulatedLLM
 from chat_core.web.login_throttle import (ACCOUNT_FAILURES_PER_MINUTE, ADDRESS_FAILURES_PER_MINUTE,
                                       FREE_FAILURES, MAX_DELAY_SEC, MAX_TRACKED, LoginThrottle,
                                       account_key, client_address)
+from chat_core.web.auth import served_over_https
 from tests.helpers import InProcessApp, base_env
 
 ALICE, ALICE_PW = "alice", "correct horse battery"
@@ -153,6 +154,23 @@ def test_the_account_a_try_counts_against(name: str, expected: str) -> None:
     """The account as the directory knows it: no spelling of a name dodges its delay, and a
     name no account can have counts for the address only."""
     assert account_key(name) == expected
+
+
+@pytest.mark.parametrize("peer,host,proto,scheme,secure", [
+    ("127.0.0.1", TUNNEL, None, "http", True),  # the share tunnel is https to the browser
+    ("10.0.0.2", "chat.example.org", "https", "http", True),  # a trusted proxy says so
+    ("10.0.0.3", "chat.example.org", "https", "http", False),  # anyone else may claim it
+    ("127.0.0.1", "localhost:8080", "https", "http", False),
+    ("198.51.100.7", "chat.example.org", None, "https", True),  # TLS to this server itself
+])
+def test_whether_the_browser_came_over_https(peer: str, host: str, proto: str | None,
+                                             scheme: str, secure: bool) -> None:
+    """The session cookie is Secure exactly then (a Secure cookie over http is dropped)."""
+    scope = _scope(peer, host)
+    scope["scheme"] = scheme
+    if proto is not None:
+        scope["headers"].append((b"x-forwarded-proto", proto.encode()))
+    assert served_over_https(scope, frozenset({"10.0.0.2"})) is secure
 
 
 # -- through HTTP, against the app in share mode ---------------------------------------------------
