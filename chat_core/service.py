@@ -77,7 +77,7 @@ class ChatService:
         # Who is who, with accounts on (SHARE_AUTH / SHARE_INVITE); None in local mode.
         self.people = people
         self.person = LOCAL
-        self.workflows = WorkflowAdmin(store, hub, self.person)
+        self.workflows = WorkflowAdmin(store, hub, self.person, self.admit_turn)
 
     def for_person(self, person: Person) -> "ChatService":
         """This service as `person` sees it: every query scoped to them (an admin's to
@@ -85,7 +85,7 @@ class ChatService:
         scoped = copy.copy(self)
         scoped.person = person
         scoped.store = self.store.scoped(person)
-        scoped.workflows = WorkflowAdmin(scoped.store, self.hub, person)
+        scoped.workflows = WorkflowAdmin(scoped.store, self.hub, person, scoped.admit_turn)
         return scoped
 
     # -- conversations -------------------------------------------------------------------------
@@ -261,15 +261,18 @@ class ChatService:
         same text. Exports and notebooks read these tables, so they no longer contain it."""
         if self.person.id is None:
             raise InvalidInput("deleting a person's data needs accounts (SHARE_AUTH)")
-        deleted, turns = 0, []
+        admissions = TurnAdmissions(self.store.db)
+        deleted, turns = 0, set(await admissions.turns_of(self.person.id))
         while rows := await self.store.list_conversations(1000, 0, owner=self.person.id):
             for row in rows:
-                turns += await self.store.workflow_ids_of_conversation(row["id"])
+                turns.update(await self.store.workflow_ids_of_conversation(row["id"]))
                 await self.delete_conversation(row["id"])
                 deleted += 1
-        if turns:
-            await DBOS.delete_workflows_async(turns)
-        return {"deleted_conversations": deleted, "deleted_turns": len(turns)}
+        found = [t for t in turns if await DBOS.get_workflow_status_async(t) is not None]
+        if found:
+            await DBOS.delete_workflows_async(found, delete_children=True)
+        await admissions.forget(self.person.id)
+        return {"deleted_conversations": deleted, "deleted_turns": len(found)}
 
     async def withdraw(self) -> dict[str, Any]:
         """Delete the person's data, then withdraw their consent: in this order, so a failure
@@ -364,7 +367,7 @@ class ChatService:
         reply_id = str(reply_id_for(turn_id))
         if self.person.id is not None:
             request["owner"] = self.person.key
-            await self._admit(turn_id, request["conversation_id"], reply_id)
+        await self.admit_turn(turn_id, request["conversation_id"], reply_id)
         with SetWorkflowID(turn_id):
             handle = await DBOS.start_workflow_async(chat_turn, request)
         if isinstance(handle, WorkflowHandleAsyncTask):
@@ -372,13 +375,18 @@ class ChatService:
             self.hub.track(turn_id, reply_id, request.get("owner", ""))
         return Turn(turn_id, request["conversation_id"], user_id, reply_id, handle)
 
-    async def _admit(self, turn_id: str, conversation_id: str, reply_id: str) -> None:
-        """Share mode's per-person limits (SHARE_MAX_IN_FLIGHT, SHARE_MAX_TURNS_PER_MINUTE)."""
-        assert self.person.id is not None
+    async def admit_turn(self, turn_id: str, conversation_id: str, reply_id: str,
+                         rerun: bool = False) -> None:
+        """Share mode's per-person limits (SHARE_MAX_IN_FLIGHT, SHARE_MAX_TURNS_PER_MINUTE) for
+        every turn a person starts: sent, retried, continued, edited, forked; `rerun` (resumed):
+        turns in flight only. Raises TooManyTurns (429); nothing to count without accounts."""
+        if self.person.id is None:
+            return
         s = self.settings
         refusal = await TurnAdmissions(self.store.db).admit(
             self.person.id, turn_id, uuid.UUID(conversation_id), uuid.UUID(reply_id),
-            max_in_flight=s.share_max_in_flight, per_minute=s.share_max_turns_per_minute)
+            max_in_flight=s.share_max_in_flight, per_minute=s.share_max_turns_per_minute,
+            rerun=rerun)
         if refusal is None:
             return
         if refusal.reason == "in_flight":

@@ -49,13 +49,15 @@ CREATE INDEX api_tokens_account_idx ON api_tokens (account_id);
 ALTER TABLE conversations ADD COLUMN owner_id uuid REFERENCES accounts (id) ON DELETE CASCADE;
 CREATE INDEX conversations_owner_updated_idx ON conversations (owner_id, updated_at DESC, id);
 
--- Every turn accepted for a person, recorded when it is accepted (before its workflow starts):
--- the per-person limits count these under a per-person lock, so a burst of requests arriving
--- together cannot all slip under the limit. Gone with its conversation.
+-- Every turn accepted for a person (sent, retried, forked, resumed), recorded when it is
+-- accepted (before its workflow starts): the per-person limits count these under a per-person
+-- lock, so a burst of requests arriving together cannot all slip under the limit. Kept when
+-- the conversation is deleted (deleting it must not reset the per-minute count), and read by
+-- withdrawal to find every turn the person ever ran.
 CREATE TABLE turn_admissions (
     workflow_id      text        PRIMARY KEY,
     owner_id         uuid        NOT NULL REFERENCES accounts (id) ON DELETE CASCADE,
-    conversation_id  uuid        NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    conversation_id  uuid        REFERENCES conversations (id) ON DELETE SET NULL,
     reply_id         uuid        NOT NULL,
     created_at       timestamptz NOT NULL DEFAULT clock_timestamp()
 );

@@ -104,3 +104,38 @@ def test_turns_per_minute_answer_when_to_try_again(env: tuple[Database, Run]) ->
     refusal = run(_admit(admissions, person, cid, in_flight=100, per_minute=3))
     assert refusal is not None and refusal.reason == "per_minute" and refusal.limit == 3
     assert 55 <= refusal.retry_after_sec <= 60
+
+
+def test_deleting_a_conversation_does_not_reset_the_count(env: tuple[Database, Run]) -> None:
+    db, run = env
+    person = _person(db, run)
+    store = ChatStore(db).scoped(person)
+    cid = run(store.create_conversation())["id"]
+    admissions = TurnAdmissions(db)
+    for _ in range(3):
+        assert run(_admit(admissions, person, cid, in_flight=100, per_minute=3)) is None
+    assert run(store.delete_conversation(cid))
+    fresh = run(store.create_conversation())["id"]
+    refusal = run(_admit(admissions, person, fresh, in_flight=100, per_minute=3))
+    assert refusal is not None and refusal.reason == "per_minute"
+    # The deleted conversation's turns no longer count as in flight (they were cancelled).
+    assert run(_admit(admissions, person, fresh, in_flight=1, per_minute=100)) is None
+    assert len(run(admissions.turns_of(person.id))) == 4  # type: ignore[arg-type]
+
+
+def test_a_rerun_counts_against_turns_in_flight_only(env: tuple[Database, Run]) -> None:
+    db, run = env
+    person = _person(db, run)
+    cid = run(ChatStore(db).scoped(person).create_conversation())["id"]
+    admissions = TurnAdmissions(db)
+    first = f"turn-{uuid.uuid4()}"
+    assert run(_admit(admissions, person, cid, in_flight=1, per_minute=1,
+                      workflow_id=first)) is None
+    # Resuming a turn already admitted: its own row is not counted against it, but another
+    # turn in flight is, whatever the per-minute count says.
+    assert run(admissions.admit(person.id, first, cid, uuid.uuid4(),  # type: ignore[arg-type]
+                                max_in_flight=1, per_minute=1, rerun=True)) is None
+    second = f"turn-{uuid.uuid4()}"
+    refusal = run(admissions.admit(person.id, second, cid, uuid.uuid4(),  # type: ignore
+                                   max_in_flight=1, per_minute=1, rerun=True))
+    assert refusal is not None and refusal.reason == "in_flight"

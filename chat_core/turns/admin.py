@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 from dbos import DBOS, SetWorkflowID
 
@@ -25,6 +25,8 @@ from chat_core.validation import check_settings
 from chat_core.states import CANCELLED, WORKFLOW_ACTIVE, WORKFLOW_STATES
 
 TURN_ID_PREFIX = "turn-"
+# (turn id, conversation id, reply id, rerun): raises TooManyTurns over the person's limits.
+Admit = Callable[[str, str, str, bool], Awaitable[None]]
 
 
 def _ms_to_iso(ms: int | None) -> str | None:
@@ -41,10 +43,13 @@ def check_turn_id(turn_id: Any) -> str:
 
 
 class WorkflowAdmin:
-    def __init__(self, store: ChatStore, hub: TurnHub, person: Person = LOCAL) -> None:
+    def __init__(self, store: ChatStore, hub: TurnHub, person: Person = LOCAL,
+                 admit: Admit | None = None) -> None:
         self.store = store
         self.hub = hub
         self.person = person
+        # The person's turn limits (ChatService.admit_turn): a fork or a resume is a turn too.
+        self.admit = admit
 
     async def list_turns(self, status: str | None = None, limit: int = 50,
                          conversation_id: str | None = None,
@@ -155,6 +160,9 @@ class WorkflowAdmin:
         info = await self.get(workflow_id)
         if info["status"] == "SUCCESS":
             raise Conflict(f"turn {workflow_id} already succeeded; fork it to run it again")
+        if self.admit is not None and info["conversation_id"]:
+            await self.admit(workflow_id, info["conversation_id"],
+                             str(reply_id_for(workflow_id)), True)
         await self.store.reopen_reply(reply_id_for(workflow_id))
         await DBOS.resume_workflow_async(workflow_id)
         return await self.get(workflow_id)
@@ -164,7 +172,7 @@ class WorkflowAdmin:
         """A new turn that copies this one's steps before `start_step` and runs the rest again,
         with other generation parameters if given (a new system prompt is fitted into the
         history from step 2 on); its reply is added as an alternative to the original's."""
-        await self.get(workflow_id)
+        info = await self.get(workflow_id)
         if not isinstance(start_step, int) or isinstance(start_step, bool) \
                 or not 1 <= start_step <= len(STEP_NAMES):
             raise InvalidInput(f"start_step must be 1..{len(STEP_NAMES)} "
@@ -175,6 +183,9 @@ class WorkflowAdmin:
         new_id = f"{TURN_ID_PREFIX}{uuid.uuid4()}"
         if overrides:
             new_id += OVERRIDE_SUFFIX
+        if self.admit is not None and info["conversation_id"]:
+            await self.admit(new_id, info["conversation_id"], str(reply_id_for(new_id)), False)
+        if overrides:
             # Written before the fork exists, so its steps always find them.
             await self.store.save_turn_overrides(new_id, overrides)
         with SetWorkflowID(new_id):
