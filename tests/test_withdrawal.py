@@ -109,6 +109,10 @@ def test_withdrawal_removes_the_persons_text_everywhere(app: InProcessApp) -> No
     bob_cid, bob_turns = _chat(app, theirs, kept, 1)
     link = _as(app, mine, "POST", f"/api/conversations/{cids[0]}/links").json()
     ann_turns = [t for turns in ann_turns for t in turns]
+    # One she deleted herself earlier: DBOS still held its turns until she withdrew.
+    gone_cid, gone_turns = _chat(app, mine, secret, 1)
+    app.call(mine.delete_conversation(gone_cid))
+    ann_turns += gone_turns
     frames, shown = _frames_text(url)
     assert secret in frames and set(ann_turns) <= shown  # the checks below can fail
     assert secret in _dbos_text(app)
