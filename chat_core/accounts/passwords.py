@@ -48,9 +48,27 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFKC", folded)
 
 
+# Invisible in a name shown to others: variation selectors, the combining grapheme joiner,
+# Mongolian free variation selectors and the Hangul fillers (letters Unicode draws as nothing).
+_INVISIBLE = frozenset("\u034f\u115f\u1160\u3164\uffa0\u180b\u180c\u180d\u180f") | \
+    frozenset(chr(c) for c in range(0xFE00, 0xFE10)) | \
+    frozenset(chr(c) for c in range(0xE0100, 0xE01F0))
+# Scripts that one name may mix (Japanese writes Han, Hiragana and Katakana together).
+_MIXABLE = frozenset({"CJK", "HIRAGANA", "KATAKANA"})
+
+
 def _name_char_ok(ch: str) -> bool:
     category = unicodedata.category(ch)
-    return category[0] in "LM" or category == "Nd" or ch in NAME_PUNCTUATION
+    return (category[0] in "LM" or category == "Nd" or ch in NAME_PUNCTUATION) \
+        and ch not in _INVISIBLE
+
+
+def _scripts(name: str) -> set[str]:
+    """The scripts of a name's letters, by the first word of each letter's Unicode name
+    (LATIN, CYRILLIC, GREEK...): "аlice" with a Cyrillic "а" mixes two."""
+    found = {unicodedata.name(ch, "?").split(" ")[0] for ch in name
+             if unicodedata.category(ch)[0] == "L"}
+    return found if not found <= _MIXABLE else {"CJK"}
 
 
 def check_name(name: object) -> str:
@@ -67,6 +85,10 @@ def check_name(name: object) -> str:
         shown_bad = " ".join(repr(ch) for ch in bad[:5])
         raise InvalidInput(f"a name may hold letters, digits, spaces, '.', '_' and '-' only, "
                            f"not {shown_bad}; choose another")
+    if len(_scripts(compatible)) > 1:
+        raise InvalidInput("a name's letters must come from one script (a name mixing, say, "
+                           "Latin and Cyrillic letters could pass for someone else's); "
+                           "choose another")
     if not any(unicodedata.category(ch)[0] == "L" or ch.isdigit() for ch in compatible):
         raise InvalidInput("a name needs at least one letter or digit")
     return shown
