@@ -13,7 +13,7 @@ and it prints the 10's time to first token at p50 in both, their ratio (target: 
 are the fair gate (round-robin across people, the default) and LLM_FAIR_SHARE=0 (arrival
 order, the baseline), each on a fresh app and database in the same run.
 
-    python scripts/bench_fairness.py                 # about 2 minutes
+    python scripts/bench_fairness.py                 # 3 rounds per mode: about 3 minutes
     python scripts/bench_fairness.py --json out.json
 
 The emulated server answers every request after --ttft-ms, then --tokens tokens at --tpot-ms
@@ -53,6 +53,7 @@ class Sent:
     sent_at: float
     first_token_at: float | None = None
     waited: bool = False  # got a `waiting` event
+    reached_at: float | None = None  # its first `waiting` or `delta` event: at the LLM's gate
 
     @property
     def ttft_ms(self) -> float:
@@ -65,10 +66,16 @@ class ModeResult:
     mode: str
     idle_ttft_ms: list[float] = field(default_factory=list)
     loaded_ttft_ms: list[float] = field(default_factory=list)
+    # Loaded: from sending to reaching the LLM's gate (saving the message, reading history).
+    loaded_reach_ms: list[float] = field(default_factory=list)
+    # Loaded: from reaching the gate to the first token (the wait for a place, and the LLM's
+    # time to first token): what the gate's order decides.
+    loaded_gate_ms: list[float] = field(default_factory=list)
     # For each of the 10 in the loaded phase: the burst's turns whose first token came after
     # the 10 sent theirs and before theirs came (turns that went ahead of them).
     burst_ahead: list[int] = field(default_factory=list)
-    burst_queued: int = 0  # the burst's turns waiting for the LLM when the 10 sent theirs
+    # Per round: the burst's turns waiting for the LLM when the 10 sent theirs.
+    burst_queued: list[int] = field(default_factory=list)
 
     @property
     def idle_p50(self) -> float:
@@ -108,15 +115,21 @@ class Person:
             async for line in response.aiter_lines():
                 if line.startswith("event: "):
                     event = line[7:]
-                elif event in ("waiting", "delta") and not sent.waited and \
-                        sent.first_token_at is None and at_llm is not None:
-                    at_llm()
+                    continue
+                if not line.startswith("data: "):
+                    continue
+                if event == "error":
+                    raise RuntimeError(f"{self.name}: {line[:300]}")
+                if event not in ("waiting", "delta"):
+                    continue
+                if sent.reached_at is None:
+                    sent.reached_at = time.perf_counter()
+                    if at_llm is not None:
+                        at_llm()
                 if event == "waiting":
                     sent.waited = True
-                elif event == "delta" and sent.first_token_at is None:
+                elif sent.first_token_at is None:
                     sent.first_token_at = time.perf_counter()
-                elif event == "error":
-                    raise RuntimeError(f"{self.name}: {line[:300]}")
         if sent.first_token_at is None:
             raise RuntimeError(f"{self.name}: the reply ended without a token")
         return sent
@@ -152,10 +165,13 @@ async def loaded_phase(burster: Person, people: list[Person], args: argparse.Nam
                    for i, (cid, s) in enumerate(zip(cids, burst))]
     await asyncio.wait_for(arrived.wait(), timeout=300)
     # The burst's turns waiting for the LLM at this moment (told to wait, no token yet).
-    result.burst_queued = sum(s.waited and s.first_token_at is None for s in burst)
+    result.burst_queued.append(sum(s.waited and s.first_token_at is None for s in burst))
     theirs = await ten_at_once(people, "loaded", their_cids)
     await asyncio.gather(*burst_tasks)
-    result.loaded_ttft_ms = [t.ttft_ms for t in theirs]
+    result.loaded_ttft_ms += [t.ttft_ms for t in theirs]
+    result.loaded_reach_ms += [((t.reached_at or t.sent_at) - t.sent_at) * 1000 for t in theirs]
+    result.loaded_gate_ms += [(t.first_token_at - (t.reached_at or t.sent_at)) * 1000
+                              for t in theirs if t.first_token_at is not None]
     for t in theirs:
         assert t.first_token_at is not None
         result.burst_ahead.append(sum(
@@ -183,12 +199,13 @@ async def run_mode(mode: str, llm_url: str, args: argparse.Namespace) -> ModeRes
     app = AppProcess(env, workdir / "app.log", root=args.app_root)
     result = ModeResult(mode)
     try:
-        app.start()
+        app.start(timeout=300)  # a loaded machine imports the app slowly
         burster = Person(app.url, BURSTER)
         people = [Person(app.url, n) for n in names[1:]]
         await ten_at_once(people, "warm-up")  # first-turn costs (model, tokenizer probes)
-        result.idle_ttft_ms = [t.ttft_ms for t in await ten_at_once(people, "idle")]
-        await loaded_phase(burster, people, args, result)
+        for _ in range(args.repeat):  # idle, then loaded, again: both see the same machine
+            result.idle_ttft_ms += [t.ttft_ms for t in await ten_at_once(people, "idle")]
+            await loaded_phase(burster, people, args, result)
         for p in [burster, *people]:
             await p.http.aclose()
     except Exception:
@@ -206,10 +223,17 @@ def report(results: list[ModeResult], args: argparse.Namespace) -> None:
           f"flight; LLM cap {args.cap}; emulated LLM {args.ttft_ms:.0f} ms to first token, "
           f"{args.tokens} tokens at {args.tpot_ms:.0f} ms")
     print(f"{'mode':>6}  {'idle p50 ms':>11}  {'loaded p50 ms':>13}  {'ratio':>6}  "
-          f"{'loaded p99 ms':>13}  {'burst queued':>12}  {'burst turns ahead p50':>21}")
+          f"{'loaded p99 ms':>13}  {'to the gate p50':>15}  {'at the gate p50':>15}  "
+          f"{'burst queued':>12}  {'burst turns ahead p50':>21}")
+    print(f"({args.repeat} rounds of idle then loaded per mode; percentiles over all rounds; "
+          "loaded ≈ to the gate (sending to reaching the LLM's queue) + at the gate (to the "
+          "first token); burst queued: the fewest of the burst's turns waiting when the 10 sent "
+          "theirs)")
     for r in results:
         print(f"{r.mode:>6}  {r.idle_p50:11.0f}  {r.loaded_p50:13.0f}  {r.ratio:5.1f}x  "
-              f"{pct(r.loaded_ttft_ms, 99):13.0f}  {r.burst_queued:>12}  "
+              f"{pct(r.loaded_ttft_ms, 99):13.0f}  {pct(r.loaded_reach_ms, 50):15.0f}  "
+              f"{pct(r.loaded_gate_ms, 50):15.0f}  "
+              f"{min(r.burst_queued):>12}  "
               f"{pct(r.burst_ahead, 50):21.0f}")
     fair = next((r for r in results if r.mode == "fair"), None)
     if fair is not None:
@@ -239,6 +263,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--ttft-ms", type=float, default=100.0)
     ap.add_argument("--tpot-ms", type=float, default=25.0)
     ap.add_argument("--tokens", type=int, default=40)
+    ap.add_argument("--repeat", type=int, default=3, help="rounds of idle then loaded")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--app-root", type=Path, default=ROOT,
                     help="the source tree whose app.py runs (another checkout, to compare)")
