@@ -160,8 +160,6 @@ def test_the_interactive_docs_list_every_endpoint(client: TestClient) -> None:
         ("DELETE", f"{conv}/links/{{link_id}}"),
         ("GET", "/api/me"), ("DELETE", "/api/me/data"), ("GET", "/api/me/tokens"),
         ("POST", "/api/me/tokens"), ("DELETE", "/api/me/tokens/{token_id}"),
-        ("GET", "/api/admin/people"), ("GET", "/api/admin/load"),
-        ("POST", "/api/admin/people/{name}/disable"), ("POST", "/api/admin/people/{name}/enable"),
-    }
+    }  # the admin's routes are left out: to anyone else they do not exist
     send = spec["paths"][f"{conv}/messages"]["post"]
     assert {p["name"] for p in send["parameters"]} >= {"idempotency-key", "stream"}

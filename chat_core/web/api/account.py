@@ -75,20 +75,20 @@ async def revoke_token(token_id: str, person: CurrentPerson, accounts: Accounts)
     return {"revoked": True}
 
 
-@router.get("/api/admin/people")
+@router.get("/api/admin/people", include_in_schema=False)
 async def list_people(request: Request, person: CurrentPerson, accounts: Accounts) -> list[Json]:
     """Every account: name, admin, created, disabled, consent_at, source (config: SHARE_AUTH;
     signup: the invite code)."""
     return await _admin_only(person, accounts, request).list_people()
 
 
-@router.post("/api/admin/people/{name}/disable")
+@router.post("/api/admin/people/{name}/disable", include_in_schema=False)
 async def disable(name: str, request: Request, person: CurrentPerson,
                   accounts: Accounts) -> Json:
     return await _admin_only(person, accounts, request).set_disabled(person, name, True)
 
 
-@router.post("/api/admin/people/{name}/enable")
+@router.post("/api/admin/people/{name}/enable", include_in_schema=False)
 async def enable(name: str, request: Request, person: CurrentPerson,
                  accounts: Accounts) -> Json:
     return await _admin_only(person, accounts, request).set_disabled(person, name, False)

@@ -20,7 +20,9 @@ from chat_core.service import ChatService
 from chat_core.web.api.deps import Json, Service
 from chat_core.web.api.errors import GuardedRoute
 
-router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=GuardedRoute)
+# Out of the published schema: to anyone but an admin these routes do not exist.
+router = APIRouter(prefix="/api/admin", tags=["admin"], route_class=GuardedRoute,
+                   include_in_schema=False)
 
 LOCAL_OWNER = "(no account)"  # turns of local mode, or recovered from before accounts
 MAX_NAME_SHOWN = 80
