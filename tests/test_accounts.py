@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 import uuid
 from typing import Any, Awaitable, Callable, Iterator, TypeVar
 
@@ -21,7 +22,7 @@ from chat_core.accounts.directory import (SIGNUP_OFF, WRONG_INVITE, AccountDirec
 from chat_core.accounts.passwords import MAX_PASSWORD_CHARS, check_name, name_key
 from chat_core.accounts.person import Person
 from chat_core.config import ConfigError, Settings
-from chat_core.errors import Conflict, InvalidInput, NotFound
+from chat_core.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from chat_core.store.database import Database
 from chat_core.store.migrations import apply_migrations
 from tests.helpers import create_database, drop_database, query
@@ -357,3 +358,20 @@ def test_a_share_auth_name_taken_by_sign_up_stops_the_start(world: World,
     world.run(accounts.signup(INVITE, name, "signed up first"))
     with pytest.raises(ConfigError, match="signed up under that name"):
         world.directory(share_auth=f"{HOST}:{HOST_PW},{name.upper()}:host chose this")
+
+
+def test_a_person_seen_a_moment_ago_is_known_while_the_database_is_away(
+        world: World, accounts: AccountDirectory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Their request then gets the app's own answer to the outage (503, retry), not a 401."""
+    person = world.run(accounts.signup(INVITE, _unique("away"), "outage password"))
+    assert world.run(accounts.person_by_id(str(person.id))) == person
+
+    async def away(*_: object) -> None:
+        raise DatabaseUnavailable("PostgreSQL has been unreachable; the request can be retried")
+
+    monkeypatch.setattr(accounts.store, "account_by_id", away)
+    later = time.monotonic() + 3600
+    monkeypatch.setattr(accounts._people, "clock", lambda: later)  # the entry has expired
+    assert world.run(accounts.person_by_id(str(person.id))) == person
+    with pytest.raises(DatabaseUnavailable):  # nobody is made up
+        world.run(accounts.person_by_id(str(uuid.uuid4())))

@@ -20,7 +20,7 @@ import logging
 import secrets
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Awaitable, Callable, Hashable, TypeVar
 
 from chat_core.accounts.account_store import AccountStore, Row
 from chat_core.accounts.config_accounts import ConfigAccount, config_accounts, first_admin_key
@@ -29,11 +29,12 @@ from chat_core.accounts.passwords import (Hashing, check_name, check_password, n
                                           usable_password)
 from chat_core.accounts.person import Person
 from chat_core.config import ConfigError, Settings
-from chat_core.errors import Conflict, InvalidInput, NotFound
+from chat_core.errors import Conflict, DatabaseUnavailable, InvalidInput, NotFound
 from chat_core.store.database import Database
 from chat_core.store.chat_store import iso
 
 log = logging.getLogger(__name__)
+V = TypeVar("V")
 
 SESSION_CACHE_SEC = 5.0
 MAX_SECRET_CHARS = 200  # longer than any session or API token this app makes
@@ -158,11 +159,8 @@ class AccountDirectory:
         if not token or len(token) > MAX_SECRET_CHARS:
             return None
         digest = secret_hash(token)
-        cached = self._sessions.get(digest)
-        if not ExpiringCache.missing(cached):
-            return cached  # type: ignore[return-value]
-        row = await self.store.session_account(digest)
-        return self._sessions.put(digest, person_of(row) if row else None)
+        return await _cached(self._sessions, digest, lambda: self.store.session_account(digest),
+                             _person_or_none)
 
     async def end_session(self, token: str | None) -> None:
         if not token or len(token) > MAX_SECRET_CHARS:
@@ -203,11 +201,8 @@ class AccountDirectory:
         if not token or len(token) > MAX_SECRET_CHARS:
             return None
         digest = secret_hash(token)
-        cached = self._tokens.get(digest)
-        if not ExpiringCache.missing(cached):
-            return cached  # type: ignore[return-value]
-        row = await self.store.token_account(digest)
-        return self._tokens.put(digest, person_of(row) if row else None)
+        return await _cached(self._tokens, digest, lambda: self.store.token_account(digest),
+                             _person_or_none)
 
     # -- people ------------------------------------------------------------------------------
 
@@ -216,12 +211,8 @@ class AccountDirectory:
         parsed = _uuid_or_none(account_id)
         if parsed is None:
             return None
-        cached = self._people.get(parsed)
-        if not ExpiringCache.missing(cached):
-            return cached  # type: ignore[return-value]
-        row = await self.store.account_by_id(parsed)
-        alive = row is not None and row["disabled_at"] is None
-        return self._people.put(parsed, person_of(row) if alive else None)  # type: ignore[arg-type]
+        return await _cached(self._people, parsed, lambda: self.store.account_by_id(parsed),
+                             _enabled_person)
 
     async def person_by_name(self, name: object) -> Person | None:
         """The person with this name (any case, NFKC), disabled or not: an admin's owner
@@ -263,13 +254,37 @@ class AccountDirectory:
 
     async def consent_of(self, person: Person) -> datetime | None:
         """When the person accepted SHARE_NOTICE; None if not (or withdrawn)."""
-        if person.id is None:
+        account = person.id
+        if account is None:
             return None
-        cached = self._consent.get(person.id)
-        if not ExpiringCache.missing(cached):
-            return cached  # type: ignore[return-value]
-        row = await self.store.account_by_id(person.id)
-        return self._consent.put(person.id, row["consent_at"] if row else None)
+        return await _cached(self._consent, account, lambda: self.store.account_by_id(account),
+                             lambda row: row["consent_at"] if row else None)
+
+
+async def _cached(cache: ExpiringCache[V], key: Hashable,
+                  load: Callable[[], Awaitable[Row | None]],
+                  value_of: Callable[[Row | None], V]) -> V:
+    """The cached value, or the one loaded now; while PostgreSQL is unreachable, the last one
+    known (see expiring_cache.py), else the DatabaseUnavailable (a 503 to retry)."""
+    cached = cache.get(key)
+    if not ExpiringCache.missing(cached):
+        return cached  # type: ignore[return-value]
+    try:
+        row = await load()
+    except DatabaseUnavailable:
+        stale = cache.stale(key)
+        if ExpiringCache.missing(stale):
+            raise
+        return stale  # type: ignore[return-value]
+    return cache.put(key, value_of(row))
+
+
+def _person_or_none(row: Row | None) -> Person | None:
+    return person_of(row) if row else None
+
+
+def _enabled_person(row: Row | None) -> Person | None:
+    return person_of(row) if row and row["disabled_at"] is None else None
 
 
 def _id(person: Person) -> uuid.UUID:

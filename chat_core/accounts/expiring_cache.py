@@ -4,6 +4,10 @@ Every request of a logged-in person names a session, a token or an account id; a
 database each time would add a query per request (and Gradio makes many). A few seconds of
 memory bounds how long another process can lag behind a change (a disabled account, a revoked
 token); in the process that made the change, the entry is dropped at once.
+
+An expired entry is kept (until the size bound pushes it out) for `stale`: while PostgreSQL is
+unreachable, a person seen a moment ago is still known, so their request gets the app's own
+answer to the outage (a 503 saying to retry) rather than being turned away as a stranger.
 """
 
 from __future__ import annotations
@@ -27,12 +31,14 @@ class ExpiringCache(Generic[V]):
     def get(self, key: Hashable, default: object = _MISSING) -> V | object:
         """The value, or `default` (a marker by default: None is a value worth caching)."""
         entry = self._entries.get(key)
-        if entry is None:
-            return default
-        if entry[0] <= self.clock():
-            del self._entries[key]
+        if entry is None or entry[0] <= self.clock():
             return default
         return entry[1]
+
+    def stale(self, key: Hashable, default: object = _MISSING) -> V | object:
+        """The value even if it has expired, or `default` if there is none."""
+        entry = self._entries.get(key)
+        return default if entry is None else entry[1]
 
     def put(self, key: Hashable, value: V) -> V:
         self._entries[key] = (self.clock() + self.ttl_sec, value)

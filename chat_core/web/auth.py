@@ -41,6 +41,7 @@ from chat_core.accounts.expiring_cache import ExpiringCache
 from chat_core.accounts.person import LOCAL, Person
 from chat_core.sharing import LINK_PATH
 from chat_core.web import auth_html
+from chat_core.web.api.errors import as_chat_error
 from chat_core.web.login_throttle import (TUNNEL_HOST_SUFFIX, LoginThrottle, account_key,
                                           client_address, too_many_attempts)
 
@@ -179,6 +180,20 @@ class AccountAuth:
             state["person"] = LOCAL
             await self.app(scope, receive, send)
             return
+        try:
+            person, refusal = await self._decide(scope)
+        except Exception as exc:  # the database away: the API's 503, never a traceback
+            error = as_chat_error(exc, "login")
+            person, refusal = None, JSONResponse(error.to_json(), status_code=error.status)
+        if refusal is not None:
+            await _refuse(refusal, scope, receive, send)
+            return
+        state["person"] = person
+        await self.app(scope, receive, send)
+
+    async def _decide(self, scope: Scope) -> tuple[Person | None, Response | None]:
+        """The person, or the answer instead of the app's: a login, the notice, a 401/403."""
+        assert self.accounts is not None
         person, refusal = await self._identify(scope)
         path = scope["path"]
         if refusal is None and person is None and not _is_public(path):
@@ -186,11 +201,7 @@ class AccountAuth:
         if refusal is None and person is not None and self.notice_required \
                 and not _before_notice(path) and await self.accounts.consent_of(person) is None:
             refusal = to_page(NOTICE_PATH, scope) if _navigation(scope) else _notice_first()
-        if refusal is not None:
-            await _refuse(refusal, scope, receive, send)
-            return
-        state["person"] = person
-        await self.app(scope, receive, send)
+        return person, refusal
 
     def _login_first(self, scope: Scope) -> Response:
         """The answer to a request without a person: the entry page shows the login form in
