@@ -312,6 +312,25 @@ def test_a_verified_basic_header_is_not_hashed_again(served: InProcessApp,
         assert accounts.hashing.hashes - before == 1
 
 
+def test_the_same_credentials_spelled_or_sent_differently_are_hashed_once(
+        served: InProcessApp, fresh_throttle: LoginThrottle) -> None:
+    """Found in review: the cache was keyed by the header's text, so "Basic" + more spaces
+    forced a hash per request; and parallel first requests tripped the throttle."""
+    accounts = _accounts(served)
+    encoded = base64.b64encode(f"{BOB}:{BOB_PW}".encode()).decode()
+    headers = [f"Basic{' ' * (k + 1)}{encoded}" for k in range(10)] + \
+        [f"basic {encoded}"] * 10
+    before = accounts.hashing.hashes
+
+    def call(header: str) -> int:
+        with httpx.Client(base_url=served.url, timeout=30) as http:
+            return http.get("/api/me", headers={"Authorization": header}).status_code
+    with concurrent.futures.ThreadPoolExecutor(10) as pool:
+        codes = list(pool.map(call, headers))
+    assert codes == [200] * len(headers)
+    assert accounts.hashing.hashes - before == 1
+
+
 def test_signup_code_guessing_is_throttled(served: InProcessApp,
                                            fresh_throttle: LoginThrottle) -> None:
     with served.client() as http:

@@ -24,6 +24,8 @@ so each event's gr.Request.username is the account id, queued events included.
 
 from __future__ import annotations
 
+import asyncio
+
 import base64
 import binascii
 import hashlib
@@ -170,6 +172,7 @@ class AccountAuth:
         # Verified Basic headers (by SHA-256) -> account id.
         self.basic_cache = basic_cache if basic_cache is not None else \
             ExpiringCache(BASIC_CACHE_SEC)
+        self._verifying: dict[bytes, asyncio.Lock] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -229,20 +232,36 @@ class AccountAuth:
         return await self.accounts.person_for_session(session_token(scope)), None
 
     async def _basic(self, scope: Scope, header: str) -> tuple[Person | None, Response | None]:
+        """Remembered by the credentials, not the header's text: spelling the same ones in
+        another header (more spaces) must not force a hash per request. Requests arriving
+        together with the same credentials wait for one verification."""
+        given = basic_credentials(header)
+        if given is None:
+            return None, unauthorized(scope["path"])
+        account = account_key(given[0].decode("utf-8", "replace"))
+        digest = hashlib.sha256(account.encode() + b"\0" + given[1]).digest()
+        lock = self._verifying.setdefault(digest, asyncio.Lock())
+        try:
+            async with lock:
+                return await self._basic_once(scope, given, account, digest)
+        finally:
+            if not lock.locked() and self._verifying.get(digest) is lock:
+                del self._verifying[digest]
+
+    async def _basic_once(self, scope: Scope, given: tuple[bytes, bytes], account: str,
+                          digest: bytes) -> tuple[Person | None, Response | None]:
         assert self.accounts is not None
-        digest = hashlib.sha256(header.encode("latin-1")).digest()
         known = self.basic_cache.get(digest)
         if isinstance(known, str):
             person = await self.accounts.person_by_id(known)  # None once disabled
             return person, None if person else unauthorized(scope["path"])
-        given = basic_credentials(header)
-        name = given[0].decode("utf-8", "replace") if given else ""
-        address, account = client_address(scope, self.trusted_proxies), account_key(name)
+        name = given[0].decode("utf-8", "replace")
+        address = client_address(scope, self.trusted_proxies)
         wait = self.throttle.check(account, address)  # before any password hashing
         if wait > 0:
             return None, too_many_attempts(wait)
         try:
-            password = given[1].decode("utf-8") if given else None
+            password: str | None = given[1].decode("utf-8")
         except UnicodeDecodeError:
             password = None
         person = await self.accounts.login(name, password) if password is not None else None
