@@ -20,7 +20,7 @@ from chat_core.config import Settings, load_settings
 from chat_core.runtime import ChatRuntime
 from chat_core.service import ChatService
 from chat_core.ui.page import build_ui
-from chat_core.web.app import build_web_app, parse_credentials
+from chat_core.web.app import build_web_app
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -102,9 +102,8 @@ class InProcessApp:
         self.runtime = ChatRuntime(self.settings)
         self.service = await self.runtime.start()
         try:
-            credentials = parse_credentials(self.settings.share_auth) or None
             app = build_web_app(self.service, build_ui(self.service, share_mode=self.share),
-                                credentials=credentials, share_mode=self.share)
+                                share_mode=self.share)
             self._server = uvicorn.Server(uvicorn.Config(
                 app, host="127.0.0.1", port=self.settings.port, log_level="warning",
                 lifespan="on", timeout_graceful_shutdown=1, proxy_headers=False))

@@ -36,15 +36,13 @@ __all__ = ["build_web_app", "parse_credentials"]
 
 
 def build_web_app(service: ChatService, ui: gr.Blocks, *,
-                  accounts: AccountDirectory | None = None, share_mode: bool = False,
-                  credentials: object = None) -> FastAPI:
+                  accounts: AccountDirectory | None = None,
+                  share_mode: bool = False) -> FastAPI:
     """The app serving `service` and `ui`. `accounts`: the started AccountDirectory (by
     default the one the runtime hands the service as `people`); required when the settings
-    turn accounts on. `credentials` is ignored (SHARE_AUTH reaches the app through the
-    directory); kept so that callers of the old signature keep working."""
-    del credentials
+    turn accounts on."""
     settings = service.settings
-    accounts = accounts or getattr(service, "people", None)
+    accounts = accounts or service.people
     if settings.accounts_enabled and accounts is None:
         raise ValueError("SHARE_AUTH/SHARE_INVITE turn accounts on, but no AccountDirectory "
                          "was given: start one (ChatRuntime.start does) and pass accounts=")
