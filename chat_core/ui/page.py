@@ -18,6 +18,83 @@ from chat_core.ui.workflows_tab import build_workflows_tab
 
 __all__ = ["build_ui", "backend_line", "CSS", "CONVERSATION_KEY"]
 
+
+# A phone (390 px wide is the common size): the conversation list becomes a drawer opened by
+# #list-toggle (layout._list_toggle); the chat takes the width and is sized to fit the screen
+# under the header, with the message box and the turn's buttons (#composer) kept at the bottom
+# of the screen when the page is longer; everything tappable is at least 44 px (Apple's and
+# Google's minimum); a long word or code line wraps or scrolls in its own block, never the page.
+# Above the breakpoint the desktop layout is unchanged: the toggle is hidden, and the two rules
+# outside @media (clip, the page's padding) draw the same there as Gradio's own.
+PHONE_MAX_WIDTH_PX = 768  # where Gradio's own sidebar turns into a drawer too
+# The pane takes the screen's height less what is around it on a phone, measured at 390 x 844:
+# 310 px above it (header, tabs, title, export), 170 px below (the message box, the turn's
+# buttons while a reply streams, the gaps). So the newest reply is not under the box.
+PHONE_PANE_HEIGHT = "max(260px, calc(100dvh - 480px))"
+PHONE_CSS = """
+#list-toggle { display: none; }
+/* Gradio clips its container with overflow: hidden, which makes it a scroll container and
+   keeps anything sticky inside from sticking; clip cuts the same and lets #composer stick. */
+.gradio-container { overflow: clip !important; }
+/* Gradio's 32 px each side of the page, 12 px at phone width: the padding is outside the part
+   of the page that the rules in @media below can reach, so the step is written as a clamp. */
+.gradio-container > .main.app {
+  padding-inline: clamp(var(--size-3), (100vw - %(max)dpx) * 1000, var(--size-8));
+}
+@media (max-width: %(max)dpx) {
+  #page-header { flex-direction: column; gap: 0; }
+  #page-header h2 { margin: 0; }
+  #backend-line p { white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+  #list-toggle, #list-toggle .html-container { display: block; padding: 0; }
+  #list-toggle { flex: 0 0 auto; width: auto !important; }
+  #list-toggle button {
+    min-height: 44px; padding: 0 var(--size-4); font-weight: 600;
+    border: 1px solid var(--border-color-primary); border-radius: var(--button-large-radius);
+    background: var(--button-secondary-background-fill);
+    color: var(--button-secondary-text-color);
+  }
+  #conversation-list {
+    position: fixed; top: 0; bottom: 0; left: 0; z-index: 1000;
+    width: min(85vw, 340px) !important; min-width: 0 !important;
+    padding: var(--size-4); overflow-y: auto; overscroll-behavior: contain;
+    background: var(--background-fill-primary); box-shadow: var(--shadow-drop-lg);
+    transform: translateX(-100%%); visibility: hidden;
+    transition: transform 0.2s ease, visibility 0s 0.2s;
+  }
+  #chat-layout.list-open #conversation-list {
+    transform: none; visibility: visible; transition: transform 0.2s ease;
+  }
+  #list-toggle .list-backdrop {
+    display: none; position: fixed; inset: 0; z-index: 999; background: rgba(0, 0, 0, 0.4);
+  }
+  #chat-layout.list-open .list-backdrop { display: block; }
+  #chat-column { min-width: 0 !important; }
+  /* The toggle and the title on one line, the format, Export and Delete on the next. */
+  #conversation-header { flex-wrap: wrap; align-items: flex-end; gap: var(--size-2); }
+  #conversation-header > .form { display: contents; }
+  #conversation-header > .form > .block {
+    border: 1px solid var(--block-border-color) !important;
+    border-radius: var(--block-radius) !important;
+  }
+  #title { flex: 1 1 60%% !important; }
+  #export-format { flex: 1 1 30%% !important; }
+  #export-format [data-testid="block-info"] { display: none; }
+  #chatbot { height: %(pane)s !important; }
+  #composer {
+    position: sticky; bottom: 0; z-index: 10; gap: var(--size-2); padding-bottom: var(--size-2);
+    background: var(--background-fill-primary);
+  }
+  #chat-layout button, #sidebar label { min-height: 44px; }
+  #message-box button { min-width: 44px; }
+  #chatbot .icon-button { min-width: 44px; }
+  /* Messages wrap long words and scroll wide code by themselves (Gradio's CSS); titles not. */
+  #sidebar label { overflow-wrap: anywhere; min-width: 0; }
+}
+@media (max-width: %(max)dpx) and (prefers-reduced-motion: reduce) {
+  #conversation-list, #chat-layout.list-open #conversation-list { transition: none; }
+}
+""" % {"max": PHONE_MAX_WIDTH_PX, "pane": PHONE_PANE_HEIGHT}
+
 CSS = """
 #sidebar .wrap { flex-direction: column; }
 /* The chat pane shows what is stored; a "clear" that only empties the view would mislead. */
@@ -25,7 +102,7 @@ CSS = """
 #backend-line { font-size: 0.9em; opacity: 0.85; }
 /* User messages are escaped plain text (render.user_html): keep their line breaks. */
 #chatbot [data-testid="user"] { white-space: pre-wrap; }
-""" + ACTIONS_CSS
+""" + ACTIONS_CSS + PHONE_CSS
 
 
 def backend_line(service: ChatService) -> str:
@@ -43,7 +120,7 @@ def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
     # delete_cache: Gradio keeps a copy of every exported file it served; drop them hourly.
     with gr.Blocks(title="Durable chat", fill_height=True, analytics_enabled=False,
                    delete_cache=(3600, 3600)) as demo:
-        with gr.Row():
+        with gr.Row(elem_id="page-header"):
             gr.Markdown("## Durable chat")
             header = gr.Markdown(backend_line(service), elem_id="backend-line")
         with gr.Tabs():

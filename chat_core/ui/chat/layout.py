@@ -1,6 +1,6 @@
 """The Chat tab's components, and nothing else: no handler, no event. `ChatLayout` names every
 component a handler reads or changes; the element ids are what the browser tests and the CSS
-use.
+use. The one script here, the phone's toggle of the conversation list, runs in the browser only.
 
 The newest turn's buttons (Stop while a reply is generated; then Retry, Regenerate, Continue,
 and the arrows through its alternatives) all stay on the page: the classes of their row,
@@ -84,14 +84,20 @@ def build_layout(max_message_chars: int) -> ChatLayout:
         "ended": gr.State(None),
         "view": gr.State({}),
     }
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=1, min_width=240):
+    # On a phone the list column is a drawer (page.PHONE_CSS) opened by the toggle next to the
+    # title; on a wider screen the toggle is hidden and nothing else changes.
+    with gr.Row(equal_height=False, elem_id="chat-layout"):
+        with gr.Column(scale=1, min_width=240, elem_id="conversation-list"):
             parts.update(_sidebar())
-        with gr.Column(scale=4):
+        with gr.Column(scale=4, elem_id="chat-column"):
             parts.update(_header())
             parts.update(_pane(max_message_chars))
-            with gr.Row(elem_id="actions") as actions:
-                parts.update(_actions())
+            # The message box and the turn's buttons: what stays in reach at the bottom of a
+            # phone's screen.
+            with gr.Column(elem_id="composer"):
+                parts["box"] = _message_box(max_message_chars)
+                with gr.Row(elem_id="actions") as actions:
+                    parts.update(_actions())
             parts["actions"] = actions
             with gr.Accordion("Settings for this conversation", open=False,
                               elem_id="settings"):
@@ -116,7 +122,8 @@ def _sidebar() -> dict[str, Any]:
 
 def _header() -> dict[str, Any]:
     parts: dict[str, Any] = {}
-    with gr.Row(equal_height=True):
+    with gr.Row(equal_height=True, elem_id="conversation-header"):
+        _list_toggle()
         parts["title"] = gr.Textbox(label="Title (Enter to rename)", elem_id="title", scale=4,
                                     max_length=MAX_TITLE_CHARS, interactive=True)
         parts["export_format"] = gr.Dropdown(["json", "markdown"], value="json",
@@ -148,11 +155,40 @@ def _pane(max_message_chars: int) -> dict[str, Any]:
                               placeholder="Start a conversation: type below and press Enter."
                               " Shift+Enter adds a line. Edit a message of yours to branch."),
         "notice": gr.Markdown("", elem_id="notice"),
-        "box": gr.Textbox(placeholder="Message (Enter sends, Shift+Enter for a new line)",
-                          show_label=False, lines=1, max_lines=12,
-                          max_length=max_message_chars, autofocus=True,
-                          elem_id="message-box", submit_btn="Send"),
     }
+
+
+def _message_box(max_message_chars: int) -> gr.Textbox:
+    return gr.Textbox(placeholder="Message (Enter sends, Shift+Enter for a new line)",
+                      show_label=False, lines=1, max_lines=12, max_length=max_message_chars,
+                      autofocus=True, elem_id="message-box", submit_btn="Send")
+
+
+# The drawer's state is a class on #chat-layout, set in the browser only: opening the list
+# costs no round trip, and the server keeps no per-page state for it. It closes once a
+# conversation is chosen or a new one started (what the person opened it for), on a tap beside
+# it, and on Escape.
+_TOGGLE_JS = """
+const layout = element.closest('#chat-layout') || document.getElementById('chat-layout');
+const button = element.querySelector('button');
+const setOpen = (open) => {
+  layout.classList.toggle('list-open', open);
+  button.setAttribute('aria-expanded', String(open));
+};
+button.addEventListener('click', () => setOpen(!layout.classList.contains('list-open')));
+element.querySelector('.list-backdrop').addEventListener('click', () => setOpen(false));
+layout.addEventListener('click', (e) => {
+  if (e.target.closest('#sidebar label, #new-chat')) setOpen(false);
+});
+document.addEventListener('keydown', (e) => { if (e.key === 'Escape') setOpen(false); });
+"""
+
+
+def _list_toggle() -> gr.HTML:
+    return gr.HTML('<button type="button" aria-controls="conversation-list" '
+                   'aria-expanded="false">☰ Chats</button>'
+                   '<div class="list-backdrop"></div>',
+                   js_on_load=_TOGGLE_JS, apply_default_css=False, elem_id="list-toggle")
 
 
 def _actions() -> dict[str, Any]:
