@@ -38,7 +38,9 @@ def test_chat_streams_and_finishes(page: Page, app: InProcessApp, llm: EmulatedL
 
 def test_reload_during_a_long_reply_reattaches(page: Page, app: InProcessApp,
                                                llm: EmulatedLLM) -> None:
-    llm.settings.reply_tokens = 120
+    # Long enough (10 s) that the reload is back before it ends, even on a loaded machine
+    # (a 5 s reply once ended while the page reloaded, and nothing was left to see stream).
+    llm.settings.reply_tokens = 250
     llm.settings.tpot_ms = 40
     open_app(page, app.url)
     page.click("#new-chat")
@@ -48,8 +50,8 @@ def test_reload_during_a_long_reply_reattaches(page: Page, app: InProcessApp,
     page.reload()
     page.wait_for_selector("#message-box textarea")
     # The reloaded page finds the turn in the database and follows it to the end.
-    seen = watch_reply(page, " w118")
-    assert any(" w20" in s and " w118" not in s for s in seen), "did not see it stream"
+    seen = watch_reply(page, " w248")
+    assert any(" w10" in s and " w248" not in s for s in seen[:-1]), "did not see it stream"
     assert len(llm.requests) == 1  # the same generation, not a new one
     wait_until(lambda: page.locator("#message-box textarea").is_enabled(), timeout=10)
 

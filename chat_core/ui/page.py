@@ -1,4 +1,4 @@
-"""The Gradio UI: a Chat tab and a Workflows tab.
+"""The Gradio UI: a Chat tab, a Workflows tab and an Account tab.
 
 `build_ui(service)` returns the Blocks, so tests and app.py build the same thing. Handlers only
 call ChatService: no SQL and no LLM calls here. Every handler is async, so many users stream at
@@ -14,6 +14,7 @@ from chat_core.secrets_mask import mask_url
 from chat_core.service import ChatService
 from chat_core.ui.chat import CONVERSATION_KEY, ChatTab
 from chat_core.ui.chat.layout import ACTIONS_CSS
+from chat_core.ui.account_tab import build_account_tab
 from chat_core.ui.workflows_tab import build_workflows_tab
 
 __all__ = ["build_ui", "backend_line", "CSS", "CONVERSATION_KEY"]
@@ -128,6 +129,9 @@ def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
                 chat = ChatTab(service, share_mode)
             with gr.Tab("Workflows", id="workflows") as workflows_tab:
                 timer = build_workflows_tab(service, workflows_tab)
+            with gr.Tab("Account", id="account") as account_tab:
+                account = build_account_tab(service, chat.conversation)
+        account.show_on(account_tab.select, api_name="tab_account")
         chat_tab.select(lambda: gr.Timer(active=False), outputs=[timer], queue=False,
                         api_visibility="private")
         # Back from the Workflows tab: show what a fork, cancel or resume changed.
