@@ -143,3 +143,23 @@ def wait_until(predicate: Any, timeout: float = 30, interval: float = 0.05) -> A
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+# Three people sharing one app (share mode): alice, the first, is its admin.
+ROOM = {"alice": "alice-password-1", "bob": "bob-password-22", "carol": "carol-password-333"}
+
+
+@contextlib.contextmanager
+def shared_room(llm_url: str, tmp: Path, **extra: str) -> Any:
+    """app.py as a process, with ROOM's accounts, on a database of its own."""
+    url = create_database("room")
+    try:
+        env = base_env(url, llm_url, tmp, SHARE_AUTH=",".join(f"{n}:{p}" for n, p in
+                                                                ROOM.items()), **extra)
+        app = AppProcess(env, tmp / "app.log").start(timeout=240)
+        try:
+            yield app
+        finally:
+            app.stop()
+    finally:
+        drop_database(url)

@@ -10,39 +10,25 @@ from __future__ import annotations
 import re
 import threading
 import uuid
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
 import pytest
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.helpers import AppProcess, base_env, query, wait_until
+from tests.helpers import ROOM, AppProcess, query, shared_room, wait_until
 
 pytestmark = pytest.mark.slow  # the real app, as a process
 
-PEOPLE = {"alice": "alice-password-1", "bob": "bob-password-22", "carol": "carol-password-333"}
+PEOPLE = ROOM
 ID = re.compile(r"(turn-)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 @pytest.fixture(scope="module")
-def shared_db() -> Iterator[str]:
-    from tests.helpers import create_database, drop_database
-    url = create_database("isolation")
-    yield url
-    drop_database(url)
-
-
-@pytest.fixture(scope="module")
-def room(shared_db: str, llm: EmulatedLLM, tmp_path_factory: pytest.TempPathFactory
-         ) -> Iterator[AppProcess]:
-    tmp = tmp_path_factory.mktemp("room")
-    env = base_env(shared_db, llm.base_url, tmp, EXECUTOR_ID="isolation",
-                   SHARE_AUTH=",".join(f"{n}:{p}" for n, p in PEOPLE.items()),
-                   SHARE_MAX_TURNS_PER_MINUTE="1000", SHARE_MAX_IN_FLIGHT="50")
-    app = AppProcess(env, tmp / "app.log").start(timeout=240)
-    yield app
-    app.stop()
+def room(llm: EmulatedLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    with shared_room(llm.base_url, tmp_path_factory.mktemp("room"), EXECUTOR_ID="isolation",
+                     SHARE_MAX_TURNS_PER_MINUTE="1000", SHARE_MAX_IN_FLIGHT="50") as app:
+        yield app
 
 
 def as_(room: AppProcess, name: str) -> httpx.Client:

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import httpx
 import pytest
@@ -17,31 +16,18 @@ from playwright.sync_api import Browser, Page
 from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.browser_support import (ARTIFACTS, browser, open_app, send,  # noqa: F401
                                    wait_idle, watch_reply)
-from tests.helpers import AppProcess, base_env, query
+from tests.helpers import ROOM, AppProcess, query, shared_room
 from tests.test_gradio_events_hostile import body_for, join_queue
 
 pytestmark = pytest.mark.slow  # the real app and Chromium
 
-PEOPLE = {"alice": "alice-password-1", "bob": "bob-password-22", "carol": "carol-password-333"}
+PEOPLE = ROOM
 
 
 @pytest.fixture(scope="module")
-def room_db() -> Iterator[str]:
-    from tests.helpers import create_database, drop_database
-    url = create_database("room")
-    yield url
-    drop_database(url)
-
-
-@pytest.fixture(scope="module")
-def room(room_db: str, llm: EmulatedLLM, tmp_path_factory: pytest.TempPathFactory
-         ) -> Iterator[AppProcess]:
-    tmp = tmp_path_factory.mktemp("room")
-    env = base_env(room_db, llm.base_url, tmp,
-                   SHARE_AUTH=",".join(f"{n}:{p}" for n, p in PEOPLE.items()))
-    app = AppProcess(env, tmp / "app.log").start(timeout=240)
-    yield app
-    app.stop()
+def room(llm: EmulatedLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    with shared_room(llm.base_url, tmp_path_factory.mktemp("room")) as app:
+        yield app
 
 
 def log_in(page: Page, url: str, name: str) -> None:
