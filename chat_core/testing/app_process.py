@@ -64,6 +64,8 @@ class AppProcess:
             except httpx.HTTPError:
                 pass
             time.sleep(0.05)
+        self.proc.kill()  # a test whose fixture fails here never calls stop()
+        self.proc.wait()
         raise RuntimeError(f"app.py did not answer within {timeout:.0f} s; "
                            f"{self.log_path} ends:\n{self.log()}")
 
