@@ -60,6 +60,11 @@ class Settings:
     # When those caps are reached, waiting turns get the LLM round-robin across people (first
     # come first served within a person); off (LLM_FAIR_SHARE=0): in arrival order.
     llm_fair_share: bool = True
+    # With the fair share, a waiting turn of someone holding two places fewer than another
+    # person takes one of theirs: that turn yields and later continues its reply from its text
+    # (vLLM's continue_final_message; LLM_PREEMPT=0 for a server without it). Never with the
+    # local model, which cannot continue a reply.
+    llm_preempt: bool = True
     # Context window used when the server does not report max_model_len.
     llm_context_tokens: int | None = None
     default_temperature: float = 0.7

@@ -205,6 +205,7 @@ class ChatRuntime:
             model=s.llm_model or (MODEL_ALIAS if self.local_llm else None),
             connect_timeout_sec=s.llm_connect_timeout_sec, read_timeout_sec=s.llm_read_timeout_sec,
             max_concurrency=s.llm_max_concurrency, fix_hint=hint, fair_share=s.llm_fair_share,
+            preempt=s.llm_preempt and backend["kind"] == "vllm",
             backend="vLLM" if backend["kind"] == "vllm" else "local llama.cpp")
         try:
             info = await client.model_info()

@@ -156,6 +156,7 @@ class LLMClient:
         fix_hint: str = "",
         backend: str = "openai-compatible",
         fair_share: bool = True,
+        preempt: bool = False,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         # What messages and logs name: the URL with its password masked. Errors reach the chat
@@ -174,7 +175,7 @@ class LLMClient:
         # Where the turns wait for the LLM, by person (fair_gate.py): as many places as the
         # semaphore, so that turns coming through the gate never queue on the semaphore, which
         # caps every other caller (the benchmark's direct mode, scripts).
-        self.gate = FairGate(max_concurrency, fair=fair_share)
+        self.gate = FairGate(max_concurrency, fair=fair_share, preempt=preempt)
         self._model: ModelInfo | None = None
         self._model_lock = asyncio.Lock()
         # None: not probed yet; "": the server has none; else the path that works.

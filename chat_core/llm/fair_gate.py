@@ -14,6 +14,16 @@ client's own cap (LLM_MAX_CONCURRENCY), so that cap never queues. With the cross
 (`then`) before the gate lets in the next: the process's turns reach the global slots one at a
 time, in the gate's order, so the order within a process holds there too.
 
+Round-robin only decides who gets the next free place, and a turn holds its place for its whole
+reply: a burst that arrived first still holds every place while the others wait for whole
+replies to end. So with `preempt` (fair mode, on servers that can continue a reply), a waiting
+turn whose owner holds at least two places fewer than another owner takes one of that owner's
+places: the newest of them is asked to yield (`Place.preempted`); its turn stops reading,
+keeps its text, and queues again at the head of its owner's queue, to continue the reply from
+that text when it is let in again (turns/workflow.py). The waiting turn is set aside for the
+place (no other turn can take it) and goes back to the head of the queue once it is given up.
+A gap of two, not one, so that a place never goes back and forth between two people.
+
 A waiting turn is told how many turns would be served before it (`on_ahead`), again each time
 that changes, and None once it is let in. `load()` is the live picture for admins. Everything
 runs on one event loop: no locks, plain counters.
@@ -65,26 +75,42 @@ class GateLoad:
                 "waiting": self.waiting, "owners": [o.to_json() for o in self.owners]}
 
 
-class _Waiter:
-    __slots__ = ("owner", "seq", "granted", "on_ahead", "ahead", "then")
+class Place:
+    """A turn's place in the gate, from the moment it queues until it leaves. `seq` is its
+    arrival number: a turn that yielded its place queues again with it, to keep its turn."""
+    __slots__ = ("owner", "seq", "granted", "on_ahead", "ahead", "then", "grant_no",
+                 "preempted", "heir")
 
     def __init__(self, owner: str, seq: int, on_ahead: AheadCallback | None,
                  then: bool) -> None:
         self.owner, self.seq, self.on_ahead, self.then = owner, seq, on_ahead, then
         self.granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ahead: int | None = None
+        self.grant_no = 0
+        # Asked to give the place up to a turn of someone holding fewer: stop at the next
+        # token and queue again.
+        self.preempted = False
+        # The waiting turn set aside for this place while it is being given up.
+        self.heir: Place | None = None
+
 
 
 class FairGate:
     """At most `capacity` turns in at once; the rest wait, served round-robin across owners
     (`fair`), or in arrival order (fair=False: LLM_FAIR_SHARE=0, the baseline)."""
 
-    def __init__(self, capacity: int, fair: bool = True) -> None:
+    def __init__(self, capacity: int, fair: bool = True, preempt: bool = False) -> None:
         if capacity < 1:
             raise ValueError(f"a gate needs a capacity of at least 1, got {capacity}")
         self.capacity = capacity
         self.fair = fair
-        self._queues: dict[str, deque[_Waiter]] = {}
+        self.preempt = fair and preempt
+        # The places let in, per owner, in the order they were let in.
+        self._holders: dict[str, list[Place]] = {}
+        # Waiting turns set aside for a place being given up, per owner.
+        self._set_aside: dict[str, int] = {}
+        self.preemptions = 0
+        self._queues: dict[str, deque[Place]] = {}
         self._running: dict[str, int] = {}
         # The grant count at each owner's last grant: the least recent goes first. Kept while
         # the owner has a turn in the gate; an owner who comes back later starts afresh.
@@ -92,25 +118,28 @@ class FairGate:
         self._grants = 0
         self._arrivals = itertools.count()
         # The turn let in and still claiming its global slot: the next waits for it.
-        self._claiming: _Waiter | None = None
+        self._claiming: Place | None = None
 
     @asynccontextmanager
     async def turn(self, owner: str, on_ahead: AheadCallback | None = None,
-                   then: ThenFactory | None = None) -> AsyncIterator[None]:
-        """Hold one place for the block, waiting for it in the owner's queue. A turn cancelled
-        while it waits leaves its queue and takes nothing."""
-        waiter = self._enqueue(owner, on_ahead, then is not None)
+                   then: ThenFactory | None = None, seq: int | None = None
+                   ) -> AsyncIterator[Place]:
+        """Hold one place for the block, waiting for it in the owner's queue (`seq`: the
+        arrival number of a turn queueing again after it yielded). A turn cancelled while it
+        waits leaves its queue and takes nothing."""
+        waiter = self._enqueue(owner, on_ahead, then is not None, seq)
         await self._wait_granted(waiter)
         try:
             async with then() if then is not None else nullcontext():
                 self._claimed(waiter)
-                yield
+                yield waiter
         finally:
             self._release(waiter)
 
     def load(self) -> GateLoad:
-        owners = set(self._running) | set(self._queues)
-        rows = [OwnerLoad(o, self._running.get(o, 0), len(self._queues.get(o, ())))
+        owners = set(self._running) | set(self._queues) | set(self._set_aside)
+        rows = [OwnerLoad(o, self._running.get(o, 0),
+                          len(self._queues.get(o, ())) + self._set_aside.get(o, 0))
                 for o in owners]
         rows.sort(key=lambda r: (-r.running, -r.waiting, r.owner))
         return GateLoad(self.capacity, self.fair, tuple(rows))
@@ -122,13 +151,23 @@ class FairGate:
 
     # -- waiting -------------------------------------------------------------------------------
 
-    def _enqueue(self, owner: str, on_ahead: AheadCallback | None, then: bool) -> _Waiter:
-        waiter = _Waiter(owner, next(self._arrivals), on_ahead, then)
-        self._queues.setdefault(owner, deque()).append(waiter)
+    def _enqueue(self, owner: str, on_ahead: AheadCallback | None, then: bool,
+                 seq: int | None) -> Place:
+        waiter = Place(owner, next(self._arrivals) if seq is None else seq, on_ahead, then)
+        self._queue_in_order(waiter)
         self._dispatch()
         return waiter
 
-    async def _wait_granted(self, waiter: _Waiter) -> None:
+    def _queue_in_order(self, waiter: Place) -> None:
+        """Into its owner's queue by arrival number (a turn that yielded goes back ahead of
+        its owner's later turns)."""
+        queue = self._queues.setdefault(waiter.owner, deque())
+        at = len(queue)
+        while at > 0 and queue[at - 1].seq > waiter.seq:
+            at -= 1
+        queue.insert(at, waiter)
+
+    async def _wait_granted(self, waiter: Place) -> None:
         try:
             await waiter.granted
         except asyncio.CancelledError:
@@ -139,14 +178,19 @@ class FairGate:
                 self._withdraw(waiter)
             raise
 
-    def _withdraw(self, waiter: _Waiter) -> None:
+    def _withdraw(self, waiter: Place) -> None:
+        for holders in self._holders.values():
+            for holder in holders:
+                if holder.heir is waiter:  # set aside for a place, which is no longer needed
+                    holder.heir, holder.preempted = None, False
+                    self._set_aside_count(waiter.owner, -1)
         queue = self._queues.get(waiter.owner)
         if queue is not None and waiter in queue:
             queue.remove(waiter)
             if not queue:
                 del self._queues[waiter.owner]
-            self._forget_if_idle(waiter.owner)
-            self._dispatch()
+        self._forget_if_idle(waiter.owner)
+        self._dispatch()
 
     # -- letting in ----------------------------------------------------------------------------
 
@@ -159,17 +203,68 @@ class FairGate:
             waiter = self._pop_next()
             if waiter is None:
                 break
-            self._grants += 1
-            self._running[waiter.owner] = self._running.get(waiter.owner, 0) + 1
-            self._last_served[waiter.owner] = self._grants
-            if waiter.then:
-                self._claiming = waiter
-            waiter.granted.set_result(None)
-            self._tell(waiter, None)
+            self._grant(waiter)
+        if self.preempt and self._in_use() >= self.capacity:
+            self._preempt()
         for ahead, waiter in enumerate(self._serving_order()):
             self._tell(waiter, ahead)
 
-    def _pop_next(self) -> _Waiter | None:
+    def _grant(self, waiter: Place) -> None:
+        self._grants += 1
+        waiter.grant_no = self._grants
+        self._running[waiter.owner] = self._running.get(waiter.owner, 0) + 1
+        self._holders.setdefault(waiter.owner, []).append(waiter)
+        self._last_served[waiter.owner] = self._grants
+        if waiter.then:
+            self._claiming = waiter
+        waiter.granted.set_result(None)
+        self._tell(waiter, None)
+
+    # -- preempting ----------------------------------------------------------------------------
+
+    def _kept(self, owner: str) -> int:
+        """The places an owner will hold once the places asked back are given up."""
+        return sum(1 for p in self._holders.get(owner, ()) if not p.preempted)
+
+    def _preempt(self) -> None:
+        """While some waiting turn's owner holds two places fewer than another owner, set the
+        turn aside for a place of that owner (their newest) and ask for it back."""
+        while True:
+            victim = max(self._holders, key=self._kept, default=None)
+            if victim is None:
+                return
+            most = self._kept(victim)
+            claimant = next((w for w in self._heads_in_serving_order()
+                             if self._kept(w.owner) + self._set_aside.get(w.owner, 0) + 2
+                             <= most and w.owner != victim), None)
+            if claimant is None:
+                return
+            place = max((p for p in self._holders[victim] if not p.preempted),
+                        key=lambda p: p.grant_no)
+            self._take_from_queue(claimant)
+            place.preempted, place.heir = True, claimant
+            self._set_aside_count(claimant.owner, +1)
+            self.preemptions += 1
+            self._tell(claimant, 0)
+
+    def _heads_in_serving_order(self) -> list[Place]:
+        return [self._queues[o][0] for o in sorted(
+            self._queues, key=lambda o: (self._last_served.get(o, 0), self._queues[o][0].seq))]
+
+    def _take_from_queue(self, waiter: Place) -> None:
+        queue = self._queues[waiter.owner]
+        queue.remove(waiter)
+        if not queue:
+            del self._queues[waiter.owner]
+
+    def _set_aside_count(self, owner: str, change: int) -> None:
+        left = self._set_aside.get(owner, 0) + change
+        if left > 0:
+            self._set_aside[owner] = left
+        else:
+            self._set_aside.pop(owner, None)
+
+    def _pop_next(self) -> Place | None:
         while self._queues:
             owner = self._next_owner()
             queue = self._queues[owner]
@@ -187,14 +282,14 @@ class FairGate:
                                                     self._queues[o][0].seq))
         return min(self._queues, key=lambda o: self._queues[o][0].seq)
 
-    def _serving_order(self) -> list[_Waiter]:
+    def _serving_order(self) -> list[Place]:
         """The waiting turns in the order `_pop_next` would take them: in fair mode, round
         after round, each owner's next turn, owners in the order of their last grant."""
         if not self.fair:
             return sorted((w for q in self._queues.values() for w in q), key=lambda w: w.seq)
         active = sorted(self._queues, key=lambda o: (self._last_served.get(o, 0),
                                                      self._queues[o][0].seq))
-        order: list[_Waiter] = []
+        order: list[Place] = []
         depth = 0
         while active:
             order += [self._queues[o][depth] for o in active]
@@ -203,7 +298,7 @@ class FairGate:
         return order
 
     @staticmethod
-    def _tell(waiter: _Waiter, ahead: int | None) -> None:
+    def _tell(waiter: Place, ahead: int | None) -> None:
         if waiter.ahead != ahead:
             waiter.ahead = ahead
             if waiter.on_ahead is not None:
@@ -211,12 +306,12 @@ class FairGate:
 
     # -- leaving -------------------------------------------------------------------------------
 
-    def _claimed(self, waiter: _Waiter) -> None:
+    def _claimed(self, waiter: Place) -> None:
         if self._claiming is waiter:
             self._claiming = None
             self._dispatch()
 
-    def _release(self, waiter: _Waiter) -> None:
+    def _release(self, waiter: Place) -> None:
         if self._claiming is waiter:
             self._claiming = None
         left = self._running.get(waiter.owner, 0) - 1
@@ -224,9 +319,19 @@ class FairGate:
             self._running[waiter.owner] = left
         else:
             self._running.pop(waiter.owner, None)
+        holders = self._holders.get(waiter.owner, [])
+        if waiter in holders:
+            holders.remove(waiter)
+            if not holders:
+                del self._holders[waiter.owner]
+        heir, waiter.heir = waiter.heir, None
+        if heir is not None:  # back at the head of its queue, where the freed place finds it
+            self._set_aside_count(heir.owner, -1)
+            self._queue_in_order(heir)
         self._forget_if_idle(waiter.owner)
         self._dispatch()
 
     def _forget_if_idle(self, owner: str) -> None:
-        if owner not in self._running and owner not in self._queues:
+        if owner not in self._running and owner not in self._queues and \
+                owner not in self._set_aside:
             self._last_served.pop(owner, None)

@@ -33,6 +33,7 @@ from chat_core.llm.context_window import DEFAULT_CONTEXT_TOKENS, FittedPrompt, f
 from chat_core.turns.fault_injection import crash_point
 from chat_core.errors import ChatError, LLMRejected, LLMUnavailable, NotFound, TurnFailed
 from chat_core.llm.client import Completion, LLMClient
+from chat_core.llm.fair_gate import Place
 from chat_core.llm.slots import GlobalLLMSlots
 from chat_core.llm.token_estimate import estimate_message_tokens, upper_bound_tokens
 from chat_core.turns.payloads import (LLMOutput, Outcome, Prompt, SavedTurn, TurnParams,
@@ -503,22 +504,41 @@ class _ReplyStream:
         self.started = time.perf_counter()
         self.first_token: float | None = None
         self.last_checkpoint = time.monotonic()
+        # The gate's place of the request in flight, and whether it was given up.
+        self.place: Place | None = None
+        self.yielded = False
 
     async def generate(self, messages: list[dict[str, str]], params: TurnParams,
                        max_tokens: int, continue_text: str) -> Completion:
         """Wait for the LLM in the owner's queue (llm/fair_gate.py), telling the chat how many
-        turns are ahead, then (with LLM_GLOBAL_CONCURRENCY) claim a global slot, then stream."""
+        turns are ahead, then (with LLM_GLOBAL_CONCURRENCY) claim a global slot, then stream.
+        A turn asked to give its place to someone holding fewer stops, queues again ahead of
+        its owner's later turns, and goes on from its text so far when let in again: one
+        reply, in several requests."""
         d = _d()
         slots = d.slots
         claim = (lambda: slots.slot(self.turn_id)) if slots is not None else None
-        async with d.llm.gate.turn(self.progress.owner, self.progress.waiting, claim):
-            return await d.llm.stream_chat(
-                messages, temperature=float(params["temperature"]), max_tokens=max_tokens,
-                top_p=float(params["top_p"]), on_delta=self.on_delta,
-                continue_final=bool(continue_text))
+        asked = messages[:-1] if continue_text else messages
+        parts: list[Completion] = []
+        seq: int | None = None
+        while True:
+            so_far = continue_text + "".join(p.text for p in parts)
+            room = max_tokens - sum(p.completion_tokens for p in parts)
+            async with d.llm.gate.turn(self.progress.owner, self.progress.waiting, claim,
+                                       seq) as place:
+                seq, self.place, self.yielded = place.seq, place, False
+                parts.append(await d.llm.stream_chat(
+                    asked + [{"role": "assistant", "content": so_far}] if so_far else asked,
+                    temperature=float(params["temperature"]), max_tokens=room,
+                    top_p=float(params["top_p"]), on_delta=self.on_delta,
+                    continue_final=bool(so_far)))
+            if not self.yielded or self.progress.stop_requested or \
+                    parts[-1].completion_tokens >= room:
+                return _joined(parts)
 
     async def on_delta(self, delta: str) -> bool:
-        """True asks the client to stop reading (the reply was stopped)."""
+        """True asks the client to stop reading (the reply was stopped, or its place is
+        wanted by someone holding fewer)."""
         progress = self.progress
         if self.first_token is None:
             self.first_token = time.perf_counter()
@@ -526,6 +546,9 @@ class _ReplyStream:
         if progress.chunks == 2:
             crash_point("call_llm:streaming")
         if progress.stop_requested:
+            return True
+        if self.place is not None and self.place.preempted:
+            self.yielded = True
             return True
         if time.monotonic() - self.last_checkpoint >= _d().settings.stream_checkpoint_sec:
             self.last_checkpoint = time.monotonic()
@@ -539,6 +562,20 @@ class _ReplyStream:
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000.0
+
+
+def _joined(parts: list[Completion]) -> Completion:
+    """The requests of one reply as one completion: its text, tokens and time at the LLM."""
+    if len(parts) == 1:
+        return parts[0]
+    last = parts[-1]
+    return Completion(
+        text="".join(p.text for p in parts), finish_reason=last.finish_reason,
+        model=last.model, prompt_tokens=parts[0].prompt_tokens,
+        completion_tokens=sum(p.completion_tokens for p in parts),
+        tokens_estimated=any(p.tokens_estimated for p in parts),
+        ttft_ms=next((p.ttft_ms for p in parts if p.ttft_ms is not None), None),
+        latency_ms=sum(p.latency_ms for p in parts))
 
 
 def _stopped(text: str, prompt: Prompt, chunks: int, ttft_ms: float | None,
