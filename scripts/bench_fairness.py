@@ -10,8 +10,9 @@ API) against the emulated LLM, with the LLM cap at --cap (LLM_MAX_CONCURRENCY). 
 
 and it prints the 10's time to first token at p50 in both, their ratio (target: loaded within
 2x of idle), and how many of the burst's turns started before each of the 10 (p50). The modes
-are the fair gate (round-robin across people, the default) and LLM_FAIR_SHARE=0 (arrival
-order, the baseline), each on a fresh app and database in the same run.
+are the fair gate (round-robin across people with preemption, the default), optionally
+round-robin alone (LLM_PREEMPT=0), and LLM_FAIR_SHARE=0 (arrival order, the baseline), each on
+a fresh app and database in the same run.
 
     python scripts/bench_fairness.py                 # 3 rounds per mode: about 3 minutes
     python scripts/bench_fairness.py --json out.json
@@ -43,6 +44,11 @@ from chat_core.testing.app_process import AppProcess, free_port  # noqa: E402
 from scripts.bench import Database, app_env, pct, start_emulator  # noqa: E402
 
 BURSTER = "burster"
+# The gate's modes: the default (round-robin with preemption), round-robin alone, and arrival
+# order (the first-come-first-served baseline).
+MODES = {"fair": {"LLM_FAIR_SHARE": "1", "LLM_PREEMPT": "1"},
+         "rr": {"LLM_FAIR_SHARE": "1", "LLM_PREEMPT": "0"},
+         "fifo": {"LLM_FAIR_SHARE": "0"}}
 PASSWORD = "bench-password-1"
 
 
@@ -195,7 +201,7 @@ async def run_mode(mode: str, llm_url: str, args: argparse.Namespace) -> ModeRes
     workdir = Path(tempfile.mkdtemp(prefix="bench-fair-"))
     names = [BURSTER] + [f"person{i:02d}" for i in range(args.people)]
     env = {**app_env(db.url, llm_url, free_port(), workdir), **accounts_env(args, names),
-           "LLM_FAIR_SHARE": "1" if mode == "fair" else "0"}
+           **MODES[mode]}
     app = AppProcess(env, workdir / "app.log", root=args.app_root)
     result = ModeResult(mode)
     try:
@@ -259,7 +265,9 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--people", type=int, default=10)
     ap.add_argument("--burst", type=int, default=50)
     ap.add_argument("--cap", type=int, default=8, help="LLM_MAX_CONCURRENCY")
-    ap.add_argument("--modes", default="fair,fifo", help="fair (round-robin), fifo (baseline)")
+    ap.add_argument("--modes", default="fair,fifo",
+                    help="fair (round-robin with preemption, the default), rr (round-robin "
+                    "without preemption: LLM_PREEMPT=0), fifo (arrival order: the baseline)")
     ap.add_argument("--ttft-ms", type=float, default=100.0)
     ap.add_argument("--tpot-ms", type=float, default=25.0)
     ap.add_argument("--tokens", type=int, default=40)
