@@ -68,3 +68,13 @@ SETTING_STEP: Final = 0.05  # the sliders' step for temperature and top_p
 # all), and live links per conversation (each one is a revocable door).
 MAX_LINK_DAYS = 365
 MAX_LIVE_LINKS = 20
+
+# Ratings of replies (the chat's thumbs, PUT .../rating): up or down, with optional tags and a
+# comment; 0 in a request removes the rating. migrations/007_ratings.sql checks the same limits
+# (tests/test_ratings.py compares them).
+RATING_UP: Final = 1
+RATING_DOWN: Final = -1
+RATING_VALUES: Final = (RATING_DOWN, RATING_UP)
+MAX_RATING_TAGS: Final = 10
+MAX_RATING_TAG_CHARS: Final = 40
+MAX_RATING_COMMENT_CHARS: Final = 2_000

@@ -302,8 +302,10 @@ class ChatStore:
 
     @retry_transient
     async def import_conversation(self, conversation: dict[str, Any],
-                                  messages: list[dict[str, Any]]) -> Row:
-        """Write a validated import in one transaction: all of it, or nothing."""
+                                  messages: list[dict[str, Any]],
+                                  ratings: list[dict[str, Any]] | None = None) -> Row:
+        """Write a validated import in one transaction: all of it, or nothing. `ratings`
+        (message_id, value, tags, comment, created_at) rate the import's own replies."""
         async with self.db.connection() as conn:
             async with conn.transaction():
                 cur = await conn.execute(
@@ -327,6 +329,12 @@ class ChatStore:
                         " %(ttft_ms)s, %(latency_ms)s, %(finish_reason)s, %(completed_at)s)",
                         [{**m, "params": Jsonb(m["params"]) if m.get("params") else None}
                          for m in messages])
+                    if ratings:
+                        await cur.executemany(
+                            "INSERT INTO ratings (message_id, value, tags, comment, created_at,"
+                            " updated_at) VALUES (%(message_id)s, %(value)s, %(tags)s,"
+                            " %(comment)s, coalesce(%(created_at)s, clock_timestamp()),"
+                            " coalesce(%(created_at)s, clock_timestamp()))", ratings)
         assert row is not None
         return row
 
