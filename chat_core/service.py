@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
     from chat_core.accounts.directory import AccountDirectory
 from chat_core.store.chat_store import ChatStore, public_conversation, public_message, title_from
 from chat_core.store.turn_admissions import TurnAdmissions
+from chat_core.store.dataset_rows import DatasetRows
+from chat_core.store.ratings import RatingStore, check_rating, public_rating
 from chat_core.config import Settings
 from chat_core.errors import (ChatError, Conflict, InvalidInput, NotFound, ShuttingDown,
                               TooManyTurns, TurnCancelled, TurnFailed)
@@ -29,7 +32,7 @@ from chat_core.llm.client import LLMClient
 from chat_core.turns.payloads import TurnParams, TurnRequest
 from chat_core.turns.progress import Snapshot, TurnHub
 from chat_core.turns.workflow import chat_turn, reply_id_for, user_message_id_for
-from chat_core.data import conversation_export
+from chat_core.data import conversation_export, dataset_export
 from chat_core.states import (ANSWERED, CANCELLED, ERROR, IN_FLIGHT, MAX_SEARCH_CHARS,
                               MAX_TITLE_CHARS, WORKFLOW_ACTIVE, WORKFLOW_FAILED)
 from chat_core.validation import check_settings, check_text, parse_id
@@ -116,7 +119,82 @@ class ChatService:
         rows = await self.store.list_messages(cid, last_turns)
         if not rows:
             await self.store.get_conversation(cid)  # 404 for an unknown conversation
-        return [public_message(r) for r in rows]
+        return await self._with_ratings(cid, [public_message(r) for r in rows])
+
+    async def _with_ratings(self, cid: uuid.UUID, messages: list[dict[str, Any]]
+                            ) -> list[dict[str, Any]]:
+        """Each reply with its `rating` ({"value", "tags", "comment", ...} or null)."""
+        if any(m["role"] == "assistant" for m in messages):
+            ratings = await self.ratings().of_conversation(cid)
+            for m in messages:
+                if m["role"] == "assistant":
+                    m["rating"] = public_rating(ratings.get(uuid.UUID(m["id"])))
+        return messages
+
+    def ratings(self) -> RatingStore:
+        """The ratings of the replies this person can see."""
+        return RatingStore(self.store.db, self.store.person)
+
+    async def rate_reply(self, conversation_id: str | uuid.UUID, message_id: str | uuid.UUID,
+                         value: Any, tags: Any = None, comment: Any = None) -> dict[str, Any]:
+        """Rate a finished reply: 1 (thumbs up) or -1 (down), with optional tags and a
+        comment, replacing an earlier rating; 0 removes it. Answers {"message_id",
+        "conversation_id", "value", "tags", "comment", ...} (value 0 once removed)."""
+        checked = check_rating(value, tags, comment)  # before any lookup: the same for any id
+        cid, message = await self._message_in(conversation_id, message_id)
+        if message["role"] != "assistant":
+            raise InvalidInput("only a reply (an assistant message) can be rated; "
+                               f"message {message['id']} is a user message", field="message_id")
+        if message["status"] in IN_FLIGHT:
+            raise Conflict("this reply is still being written; rate it once it has finished",
+                           turn_id=message["workflow_id"])
+        ids = {"message_id": str(message["id"]), "conversation_id": str(cid)}
+        if checked[0] == 0:
+            await self.ratings().unrate(cid, message["id"])
+            return {**ids, "value": 0, "tags": [], "comment": "", "created_at": None,
+                    "updated_at": None}
+        row = await self.ratings().rate(cid, message["id"], *checked)
+        if row is None:  # deleted (or no longer the person's) since it was read
+            raise NotFound(f"message {message['id']} does not exist in conversation {cid}")
+        return {**ids, **(public_rating(row) or {})}
+
+    def dataset(self, fmt: Any, model: Any = None, since: Any = None, until: Any = None,
+                min_rating: Any = None, pseudonyms: Any = True) -> AsyncIterator[str]:
+        """The person's conversations as a dataset, one JSON line at a time (format openai,
+        sharegpt or preference: chat_core/data/dataset_export.py). The options are checked
+        here, before anything is read: a bad one raises now, not part-way through. An
+        admin's holds everyone's; with accounts on, other people's only if they accepted the
+        notice, under pseudonyms unless `pseudonyms` is false."""
+        query = dataset_export.parse_query(fmt, model, since, until, min_rating, pseudonyms)
+        return self._dataset_lines(query)
+
+    async def _dataset_lines(self, query: dataset_export.DatasetQuery,
+                             page: int = 200) -> AsyncIterator[str]:
+        rows = DatasetRows(self.store.db, self.store.person)
+        accounts = self.settings.accounts_enabled
+        pairs = query.format == "preference"
+        after = None
+        while True:
+            conversations = await rows.conversations(
+                after=after, limit=page, model=query.model, consented_only=accounts,
+                # A pair's time is its message's: an older conversation may hold newer ones.
+                created_since=None if pairs else query.since,
+                active_since=query.since if pairs else None, created_until=query.until)
+            if not conversations:
+                return
+            after = (conversations[-1]["created_at"], conversations[-1]["id"])
+            by_conversation: dict[Any, list[dict[str, Any]]] = {}
+            for m in await rows.messages([c["id"] for c in conversations], accounts):
+                by_conversation.setdefault(m["conversation_id"], []).append(m)
+            for c in conversations:
+                messages = by_conversation.get(c["id"], [])
+                if pairs:
+                    lines = dataset_export.preference_lines(messages, query)
+                else:
+                    line = dataset_export.conversation_line(c, messages, query, accounts)
+                    lines = [] if line is None else [line]
+                for line in lines:
+                    yield json.dumps(line, ensure_ascii=False) + "\n"
 
     # -- turns ---------------------------------------------------------------------------------
 
@@ -349,7 +427,8 @@ class ChatService:
                                   fmt: str = "json") -> dict[str, Any] | str:
         cid = parse_id(conversation_id)
         conversation = public_conversation(await self.store.get_conversation(cid))
-        messages = [public_message(r) for r in await self.store.list_messages(cid)]
+        messages = await self._with_ratings(
+            cid, [public_message(r) for r in await self.store.list_messages(cid)])
         if fmt == "json":
             return conversation_export.to_json(conversation, messages)
         if fmt in ("markdown", "md"):
@@ -360,7 +439,12 @@ class ChatService:
         """Create a conversation from an export (validated first; a bad file changes nothing)."""
         conversation, messages = conversation_export.parse_import(
             data, max_chars=self.settings.max_message_chars)
-        return public_conversation(await self.store.import_conversation(conversation, messages))
+        # The file's ratings rate the new copies of its replies, and are the importer's.
+        ratings = [m.pop("rating") for m in messages if m.get("rating") is not None]
+        for m in messages:
+            m.pop("rating", None)
+        return public_conversation(await self.store.import_conversation(conversation, messages,
+                                                                         ratings))
 
     async def _start(self, turn_id: str, request: TurnRequest, user_id: str) -> Turn:
         self._refuse_if_closing()

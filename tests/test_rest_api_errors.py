@@ -151,6 +151,7 @@ def test_the_interactive_docs_list_every_endpoint(client: TestClient) -> None:
         ("GET", f"{conv}/export"), ("GET", f"{conv}/messages"), ("POST", f"{conv}/messages"),
         *(("POST", f"{conv}/messages{msg}/{action}")
           for action in ("retry", "continue", "edit", "branch", "select")),
+        ("PUT", f"{conv}/messages{msg}/rating"), ("GET", "/api/dataset"),
         ("GET", "/api/turns/{turn_id}/events"), ("POST", "/api/turns/{turn_id}/stop"),
         ("GET", "/api/workflows"), ("GET", "/api/workflows/{workflow_id}"),
         ("GET", "/api/workflows/{workflow_id}/steps"),

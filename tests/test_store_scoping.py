@@ -198,3 +198,66 @@ def test_what_a_person_creates_is_theirs(
         assert row["owner_id"] == stores["b"].person.id
         assert outcome(run, stores["a"].get_conversation(row["id"])) == ("raised", "NotFound")
         assert run(stores["b"].get_conversation(row["id"]))["id"] == row["id"]
+
+
+# -- the other stores of a person's data (ratings, dataset rows) -------------------------------
+
+def _other_stores() -> dict[type, dict[str, Callable[[Any, World], Awaitable[Any]]]]:
+    """Every public method of the smaller stores, and how to call it with a world's ids; a new
+    method fails test_every_other_store_method_is_classified until it has a case."""
+    from chat_core.store.dataset_rows import DatasetRows
+    from chat_core.store.ratings import RatingStore
+
+    return {
+        RatingStore: {
+            "rate": lambda s, w: s.rate(w.conversation, w.reply, 1, ["t"], "c"),
+            "unrate": lambda s, w: s.unrate(w.conversation, w.reply),
+            "of_conversation": lambda s, w: s.of_conversation(w.conversation),
+        },
+        DatasetRows: {
+            "conversations": lambda s, w: _only(w, s.conversations(after=None, limit=10_000)),
+            "messages": lambda s, w: s.messages([w.conversation]),
+        },
+    }
+
+
+async def _only(w: World, rows: Awaitable[list[Any]]) -> list[Any]:
+    """The rows of this world's conversation (the list holds the person's others too)."""
+    return [r for r in await rows if r["id"] == w.conversation]
+
+
+def test_every_other_store_method_is_classified() -> None:
+    for store, cases in _other_stores().items():
+        public = {name for name, _ in inspect.getmembers(store, inspect.isfunction)
+                  if not name.startswith("_")}
+        assert public == set(cases), f"{store.__name__}: classify {sorted(public ^ set(cases))}"
+
+
+@pytest.mark.parametrize("store,name", sorted(
+    ((store.__name__, name) for store, cases in _other_stores().items() for name in cases)))
+def test_someone_elses_rating_or_row_answers_like_a_random_one(
+        setting: tuple[Callable[..., Any], dict[str, Any]], store: str, name: str) -> None:
+    run, stores = setting
+    kind = next(s for s in _other_stores() if s.__name__ == store)
+    case = _other_stores()[kind][name]
+
+    def made_for(who: str) -> Any:
+        return kind(stores["db"], stores[who].person)
+
+    def ratings(w: World) -> Any:
+        return run(kind(stores["db"]).of_conversation(w.conversation)) \
+            if store == "RatingStore" else None
+
+    hers = world(run, stores["system"], stores["a"])
+    if store == "RatingStore":  # something to find, change or delete
+        assert run(made_for("a").rate(hers.conversation, hers.reply, -1, [], "")) is not None
+    before = (snapshot(run, stores, hers), ratings(hers))
+    theirs = outcome(run, case(made_for("b"), hers))
+    missing = outcome(run, case(made_for("b"), nobodys()))
+    assert theirs == missing, f"B with A's ids: {theirs}; with random ids: {missing}"
+    assert theirs[0] != "rows"
+    assert (snapshot(run, stores, hers), ratings(hers)) == before, "B's call changed A's rows"
+    for who in ("admin", "a"):  # the admin and the owner reach it
+        if store == "RatingStore":
+            run(made_for("a").rate(hers.conversation, hers.reply, -1, [], ""))
+        assert outcome(run, case(made_for(who), hers))[0] == "rows", who

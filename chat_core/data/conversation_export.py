@@ -14,6 +14,7 @@ from typing import Any
 
 from chat_core.errors import InvalidInput
 from chat_core.store.chat_store import title_from
+from chat_core.store.ratings import check_rating
 from chat_core.validation import check_settings, check_text
 from chat_core.states import (ANSWERED, COMPLETE, FINAL, IN_FLIGHT, MAX_MODEL_NAME_CHARS,
                               MAX_TITLE_CHARS)
@@ -24,7 +25,7 @@ MAX_IMPORT_MESSAGES = 20_000
 MAX_IMPORT_BYTES = 10_000_000
 _REPLY_FIELDS = ("parent_id", "status", "error", "model", "prompt_tokens", "completion_tokens",
                  "tokens_estimated", "ttft_ms", "latency_ms", "finish_reason", "params",
-                 "active", "completed_at")
+                 "active", "completed_at", "rating")
 _MAX_INT4 = 2**31 - 1  # prompt_tokens and completion_tokens are PostgreSQL integers
 
 
@@ -194,6 +195,8 @@ def _message_rows(raw_messages: list[Any], conversation_id: uuid.UUID,
             if parent is None or parent not in user_seq:
                 raise InvalidInput(f"{where}: a reply must follow the user message it answers")
             row.update(seq=user_seq[parent], parent_id=parent, **_reply_fields(m, where))
+            if row["rating"] is not None:
+                row["rating"]["message_id"] = row["id"]
             # As finish_reply does: a reply without text (stopped before its first token)
             # never hides one with text.
             row["active"] = row["active"] and row["content"] != ""
@@ -250,8 +253,27 @@ def _reply_fields(m: dict[str, Any], where: str) -> dict[str, Any]:
                                    allow_empty=True) or None
     fields.update(tokens_estimated=estimated, finish_reason=finish_reason,
                   completed_at=_timestamp(m.get("completed_at"), where, "completed_at"),
-                  active=bool(m.get("active", True)) and status in ANSWERED)
+                  active=bool(m.get("active", True)) and status in ANSWERED,
+                  rating=_rating(m.get("rating"), where))
     return fields
+
+
+def _rating(rating: Any, where: str) -> dict[str, Any] | None:
+    """A reply's rating as exported ({"value", "tags", "comment", "created_at"}), checked as
+    a rating sent to the app is; the message id is filled in once the reply has its new one."""
+    if rating is None:
+        return None
+    if not isinstance(rating, dict):
+        raise InvalidInput(f"{where}: rating must be an object with a value, or null")
+    try:
+        value, tags, comment = check_rating(rating.get("value"), rating.get("tags"),
+                                            rating.get("comment"))
+    except InvalidInput as exc:
+        raise InvalidInput(f"{where}.rating: {exc.message}") from None
+    if value == 0:
+        return None
+    return {"value": value, "tags": tags, "comment": comment,
+            "created_at": _timestamp(rating.get("created_at"), f"{where}.rating")}
 
 
 def _one_active_reply_per_message(rows: list[dict[str, Any]]) -> None:

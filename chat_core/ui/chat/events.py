@@ -83,6 +83,11 @@ class ChatEvents:
         self._follow(ui.chatbot.edit(h.edit, inputs=context, outputs=self.shown,
                                      api_name="edit", **UNCAPPED))
         ui.stop.click(h.stop, inputs=[ui.turn], api_name="stop", **UNCAPPED)
+        # The thumbs on replies: the pane position is resolved on the server (handlers.rate).
+        ui.chatbot.like(h.rate, inputs=[ui.conversation], outputs=[ui.notice],
+                        api_name="page_rate", show_progress="hidden", **PRIVATE, **DIRECT)
+        ui.view.change(h.feedback_shown, inputs=[ui.view], outputs=[ui.chatbot],
+                       show_progress="hidden", **PRIVATE, **DIRECT)
         for button, handler, name in ((ui.previous, h.previous, "previous"),
                                       (ui.following, h.next, "next")):
             button.click(handler, inputs=context, outputs=self.browsed, api_name=name,

@@ -28,9 +28,11 @@ from chat_core.ui.chat.files import read_import, write_export
 from chat_core.ui.chat.layout import ChatLayout
 from chat_core.ui.chat.streaming import RESTARTING, follow_reply
 from chat_core.ui.chat.view import (BRANCHED_NOTICE, BUSY_ACTIONS, FAILED_NOTICE,
-                                    PENDING_REPLY, SHOWN_TURNS, Following, Pane, TurnActions,
-                                    earlier_turns_note, edit_text, following, pane_lines_up,
-                                    sendable, without_last_reply)
+                                    GONE_NOTICE, NOT_RATED, PENDING_REPLY, RATED_NOTICE,
+                                    SHOWN_TURNS, Following, Pane, TurnActions,
+                                    earlier_turns_note, edit_text, feedback_of, following,
+                                    like_index, like_value, pane_lines_up, sendable,
+                                    without_last_reply)
 from chat_core.ui.people import own_only, sees_others, service_for
 from chat_core.ui.render import conversation_view, safe_markdown, user_html, warning
 
@@ -76,6 +78,7 @@ class ChatHandlers:
         messages = await service.list_messages(conversation_id, last_turns=SHOWN_TURNS)
         shown, view = conversation_view(messages, self.share_mode)
         view["shown"] = shown
+        view["feedback"] = feedback_of(messages, view["ids"])
         return shown, view, earlier_turns_note(messages[0]["seq"] if messages else None)
 
     def lists_everyone(self, service: ChatService) -> bool:
@@ -354,6 +357,36 @@ class ChatHandlers:
     async def next(self, conversation_id: str | None, view: dict[str, Any] | None,
                    request: Caller = None) -> Any:
         return await self.browse(await self.service_for(request), conversation_id, view, +1)
+
+    async def rate(self, conversation_id: Any, evt: gr.LikeData, request: Caller = None
+                   ) -> Changes:
+        """A thumb pressed on a reply (up, down, or the lit one again to take it back). The
+        event's payload is the client's, so nothing in it is trusted: its position is looked
+        up in the conversation as the server shows it (never an id from the page), and a
+        value other than the three Gradio sends is refused."""
+        ui = self.ui
+        value = like_value(getattr(evt, "liked", None))
+        index = like_index(getattr(evt, "index", None))
+        if value is None or index is None or not isinstance(conversation_id, str):
+            return {ui.notice: NOT_RATED}
+        service = await self.service_for(request)
+        try:
+            _, view, _ = await self.load(service, conversation_id)
+            ids = view.get("ids") or []
+            if index >= len(ids):
+                return {ui.notice: GONE_NOTICE}
+            await service.rate_reply(conversation_id, ids[index], value)
+        except ChatError as exc:
+            return {ui.notice: warning(exc)}
+        return {ui.notice: RATED_NOTICE[value]}
+
+    async def feedback_shown(self, view: dict[str, Any] | None) -> Any:
+        """Light the thumbs of the replies shown as they are rated, whenever the pane's view
+        changes (a conversation opened, a turn settled, an alternative shown). (Async with
+        nothing to await: Gradio runs a plain function on a worker thread.)"""
+        feedback = (view or {}).get("feedback")
+        return gr.skip() if not isinstance(feedback, list) else \
+            gr.update(feedback_value=feedback)
 
     async def rename(self, conversation_id: str | None, title: str, request: Caller = None
                      ) -> Changes:

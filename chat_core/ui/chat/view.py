@@ -136,3 +136,41 @@ def sendable(text: Any) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+# -- the thumbs on replies (the Chatbot's like event) ---------------------------------------------
+
+# Gradio's Chatbot shows these feedback options as a thumb up and a thumb down.
+LIKE, DISLIKE = "Like", "Dislike"
+_FEEDBACK = {1: LIKE, -1: DISLIKE}
+RATED_NOTICE = {1: "👍 Rated: a good reply.", -1: "👎 Rated: a poor reply.",
+                0: "Rating removed."}
+NOT_RATED = "⚠️ That rating could not be read; press the thumb again."
+GONE_NOTICE = ("⚠️ That reply is no longer shown here (the conversation changed in another "
+               "tab?); reload the page, then rate it.")
+
+
+def like_value(liked: Any) -> int | None:
+    """The rating a like event asks for, from the client's payload: True (thumb up) 1, False
+    (thumb down) -1, "" (the lit thumb pressed again: Gradio 6 sends an empty string) 0; None
+    for anything else, which only a hostile client sends."""
+    if liked is True:
+        return 1
+    if liked is False:
+        return -1
+    return 0 if liked == "" else None
+
+
+def like_index(index: Any) -> int | None:
+    """The pane position a like event names, if it is one (a whole number, not a bool)."""
+    if isinstance(index, bool) or not isinstance(index, int) or index < 0:
+        return None
+    return index
+
+
+def feedback_of(messages: list[dict[str, Any]], ids: list[str]) -> list[str | None]:
+    """The thumbs to light, one per reply in the pane (`ids`, the pane's message ids), as the
+    Chatbot's feedback_value takes them."""
+    ratings = {m["id"]: (m.get("rating") or {}).get("value") for m in messages
+               if m["role"] == "assistant"}
+    return [_FEEDBACK.get(ratings[i]) for i in ids if i in ratings]
