@@ -184,6 +184,90 @@ def test_retry_of_unknown_message_is_404(app: InProcessApp, conv: str) -> None:
     assert response.status_code == 404
 
 
+def _answered(app: InProcessApp, conv: str) -> str:
+    """A reply of the module's conversation, finished."""
+    with app.client() as http:
+        sent = http.post(f"/api/conversations/{conv}/messages", json={"content": "rate me"})
+    assert sent.status_code == 200, sent.text
+    return str(sent.json()["assistant_message"]["id"])
+
+
+def _ratings(app: InProcessApp) -> list[tuple]:
+    return query(app.settings.database_url or "",
+                 "SELECT message_id, value, tags, comment FROM ratings ORDER BY message_id")
+
+
+@pytest.mark.parametrize("body,status,words", [
+    (b'{"value": 1, "tags": ["<script>alert(1)</script>", "\'; DROP TABLE ratings; --"]}',
+     200, ""),
+    (b'{"value": 7}', 422, "thumbs up"), (b'{"value": "1"}', 422, "thumbs up"),
+    (b'{"value": 1, "tags": {"a": 1}}', 422, "list"),
+    (b'{"value": 1, "comment": "\ud800"}', 422, "surrogate"),
+    (b'{"value": 1, "comment": "a\u0000"}', 422, "NUL"),
+    (b'{"value": 1, "tags": [' + b'"t",' * 5000 + b'"t"]}', 422, "limit"),
+    (("[" * 100_000 + "]" * 100_000).encode(), 400, "nested"),
+    (b"{", 400, "not valid JSON"),
+])
+def test_hostile_rating_bodies(app: InProcessApp, conv: str, body: bytes, status: int,
+                               words: str) -> None:
+    reply = _answered(app, conv)
+    before = _ratings(app)
+    with app.client() as http:
+        response = http.put(f"/api/conversations/{conv}/messages/{reply}/rating",
+                            content=body, headers=JSON)
+    assert response.status_code == status, response.text
+    if status == 200:  # stored verbatim, SQL- and HTML-looking text and all
+        assert response.json()["tags"][0] == "<script>alert(1)</script>"
+        return
+    assert words in response.json()["error"]
+    assert _ratings(app) == before
+
+
+@pytest.mark.parametrize("params,status", [
+    ("since=1 OR 1=1", 400), ("until=%00", 400), ("since=" + "9" * 5000, 400),
+    ("format=../../etc/passwd", 422), ("min_rating=1e23", 422), ("model=%00", 422),
+    ("model=' OR ''='", 200), ("since=2026-11-30T00:00:00%2B23:59", 200),
+])
+def test_hostile_dataset_filters(app: InProcessApp, params: str, status: int) -> None:
+    with app.client() as http:
+        response = http.get(f"/api/dataset?{params}")
+    assert response.status_code == status, response.text
+    if status == 200:
+        assert response.headers["content-type"].startswith("application/x-ndjson")
+        for line in response.text.splitlines():
+            json.loads(line)
+    else:
+        assert response.json()["error"] and response.json()["code"]
+
+
+def test_the_thumbs_through_gradios_queue_take_nothing_from_the_payload(
+        app: InProcessApp, conv: str) -> None:
+    """The one like event joined the way a browser (or a hostile client) joins it: the
+    position is looked up on the server; a payload naming a message id, or a feedback value
+    the page never sends, rates nothing."""
+    from tests.test_gradio_events_hostile import body_for, join_queue
+
+    reply = _answered(app, conv)
+    with app.client() as http:
+        listed = http.get(f"/api/conversations/{conv}/messages").json()
+        position = len(listed) - 1  # the pane: each message, then its shown reply
+        dep = next(d for d in http.get("/config").json()["dependencies"]
+                   if d.get("api_name") == "page_rate")
+        before = _ratings(app)
+        for hostile in ({"index": reply, "value": "x", "liked": True},
+                        {"index": position, "value": reply, "liked": "Like"},
+                        {"index": [position, 0], "liked": False}):
+            joined = join_queue(http, body_for(dep, [conv], event_data=hostile))
+            assert joined.status == 200 and joined.completed is not None, joined.text[:500]
+            assert "Traceback" not in joined.text
+        assert _ratings(app) == before
+        joined = join_queue(http, body_for(dep, [conv], event_data={
+            "index": position, "value": ["anything"], "liked": False}))
+        assert joined.completed is not None and joined.completed["success"], joined.text[:500]
+        rated = http.get(f"/api/conversations/{conv}/messages").json()
+    assert [m["rating"]["value"] for m in rated if m["id"] == reply] == [-1]
+
+
 def test_the_server_survives_all_of_the_above(app: InProcessApp) -> None:
     with app.client() as http:
         assert http.get("/healthz").status_code == 200
