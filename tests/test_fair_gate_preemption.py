@@ -120,30 +120,6 @@ async def test_without_preemption_or_in_arrival_order_nobody_yields() -> None:
 
 
 @on_a_loop
-async def test_a_turn_set_aside_for_a_place_and_cancelled_leaves_the_place_where_it_is() -> None:
-    gate = FairGate(2, preempt=True)
-    log: list[str] = []
-    a = await send(gate, "a", 2, log)
-    # b's turn is set aside for a1's place; a1 has not noticed yet when b's turn is cancelled.
-    asked_while_waiting: list[bool] = []
-    b = Turn(gate, "b", "b0", log)
-    for _ in range(2):
-        await asyncio.sleep(0)
-    asked_while_waiting.append(gate.preemptions == 1)
-    load = gate.load()
-    assert [(o.owner, o.running, o.waiting) for o in load.owners] == [("a", 2, 0),
-                                                                      ("b", 0, 1)]
-    b.task.cancel()
-    await settle()
-    assert asked_while_waiting == [True]
-    assert b.task.cancelled()
-    assert gate.load().owners[0].owner == "a" and len(gate.load().owners) == 1
-    assert gate.load().running == 2
-    await finish(a)
-    assert gate.load().owners == ()
-
-
-@on_a_loop
 async def test_the_burst_keeps_its_own_order_through_yields() -> None:
     """First come first served within a person holds even when the person's turns yield: a
     turn that gave its place up goes back ahead of its owner's later turns."""
@@ -156,3 +132,125 @@ async def test_the_burst_keeps_its_own_order_through_yields() -> None:
     assert holding(a) == ["a0", "a1"]
     await finish(a)
     assert log == ["a0", "a1", "b0", "a1", "a2", "a3"]
+
+
+class Holder:
+    """A turn that holds its place until released and only then looks whether it was asked
+    back: the moments between the gate asking and the turn noticing."""
+
+    def __init__(self, gate: FairGate, owner: str) -> None:
+        self.owner = owner
+        self.place = None
+        self.release = asyncio.Event()
+        self.task = asyncio.create_task(self._run(gate))
+
+    async def _run(self, gate: FairGate) -> None:
+        async with gate.turn(self.owner) as place:
+            self.place = place
+            await self.release.wait()
+
+    @property
+    def asked_back(self) -> bool:
+        return self.place is not None and self.place.preempted
+
+
+async def holders(gate: FairGate, *owners: str) -> list[Holder]:
+    made = [Holder(gate, o) for o in owners]
+    await settle()
+    return made
+
+
+async def release(*turns: Holder) -> None:
+    for t in turns:
+        t.release.set()
+    await settle()
+
+
+@on_a_loop
+async def test_a_place_freed_meanwhile_goes_to_the_turn_set_aside_and_nobody_yields() -> None:
+    gate = FairGate(2, preempt=True)
+    a0, a1 = await holders(gate, "a", "a")
+    (b0,) = await holders(gate, "b")
+    assert a1.asked_back and not a0.asked_back and b0.place is None
+    await release(a0)  # a place frees before a1 noticed
+    assert b0.place is not None and not a1.asked_back
+    assert gate.load().running == 2 and gate.preemptions == 1
+    await release(a1, b0)
+    assert gate.load().owners == ()
+
+
+@on_a_loop
+async def test_a_freed_place_goes_to_whoever_holds_fewest_so_none_is_taken_back() -> None:
+    gate = FairGate(5, preempt=True)
+    c0, c1, a0, a1, b0 = await holders(gate, "c", "c", "a", "a", "b")
+    c2, a2, b1 = await holders(gate, "c", "a", "b")
+    assert gate.preemptions == 0  # 2, 2 and 1 held: no gap of two
+    await release(b0)
+    # b holds none now: its next turn gets the place, not c's or a's (each holding 2).
+    assert b1.place is not None and c2.place is None and a2.place is None
+    assert gate.preemptions == 0
+    await release(c0, c1, a0, a1, b1, c2, a2)
+    assert gate.load().owners == ()
+
+
+@on_a_loop
+async def test_the_place_asked_back_is_the_latest_arrivals() -> None:
+    gate = FairGate(3, preempt=True)
+    a = await holders(gate, "a", "a", "a")
+    (b0,) = await holders(gate, "b")
+    assert [t.asked_back for t in a] == [False, False, True]
+    await release(*a, b0)
+
+
+@on_a_loop
+async def test_a_turn_set_aside_and_cancelled_leaves_the_place_where_it_is() -> None:
+    gate = FairGate(2, preempt=True)
+    a0, a1 = await holders(gate, "a", "a")
+    (b0,) = await holders(gate, "b")
+    assert a1.asked_back
+    assert [(o.owner, o.running, o.waiting) for o in gate.load().owners] == [("a", 2, 0),
+                                                                            ("b", 0, 1)]
+    b0.task.cancel()
+    await settle()
+    assert b0.task.cancelled() and not a1.asked_back
+    assert [(o.owner, o.running, o.waiting) for o in gate.load().owners] == [("a", 2, 0)]
+    await release(a0, a1)
+    assert gate.load().owners == ()
+
+
+class _Stream:
+    """The bytes of a chat completion stream, as vLLM sends them: the last token and the
+    reply's end in one chunk."""
+
+    def __init__(self, *events: str) -> None:
+        self.body = "".join(f"data: {e}\n\n" for e in events).encode()
+
+    async def aiter_bytes(self):  # type: ignore[no-untyped-def]
+        yield self.body
+
+
+@on_a_loop
+async def test_a_reply_asked_to_stop_at_its_last_chunk_keeps_the_servers_ending() -> None:
+    """A turn asked back at the chunk that ends its reply must not go on after the end (nor a
+    stopped-by-hand reply be saved as stopped when it was complete)."""
+    from chat_core.llm.client import LLMClient, _StreamedReply
+
+    client = LLMClient("http://127.0.0.1:9")
+    reply = _StreamedReply(served_model="m")
+    stream = _Stream('{"choices": [{"delta": {"content": "Hello"}, "finish_reason": null}]}',
+                     '{"choices": [{"delta": {"content": " world"}, "finish_reason": "stop"}]}',
+                     "[DONE]")
+
+    async def stop_now(delta: str) -> bool:
+        return delta == " world"
+
+    await client._read_events(stream, reply, stop_now)  # type: ignore[arg-type]
+    assert reply.finish_reason == "stop" and "".join(reply.pieces) == "Hello world"
+    reply = _StreamedReply(served_model="m")
+
+    async def stop_first(delta: str) -> bool:
+        return True
+
+    await client._read_events(stream, reply, stop_first)  # type: ignore[arg-type]
+    assert reply.finish_reason == "stopped" and reply.pieces == ["Hello"]
+    await client.close()

@@ -387,7 +387,8 @@ class LLMClient:
                                        f"{str(chunk['error'])[:300]}")
                 delta, finish_reason = reply.take(chunk)
                 if delta and await on_delta(delta):
-                    reply.finish_reason = "stopped"
+                    # The chunk that ends the reply ends it, whoever asked to stop at it.
+                    reply.finish_reason = finish_reason or "stopped"
                     return
                 if finish_reason:
                     reply.finish_reason = finish_reason

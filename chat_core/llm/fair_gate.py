@@ -18,11 +18,13 @@ Round-robin only decides who gets the next free place, and a turn holds its plac
 reply: a burst that arrived first still holds every place while the others wait for whole
 replies to end. So with `preempt` (fair mode, on servers that can continue a reply), a waiting
 turn whose owner holds at least two places fewer than another owner takes one of that owner's
-places: the newest of them is asked to yield (`Place.preempted`); its turn stops reading,
-keeps its text, and queues again at the head of its owner's queue, to continue the reply from
-that text when it is let in again (turns/workflow.py). The waiting turn is set aside for the
-place (no other turn can take it) and goes back to the head of the queue once it is given up.
-A gap of two, not one, so that a place never goes back and forth between two people.
+places: their latest arrival's is asked back (`Place.preempted`); its turn stops at its next
+token, keeps its text, and queues again with its arrival number, ahead of its owner's later
+turns, to continue the reply from that text when it is let in again (turns/workflow.py). The
+waiting turn is set aside for that place and is let in first once it is given up, or at once if
+another place frees before (then nobody yields). A gap of two, not one, so that a place never
+goes back and forth between two people. With preemption, a free place goes to the waiting owner
+holding the fewest places (round-robin among equals): the order preemption would restore anyway.
 
 A waiting turn is told how many turns would be served before it (`on_ahead`), again each time
 that changes, and None once it is let in. `load()` is the live picture for admins. Everything
@@ -32,6 +34,7 @@ runs on one event loop: no locks, plain counters.
 from __future__ import annotations
 
 import asyncio
+import heapq
 import itertools
 from collections import deque
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
@@ -78,15 +81,13 @@ class GateLoad:
 class Place:
     """A turn's place in the gate, from the moment it queues until it leaves. `seq` is its
     arrival number: a turn that yielded its place queues again with it, to keep its turn."""
-    __slots__ = ("owner", "seq", "granted", "on_ahead", "ahead", "then", "grant_no",
-                 "preempted", "heir")
+    __slots__ = ("owner", "seq", "granted", "on_ahead", "ahead", "then", "preempted", "heir")
 
     def __init__(self, owner: str, seq: int, on_ahead: AheadCallback | None,
                  then: bool) -> None:
         self.owner, self.seq, self.on_ahead, self.then = owner, seq, on_ahead, then
         self.granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.ahead: int | None = None
-        self.grant_no = 0
         # Asked to give the place up to a turn of someone holding fewer: stop at the next
         # token and queue again.
         self.preempted = False
@@ -109,6 +110,8 @@ class FairGate:
         self._holders: dict[str, list[Place]] = {}
         # Waiting turns set aside for a place being given up, per owner.
         self._set_aside: dict[str, int] = {}
+        # Turns set aside whose place has been given up: let in before anyone else.
+        self._heirs_ready: deque[Place] = deque()
         self.preemptions = 0
         self._queues: dict[str, deque[Place]] = {}
         self._running: dict[str, int] = {}
@@ -179,6 +182,9 @@ class FairGate:
             raise
 
     def _withdraw(self, waiter: Place) -> None:
+        if waiter in self._heirs_ready:
+            self._heirs_ready.remove(waiter)
+            self._set_aside_count(waiter.owner, -1)
         for holders in self._holders.values():
             for holder in holders:
                 if holder.heir is waiter:  # set aside for a place, which is no longer needed
@@ -211,7 +217,6 @@ class FairGate:
 
     def _grant(self, waiter: Place) -> None:
         self._grants += 1
-        waiter.grant_no = self._grants
         self._running[waiter.owner] = self._running.get(waiter.owner, 0) + 1
         self._holders.setdefault(waiter.owner, []).append(waiter)
         self._last_served[waiter.owner] = self._grants
@@ -228,7 +233,9 @@ class FairGate:
 
     def _preempt(self) -> None:
         """While some waiting turn's owner holds two places fewer than another owner, set the
-        turn aside for a place of that owner (their newest) and ask for it back."""
+        turn aside for a place of that owner and ask for it back: the place of their latest
+        arrival, first come first served within a person (a turn that yielded before keeps
+        its turn; a place still claiming its global slot gives up before sending a request)."""
         while True:
             victim = max(self._holders, key=self._kept, default=None)
             if victim is None:
@@ -240,7 +247,7 @@ class FairGate:
             if claimant is None:
                 return
             place = max((p for p in self._holders[victim] if not p.preempted),
-                        key=lambda p: p.grant_no)
+                        key=lambda p: p.seq)
             self._take_from_queue(claimant)
             place.preempted, place.heir = True, claimant
             self._set_aside_count(claimant.owner, +1)
@@ -248,8 +255,9 @@ class FairGate:
             self._tell(claimant, 0)
 
     def _heads_in_serving_order(self) -> list[Place]:
-        return [self._queues[o][0] for o in sorted(
-            self._queues, key=lambda o: (self._last_served.get(o, 0), self._queues[o][0].seq))]
+        """Each owner's next turn, in serving order (a cancelled one not yet woken left out)."""
+        heads = [q[0] for q in self._queues.values() if not q[0].granted.done()]
+        return sorted(heads, key=lambda w: self._owner_key(w.owner, self._kept(w.owner)))
 
     def _take_from_queue(self, waiter: Place) -> None:
         queue = self._queues[waiter.owner]
@@ -265,8 +273,22 @@ class FairGate:
             self._set_aside.pop(owner, None)
 
     def _pop_next(self) -> Place | None:
+        """The next turn to let in: a turn set aside for a place comes first (its place was
+        given up, or a place is free before that happens: then nobody has to yield), then the
+        queues, by `_owner_key`."""
+        while self._heirs_ready:
+            heir = self._heirs_ready.popleft()
+            self._set_aside_count(heir.owner, -1)
+            if not heir.granted.done():
+                return heir
+        for holders in self._holders.values():
+            for holder in holders:
+                if holder.heir is not None:
+                    heir, holder.heir, holder.preempted = holder.heir, None, False
+                    self._set_aside_count(heir.owner, -1)
+                    return heir
         while self._queues:
-            owner = self._next_owner()
+            owner = min(self._queues, key=lambda o: self._owner_key(o, self._kept(o)))
             queue = self._queues[owner]
             waiter = queue.popleft()
             if not queue:
@@ -276,25 +298,36 @@ class FairGate:
             self._forget_if_idle(owner)
         return None
 
-    def _next_owner(self) -> str:
-        if self.fair:
-            return min(self._queues, key=lambda o: (self._last_served.get(o, 0),
-                                                    self._queues[o][0].seq))
-        return min(self._queues, key=lambda o: self._queues[o][0].seq)
+    def _owner_key(self, owner: str, held: int, served: int | None = None
+                   ) -> tuple[int, int, int]:
+        """Whose turn is next: fair mode serves the owner served least recently (round-robin)
+        and, with preemption, the owner holding the fewest places before that (the order
+        preemption would restore anyway, so a freed place is not let in and taken back);
+        arrival order breaks ties, and is all there is in arrival-order mode."""
+        head = self._queues[owner][0].seq
+        if not self.fair:
+            return (0, 0, head)
+        last = self._last_served.get(owner, 0) if served is None else served
+        return (held if self.preempt else 0, last, head)
 
     def _serving_order(self) -> list[Place]:
-        """The waiting turns in the order `_pop_next` would take them: in fair mode, round
-        after round, each owner's next turn, owners in the order of their last grant."""
+        """The waiting turns in the order `_pop_next` would take them if nobody else came and
+        nothing ended: each owner's turns in their order, owners by `_owner_key` as their
+        places and last grant change with each turn let in."""
         if not self.fair:
             return sorted((w for q in self._queues.values() for w in q), key=lambda w: w.seq)
-        active = sorted(self._queues, key=lambda o: (self._last_served.get(o, 0),
-                                                     self._queues[o][0].seq))
+        heap = [(self._owner_key(o, self._kept(o)), o, 0) for o in self._queues]
+        heapq.heapify(heap)
         order: list[Place] = []
-        depth = 0
-        while active:
-            order += [self._queues[o][depth] for o in active]
-            depth += 1
-            active = [o for o in active if len(self._queues[o]) > depth]
+        grants = self._grants
+        while heap:
+            (held, _, _), owner, depth = heapq.heappop(heap)
+            queue = self._queues[owner]
+            order.append(queue[depth])
+            if depth + 1 < len(queue):
+                grants += 1
+                key = (held + 1 if self.preempt else 0, grants, queue[depth + 1].seq)
+                heapq.heappush(heap, (key, owner, depth + 1))
         return order
 
     @staticmethod
@@ -325,9 +358,8 @@ class FairGate:
             if not holders:
                 del self._holders[waiter.owner]
         heir, waiter.heir = waiter.heir, None
-        if heir is not None:  # back at the head of its queue, where the freed place finds it
-            self._set_aside_count(heir.owner, -1)
-            self._queue_in_order(heir)
+        if heir is not None:  # the place it was set aside for: first in line for it
+            self._heirs_ready.append(heir)
         self._forget_if_idle(waiter.owner)
         self._dispatch()
 

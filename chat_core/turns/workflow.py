@@ -521,20 +521,44 @@ class _ReplyStream:
         asked = messages[:-1] if continue_text else messages
         parts: list[Completion] = []
         seq: int | None = None
+        room = max_tokens
         while True:
             so_far = continue_text + "".join(p.text for p in parts)
-            room = max_tokens - sum(p.completion_tokens for p in parts)
             async with d.llm.gate.turn(self.progress.owner, self.progress.waiting, claim,
                                        seq) as place:
-                seq, self.place, self.yielded = place.seq, place, False
-                parts.append(await d.llm.stream_chat(
-                    asked + [{"role": "assistant", "content": so_far}] if so_far else asked,
-                    temperature=float(params["temperature"]), max_tokens=room,
-                    top_p=float(params["top_p"]), on_delta=self.on_delta,
-                    continue_final=bool(so_far)))
-            if not self.yielded or self.progress.stop_requested or \
-                    parts[-1].completion_tokens >= room:
+                seq, self.place, self.yielded = place.seq, place, place.preempted
+                if not self.yielded:  # else asked back while claiming: no request to waste
+                    try:
+                        parts.append(await d.llm.stream_chat(
+                            asked + [{"role": "assistant", "content": so_far}] if so_far
+                            else asked, temperature=float(params["temperature"]),
+                            max_tokens=room, top_p=float(params["top_p"]),
+                            on_delta=self.on_delta, continue_final=bool(so_far)))
+                    except LLMRejected as exc:
+                        if not parts:
+                            raise
+                        # Going on was refused: keep what was written, as a stopped reply
+                        # the person can continue.
+                        log.warning("turn %s: going on after yielding was refused: %s",
+                                    self.turn_id, exc.message)
+                        return _joined(parts, "stopped")
+            if parts and not (self.yielded and parts[-1].finish_reason == "stopped") or \
+                    self.progress.stop_requested:
                 return _joined(parts)
+            room = max_tokens - await self._tokens_written(continue_text, parts)
+            if room <= 0:
+                return _joined(parts, "length")
+            if await d.store.checkpoint_partial(self.reply_id, self.progress.text):
+                self.progress.request_stop()  # stopped from another process meanwhile
+                return _joined(parts)
+
+    async def _tokens_written(self, continue_text: str, parts: list[Completion]) -> int:
+        """What the reply's requests have written, in tokens: the next request may write the
+        rest of max_tokens. Chunks are not tokens (several per chunk with speculative
+        decoding), so the server's tokenizer counts when it has one; else the bound."""
+        text = "".join(p.text for p in parts)
+        counted = await _d().llm.count_tokens([text]) if text else [0]
+        return counted[0] if counted else upper_bound_tokens(text)
 
     async def on_delta(self, delta: str) -> bool:
         """True asks the client to stop reading (the reply was stopped, or its place is
@@ -547,7 +571,9 @@ class _ReplyStream:
             crash_point("call_llm:streaming")
         if progress.stop_requested:
             return True
-        if self.place is not None and self.place.preempted:
+        if self.place is not None and self.place.preempted and delta.strip() and \
+                not delta[-1].isspace():
+            # Not after whitespace: a chat template may trim the text it goes on from.
             self.yielded = True
             return True
         if time.monotonic() - self.last_checkpoint >= _d().settings.stream_checkpoint_sec:
@@ -564,13 +590,16 @@ class _ReplyStream:
         return (time.perf_counter() - self.started) * 1000.0
 
 
-def _joined(parts: list[Completion]) -> Completion:
+def _joined(parts: list[Completion], finish_reason: str | None = None) -> Completion:
     """The requests of one reply as one completion: its text, tokens and time at the LLM."""
-    if len(parts) == 1:
+    if not parts:  # stopped before its first request
+        return Completion("", "stopped", _d().llm.current_model_id() or "", 0, 0, True, None,
+                          0.0)
+    if len(parts) == 1 and finish_reason is None:
         return parts[0]
     last = parts[-1]
     return Completion(
-        text="".join(p.text for p in parts), finish_reason=last.finish_reason,
+        text="".join(p.text for p in parts), finish_reason=finish_reason or last.finish_reason,
         model=last.model, prompt_tokens=parts[0].prompt_tokens,
         completion_tokens=sum(p.completion_tokens for p in parts),
         tokens_estimated=any(p.tokens_estimated for p in parts),
