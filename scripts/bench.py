@@ -637,9 +637,18 @@ def check_targets(results: list[Result]) -> list[str]:
         ol = long.p("latency_ms", 50) - long_direct.p("latency_ms", 50)
         check(f"turn on a {long.mode[5:]} conversation within 1.2 x the overhead of a fresh one",
               ol <= 1.2 * max(of, 1e-9), f"{ol:.1f} ms vs {of:.1f} ms")
-    print("\nTargets:")
-    print("\n".join(checks))
     return checks
+
+
+def burst_targets(args: argparse.Namespace) -> list[str]:
+    """scripts/bench_burst.py with its own defaults (its pacing differs from this script's)."""
+    from scripts import bench_burst
+
+    burst_parser = argparse.ArgumentParser()
+    bench_burst.add_arguments(burst_parser)
+    burst_args = burst_parser.parse_args(["--app-root", str(args.app_root)])
+    bursts, costs, floor = asyncio.run(bench_burst.run(burst_args))
+    return bench_burst.print_report(bursts, costs, floor, burst_args)
 
 
 def main() -> int:
@@ -661,6 +670,9 @@ def main() -> int:
                         "low concurrency)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--uvloop", action="store_true", help="run this process on uvloop")
+    parser.add_argument("--burst", action=argparse.BooleanOptionalAction, default=None,
+                        help="also run scripts/bench_burst.py (bursts, CPU per turn and per "
+                        "token against the engine floor; issue 16); on with --quick")
     parser.add_argument("--app-root", type=Path, default=ROOT,
                         help="the source tree whose app.py is measured (e.g. a git worktree of "
                         "an earlier commit, for a before/after comparison with the same "
@@ -679,6 +691,10 @@ def main() -> int:
         results = asyncio.run(bench(args))
     lines = print_table(results, args)
     checks = check_targets(results)
+    if args.burst or (args.burst is None and args.quick):
+        checks += burst_targets(args)
+    print("\nTargets:")
+    print("\n".join(checks))
     if args.json:
         args.json.write_text(json.dumps({
             "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},

@@ -1,0 +1,310 @@
+"""Benchmark (issue 16): a room's burst, and what a turn and a token cost the app.
+
+Against an emulated vLLM paced like a loaded RTX 5090 (--ttft-ms 150, then --tpot-ms 50:
+20 tokens/s per stream, --tokens 250), in one run:
+
+    burst   C conversations, made beforehand, each send one message at the same moment:
+            straight to the emulator (direct), through the REST API (?stream=true) and through
+            the chat tab (the page's own events on Gradio's queue, as a browser sends them).
+            Time to first token p50/p99 and throughput, against direct.
+    cost    128 turns, 32 at once (tokens 10 ms apart), through the REST API (SSE): with 2-token replies, the CPU
+            per turn of the app's processes; with 402-token replies, the CPU per streamed token
+            (the difference over 400 tokens a turn); the same on the chat tab. PostgreSQL's own
+            CPU per turn beside it (not counted in the app's).
+    floor   DBOS's own CPU for an empty turn: a workflow of four no-op async steps, same
+            concurrency, in a process of its own (scripts/dbos_floor.py).
+
+    python scripts/bench_burst.py                  # bursts of 16 and 64; about 4 minutes
+    python scripts/bench_burst.py --bursts 16,64,256 --tpot-ms 83   # 256 at a 5090's full load
+
+`scripts/bench.py --quick` runs it too and prints its targets with its own.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from chat_core.testing.app_process import AppProcess, free_port  # noqa: E402
+from scripts.bench import (Database, DirectClient, GradioPageClient, RestClient,  # noqa: E402
+                           Sample, app_env, pct, start_emulator)
+
+SHORT, LONG = 2, 402
+
+
+@dataclass
+class Burst:
+    mode: str
+    size: int
+    samples: list[Sample] = field(default_factory=list)
+    wall_sec: float = 0.0
+    errors: int = 0
+
+    def ttft(self, q: float) -> float:
+        return pct([s.ttft_ms for s in self.samples], q)
+
+    @property
+    def turns_per_sec(self) -> float:
+        return len(self.samples) / self.wall_sec if self.wall_sec else 0.0
+
+
+@dataclass
+class Cost:
+    mode: str
+    app_ms_per_turn: float
+    pg_ms_per_turn: float
+    ms_per_token: float
+
+
+class CpuMeter:
+    """CPU seconds of the app's processes (the app and its children) and of PostgreSQL's."""
+
+    def __init__(self, app_pid: int) -> None:
+        self.app = psutil.Process(app_pid)
+
+    def _app(self) -> float:
+        total = 0.0
+        for p in [self.app, *self.app.children(recursive=True)]:
+            try:
+                t = p.cpu_times()
+                total += t.user + t.system
+            except psutil.NoSuchProcess:
+                pass
+        return total
+
+    @staticmethod
+    def _postgres() -> float:
+        total = 0.0
+        for p in psutil.process_iter(["name"]):
+            if p.info["name"] in ("postgres", "postmaster"):
+                try:
+                    t = p.cpu_times()
+                    total += t.user + t.system
+                except psutil.Error:
+                    pass
+        return total
+
+    def read(self) -> tuple[float, float]:
+        return self._app(), self._postgres()
+
+
+TurnFn = Callable[[Any, int, int], Awaitable[Sample]]
+
+
+async def burst(mode: str, size: int, new: Callable[[], Awaitable[Any]], turn: TurnFn) -> Burst:
+    result = Burst(mode, size)
+    conversations = [await new() for _ in range(size)]
+    gate = asyncio.Event()
+
+    async def one(i: int, conv: Any) -> None:
+        await gate.wait()
+        try:
+            result.samples.append(await turn(conv, i, 0))
+        except Exception as exc:  # counted, shown in the table
+            result.errors += 1
+            if result.errors <= 3:
+                print(f"  ! {mode} error: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
+
+    tasks = [asyncio.create_task(one(i, c)) for i, c in enumerate(conversations)]
+    await asyncio.sleep(0.2)  # every sender waiting on the gate
+    started = time.perf_counter()
+    gate.set()
+    await asyncio.gather(*tasks)
+    result.wall_sec = time.perf_counter() - started
+    return result
+
+
+async def cost(mode: str, meter: CpuMeter, args: argparse.Namespace,
+               new: Callable[[], Awaitable[Any]], turn: TurnFn) -> Cost:
+    turns, profile = args.cost_turns, args.profile
+    per_turn = {}
+    for tokens in (SHORT, LONG):
+        spy = _profiler(meter.app.pid, profile / f"{mode.replace(' ', '_')}-{tokens}.txt") \
+            if profile else None
+        # Tokens 10 ms apart: each still its own read and event, four waves in seconds.
+        httpx.post(f"{args.llm_url}/_control",
+                   json={"reply_tokens": tokens, "tpot_ms": args.cost_tpot_ms})
+        conversations = [await new() for _ in range(turns)]
+        limit = asyncio.Semaphore(args.cost_concurrency)
+
+        async def one(i: int, conv: Any) -> None:
+            async with limit:
+                await turn(conv, i, 0)
+
+        app0, pg0 = meter.read()
+        await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations)))
+        app1, pg1 = meter.read()
+        if spy is not None:
+            spy.send_signal(2)  # py-spy writes its file on SIGINT
+            spy.wait(60)
+        per_turn[tokens] = ((app1 - app0) / turns * 1000, (pg1 - pg0) / turns * 1000)
+    return Cost(mode, per_turn[SHORT][0], per_turn[SHORT][1],
+                (per_turn[LONG][0] - per_turn[SHORT][0]) / (LONG - SHORT))
+
+
+def _profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    """py-spy sampling the app into collapsed stacks: the thread holding the GIL, the CPU that
+    one process can give."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    spy = subprocess.Popen([str(Path(sys.executable).parent / "py-spy"), "record", "-p", str(pid),
+                            "-r", "250", "--gil", "--format", "raw", "-o", str(out)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)  # attached before the load starts
+    return spy
+
+
+def engine_floor(db_url: str, args: argparse.Namespace) -> float:
+    out = subprocess.run([sys.executable, str(ROOT / "scripts" / "dbos_floor.py"), db_url,
+                          "--turns", str(args.cost_turns),
+                          "--concurrency", str(args.cost_concurrency)],
+                         capture_output=True, text=True, check=True, cwd=ROOT)
+    return float(json.loads(out.stdout.strip().splitlines()[-1])["cpu_ms_per_turn"])
+
+
+async def run(args: argparse.Namespace) -> tuple[list[Burst], list[Cost], float]:
+    emulator, llm_url = start_emulator(args)
+    args.llm_url = llm_url
+    db, floor_db = Database(), Database()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-burst-"))
+    app = None
+    bursts: list[Burst] = []
+    costs: list[Cost] = []
+    try:
+        floor = engine_floor(floor_db.url, args)
+        print(f"  engine floor: {floor:.1f} ms CPU per empty turn", flush=True)
+        direct = DirectClient(llm_url)
+        app = AppProcess(app_env(db.url, llm_url, free_port(), workdir), workdir / "app.log",
+                         root=args.app_root).start(timeout=240)
+        rest, page = RestClient(app.url), GradioPageClient(app.url)
+        modes = [("direct", direct.new_conversation, direct.turn),
+                 ("rest", rest.new_conversation, rest.turn),
+                 ("chat tab", page.new_conversation, page.turn)]
+        await burst("warm-up", 4, rest.new_conversation, rest.turn)
+        await burst("warm-up", 4, page.new_conversation, page.turn)
+        for size in [] if args.only_cost else [int(x) for x in args.bursts.split(",")]:
+            for mode, new, turn in modes:
+                bursts.append(await burst(mode, size, new, turn))
+                b = bursts[-1]
+                print(f"  burst {mode:>8} x{size:<4} ttft p50 {b.ttft(50):7.0f} ms, "
+                      f"{b.turns_per_sec:5.1f} turns/s, {b.errors} errors", flush=True)
+        meter = CpuMeter(app.pid)
+        for mode, new, turn in modes[1:]:
+            costs.append(await cost(mode, meter, args, new, turn))
+            c = costs[-1]
+            print(f"  cost {mode:>8}: {c.app_ms_per_turn:.1f} ms CPU/turn, "
+                  f"{c.ms_per_token:.3f} ms/token, PostgreSQL {c.pg_ms_per_turn:.1f} ms/turn",
+                  flush=True)
+        await direct.client.close()
+    finally:
+        if app is not None:
+            app.stop()
+        emulator.terminate()
+        db.drop()
+        floor_db.drop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return bursts, costs, floor
+
+
+def targets(bursts: list[Burst], costs: list[Cost], floor: float) -> list[str]:
+    """The issue's targets, each as PASS or MISS with the figure."""
+    checks: list[str] = []
+
+    def check(name: str, ok: bool, detail: str) -> None:
+        checks.append(f"  [{'PASS' if ok else 'MISS'}] {name}: {detail}")
+
+    direct = {b.size: b for b in bursts if b.mode == "direct"}
+    for b in bursts:
+        d = direct.get(b.size)
+        if b.mode == "direct" or d is None:
+            continue
+        o50, o99 = b.ttft(50) - d.ttft(50), b.ttft(99) - d.ttft(99)
+        ratio = b.turns_per_sec / d.turns_per_sec if d.turns_per_sec else 0.0
+        check(f"burst of {b.size}, {b.mode}: TTFT p50 within 100 ms of direct", o50 <= 100,
+              f"{o50:+.0f} ms ({d.ttft(50):.0f} -> {b.ttft(50):.0f})")
+        check(f"burst of {b.size}, {b.mode}: TTFT p99 within 300 ms of direct", o99 <= 300,
+              f"{o99:+.0f} ms")
+        check(f"burst of {b.size}, {b.mode}: throughput >= 0.95 x direct", ratio >= 0.95,
+              f"{ratio:.2f}")
+    rest = next((c for c in costs if c.mode == "rest"), None)
+    for c in costs:
+        check(f"CPU per turn, {c.mode}, <= engine floor", c.app_ms_per_turn <= floor,
+              f"{c.app_ms_per_turn:.1f} ms vs floor {floor:.1f} ms "
+              f"(PostgreSQL {c.pg_ms_per_turn:.1f} ms/turn beside it)")
+    if rest is not None:
+        check("CPU per streamed token, REST SSE, <= 0.03 ms", rest.ms_per_token <= 0.03,
+              f"{rest.ms_per_token:.3f} ms")
+        for c in costs:
+            if c.mode != "rest":
+                check(f"CPU per streamed token, {c.mode}, <= 1.5 x REST's target (0.045 ms)",
+                      c.ms_per_token <= 0.045, f"{c.ms_per_token:.3f} ms")
+    return checks
+
+
+def print_report(bursts: list[Burst], costs: list[Cost], floor: float,
+                 args: argparse.Namespace) -> list[str]:
+    print(f"\nBursts (emulated LLM: {args.ttft_ms:.0f} ms to the first token, then "
+          f"{args.tpot_ms:.0f} ms per token, {args.tokens} tokens; times in ms)")
+    print(f"{'mode':>9} {'burst':>5} {'ttft p50':>9} {'ttft p99':>9} {'turns/s':>8} {'errors':>6}")
+    for b in bursts:
+        print(f"{b.mode:>9} {b.size:5d} {b.ttft(50):9.0f} {b.ttft(99):9.0f} "
+              f"{b.turns_per_sec:8.2f} {b.errors:6d}")
+    print(f"\nCost ({args.cost_turns} turns, {args.cost_concurrency} at once; engine floor "
+          f"{floor:.1f} ms CPU per empty turn)")
+    for c in costs:
+        print(f"{c.mode:>9}: app {c.app_ms_per_turn:.1f} ms CPU/turn, "
+              f"{c.ms_per_token:.3f} ms CPU/token; PostgreSQL {c.pg_ms_per_turn:.1f} ms/turn")
+    checks = targets(bursts, costs, floor)
+    print("\nTargets (issue 16):")
+    print("\n".join(checks))
+    return checks
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--bursts", default="16,64")
+    parser.add_argument("--ttft-ms", type=float, default=150.0)
+    parser.add_argument("--tpot-ms", type=float, default=50.0)
+    parser.add_argument("--tokens", type=int, default=250)
+    parser.add_argument("--app-root", type=Path, default=ROOT)
+    parser.add_argument("--cost-turns", type=int, default=128)
+    parser.add_argument("--cost-concurrency", type=int, default=32)
+    parser.add_argument("--cost-tpot-ms", type=float, default=10.0)
+    parser.add_argument("--profile", type=Path, help="py-spy the app during the cost runs and "
+                        "write collapsed stacks here (needs py-spy in the virtualenv)")
+    parser.add_argument("--only-cost", action="store_true", help="skip the bursts")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    bursts, costs, floor = asyncio.run(run(args))
+    checks = print_report(bursts, costs, floor, args)
+    if args.json:
+        args.json.write_text(json.dumps({
+            "floor_ms": floor, "targets": checks,
+            "bursts": [{"mode": b.mode, "size": b.size, "ttft_p50": b.ttft(50),
+                        "ttft_p99": b.ttft(99), "turns_per_sec": b.turns_per_sec,
+                        "errors": b.errors} for b in bursts],
+            "costs": [vars(c) for c in costs]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
