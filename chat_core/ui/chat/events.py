@@ -65,9 +65,19 @@ class ChatEvents:
     def _follow(self, first: Any) -> None:
         """Chain the stream and settle steps after an event that may have started a turn."""
         h, ui = self.handlers, self.handlers.ui
-        first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.ended], **PRIVATE,
-                   **UNCAPPED).then(h.settle, inputs=[ui.turn, ui.ended], outputs=self.settled,
-                                    show_progress="hidden", **PRIVATE, **DIRECT)
+        self._lit(first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.ended],
+                             **PRIVATE, **UNCAPPED).then(
+            h.settle, inputs=[ui.turn, ui.ended], outputs=self.settled,
+            show_progress="hidden", **PRIVATE, **DIRECT))
+
+    def _lit(self, event: Any) -> Any:
+        """After an event that changed the pane's view: light the thumbs of the rated replies
+        (handlers.feedback_shown). The Chatbot keeps a pressed thumb per position, so a new
+        conversation or reply there would otherwise show the last one's. (A chained step, not
+        the view's change event: Gradio 6 fires that only after queued events.)"""
+        h, ui = self.handlers, self.handlers.ui
+        return event.then(h.feedback_shown, inputs=[ui.view], outputs=[ui.chatbot],
+                          show_progress="hidden", **PRIVATE, **DIRECT)
 
     def _turns(self) -> None:
         h, ui, api = self.handlers, self.handlers.ui, self.api
@@ -86,12 +96,10 @@ class ChatEvents:
         # The thumbs on replies: the pane position is resolved on the server (handlers.rate).
         ui.chatbot.like(h.rate, inputs=[ui.conversation], outputs=[ui.notice],
                         api_name="page_rate", show_progress="hidden", **PRIVATE, **DIRECT)
-        ui.view.change(h.feedback_shown, inputs=[ui.view], outputs=[ui.chatbot],
-                       show_progress="hidden", **PRIVATE, **DIRECT)
         for button, handler, name in ((ui.previous, h.previous, "previous"),
                                       (ui.following, h.next, "next")):
-            button.click(handler, inputs=context, outputs=self.browsed, api_name=name,
-                         show_progress="hidden", **UNCAPPED)
+            self._lit(button.click(handler, inputs=context, outputs=self.browsed,
+                                   api_name=name, show_progress="hidden", **UNCAPPED))
         # The actions that start a turn, for API clients: one call each (api.py).
         io: dict[str, Any] = {"outputs": self.api.outputs, "postprocess": False, **UNCAPPED}
         ui.api_only.click(api.send, inputs=[ui.box, *context], api_name="send", **io)
@@ -104,11 +112,12 @@ class ChatEvents:
         self._follow(ui.conversations.select(h.open, inputs=[ui.conversations],
                                              outputs=self.shown, api_name="select",
                                              **UNCAPPED))
-        ui.new_chat.click(h.new_chat, outputs=self.shown, api_name="new_chat", **UNCAPPED)
+        self._lit(ui.new_chat.click(h.new_chat, outputs=self.shown, api_name="new_chat",
+                                    **UNCAPPED))
         ui.search.submit(h.search, inputs=[ui.search], outputs=[ui.conversations, ui.notice],
                          api_name="search")
-        ui.upload.upload(h.import_file, inputs=[ui.upload], outputs=self.shown,
-                         api_name="import", **UNCAPPED)
+        self._lit(ui.upload.upload(h.import_file, inputs=[ui.upload], outputs=self.shown,
+                                   api_name="import", **UNCAPPED))
 
     def _everyone(self) -> None:
         h, ui = self.handlers, self.handlers.ui
@@ -124,8 +133,9 @@ class ChatEvents:
         ui.delete.click(h.ask_delete, inputs=[ui.conversation], outputs=[ui.confirm_row],
                         **PRIVATE)
         ui.keep.click(lambda: gr.update(visible=False), outputs=[ui.confirm_row], **PRIVATE)
-        ui.confirm.click(h.delete, inputs=[ui.conversation],
-                         outputs=[*self.shown, ui.confirm_row], api_name="delete", **UNCAPPED)
+        self._lit(ui.confirm.click(h.delete, inputs=[ui.conversation],
+                                   outputs=[*self.shown, ui.confirm_row], api_name="delete",
+                                   **UNCAPPED))
         # The fields are filled whenever a conversation is shown. Opening the panel does not
         # read them again: that answer could land after the user began typing and overwrite
         # it (seen as a flaky browser test under load).

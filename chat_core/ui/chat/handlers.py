@@ -381,12 +381,13 @@ class ChatHandlers:
         return {ui.notice: RATED_NOTICE[value]}
 
     async def feedback_shown(self, view: dict[str, Any] | None) -> Any:
-        """Light the thumbs of the replies shown as they are rated, whenever the pane's view
-        changes (a conversation opened, a turn settled, an alternative shown). (Async with
-        nothing to await: Gradio runs a plain function on a worker thread.)"""
+        """Light the thumbs of the replies shown as they are rated: chained after each step
+        that changes the pane's view (events._lit: a conversation shown, a turn settled, an
+        alternative shown). (Async with nothing to await: Gradio runs a plain function on a
+        worker thread.)"""
         feedback = (view or {}).get("feedback")
-        return gr.skip() if not isinstance(feedback, list) else \
-            gr.update(feedback_value=feedback)
+        # No conversation (a new chat): no thumb lit, or the last one's would light the next.
+        return gr.update(feedback_value=feedback if isinstance(feedback, list) else [])
 
     async def rename(self, conversation_id: str | None, title: str, request: Caller = None
                      ) -> Changes:
