@@ -357,12 +357,40 @@ def test_the_thumbs_rate_the_reply_shown_at_that_place(world: World, chat: ChatH
     _, second = world.turn(cid, "second", "two")
     me = caller(world.alice)
     out = world.run(chat.rate(cid, like(3, True), me))  # pane: user, reply, user, reply
-    assert out == {tab.ui.notice: RATED_NOTICE[1]}
+    assert out[tab.ui.notice] == RATED_NOTICE[1]
+    assert out[tab.ui.rating_row] == gr.update(visible=True)  # tags and a comment, if wished
     assert world.ratings()[second][0] == 1
     world.run(chat.rate(cid, like(3, False), me))
     assert world.ratings()[second][0] == -1
-    world.run(chat.rate(cid, like(3, ""), me))  # the lit thumb pressed again
-    assert second not in world.ratings()
+    out = world.run(chat.rate(cid, like(3, ""), me))  # the lit thumb pressed again
+    assert second not in world.ratings() and out[tab.ui.rating_row] == gr.update(visible=False)
+
+
+def test_tags_and_a_comment_go_with_the_thumb(world: World, chat: ChatHandlers,
+                                               tab: ChatTab) -> None:
+    ui, me = tab.ui, caller(world.alice)
+    cid = world.conversation(world.alice)
+    _, reply = world.turn(cid, "question", "answer")
+    assert "first" in world.run(chat.save_rating(None, "x", "y", me))[ui.notice]
+    rated = world.run(chat.rate(cid, like(1, True), me))[ui.rated]
+    saved = world.run(chat.save_rating(rated, " accurate, too long ,, ", "fine", me))
+    assert saved[ui.rating_row] == gr.update(visible=False)
+    assert world.ratings()[reply] == (1, ["accurate", "too long"], "fine")
+    # Changing the thumb keeps the words, and offers them again.
+    out = world.run(chat.rate(cid, like(1, False), me))
+    assert (out[ui.rating_tags], out[ui.rating_comment]) == ("accurate, too long", "fine")
+    assert world.ratings()[reply] == (-1, ["accurate", "too long"], "fine")
+    before = world.ratings()
+    for tags, comment in ((",".join(f"t{i}" for i in range(50)), ""), ("ok", "x" * 5000),
+                          (["a", 5], ""), ("ok", 7)):
+        refused = world.run(chat.save_rating(out[ui.rated], tags, comment, me))
+        assert "⚠️" in refused[ui.notice] and ui.rating_row not in refused
+    assert world.ratings() == before
+    # A rated reply of someone else's (a State the page cannot write, but still checked).
+    theirs = {**out[ui.rated]}
+    assert "does not exist" in world.run(chat.save_rating(theirs, "x", "", caller(world.bob))
+                                         )[ui.notice]
+    assert world.ratings() == before
 
 
 def test_an_opened_conversation_lights_its_rated_thumbs(world: World, chat: ChatHandlers,
@@ -374,8 +402,10 @@ def test_an_opened_conversation_lights_its_rated_thumbs(world: World, chat: Chat
     shown = world.run(chat.open(cid, caller(world.alice)))
     view = shown[tab.ui.view]
     assert view["feedback"] == ["Dislike", None]
-    assert world.run(chat.feedback_shown(view)) == gr.update(feedback_value=["Dislike", None])
-    assert world.run(chat.feedback_shown({})) == gr.update(feedback_value=[])  # a new chat
+    hidden = gr.update(visible=False)  # and an earlier rating's tags box put away
+    assert world.run(chat.feedback_shown(view)) == [
+        gr.update(feedback_value=["Dislike", None]), hidden]
+    assert world.run(chat.feedback_shown({})) == [gr.update(feedback_value=[]), hidden]
 
 
 HOSTILE_LIKES: list[tuple[Any, Any, str]] = [
@@ -420,8 +450,8 @@ def test_the_thumbs_reach_only_the_callers_conversations(world: World, chat: Cha
     with pytest.raises(gr.Error):  # no login: fail closed, nothing done for nobody
         world.run(chat.rate(hers, like(1, True), caller(None)))
     assert reply not in world.ratings()
-    assert world.run(chat.rate(hers, like(1, True), caller(world.admin))) == \
-        {tab.ui.notice: RATED_NOTICE[1]}
+    assert world.run(chat.rate(hers, like(1, True), caller(world.admin)))[tab.ui.notice] \
+        == RATED_NOTICE[1]
 
 
 # -- any body at all ----------------------------------------------------------------------------

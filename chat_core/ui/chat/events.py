@@ -76,8 +76,9 @@ class ChatEvents:
         conversation or reply there would otherwise show the last one's. (A chained step, not
         the view's change event: Gradio 6 fires that only after queued events.)"""
         h, ui = self.handlers, self.handlers.ui
-        return event.then(h.feedback_shown, inputs=[ui.view], outputs=[ui.chatbot],
-                          show_progress="hidden", **PRIVATE, **DIRECT)
+        return event.then(h.feedback_shown, inputs=[ui.view],
+                          outputs=[ui.chatbot, ui.rating_row], show_progress="hidden",
+                          **PRIVATE, **DIRECT)
 
     def _turns(self) -> None:
         h, ui, api = self.handlers, self.handlers.ui, self.api
@@ -94,8 +95,13 @@ class ChatEvents:
                                      api_name="edit", **UNCAPPED))
         ui.stop.click(h.stop, inputs=[ui.turn], api_name="stop", **UNCAPPED)
         # The thumbs on replies: the pane position is resolved on the server (handlers.rate).
-        ui.chatbot.like(h.rate, inputs=[ui.conversation], outputs=[ui.notice],
-                        api_name="page_rate", show_progress="hidden", **PRIVATE, **DIRECT)
+        ui.chatbot.like(h.rate, inputs=[ui.conversation], outputs=[
+            ui.notice, ui.rated, ui.rating_row, ui.rating_tags, ui.rating_comment],
+            api_name="page_rate", show_progress="hidden", **PRIVATE, **DIRECT)
+        for trigger in (ui.save_rating.click, ui.rating_tags.submit, ui.rating_comment.submit):
+            trigger(h.save_rating, inputs=[ui.rated, ui.rating_tags, ui.rating_comment],
+                    outputs=[ui.notice, ui.rating_row], show_progress="hidden", **PRIVATE,
+                    **DIRECT)
         for button, handler, name in ((ui.previous, h.previous, "previous"),
                                       (ui.following, h.next, "next")):
             self._lit(button.click(handler, inputs=context, outputs=self.browsed,

@@ -360,10 +360,11 @@ class ChatHandlers:
 
     async def rate(self, conversation_id: Any, evt: gr.LikeData, request: Caller = None
                    ) -> Changes:
-        """A thumb pressed on a reply (up, down, or the lit one again to take it back). The
-        event's payload is the client's, so nothing in it is trusted: its position is looked
-        up in the conversation as the server shows it (never an id from the page), and a
-        value other than the three Gradio sends is refused."""
+        """A thumb pressed on a reply (up, down, or the lit one again to take it back); the
+        tags and comment the reply had are kept, and offered for editing. The event's
+        payload is the client's, so nothing in it is trusted: its position is looked up in
+        the conversation as the server shows it (never an id from the page), and a value
+        other than the three Gradio sends is refused."""
         ui = self.ui
         value = like_value(getattr(evt, "liked", None))
         index = like_index(getattr(evt, "index", None))
@@ -371,23 +372,47 @@ class ChatHandlers:
             return {ui.notice: NOT_RATED}
         service = await self.service_for(request)
         try:
-            _, view, _ = await self.load(service, conversation_id)
-            ids = view.get("ids") or []
+            messages = await service.list_messages(conversation_id, last_turns=SHOWN_TURNS)
+            ids = conversation_view(messages, self.share_mode)[1].get("ids") or []
             if index >= len(ids):
                 return {ui.notice: GONE_NOTICE}
-            await service.rate_reply(conversation_id, ids[index], value)
+            had = next((m.get("rating") for m in messages if m["id"] == ids[index]), None) \
+                or {}
+            rating = await service.rate_reply(conversation_id, ids[index], value,
+                                              had.get("tags"), had.get("comment"))
         except ChatError as exc:
             return {ui.notice: warning(exc)}
-        return {ui.notice: RATED_NOTICE[value]}
+        rated = {"conversation": conversation_id, "message": ids[index], "value": value}
+        return {ui.notice: RATED_NOTICE[value], ui.rated: rated if value else None,
+                ui.rating_row: gr.update(visible=bool(value)),
+                ui.rating_tags: ", ".join(rating["tags"]), ui.rating_comment: rating["comment"]}
+
+    async def save_rating(self, rated: dict[str, Any] | None, tags: Any, comment: Any,
+                          request: Caller = None) -> Changes:
+        """The tags and comment of the reply just rated (the one `rate` resolved)."""
+        ui = self.ui
+        if not isinstance(rated, dict):
+            return {ui.notice: "Press 👍 or 👎 on a reply first, then add tags or a comment.",
+                    ui.rating_row: gr.update(visible=False)}
+        words = [t.strip() for t in tags.split(",") if t.strip()] if isinstance(tags, str) \
+            else tags
+        service = await self.service_for(request)
+        try:
+            await service.rate_reply(rated["conversation"], rated["message"], rated["value"],
+                                     words, comment)
+        except ChatError as exc:
+            return {ui.notice: warning(exc)}
+        return {ui.notice: "Saved with your rating.", ui.rating_row: gr.update(visible=False)}
 
     async def feedback_shown(self, view: dict[str, Any] | None) -> Any:
-        """Light the thumbs of the replies shown as they are rated: chained after each step
-        that changes the pane's view (events._lit: a conversation shown, a turn settled, an
-        alternative shown). (Async with nothing to await: Gradio runs a plain function on a
-        worker thread.)"""
+        """Light the thumbs of the replies shown as they are rated, and put the tags box of
+        an earlier rating away: chained after each step that changes the pane's view
+        (events._lit: a conversation shown, a turn settled, an alternative shown). (Async
+        with nothing to await: Gradio runs a plain function on a worker thread.)"""
         feedback = (view or {}).get("feedback")
         # No conversation (a new chat): no thumb lit, or the last one's would light the next.
-        return gr.update(feedback_value=feedback if isinstance(feedback, list) else [])
+        return [gr.update(feedback_value=feedback if isinstance(feedback, list) else []),
+                gr.update(visible=False)]
 
     async def rename(self, conversation_id: str | None, title: str, request: Caller = None
                      ) -> Changes:

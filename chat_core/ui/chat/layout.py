@@ -16,7 +16,8 @@ from typing import Any
 
 import gradio as gr
 
-from chat_core.states import (MAX_SEARCH_CHARS, MAX_SYSTEM_PROMPT_CHARS, MAX_TITLE_CHARS,
+from chat_core.states import (MAX_RATING_COMMENT_CHARS, MAX_RATING_TAG_CHARS, MAX_RATING_TAGS,
+                              MAX_SEARCH_CHARS, MAX_SYSTEM_PROMPT_CHARS, MAX_TITLE_CHARS,
                               SETTING_LIMITS, SETTING_STEP)
 
 CONVERSATION_KEY = "durable-chat-conversation"
@@ -49,6 +50,13 @@ class ChatLayout:
     # The pane, the message box and the newest turn's actions (see the module docstring).
     chatbot: gr.Chatbot
     notice: gr.Markdown
+    # Tags and a comment for the reply just rated with a thumb (shown once one is pressed);
+    # `rated` is that reply as the server resolved it (a State: the page cannot name one).
+    rated: gr.State
+    rating_row: gr.Row
+    rating_tags: gr.Textbox
+    rating_comment: gr.Textbox
+    save_rating: gr.Button
     box: gr.Textbox
     actions: gr.Row
     stop: gr.Button
@@ -81,6 +89,7 @@ def build_layout(max_message_chars: int) -> ChatLayout:
         "conversation": gr.BrowserState(None, storage_key=CONVERSATION_KEY,
                                         secret="durable-chat/open-conversation"),
         "turn": gr.State(None),
+        "rated": gr.State(None),
         "ended": gr.State(None),
         "view": gr.State({}),
     }
@@ -92,6 +101,7 @@ def build_layout(max_message_chars: int) -> ChatLayout:
         with gr.Column(scale=4, elem_id="chat-column"):
             parts.update(_header())
             parts.update(_pane(max_message_chars))
+            parts.update(_rating_details())
             # The message box and the turn's buttons: what stays in reach at the bottom of a
             # phone's screen.
             with gr.Column(elem_id="composer"):
@@ -156,6 +166,19 @@ def _pane(max_message_chars: int) -> dict[str, Any]:
                               " Shift+Enter adds a line. Edit a message of yours to branch."),
         "notice": gr.Markdown("", elem_id="notice"),
     }
+
+
+def _rating_details() -> dict[str, Any]:
+    """Optional words on the reply just rated: hidden until a thumb is pressed."""
+    with gr.Row(visible=False, equal_height=True, elem_id="rating-details") as row:
+        tags = gr.Textbox(label="Tags (comma-separated)", scale=2, elem_id="rating-tags",
+                          placeholder="accurate, too long",
+                          max_length=MAX_RATING_TAGS * (MAX_RATING_TAG_CHARS + 2))
+        comment = gr.Textbox(label="Comment", scale=3, elem_id="rating-comment",
+                             max_length=MAX_RATING_COMMENT_CHARS)
+        save = gr.Button("Save", size="sm", scale=0, min_width=80, elem_id="save-rating")
+    return {"rating_row": row, "rating_tags": tags, "rating_comment": comment,
+            "save_rating": save}
 
 
 def _message_box(max_message_chars: int) -> gr.Textbox:
