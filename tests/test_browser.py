@@ -131,6 +131,9 @@ def test_restart_during_a_reply_and_reload(browser: Browser, database_url: str,
         send(page, "survive a restart")
         wait_until(lambda: " w10" in bot_text(page), timeout=20)
         app.kill9()
+        # The next process streams the reply again from its start; it need not be slow
+        # (only slow enough above to be killed in the middle): 150 tokens at 40 ms took 6 s.
+        llm.settings.tpot_ms = 5
         app.start()
         page.reload()
         page.wait_for_selector("#message-box textarea")
