@@ -32,13 +32,16 @@ INVITE = "invite-code-for-the-room"
 NOTICE = "Be kind.\n\nYour messages are kept for the workshop's analysis."
 
 
+def _env(database_url: str, llm: EmulatedLLM, tmp: Path, **extra: str) -> dict[str, str]:
+    return base_env(database_url, llm.base_url, tmp,
+                    SHARE_AUTH=f"{HOST}:{HOST_PW},{BOB}:{BOB_PW}", SHARE_INVITE=INVITE,
+                    SHARE_NOTICE=NOTICE, ALLOWED_HOSTS="abc123.gradio.live", **extra)
+
+
 @pytest.fixture(scope="module")
 def served(database_url: str, llm: EmulatedLLM, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[InProcessApp]:
-    env = base_env(database_url, llm.base_url, tmp_path_factory.mktemp("login"),
-                   SHARE_AUTH=f"{HOST}:{HOST_PW},{BOB}:{BOB_PW}", SHARE_INVITE=INVITE,
-                   SHARE_NOTICE=NOTICE, ALLOWED_HOSTS="abc123.gradio.live")
-    app = InProcessApp(env).start()
+    app = InProcessApp(_env(database_url, llm, tmp_path_factory.mktemp("login"))).start()
     yield app
     app.stop()
 
@@ -160,17 +163,16 @@ def test_gradio_hands_events_the_account_id(served: InProcessApp) -> None:
 # -- a restart logs nobody out --------------------------------------------------------------------
 
 def test_a_session_outlives_a_restart_of_the_app_process(
-        database_url: str, llm: EmulatedLLM, tmp_path: Path) -> None:
-    env = base_env(database_url, llm.base_url, tmp_path, SHARE_AUTH=f"{HOST}:{HOST_PW}",
-                   SHARE_INVITE=INVITE, LOG_LEVEL="INFO")
-    app = AppProcess(env, tmp_path / "app.log").start()
-    try:
-        with httpx.Client(base_url=app.url, timeout=30) as http:
-            cookie = log_in(http, HOST, HOST_PW, accept=False)
-            assert http.get("/config").status_code == 200
-    finally:
-        app.stop()
-    app = AppProcess(env, tmp_path / "app.log").start()
+        served: InProcessApp, database_url: str, llm: EmulatedLLM, tmp_path: Path) -> None:
+    """Logged in on the module's app, the cookie is honoured by an app.py process started
+    afterwards with the same settings on the same database: nothing of the session lives in
+    the memory of the process that made it. (What a restart shows, at one start instead of
+    two: before, a first app.py process made the cookie and was stopped.)"""
+    with served.client() as http:
+        cookie = log_in(http, HOST, HOST_PW, accept=False)
+        assert http.get("/config").status_code == 200
+    app = AppProcess(_env(database_url, llm, tmp_path, LOG_LEVEL="INFO"),
+                     tmp_path / "app.log").start()
     try:
         with httpx.Client(base_url=app.url, timeout=30,
                           cookies={SESSION_COOKIE: cookie}) as http:
