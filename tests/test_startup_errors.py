@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import httpx
 import pytest
@@ -61,35 +62,33 @@ def test_malformed_llm_url_is_one_line(database_url: str, tmp_path: Path, url: s
     assert SECRET not in result.stderr + result.stdout
 
 
-def test_password_never_reaches_logs_or_responses(database_url: str, llm: EmulatedLLM,
-                                                  tmp_path: Path) -> None:
-    # The local server trusts connections, so any password is accepted: use a telling one.
+@pytest.fixture(scope="module")
+def logged_app(database_url: str, llm: EmulatedLLM,
+               tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
+    """app.py with a telling password in DATABASE_URL (the local server trusts connections, so
+    any password is accepted) and everything logged. One process for the two tests below (a
+    start costs 5-10 s): the idle connection is held on it first, then the password test stops
+    it and reads all it logged."""
+    tmp = tmp_path_factory.mktemp("logged")
     url = database_url.replace("postgres@", f"postgres:{SECRET}@")
-    env = base_env(url, llm.base_url, tmp_path, LOG_LEVEL="DEBUG", DBOS_LOG_LEVEL="DEBUG")
-    env["PORT"] = str(free_port())
-    app = AppProcess(env, tmp_path / "app.log").start()
-    try:
-        bodies = [httpx.get(f"{app.url}{path}").text for path in
-                  ("/healthz", "/api/conversations", "/api/conversations/x", "/nope",
-                   "/api/workflows")]
-        llm.stop()
-        bodies.append(httpx.get(f"{app.url}/healthz").text)
-        llm.start()
-    finally:
-        app.stop()
-    assert all(SECRET not in body for body in bodies)
-    log = (tmp_path / "app.log").read_text()
-    assert "postgres:***@" in log or "DBOS launched" in log
-    assert SECRET not in log
+    app = AppProcess(base_env(url, llm.base_url, tmp, LOG_LEVEL="DEBUG", DBOS_LOG_LEVEL="DEBUG"),
+                     tmp / "app.log")
+    yield app
+    app.stop()
 
 
-def test_an_idle_connection_stays_open(database_url: str, llm: EmulatedLLM,
-                                       tmp_path: Path) -> None:
+def _running(app: AppProcess) -> AppProcess:
+    """`app` serving: started unless a test before left it running."""
+    if app.proc is None or app.proc.poll() is not None:
+        app.start()
+    return app
+
+
+def test_an_idle_connection_stays_open(logged_app: AppProcess) -> None:
     """A client's pooled connection is still there after a pause longer than uvicorn's default
     keep-alive (5 s): closing it raced the client's next request under load."""
-    env = base_env(database_url, llm.base_url, tmp_path)
-    app = AppProcess(env, tmp_path / "app.log").start()
-    conn = http.client.HTTPConnection("127.0.0.1", int(env["PORT"]), timeout=10)
+    app = _running(logged_app)
+    conn = http.client.HTTPConnection("127.0.0.1", int(app.env["PORT"]), timeout=10)
     try:
         sockets = []
         for pause in (0, 6):
@@ -101,4 +100,21 @@ def test_an_idle_connection_stays_open(database_url: str, llm: EmulatedLLM,
         assert sockets[0] is sockets[1]  # the same connection, not a new one
     finally:
         conn.close()
+
+
+def test_password_never_reaches_logs_or_responses(logged_app: AppProcess,
+                                                  llm: EmulatedLLM) -> None:
+    app = _running(logged_app)
+    try:
+        bodies = [httpx.get(f"{app.url}{path}").text for path in
+                  ("/healthz", "/api/conversations", "/api/conversations/x", "/nope",
+                   "/api/workflows")]
+        llm.stop()
+        bodies.append(httpx.get(f"{app.url}/healthz").text)
+        llm.start()
+    finally:
         app.stop()
+    assert all(SECRET not in body for body in bodies)
+    log = app.log_path.read_text()  # from its start to its stop
+    assert "postgres:***@" in log or "DBOS launched" in log
+    assert SECRET not in log
