@@ -20,11 +20,13 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from chat_core.data import dataset_export as dx
 from chat_core.errors import InvalidInput, MalformedRequest
 from tests.helpers import query
-from tests.test_ratings import World, rating_path, world  # noqa: F401 (the fixture)
+from tests.test_ratings import World, world  # noqa: F401 (the fixture)
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
 
@@ -323,3 +325,25 @@ def test_a_large_export_streams_every_conversation_once(world: World) -> None:
     assert len(made) == 210
     got = [x["conversation_id"] for x in lines(world, world.bob, model=model)]
     assert got == made
+
+
+def test_any_filter_is_lines_or_a_clear_4xx(world: World) -> None:
+    model = f"m-{uuid.uuid4().hex[:6]}"
+    rated_conversation(world, world.bob, model)
+    texts = st.one_of(st.text(max_size=30), st.sampled_from([
+        "2026-11-30", "2026-11-30T10:00:00+23:59", "9999-12-31T23:59:59-23:59", "0001-01-01",
+        "1 OR 1=1", "\x00", "-1", "1", "+1", "1e23", "preference", "sharegpt", model]))
+    names = ("format", "model", "since", "until", "min_rating", "pseudonyms")
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(params=st.dictionaries(st.sampled_from(names), texts, max_size=4))
+    def check(params: dict[str, str]) -> None:
+        answer = world.call(world.bob, "GET", "/api/dataset", params=params)
+        assert answer.status_code in (200, 400, 422), answer.text
+        if answer.status_code == 200:
+            for line in answer.text.splitlines():
+                assert isinstance(json.loads(line), dict)
+        else:
+            assert answer.json()["error"] and answer.json()["code"]
+
+    check()

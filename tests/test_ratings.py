@@ -28,7 +28,6 @@ from chat_core.accounts.person import Person
 from chat_core.service import ChatService
 from chat_core.states import (COMPLETE, MAX_RATING_COMMENT_CHARS, MAX_RATING_TAG_CHARS,
                               MAX_RATING_TAGS, RATING_VALUES)
-from chat_core.store.chat_store import ChatStore
 from chat_core.store.migrations import MIGRATIONS_DIR, apply_migrations
 from chat_core.ui.chat import ChatHandlers, ChatTab
 from chat_core.ui.chat.view import GONE_NOTICE, NOT_RATED, RATED_NOTICE
@@ -77,8 +76,8 @@ class World:
         return self.room.admin
 
     def _service(self, request: Request) -> ChatService:
-        person = {str(p.id): p for p in (self.alice, self.bob, self.admin)}[
-            request.headers["x-test-person"]]
+        known = self.room.service.people.people  # type: ignore[union-attr]
+        person = {str(p.id): p for p in known}[request.headers["x-test-person"]]
         return self.room.service.for_person(person)
 
     def service(self, person: Person) -> ChatService:
@@ -323,11 +322,12 @@ def test_withdrawal_takes_the_ratings_with_it(world: World) -> None:
     assert world.run(world.service(carol).rate_reply(cid, reply, 1))["value"] == 1
     assert world.run(world.service(world.bob).rate_reply(theirs, kept, -1))["value"] == -1
 
-    async def withdraw() -> Any:
-        return await world.service(carol).withdraw()
-
-    assert world.run(withdraw())["deleted_conversations"] == 1
+    withdrawn = world.call(carol, "DELETE", "/api/me/data")
+    assert withdrawn.status_code == 200, withdrawn.text
+    assert withdrawn.json()["deleted_conversations"] == 1
     assert reply not in world.ratings() and kept in world.ratings()
+    assert query(world.url, "SELECT consent_at FROM accounts WHERE id = %s",
+                 (carol.id,)) == [(None,)]
 
 
 # -- the chat's thumbs ------------------------------------------------------------------------
