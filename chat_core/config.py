@@ -76,6 +76,9 @@ class Settings:
     stream_checkpoint_sec: float = 1.0
     # A turn waits at most this long for an earlier turn of its conversation to finish.
     turn_order_wait_sec: float = 900.0
+    # Turns let through their steps before the LLM request at once, in arrival order, so that
+    # in a burst the first to arrive is the first to the LLM (turns/start_order.py); 0: all.
+    turn_start_concurrency: int = 4
     db_pool_max: int = 20
     # "user:password[,user2:password2]": one account each (required by --share unless
     # SHARE_INVITE is set); any of the SHARE_* accounts settings turns login on.
@@ -259,6 +262,8 @@ def _validate(s: Settings) -> None:
         _check_server_url("VLLM_BASE_URL", s.vllm_base_url)
     if s.llm_max_attempts < 1:
         raise ConfigError("LLM_MAX_ATTEMPTS must be at least 1")
+    if s.turn_start_concurrency < 0:
+        raise ConfigError("TURN_START_CONCURRENCY must be 0 (no limit) or more")
     if s.llm_max_concurrency < 1:
         raise ConfigError("LLM_MAX_CONCURRENCY must be at least 1")
     if s.max_message_chars < 1:

@@ -34,6 +34,7 @@ from chat_core.secrets_mask import mask_secrets, mask_url
 from chat_core.store.migrations import apply_migrations
 from chat_core.service import ChatService
 from chat_core.turns.progress import TurnHub
+from chat_core.turns.start_order import StartOrder
 from chat_core.turns.wakeups import TurnWakeups
 from chat_core.turns import workflow as turn_workflow
 
@@ -153,8 +154,10 @@ class ChatRuntime:
         s = self.settings
         store = ChatStore(self.db)
         hub = TurnHub()
+        start_order = StartOrder(s.turn_start_concurrency) if s.turn_start_concurrency else None
         turn_workflow.bind(turn_workflow.TurnDeps(settings=s, store=store, llm=self.llm, hub=hub,
-                                                  slots=self.slots, wakeups=self.wakeups))
+                                                  slots=self.slots, wakeups=self.wakeups,
+                                                  start_order=start_order))
         self.service = ChatService(s, store, self.llm, hub, backend, people=self.accounts)
 
         treat_failed_connects_as_disconnects()

@@ -188,8 +188,9 @@ async def run(args: argparse.Namespace) -> tuple[list[Burst], list[Cost], float]
         floor = engine_floor(floor_db.url, args)
         print(f"  engine floor: {floor:.1f} ms CPU per empty turn", flush=True)
         direct = DirectClient(llm_url)
-        app = AppProcess(app_env(db.url, llm_url, free_port(), workdir), workdir / "app.log",
-                         root=args.app_root).start(timeout=240)
+        extra = dict(kv.split("=", 1) for kv in args.app_env)
+        app = AppProcess({**app_env(db.url, llm_url, free_port(), workdir), **extra},
+                         workdir / "app.log", root=args.app_root).start(timeout=240)
         rest, page = RestClient(app.url), GradioPageClient(app.url)
         modes = [("direct", direct.new_conversation, direct.turn),
                  ("rest", rest.new_conversation, rest.turn),
@@ -203,7 +204,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Burst], list[Cost], float]
                 print(f"  burst {mode:>8} x{size:<4} ttft p50 {b.ttft(50):7.0f} ms, "
                       f"{b.turns_per_sec:5.1f} turns/s, {b.errors} errors", flush=True)
         meter = CpuMeter(app.pid)
-        for mode, new, turn in modes[1:]:
+        for mode, new, turn in [] if args.only_bursts else modes[1:]:
             costs.append(await cost(mode, meter, args, new, turn))
             c = costs[-1]
             print(f"  cost {mode:>8}: {c.app_ms_per_turn:.1f} ms CPU/turn, "
@@ -280,12 +281,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tpot-ms", type=float, default=50.0)
     parser.add_argument("--tokens", type=int, default=250)
     parser.add_argument("--app-root", type=Path, default=ROOT)
+    parser.add_argument("--app-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting of the app under test (repeatable), e.g. "
+                        "TURN_START_CONCURRENCY=0 for a before/after in one machine's hour")
     parser.add_argument("--cost-turns", type=int, default=128)
     parser.add_argument("--cost-concurrency", type=int, default=32)
     parser.add_argument("--cost-tpot-ms", type=float, default=10.0)
     parser.add_argument("--profile", type=Path, help="py-spy the app during the cost runs and "
                         "write collapsed stacks here (needs py-spy in the virtualenv)")
     parser.add_argument("--only-cost", action="store_true", help="skip the bursts")
+    parser.add_argument("--only-bursts", action="store_true", help="skip the cost runs")
 
 
 def main() -> int:

@@ -149,8 +149,11 @@ def _accept(app: InProcessApp, conversation: str, texts: list[str]) -> None:
 def test_a_backlog_recovered_at_start_drains_in_order_without_polling(
         database_url: str, slow_llm: EmulatedLLM, tmp_path: Path) -> None:
     conversations, turns = 6, 5
+    # One turn at a time through the steps before the LLM: a recovered turn waiting for an
+    # earlier turn of its conversation must step out of the start order, or the backlog
+    # would deadlock behind it.
     env = base_env(database_url, slow_llm.base_url, tmp_path, EXECUTOR_ID="backlog-test",
-                   LLM_MAX_CONCURRENCY="4")
+                   LLM_MAX_CONCURRENCY="4", TURN_START_CONCURRENCY="1")
     slow_llm.script(*[{"action": "hang"}] * 100)
     first = InProcessApp(env).start()
     assert first.service is not None

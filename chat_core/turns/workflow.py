@@ -39,6 +39,7 @@ from chat_core.llm.token_estimate import estimate_message_tokens, upper_bound_to
 from chat_core.turns.payloads import (LLMOutput, Outcome, Prompt, SavedTurn, TurnParams,
                                       TurnRequest, TurnResult)
 from chat_core.turns.progress import TurnHub, TurnProgress
+from chat_core.turns.start_order import StartOrder
 from chat_core.turns.wakeups import TurnWakeups, Waiter
 from chat_core.states import CANCELLED, COMPLETE, ERROR, STOPPED, WORKFLOW_ACTIVE
 
@@ -57,6 +58,8 @@ class TurnDeps:
     slots: GlobalLLMSlots | None = None
     # Wakes turns waiting for an earlier turn of their conversation (None: they poll).
     wakeups: TurnWakeups | None = None
+    # Lets turns through their steps before the LLM in arrival order (None: all at once).
+    start_order: StartOrder | None = None
 
 
 _deps: TurnDeps | None = None
@@ -154,8 +157,15 @@ async def abandon_running() -> int:
 
 
 async def _run_turn(turn_id: str, request: TurnRequest) -> TurnResult:
-    saved = await save_user_message(request)
-    prompt = await read_history(saved, request)
+    order = _d().start_order
+    try:
+        if order is not None:
+            await order.enter(turn_id)
+        saved = await save_user_message(request)
+        prompt = await read_history(saved, request)
+    finally:
+        if order is not None:
+            order.leave(turn_id)
     try:
         completion: LLMOutput = await DBOS.run_step_async(
             _llm_step_options(), call_llm, turn_id, saved, prompt, request["params"]
@@ -360,12 +370,18 @@ async def _wait_for_earlier_turns(conversation_id: uuid.UUID, seq: int, turn_id:
     d = _d()
     deadline = time.monotonic() + d.settings.turn_order_wait_sec
     woken = True
+    stepped_out = False
     with _waiter(str(conversation_id)) as waiter:
         while True:
             waiter.checking()
             waiting = await d.store.earlier_in_flight(conversation_id, seq, turn_id)
             if not waiting:
+                if stepped_out and d.start_order is not None:
+                    await d.start_order.enter(turn_id)
                 return
+            if d.start_order is not None and not stepped_out:
+                # The earlier turn may be waiting for this place: give it up meanwhile.
+                stepped_out = d.start_order.step_out(turn_id)
             if not woken and await _closed_if_dead(waiting[0]):
                 woken = True
                 continue
