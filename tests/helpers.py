@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -132,6 +134,40 @@ class InProcessApp:
 
     def client(self, timeout: float = 60) -> httpx.Client:
         return httpx.Client(base_url=self.url, timeout=timeout)
+
+
+class EarlyExits:
+    """Runs of app.py that must end by themselves (refusing to start), all started at once and
+    collected by name. Each spends seconds importing the app on one core before it refuses:
+    run side by side, two take the wall time of one on a 2-core machine."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, subprocess.Popen[str]] = {}
+        self._cwds: dict[str, Path] = {}
+
+    def start(self, name: str, env: dict[str, str], cwd: Path, *args: str) -> None:
+        """app.py with `args`, in `env` alone (not added to this process's environment)."""
+        self._cwds[name] = cwd
+        self._runs[name] = subprocess.Popen(
+            [sys.executable, str(ROOT / "app.py"), *args], env=env, cwd=cwd,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def cwd(self, name: str) -> Path:
+        """The directory the run was started in (its DATA_DIR in the tests)."""
+        return self._cwds[name]
+
+    def result(self, name: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        """The run's exit status and output, once it has ended."""
+        run = self._runs[name]
+        out, err = run.communicate(timeout=timeout)
+        return subprocess.CompletedProcess(run.args, run.returncode, out, err)
+
+    def close(self) -> None:
+        """Kill what still runs (a test that failed before collecting its run)."""
+        for run in self._runs.values():
+            if run.poll() is None:
+                run.kill()
+            run.communicate()
 
 
 def wait_until(predicate: Any, timeout: float = 30, interval: float = 0.05) -> Any:

@@ -7,9 +7,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import logging
-import subprocess
-import sys
-from pathlib import Path
 from typing import Iterator
 
 import httpx
@@ -18,7 +15,7 @@ import pytest
 from chat_core.testing.emulated_llm import EmulatedLLM
 from chat_core.ui.render import render_reply
 from chat_core.web.app import parse_credentials
-from tests.helpers import ROOT, InProcessApp, base_env
+from tests.helpers import EarlyExits, InProcessApp, base_env
 
 USER, PASSWORD = "alice", "correct horse battery"
 # Non-ASCII on both sides of the colon: Basic auth must compare bytes, not str.
@@ -139,27 +136,42 @@ def test_weak_or_malformed_credentials_are_refused(value: str, words: str) -> No
         parse_credentials(value)
 
 
-@pytest.mark.slow  # a subprocess importing the whole app: several seconds
-def test_share_without_credentials_refuses_to_start(tmp_path: Path) -> None:
-    env = {"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path), "HOME": str(tmp_path)}
-    result = subprocess.run([sys.executable, str(ROOT / "app.py"), "--share"], env=env,
-                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0
-    assert "SHARE_AUTH=user:password" in result.stderr
-    assert not (tmp_path / "pgdata").exists()  # refused before starting anything
-
-
-@pytest.mark.slow  # a subprocess importing the whole app: several seconds
-@pytest.mark.parametrize("extra,words", [
+NOBODY_COULD_ADMINISTER = [
     ({"SHARE_INVITE": "room-code-42"}, "set SHARE_AUTH=host:password so someone can administer"),
     ({"SHARE_AUTH": f"{USER}:{PASSWORD}", "SHARE_ADMINS": "mallory"},
      "SHARE_ADMINS names 'mallory', who is not a SHARE_AUTH user"),
-])
-def test_accounts_nobody_could_administer_refuse_to_start(tmp_path: Path, extra: dict[str, str],
-                                                          words: str) -> None:
-    env = {"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp_path), "HOME": str(tmp_path), **extra}
-    result = subprocess.run([sys.executable, str(ROOT / "app.py")], env=env, cwd=tmp_path,
-                            capture_output=True, text=True, timeout=120)
+]
+
+
+@pytest.fixture(scope="module")
+def refusals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EarlyExits]:
+    """The runs of app.py the tests below expect to refuse, all started at once (each takes
+    seconds of importing the app first), by name: "share", and "admins-<n>" for each of
+    NOBODY_COULD_ADMINISTER."""
+    runs = EarlyExits()
+    for name, args, extra in [("share", ["--share"], {})] + [
+            (f"admins-{n}", [], extra) for n, (extra, _) in enumerate(NOBODY_COULD_ADMINISTER)]:
+        tmp = tmp_path_factory.mktemp(name)
+        runs.start(name, {"PATH": "/usr/bin:/bin", "DATA_DIR": str(tmp), "HOME": str(tmp),
+                          **extra}, tmp, *args)
+    yield runs
+    runs.close()
+
+
+@pytest.mark.slow  # a subprocess importing the whole app: several seconds
+def test_share_without_credentials_refuses_to_start(refusals: EarlyExits) -> None:
+    result = refusals.result("share", timeout=60)
+    assert result.returncode != 0
+    assert "SHARE_AUTH=user:password" in result.stderr
+    assert not (refusals.cwd("share") / "pgdata").exists()  # refused before starting anything
+
+
+@pytest.mark.slow  # a subprocess importing the whole app: several seconds
+@pytest.mark.parametrize("n", range(len(NOBODY_COULD_ADMINISTER)),
+                         ids=["invite-without-an-admin", "admin-without-an-account"])
+def test_accounts_nobody_could_administer_refuse_to_start(refusals: EarlyExits, n: int) -> None:
+    _, words = NOBODY_COULD_ADMINISTER[n]
+    result = refusals.result(f"admins-{n}")
     assert result.returncode != 0
     assert words in result.stderr
-    assert not (tmp_path / "pgdata").exists()  # refused before starting anything
+    assert not (refusals.cwd(f"admins-{n}") / "pgdata").exists()  # refused before anything

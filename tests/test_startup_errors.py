@@ -3,33 +3,51 @@
 from __future__ import annotations
 
 import http.client
-import subprocess
-import sys
 import time
-from pathlib import Path
 from typing import Iterator
 
 import httpx
 import pytest
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.helpers import ROOT, AppProcess, base_env, free_port
+from tests.helpers import AppProcess, EarlyExits, base_env, free_port
 
 SECRET = "s3cret-Passw0rd"
 
 pytestmark = pytest.mark.slow  # every test here starts the app as a process
 
 
-def _run_app(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
-    full = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "DATA_DIR": str(tmp_path), **env}
-    return subprocess.run([sys.executable, str(ROOT / "app.py")], env=full, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=120)
+MALFORMED_LLM_URLS = [
+    (f"http://user:{SECRET}@gpu-box:50x0", "has port '50x0'"),
+    ("http://gpu box:5000", "must not contain spaces"),
+]
 
 
-def test_postgres_down_at_start(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def refusals(database_url: str, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[EarlyExits]:
+    """The runs of app.py the tests below expect to refuse, all started at once (each takes
+    seconds of importing the app first), by name: postgres-down, bad-setting, and each of
+    MALFORMED_LLM_URLS by its URL."""
+    runs = EarlyExits()
+
+    def start(name: str, env: dict[str, str]) -> None:
+        tmp = tmp_path_factory.mktemp("refusal")
+        runs.start(name, {"PATH": "/usr/bin:/bin", "HOME": str(tmp), "DATA_DIR": str(tmp),
+                          **env}, tmp)
+
     port = free_port()  # nothing listens there
-    result = _run_app({"DATABASE_URL": f"postgresql://app:{SECRET}@127.0.0.1:{port}/chat",
-                       "VLLM_BASE_URL": "http://127.0.0.1:9"}, tmp_path)
+    start("postgres-down", {"DATABASE_URL": f"postgresql://app:{SECRET}@127.0.0.1:{port}/chat",
+                            "VLLM_BASE_URL": "http://127.0.0.1:9"})
+    start("bad-setting", {"PORT": "eighty"})
+    for url, _ in MALFORMED_LLM_URLS:
+        start(url, {"DATABASE_URL": database_url, "VLLM_BASE_URL": url})
+    yield runs
+    runs.close()
+
+
+def test_postgres_down_at_start(refusals: EarlyExits) -> None:
+    result = refusals.result("postgres-down")
     assert result.returncode == 1
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
@@ -38,21 +56,17 @@ def test_postgres_down_at_start(tmp_path: Path) -> None:
     assert SECRET not in result.stderr + result.stdout
 
 
-def test_bad_setting_is_one_line(tmp_path: Path) -> None:
-    result = _run_app({"PORT": "eighty"}, tmp_path)
+def test_bad_setting_is_one_line(refusals: EarlyExits) -> None:
+    result = refusals.result("bad-setting")
     assert result.returncode == 2
     assert result.stderr.strip() == "error: PORT must be a whole number, got 'eighty'"
 
 
-@pytest.mark.parametrize("url,words", [
-    (f"http://user:{SECRET}@gpu-box:50x0", "has port '50x0'"),
-    ("http://gpu box:5000", "must not contain spaces"),
-])
-def test_malformed_llm_url_is_one_line(database_url: str, tmp_path: Path, url: str,
-                                       words: str) -> None:
+@pytest.mark.parametrize("url,words", MALFORMED_LLM_URLS)
+def test_malformed_llm_url_is_one_line(refusals: EarlyExits, url: str, words: str) -> None:
     """Not a traceback from the HTTP client once the database is up: the settings error, at
     once, with the password masked."""
-    result = _run_app({"DATABASE_URL": database_url, "VLLM_BASE_URL": url}, tmp_path)
+    result = refusals.result(url)
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     lines = [line for line in result.stderr.splitlines() if line.strip()]
