@@ -8,7 +8,8 @@ import pytest
 
 from chat_core.store.migrations import apply_migrations
 from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings
-from tests.helpers import InProcessApp, base_env, create_database, drop_database
+from tests.helpers import (AppProcess, InProcessApp, base_env, create_database, drop_database,
+                           shared_room)
 
 
 @pytest.fixture(scope="module")
@@ -22,10 +23,11 @@ def llm() -> Iterator[EmulatedLLM]:
 
 @pytest.fixture(autouse=True)
 def _fresh_llm_script(request: pytest.FixtureRequest) -> None:
-    if "llm" in request.fixturenames:
-        server: EmulatedLLM = request.getfixturevalue("llm")
-        server.settings = EmulatorSettings()
-        server.requests.clear()
+    for name in ("llm", "room_llm"):
+        if name in request.fixturenames:
+            server: EmulatedLLM = request.getfixturevalue(name)
+            server.settings = EmulatorSettings()
+            server.requests.clear()
 
 
 @pytest.fixture(scope="module")
@@ -54,3 +56,42 @@ def app(database_url: str, llm: EmulatedLLM, tmp_path_factory: pytest.TempPathFa
     server = InProcessApp(base_env(database_url, llm.base_url, tmp)).start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def room_llm() -> Iterator[EmulatedLLM]:
+    """The emulated LLM of `room`, which outlives any one module."""
+    server = EmulatedLLM()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def _room_process(room_llm: EmulatedLLM, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[AppProcess]:
+    with shared_room(room_llm.base_url, tmp_path_factory.mktemp("room"), EXECUTOR_ID="isolation",
+                     SHARE_MAX_TURNS_PER_MINUTE="1000", SHARE_MAX_IN_FLIGHT="50") as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def room(_room_process: AppProcess) -> AppProcess:
+    """Three people sharing one app.py process (tests.helpers.ROOM: alice is its admin), for
+    the isolation tests of the REST API and of the browser: one start (5-12 s) serves both
+    modules. Their tests make conversations of their own and never assume an empty room; the
+    kill -9 test starts it again. Stopped once the tests using it are done (below), started
+    again for any later module that asks for it."""
+    if _room_process.proc is None or _room_process.proc.poll() is not None:
+        _room_process.start(timeout=240)
+    return _room_process
+
+
+def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None) -> None:
+    """Stop `room` after the last of the tests in a row that use it: idle, an app process
+    still takes a few percent of a core, which the rest of a 2-core run would pay for."""
+    uses = "room" in getattr(item, "fixturenames", ())
+    if uses and "room" not in getattr(nextitem, "fixturenames", ()):
+        room: AppProcess | None = getattr(item, "funcargs", {}).get("room")
+        if room is not None:
+            room.stop()

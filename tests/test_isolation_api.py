@@ -3,32 +3,26 @@ answers exactly as it does for ids nobody has (404, the same body but for the id
 nothing, and lists leak nothing; the admin sees and steers everyone's; a kill -9 mid-turn keeps
 the owner of every row.
 
-One app process for the module (real HTTP, HTTP Basic per person, the emulated LLM)."""
+One app process (conftest's `room`, shared with tests/test_isolation_browser.py: other
+conversations may be there), real HTTP, HTTP Basic per person, the emulated LLM."""
 
 from __future__ import annotations
 
 import re
 import threading
 import uuid
-from typing import Any, Iterator
+from typing import Any
 
 import httpx
 import pytest
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.helpers import ROOM, AppProcess, query, shared_room, wait_until
+from tests.helpers import ROOM, AppProcess, query, wait_until
 
 pytestmark = pytest.mark.slow  # the real app, as a process
 
 PEOPLE = ROOM
 ID = re.compile(r"(turn-)?[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-@pytest.fixture(scope="module")
-def room(llm: EmulatedLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    with shared_room(llm.base_url, tmp_path_factory.mktemp("room"), EXECUTOR_ID="isolation",
-                     SHARE_MAX_TURNS_PER_MINUTE="1000", SHARE_MAX_IN_FLIGHT="50") as app:
-        yield app
 
 
 def as_(room: AppProcess, name: str) -> httpx.Client:
@@ -116,7 +110,11 @@ def test_lists_and_search_show_only_ones_own(room: AppProcess, bobs: dict[str, s
     with as_(room, "carol") as carol:
         mine = carol.post("/api/conversations", json={"title": "carol's"}).json()["id"]
         listed = carol.get("/api/conversations").json()
-        assert [c["id"] for c in listed] == [mine]
+        owned = {str(r[0]) for r in query(
+            room.env["DATABASE_URL"], "SELECT c.id FROM conversations c JOIN accounts a ON"
+            " a.id = c.owner_id WHERE a.name = 'carol'")}
+        assert mine in owned and bobs["cid"] not in owned
+        assert sorted(c["id"] for c in listed) == sorted(owned)  # hers, all, and only hers
         assert carol.get("/api/conversations", params={"q": "zanzibarish"}).json() == []
         turns = carol.get("/api/workflows").json()
         assert bobs["turn"] not in {t["workflow_id"] for t in turns}
@@ -148,7 +146,8 @@ def test_the_admin_sees_and_steers_everyones(room: AppProcess, bobs: dict[str, s
 
 
 def test_a_kill_9_mid_turn_keeps_the_owner_of_every_row(
-        room: AppProcess, llm: EmulatedLLM) -> None:
+        room: AppProcess, room_llm: EmulatedLLM) -> None:
+    llm = room_llm
     with as_(room, "carol") as carol:
         cid = carol.post("/api/conversations").json()["id"]
     llm.script({"action": "hang"})

@@ -1,33 +1,26 @@
 """Share mode in the browser: three people in three browser contexts log in on the login page,
 each chats, and each sees only their own conversations in the sidebar, after a reload too.
 And the same through Gradio's queue, skipping the page: someone's session cookie with another
-person's conversation id gets nothing of it and changes nothing."""
+person's conversation id gets nothing of it and changes nothing. The app is conftest's `room`,
+shared with tests/test_isolation_api.py: other conversations may be there."""
 
 from __future__ import annotations
 
 import json
 import uuid
-from typing import Iterator
 
 import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
-from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.browser_support import (ARTIFACTS, browser, open_app, send,  # noqa: F401
                                    wait_idle, watch_reply)
-from tests.helpers import ROOM, AppProcess, query, shared_room
+from tests.helpers import ROOM, AppProcess, query
 from tests.test_gradio_events_hostile import body_for, join_queue
 
 pytestmark = pytest.mark.slow  # the real app and Chromium
 
 PEOPLE = ROOM
-
-
-@pytest.fixture(scope="module")
-def room(llm: EmulatedLLM, tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
-    with shared_room(llm.base_url, tmp_path_factory.mktemp("room")) as app:
-        yield app
 
 
 def log_in(page: Page, url: str, name: str) -> None:
