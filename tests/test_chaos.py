@@ -34,8 +34,11 @@ def _chaos(tmp_path: Path, *args: str) -> dict:
 
 
 def test_small_chaos_run(tmp_path: Path) -> None:
+    # Events 0.3-1 s apart (the full run's 1-3 s spent 18 s of this run's 36 waiting between
+    # nine events); each kill still waits for the restart before the next event.
     report = _chaos(tmp_path, "--kills", "2", "--conversations", "8", "--turns", "3",
-                    "--pg-restarts", "1", "--llm-faults", "6", "--seed", "7")
+                    "--pg-restarts", "1", "--llm-faults", "6", "--seed", "7",
+                    "--gap", "0.3", "1.0")
     assert report["kills_survived"] == 2 and report["pg_restarts_survived"] == 1
     assert report["accepted"] == report["turns_sent"] >= 24
     assert all(k["resumed_sec"] is not None for k in report["kills"])
