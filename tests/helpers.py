@@ -170,6 +170,14 @@ class EarlyExits:
             run.communicate()
 
 
+def close_soon(client: Any) -> None:
+    """Close a gradio_client Client without waiting for it. close() tells the client's
+    heartbeat thread to stop, then waits up to 1 s for it; the thread reads a stream that
+    ends only with the server, so the wait always runs out (a second per test) and changes
+    nothing: the thread stops at its next line either way."""
+    threading.Thread(target=client.close, daemon=True, name="gradio-client-close").start()
+
+
 def wait_until(predicate: Any, timeout: float = 30, interval: float = 0.05) -> Any:
     deadline = time.monotonic() + timeout
     while True:

@@ -19,7 +19,7 @@ import pytest
 from gradio_client import Client
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.helpers import AppProcess, base_env, query, wait_until
+from tests.helpers import AppProcess, base_env, close_soon, query, wait_until
 
 pytestmark = pytest.mark.slow  # app processes killed and restarted
 
@@ -205,7 +205,7 @@ def test_the_chat_tab_says_when_the_app_stops_under_a_streaming_reply(
     wait_until(job.done, timeout=10)
     notices = [o[3] for o in job.outputs() if isinstance(o[3], str)]
     assert any("The app is restarting" in n and "saved" in n for n in notices), notices
-    client.close()
+    close_soon(client)
     # The next process streams the whole reply again: as long, but not as slow (the stop
     # above needed a slow reply; the finish does not, and 200 tokens at 50 ms took 10 s).
     llm.settings.tpot_ms = 2

@@ -16,7 +16,7 @@ from gradio_client import Client
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import InProcessApp, query
+from tests.helpers import InProcessApp, close_soon, query
 
 pytestmark = pytest.mark.slow  # Hypothesis against the real app
 
@@ -128,7 +128,7 @@ def test_any_id_or_parameter(app: InProcessApp, segment: str, body: bytes,
 def gradio(app: InProcessApp) -> Any:
     client = Client(app.url, verbose=False)
     yield client
-    client.close()
+    close_soon(client)
 
 
 def _finished_outputs(job: Any, text: str, timeout: float = 60) -> list[Any]:

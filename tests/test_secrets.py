@@ -21,7 +21,8 @@ from chat_core.errors import DatabaseUnavailable, LLMUnavailable
 from chat_core.llm.client import LLMClient
 from chat_core.secrets_mask import mask_secrets, mask_url, remember_secrets
 from chat_core.ui.page import backend_line
-from tests.helpers import PG_ADMIN_URL, InProcessApp, base_env, free_port, wait_until
+from tests.helpers import (PG_ADMIN_URL, InProcessApp, base_env, close_soon, free_port,
+                           wait_until)
 
 # Every secret of the app under test contains SECRET, so one search finds any of them.
 LLM_TOKEN, API_KEY, DB_PASSWORD = "tok-SECRET-123", "sk-SECRET-KEY-456", "db-SECRET-pw"
@@ -209,7 +210,7 @@ def test_an_unexpected_error_in_the_ui_shows_no_exception_text(
         with pytest.raises(Exception) as caught:
             client.predict(api_name="/new_chat")
     finally:
-        client.close()
+        close_soon(client)
     assert "SELECT" not in str(caught.value) and "relation" not in str(caught.value)
 
 

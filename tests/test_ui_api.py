@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.helpers import InProcessApp, query, wait_until
+from tests.helpers import InProcessApp, close_soon, query, wait_until
 
 pytestmark = pytest.mark.slow  # the real app through the Gradio client
 
@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow  # the real app through the Gradio client
 def client(app: InProcessApp) -> Iterator[Client]:
     c = Client(app.url, verbose=False)
     yield c
-    c.close()
+    close_soon(c)
 
 
 def _texts(chatbot: list[dict[str, Any]]) -> list[str]:
@@ -197,7 +197,7 @@ def test_cleared_fields_get_a_notice_not_an_error(client: Client, app: InProcess
     try:
         sidebar, notice = fresh.predict(None, api_name="/search")
     finally:
-        fresh.close()
+        close_soon(fresh)
     assert conv in [value for _, value in sidebar["choices"]] and notice == ""
     outputs = [client.predict(None, api_name="/import")]  # one answer: it streams nothing
     assert any(isinstance(o[3], str) and "choose a \\.json file" in o[3] for o in outputs), outputs
