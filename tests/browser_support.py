@@ -43,6 +43,12 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
 
 def open_app(page: Page, url: str) -> None:
     page.goto(url)
+    wait_loaded(page)
+
+
+def wait_loaded(page: Page) -> None:
+    """The app's page, just opened or reloaded, is there: its message box, and the load event
+    has had its moment to restore the conversation."""
     page.wait_for_selector("#message-box textarea")
     page.wait_for_timeout(300)  # let the load event restore the conversation
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.browser_support import (ARTIFACTS, browser, open_app, send,  # noqa: F401
-                                   wait_idle, watch_reply)
+from tests.browser_support import (ARTIFACTS, browser, send, wait_idle,  # noqa: F401
+                                   wait_loaded, watch_reply)
 from tests.helpers import ROOM, AppProcess, query
 from tests.test_gradio_events_hostile import body_for, join_queue
 
@@ -29,7 +29,7 @@ def log_in(page: Page, url: str, name: str) -> None:
     page.fill("input[name=username]", name)
     page.fill("input[name=password]", PEOPLE[name])
     page.click("button[type=submit]")
-    open_app(page, url)
+    wait_loaded(page)  # where the login sends them: the app (no second load of it)
 
 
 def sidebar_titles(page: Page) -> list[str]:
@@ -52,7 +52,7 @@ def test_three_people_each_see_only_their_own(browser: Browser,  # noqa: F811
             wait_idle(page)
         for name, page in pages.items():
             page.reload()
-            open_app(page, room.url)
+            wait_loaded(page)
             titles = sidebar_titles(page)
             assert any(f"{name}s private question" in t for t in titles), (name, titles)
             others = [o for o in PEOPLE if o != name]
