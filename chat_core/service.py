@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import json
 import uuid
 from dataclasses import dataclass, field
@@ -135,13 +136,30 @@ class ChatService:
         """The ratings of the replies this person can see."""
         return RatingStore(self.store.db, self.store.person)
 
+    async def rating_of(self, conversation_id: str | uuid.UUID, message_id: str | uuid.UUID
+                        ) -> dict[str, Any] | None:
+        """The rating of a reply ({"value", "tags", "comment", ...}), or None when it has
+        none; a reply the person cannot see answers like a missing one (None)."""
+        cid, mid = parse_id(conversation_id), parse_id(message_id, "message")
+        return public_rating(await self.ratings().of_reply(cid, mid))
+
+    def _own(self) -> ChatService:
+        """This service narrowed to the person's own conversations (an admin's too), for what
+        only an owner does: a rating is the owner's judgement of a reply, so an admin, who
+        sees everyone's, rates only their own. The local person (no accounts) owns all."""
+        if self.person.id is None or not self.person.sees_all:
+            return self
+        return self.for_person(dataclasses.replace(self.person, is_admin=False))
+
     async def rate_reply(self, conversation_id: str | uuid.UUID, message_id: str | uuid.UUID,
                          value: Any, tags: Any = None, comment: Any = None) -> dict[str, Any]:
-        """Rate a finished reply: 1 (thumbs up) or -1 (down), with optional tags and a
-        comment, replacing an earlier rating; 0 removes it. Answers {"message_id",
-        "conversation_id", "value", "tags", "comment", ...} (value 0 once removed)."""
+        """Rate a finished reply of one's own conversations: 1 (thumbs up) or -1 (down), with
+        optional tags and a comment, replacing an earlier rating; 0 removes it. Answers
+        {"message_id", "conversation_id", "value", "tags", "comment", ...} (value 0 once
+        removed). Someone else's reply answers like a missing one, an admin's call too."""
         checked = check_rating(value, tags, comment)  # before any lookup: the same for any id
-        cid, message = await self._message_in(conversation_id, message_id)
+        own = self._own()
+        cid, message = await own._message_in(conversation_id, message_id)
         if message["role"] != "assistant":
             raise InvalidInput("only a reply (an assistant message) can be rated; "
                                f"message {message['id']} is a user message", field="message_id")
@@ -150,10 +168,10 @@ class ChatService:
                            turn_id=message["workflow_id"])
         ids = {"message_id": str(message["id"]), "conversation_id": str(cid)}
         if checked[0] == 0:
-            await self.ratings().unrate(cid, message["id"])
+            await own.ratings().unrate(cid, message["id"])
             return {**ids, "value": 0, "tags": [], "comment": "", "created_at": None,
                     "updated_at": None}
-        row = await self.ratings().rate(cid, message["id"], *checked)
+        row = await own.ratings().rate(cid, message["id"], *checked)
         if row is None:  # deleted (or no longer the person's) since it was read
             raise NotFound(f"message {message['id']} does not exist in conversation {cid}")
         return {**ids, **(public_rating(row) or {})}

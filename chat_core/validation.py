@@ -3,6 +3,7 @@ one path rejects cannot slip in through another. Each failure says what to chang
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from typing import Any, Mapping
 
@@ -66,6 +67,19 @@ def check_text(value: Any, field: str, max_chars: int, *, allow_empty: bool = Fa
             f"'{field}' contains an unpaired surrogate code point, which is not valid Unicode "
             "text; send UTF-8 text", field=field) from None
     return value
+
+
+# Letters Unicode draws as nothing (the Hangul fillers): letters by category, yet blank.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+
+
+def visible(text: str) -> bool:
+    """Whether text shows anything: a letter, digit, punctuation mark or symbol, rather than
+    only spaces, combining marks, variation selectors, format characters (zero-width spaces
+    and joiners) or blank letters. For short labels shown to people (a rating's tags), as
+    account names must show a letter or digit (accounts/passwords.check_name)."""
+    return any(unicodedata.category(ch)[0] in "LNPS" and ch not in _BLANK_LETTERS
+               for ch in text)
 
 
 def _json_type(value: Any) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime
+from typing import Any
 
 import pytest
 
@@ -243,26 +244,47 @@ def test_hostile_dataset_filters(app: InProcessApp, params: str, status: int) ->
 def test_the_thumbs_through_gradios_queue_take_nothing_from_the_payload(
         app: InProcessApp, conv: str) -> None:
     """The one like event joined the way a browser (or a hostile client) joins it: the
-    position is looked up on the server; a payload naming a message id, or a feedback value
-    the page never sends, rates nothing."""
+    position is looked up in the pane the server drew for this session (the page's load
+    shows the conversation first); a payload naming a message id, or a feedback value the
+    page never sends, rates nothing, and neither does a session that was shown no pane."""
     from tests.test_gradio_events_hostile import body_for, join_queue
 
     reply = _answered(app, conv)
     with app.client() as http:
         listed = http.get(f"/api/conversations/{conv}/messages").json()
         position = len(listed) - 1  # the pane: each message, then its shown reply
-        dep = next(d for d in http.get("/config").json()["dependencies"]
-                   if d.get("api_name") == "page_rate")
+        config = http.get("/config").json()
+        kinds = {c["id"]: c.get("type") for c in config["components"]}
+        dep = next(d for d in config["dependencies"] if d.get("api_name") == "page_rate")
+        # The page's load: the conversation the browser remembers (a BrowserState) is shown.
+        load = next(d for d in config["dependencies"]
+                    if any(t[1] == "load" for t in d.get("targets") or [])
+                    and [kinds.get(i) for i in d["inputs"]] == ["browserstate"])
         before = _ratings(app)
+        data = [conv, None, None]  # the pane's view and the turn: States, the server's own
+        forged = [conv, {"ids": [reply] * (position + 1)}, None]  # a State: not the page's
+        for sent in (data, forged):
+            elsewhere = join_queue(http, body_for(dep, sent, event_data={
+                "index": position, "value": ["anything"], "liked": True}))
+            assert elsewhere.completed is not None and "Traceback" not in elsewhere.text
+        assert _ratings(app) == before  # a session shown no pane names no reply
+        shown = body_for(load, [conv])
+        session = shown["session_hash"]
+        joined = join_queue(http, shown)
+        assert joined.completed is not None and joined.completed["success"], joined.text[:500]
+
+        def like(event_data: Any) -> Any:
+            return join_queue(http, {**body_for(dep, data, event_data=event_data),
+                                     "session_hash": session})
+
         for hostile in ({"index": reply, "value": "x", "liked": True},
                         {"index": position, "value": reply, "liked": "Like"},
                         {"index": [position, 0], "liked": False}):
-            joined = join_queue(http, body_for(dep, [conv], event_data=hostile))
+            joined = like(hostile)
             assert joined.status == 200 and joined.completed is not None, joined.text[:500]
             assert "Traceback" not in joined.text
         assert _ratings(app) == before
-        joined = join_queue(http, body_for(dep, [conv], event_data={
-            "index": position, "value": ["anything"], "liked": False}))
+        joined = like({"index": position, "value": ["anything"], "liked": False})
         assert joined.completed is not None and joined.completed["success"], joined.text[:500]
         rated = http.get(f"/api/conversations/{conv}/messages").json()
     assert [m["rating"]["value"] for m in rated if m["id"] == reply] == [-1]

@@ -30,7 +30,8 @@ from chat_core.states import (COMPLETE, MAX_RATING_COMMENT_CHARS, MAX_RATING_TAG
                               MAX_RATING_TAGS, RATING_VALUES)
 from chat_core.store.migrations import MIGRATIONS_DIR, apply_migrations
 from chat_core.ui.chat import ChatHandlers, ChatTab
-from chat_core.ui.chat.view import GONE_NOTICE, NOT_RATED, RATED_NOTICE
+from chat_core.ui.chat.view import (BEING_WRITTEN_NOTICE, GONE_NOTICE, NOT_RATED,
+                                    RATED_NOTICE, following)
 from chat_core.web.api import install_rest_api
 from chat_core.web.api.deps import get_service
 from tests.helpers import create_database, drop_database, query
@@ -93,6 +94,15 @@ class World:
                 headers = {**kwargs.pop("headers", {}), "x-test-person": str(person.id)}
                 return await http.request(method, path, headers=headers, **kwargs)
         return self.run(go())
+
+    def person(self, name: str, consent: bool = True) -> Person:
+        """Another account, who accepted the notice or not."""
+        someone = Person(uuid.uuid4(), f"{name}-{uuid.uuid4().hex[:6]}")
+        query(self.url, "INSERT INTO accounts (id, name, name_key, source, consent_at)"
+                        " VALUES (%s, %s, %s, 'config', CASE WHEN %s THEN now() END)"
+                        " RETURNING id", (someone.id, someone.name, someone.name, consent))
+        self.room.service.people.people.append(someone)  # type: ignore[union-attr]
+        return someone
 
     def conversation(self, owner: Person, title: str = "rated") -> str:
         return str(self.run(self.service(owner).create_conversation(title))["id"])
@@ -197,6 +207,8 @@ BAD_BODIES: list[tuple[Any, int, str]] = [
     ({"value": 1, "tags": [f"t{i}" for i in range(MAX_RATING_TAGS + 1)]}, 422, "limit"),
     ({"value": 1, "tags": ["x" * (MAX_RATING_TAG_CHARS + 1)]}, 422, "limit"),
     ({"value": 1, "tags": ["  "]}, 422, "empty"),
+    ({"value": 1, "tags": ["\u200b"]}, 422, "visible"),              # a zero-width space
+    ({"value": 1, "tags": ["\u3164\ufe0f\u2060"]}, 422, "visible"),  # a Hangul filler...
     ({"value": 1, "tags": [3]}, 422, "string"),
     ({"value": 1, "tags": ["a\u0000b"]}, 422, "NUL"),
     ({"value": 1, "comment": "x" * (MAX_RATING_COMMENT_CHARS + 1)}, 422, "limit"),
@@ -261,9 +273,15 @@ def test_someone_elses_reply_answers_like_a_missing_one(world: World) -> None:
     # A malformed id is a 404 too, as for every other endpoint.
     assert world.call(world.bob, "PUT", rating_path(hers, "not-an-id"),
                       json={"value": 1}).status_code == 404
-    # The admin rates anyone's.
-    assert world.call(world.admin, "PUT", rating_path(hers, reply),
-                      json={"value": 1}).status_code == 200
+    # A rating is the owner's own judgement: the admin, who sees Alice's reply, cannot rate
+    # it in her name (nor take her rating back); it answers as a missing one does.
+    assert world.run(world.service(world.alice).rate_reply(hers, reply, -1))["value"] == -1
+    for value in (1, 0):
+        admins = world.call(world.admin, "PUT", rating_path(hers, reply), json={"value": value})
+        assert _masked(admins, hers, reply) == _masked(missing, random_cid, random_mid)
+    assert world.ratings()[reply][0] == -1
+    assert messages(world, world.admin, hers)[reply]["rating"]["value"] == -1  # seen, though
+    assert world.run(world.service(world.alice).rate_reply(hers, reply, 0))["value"] == 0
 
 
 def test_ratings_travel_in_an_export_and_the_import_is_the_importers(world: World) -> None:
@@ -310,11 +328,7 @@ def test_an_import_with_a_bad_rating_is_refused_whole(world: World, rating: Any,
 
 
 def test_withdrawal_takes_the_ratings_with_it(world: World) -> None:
-    carol = Person(uuid.uuid4(), f"carol-{uuid.uuid4().hex[:6]}")
-    query(world.url, "INSERT INTO accounts (id, name, name_key, source, consent_at)"
-                     " VALUES (%s, %s, %s, 'config', now()) RETURNING id",
-          (carol.id, carol.name, carol.name))
-    world.room.service.people.people.append(carol)  # type: ignore[union-attr]
+    carol = world.person("carol")
     cid = str(world.run(world.service(carol).create_conversation("mine"))["id"])
     _, reply = world.turn(cid, "a question", "an answer")
     theirs = world.conversation(world.bob)
@@ -350,20 +364,49 @@ def like(index: Any, liked: Any) -> Any:
                               "liked": liked})
 
 
+def shown(world: World, chat: ChatHandlers, tab: ChatTab, cid: str, person: Person
+          ) -> dict[str, Any]:
+    """The pane's view (a State, the server's own) once `person` opened the conversation."""
+    return world.run(chat.open(cid, caller(person)))[tab.ui.view]
+
+
 def test_the_thumbs_rate_the_reply_shown_at_that_place(world: World, chat: ChatHandlers,
                                                        tab: ChatTab) -> None:
     cid = world.conversation(world.alice)
     world.turn(cid, "first", "one")
     _, second = world.turn(cid, "second", "two")
     me = caller(world.alice)
-    out = world.run(chat.rate(cid, like(3, True), me))  # pane: user, reply, user, reply
+    view = shown(world, chat, tab, cid, world.alice)
+    out = world.run(chat.rate(cid, view, None, like(3, True), me))  # user, reply, user, reply
     assert out[tab.ui.notice] == RATED_NOTICE[1]
     assert out[tab.ui.rating_row] == gr.update(visible=True)  # tags and a comment, if wished
     assert world.ratings()[second][0] == 1
-    world.run(chat.rate(cid, like(3, False), me))
+    world.run(chat.rate(cid, view, None, like(3, False), me))
     assert world.ratings()[second][0] == -1
-    out = world.run(chat.rate(cid, like(3, ""), me))  # the lit thumb pressed again
+    out = world.run(chat.rate(cid, view, None, like(3, ""), me))  # the lit thumb pressed again
     assert second not in world.ratings() and out[tab.ui.rating_row] == gr.update(visible=False)
+
+
+def test_the_thumb_rates_the_reply_the_person_sees_not_a_newer_one(
+        world: World, chat: ChatHandlers, tab: ChatTab) -> None:
+    """The pane is what the person judged: a reply made in another tab meanwhile (or a turn
+    that pushed the oldest out of the pane) does not move the thumb to another reply."""
+    cid = world.conversation(world.alice)
+    user_id, seen = world.turn(cid, "first", "the reply she read")
+    view = shown(world, chat, tab, cid, world.alice)
+    newer = world.alternative(user_id, "a reply made in another tab")  # shown from now on
+    out = world.run(chat.rate(cid, view, None, like(1, False), caller(world.alice)))
+    assert out[tab.ui.notice] == RATED_NOTICE[-1]
+    assert world.ratings()[seen][0] == -1 and newer not in world.ratings()
+    # While Regenerate writes a new reply at that place, the thumb there is the new one's.
+    regenerating = following("turn-x", cid, [{"role": "user", "content": "first"}])
+    out = world.run(chat.rate(cid, view, regenerating, like(1, True), caller(world.alice)))
+    assert out[tab.ui.notice] == BEING_WRITTEN_NOTICE and world.ratings()[seen][0] == -1
+    # A pane with nothing at that place (no conversation shown yet) rates nothing.
+    for empty in ({}, None, {"ids": "not a list"}):
+        out = world.run(chat.rate(cid, empty, None, like(1, True), caller(world.alice)))
+        assert out[tab.ui.notice] == GONE_NOTICE
+    assert world.ratings()[seen][0] == -1
 
 
 def test_tags_and_a_comment_go_with_the_thumb(world: World, chat: ChatHandlers,
@@ -372,12 +415,13 @@ def test_tags_and_a_comment_go_with_the_thumb(world: World, chat: ChatHandlers,
     cid = world.conversation(world.alice)
     _, reply = world.turn(cid, "question", "answer")
     assert "first" in world.run(chat.save_rating(None, "x", "y", me))[ui.notice]
-    rated = world.run(chat.rate(cid, like(1, True), me))[ui.rated]
+    view = shown(world, chat, tab, cid, world.alice)
+    rated = world.run(chat.rate(cid, view, None, like(1, True), me))[ui.rated]
     saved = world.run(chat.save_rating(rated, " accurate, too long ,, ", "fine", me))
     assert saved[ui.rating_row] == gr.update(visible=False)
     assert world.ratings()[reply] == (1, ["accurate", "too long"], "fine")
     # Changing the thumb keeps the words, and offers them again.
-    out = world.run(chat.rate(cid, like(1, False), me))
+    out = world.run(chat.rate(cid, view, None, like(1, False), me))
     assert (out[ui.rating_tags], out[ui.rating_comment]) == ("accurate, too long", "fine")
     assert world.ratings()[reply] == (-1, ["accurate", "too long"], "fine")
     before = world.ratings()
@@ -432,8 +476,9 @@ def test_a_hostile_like_payload_rates_nothing(world: World, chat: ChatHandlers, 
                                               index: Any, liked: Any, notice: str) -> None:
     cid = world.conversation(world.alice)
     world.turn(cid, "question", "answer")
+    view = shown(world, chat, tab, cid, world.alice)
     before = world.ratings()
-    out = world.run(chat.rate(cid, like(index, liked), caller(world.alice)))
+    out = world.run(chat.rate(cid, view, None, like(index, liked), caller(world.alice)))
     assert set(out) == {tab.ui.notice} and notice in out[tab.ui.notice]
     assert world.ratings() == before
 
@@ -442,16 +487,20 @@ def test_the_thumbs_reach_only_the_callers_conversations(world: World, chat: Cha
                                                          tab: ChatTab) -> None:
     hers = world.conversation(world.alice)
     _, reply = world.turn(hers, "hers", "her answer")
+    # Her pane's view, as if the State held it (the page cannot write a State: still checked).
+    view = shown(world, chat, tab, hers, world.alice)
     for conversation in (hers, str(uuid.uuid4()), {"id": hers}, None, "x" * 10_000):
-        out = world.run(chat.rate(conversation, like(1, True), caller(world.bob)))
+        out = world.run(chat.rate(conversation, view, None, like(1, True), caller(world.bob)))
         assert set(out) == {tab.ui.notice}
         assert "does not exist" in out[tab.ui.notice] or out[tab.ui.notice] == NOT_RATED
     assert reply not in world.ratings()
     with pytest.raises(gr.Error):  # no login: fail closed, nothing done for nobody
-        world.run(chat.rate(hers, like(1, True), caller(None)))
+        world.run(chat.rate(hers, view, None, like(1, True), caller(None)))
     assert reply not in world.ratings()
-    assert world.run(chat.rate(hers, like(1, True), caller(world.admin)))[tab.ui.notice] \
-        == RATED_NOTICE[1]
+    # The admin sees her conversation, but a rating is the owner's own.
+    admins = shown(world, chat, tab, hers, world.admin)
+    out = world.run(chat.rate(hers, admins, None, like(1, True), caller(world.admin)))
+    assert "does not exist" in out[tab.ui.notice] and reply not in world.ratings()
 
 
 # -- any body at all ----------------------------------------------------------------------------

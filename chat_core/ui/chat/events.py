@@ -94,8 +94,9 @@ class ChatEvents:
         self._follow(ui.chatbot.edit(h.edit, inputs=context, outputs=self.shown,
                                      api_name="edit", **UNCAPPED))
         ui.stop.click(h.stop, inputs=[ui.turn], api_name="stop", **UNCAPPED)
-        # The thumbs on replies: the pane position is resolved on the server (handlers.rate).
-        ui.chatbot.like(h.rate, inputs=[ui.conversation], outputs=[
+        # The thumbs on replies: the pane position is resolved in the pane as the server drew
+        # it for this page (the view, a State; handlers.rate).
+        ui.chatbot.like(h.rate, inputs=[ui.conversation, ui.view, ui.turn], outputs=[
             ui.notice, ui.rated, ui.rating_row, ui.rating_tags, ui.rating_comment],
             api_name="page_rate", show_progress="hidden", **PRIVATE, **DIRECT)
         for trigger in (ui.save_rating.click, ui.rating_tags.submit, ui.rating_comment.submit):

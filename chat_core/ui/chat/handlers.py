@@ -27,8 +27,9 @@ from chat_core.states import ERROR
 from chat_core.ui.chat.files import read_import, write_export
 from chat_core.ui.chat.layout import ChatLayout
 from chat_core.ui.chat.streaming import RESTARTING, follow_reply
-from chat_core.ui.chat.view import (BRANCHED_NOTICE, BUSY_ACTIONS, FAILED_NOTICE,
-                                    GONE_NOTICE, NOT_RATED, PENDING_REPLY, RATED_NOTICE,
+from chat_core.ui.chat.view import (BEING_WRITTEN_NOTICE, BRANCHED_NOTICE, BUSY_ACTIONS,
+                                    FAILED_NOTICE, GONE_NOTICE, NOT_RATED, PENDING_REPLY,
+                                    RATED_NOTICE,
                                     SHOWN_TURNS, Following, Pane, TurnActions,
                                     earlier_turns_note, edit_text, feedback_of, following,
                                     like_index, like_value, pane_lines_up, sendable,
@@ -358,26 +359,30 @@ class ChatHandlers:
                    request: Caller = None) -> Any:
         return await self.browse(await self.service_for(request), conversation_id, view, +1)
 
-    async def rate(self, conversation_id: Any, evt: gr.LikeData, request: Caller = None
+    async def rate(self, conversation_id: Any, view: dict[str, Any] | None,
+                   turn: Following | None, evt: gr.LikeData, request: Caller = None
                    ) -> Changes:
         """A thumb pressed on a reply (up, down, or the lit one again to take it back); the
         tags and comment the reply had are kept, and offered for editing. The event's
         payload is the client's, so nothing in it is trusted: its position is looked up in
-        the conversation as the server shows it (never an id from the page), and a value
-        other than the three Gradio sends is refused."""
+        the pane as the server drew it for this page (`view`, a State the page cannot write:
+        the reply the person saw there, even if another tab has made or selected another
+        since), never an id from the page; a value other than the three Gradio sends is
+        refused; and rate_reply rates only the caller's own reply. While a reply is being
+        generated (`turn`), its place in the pane is that reply's, not the one it replaces."""
         ui = self.ui
         value = like_value(getattr(evt, "liked", None))
         index = like_index(getattr(evt, "index", None))
         if value is None or index is None or not isinstance(conversation_id, str):
             return {ui.notice: NOT_RATED}
+        if isinstance(turn, dict) and index >= len(turn.get("shown") or []):
+            return {ui.notice: BEING_WRITTEN_NOTICE}
+        ids = view.get("ids") if isinstance(view, dict) else None
+        if not isinstance(ids, list) or index >= len(ids) or not isinstance(ids[index], str):
+            return {ui.notice: GONE_NOTICE}
         service = await self.service_for(request)
         try:
-            messages = await service.list_messages(conversation_id, last_turns=SHOWN_TURNS)
-            ids = conversation_view(messages, self.share_mode)[1].get("ids") or []
-            if index >= len(ids):
-                return {ui.notice: GONE_NOTICE}
-            had = next((m.get("rating") for m in messages if m["id"] == ids[index]), None) \
-                or {}
+            had = await service.rating_of(conversation_id, ids[index]) or {}
             rating = await service.rate_reply(conversation_id, ids[index], value,
                                               had.get("tags"), had.get("comment"))
         except ChatError as exc:

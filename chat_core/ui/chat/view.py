@@ -148,6 +148,7 @@ RATED_NOTICE = {1: "👍 Rated: a good reply.", -1: "👎 Rated: a poor reply.",
 NOT_RATED = "⚠️ That rating could not be read; press the thumb again."
 GONE_NOTICE = ("⚠️ That reply is no longer shown here (the conversation changed in another "
                "tab?); reload the page, then rate it.")
+BEING_WRITTEN_NOTICE = "⚠️ That reply is still being written; rate it once it has finished."
 
 
 def like_value(liked: Any) -> int | None:
