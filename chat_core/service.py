@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import copy
 import dataclasses
-import json
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator
@@ -24,7 +23,8 @@ if TYPE_CHECKING:
     from chat_core.accounts.directory import AccountDirectory
 from chat_core.store.chat_store import ChatStore, public_conversation, public_message, title_from
 from chat_core.store.turn_admissions import TurnAdmissions
-from chat_core.store.dataset_rows import DatasetRows
+from chat_core.store.dataset_rows import DatasetRows, DatasetSecret
+from chat_core.store.dataset_rows import batches as dataset_batches
 from chat_core.store.ratings import RatingStore, check_rating, public_rating
 from chat_core.config import Settings
 from chat_core.errors import (ChatError, Conflict, InvalidInput, NotFound, ShuttingDown,
@@ -39,6 +39,8 @@ from chat_core.states import (ANSWERED, CANCELLED, ERROR, IN_FLIGHT, MAX_SEARCH_
 from chat_core.validation import check_settings, check_text, parse_id
 from chat_core.turns.admin import TURN_ID_PREFIX, WorkflowAdmin, check_turn_id
 
+# A dataset export hands the event loop back after about this many characters of lines.
+DATASET_CHUNK_CHARS = 256 * 1024
 
 
 @dataclass(frozen=True)
@@ -178,18 +180,24 @@ class ChatService:
 
     def dataset(self, fmt: Any, model: Any = None, since: Any = None, until: Any = None,
                 min_rating: Any = None, pseudonyms: Any = True) -> AsyncIterator[str]:
-        """The person's conversations as a dataset, one JSON line at a time (format openai,
-        sharegpt or preference: chat_core/data/dataset_export.py). The options are checked
-        here, before anything is read: a bad one raises now, not part-way through. An
-        admin's holds everyone's; with accounts on, other people's only if they accepted the
-        notice, under pseudonyms unless `pseudonyms` is false."""
+        """The person's conversations as a dataset, JSON Lines a chunk of whole lines at a
+        time (format openai, sharegpt or preference: chat_core/data/dataset_export.py). The
+        options are checked here, before anything is read: a bad one raises now, not
+        part-way through. An admin's holds everyone's; with accounts on, other people's only
+        if they accepted the notice, under pseudonyms unless `pseudonyms` is false."""
         query = dataset_export.parse_query(fmt, model, since, until, min_rating, pseudonyms)
         return self._dataset_lines(query)
 
     async def _dataset_lines(self, query: dataset_export.DatasetQuery,
                              page: int = 200) -> AsyncIterator[str]:
+        """A page of conversations at a time, their messages a bounded batch at a time
+        (dataset_rows.batches), turned into lines in a worker thread a chunk at a time:
+        the CPU work of a big conversation never holds up the event loop, and no more than
+        a chunk of lines waits in memory for a slow client."""
         rows = DatasetRows(self.store.db, self.store.person)
         accounts = self.settings.accounts_enabled
+        secret = await DatasetSecret(self.store.db).pseudonyms() \
+            if accounts and query.pseudonyms else None
         pairs = query.format == "preference"
         after = None
         while True:
@@ -201,18 +209,12 @@ class ChatService:
             if not conversations:
                 return
             after = (conversations[-1]["created_at"], conversations[-1]["id"])
-            by_conversation: dict[Any, list[dict[str, Any]]] = {}
-            for m in await rows.messages([c["id"] for c in conversations], accounts):
-                by_conversation.setdefault(m["conversation_id"], []).append(m)
-            for c in conversations:
-                messages = by_conversation.get(c["id"], [])
-                if pairs:
-                    lines = dataset_export.preference_lines(messages, query)
-                else:
-                    line = dataset_export.conversation_line(c, messages, query, accounts)
-                    lines = [] if line is None else [line]
-                for line in lines:
-                    yield json.dumps(line, ensure_ascii=False) + "\n"
+            for batch in dataset_batches(conversations):
+                messages = await rows.messages([c["id"] for c in batch], accounts)
+                lines = dataset_export.dataset_lines(batch, messages, query, accounts, secret)
+                while chunk := await asyncio.to_thread(dataset_export.take, lines,
+                                                       DATASET_CHUNK_CHARS):
+                    yield chunk
 
     # -- turns ---------------------------------------------------------------------------------
 

@@ -12,6 +12,8 @@ TRL's columns."""
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import json
 import uuid
 from datetime import datetime, timedelta, timezone
@@ -25,7 +27,11 @@ from hypothesis import strategies as st
 
 from chat_core.data import dataset_export as dx
 from chat_core.errors import InvalidInput, MalformedRequest
-from tests.helpers import query
+from chat_core.store import dataset_rows
+from chat_core.store.database import Database
+from chat_core.store.dataset_rows import DatasetRows, DatasetSecret
+from chat_core.store.migrations import apply_migrations
+from tests.helpers import create_database, drop_database, query
 from tests.test_ratings import World, world  # noqa: F401 (the fixture)
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=timezone.utc)
@@ -39,9 +45,12 @@ def user(seq: int, text: str, at: datetime = T0) -> dict[str, Any]:
 
 
 def reply(seq: int, key: str, text: str, *, active: bool = False, rating: int | None = None,
-          model: str = "m", status: str = "complete", system: str = "") -> dict[str, Any]:
+          model: str = "m", status: str = "complete", system: str = "",
+          selected: bool = False) -> dict[str, Any]:
+    """A reply row; `selected`: the person chose it among its alternatives (◀ ▶)."""
     return {"id": key, "role": "assistant", "seq": seq, "content": text, "parent_id": f"u{seq}",
             "status": status, "active": active, "model": model, "rating": rating,
+            "selected_at": T0 if selected else None,
             "rating_tags": ["t"] if rating else None, "rating_comment": "",
             "params": {"temperature": 0.5, "top_p": 0.9, "max_tokens": 64,
                        "system_prompt": system}, "created_at": T0}
@@ -55,12 +64,13 @@ def q(fmt: str = "openai", **kwargs: Any) -> dx.DatasetQuery:
 
 
 def sample() -> list[dict[str, Any]]:
-    """Two turns: the first with three alternatives (the second shown, the first disliked,
-    the third liked), the second with one reply; a third turn whose reply failed."""
+    """Two turns: the first with three alternatives (the second shown, chosen by the person,
+    the first disliked, the third liked), the second with one reply; a third turn whose reply
+    failed."""
     return [
         user(1, "What is a heron?"),
         reply(1, "r1a", "A fish.", rating=-1, system="Be brief."),
-        reply(1, "r1b", "A bird.", active=True, system="Be brief."),
+        reply(1, "r1b", "A bird.", active=True, selected=True, system="Be brief."),
         reply(1, "r1c", "A wading bird.", rating=1, system="Be brief."),
         user(2, "Where do they live?"),
         reply(2, "r2", "Near water.", active=True, system="Be brief."),
@@ -96,7 +106,7 @@ def test_a_sharegpt_line_speaks_human_and_gpt() -> None:
 
 
 def test_preference_pairs_from_ratings_and_the_chosen_alternative() -> None:
-    pairs = dx.preference_pairs(sample(), q("preference"))
+    pairs = list(dx.preference_pairs(sample(), q("preference")))
     got = {(p.chosen["id"], p.rejected["id"], p.source) for p in pairs}
     assert got == {("r1c", "r1a", "rating"),        # liked over disliked
                    ("r1b", "r1a", "alternative")}   # shown over the other, unless liked
@@ -115,22 +125,69 @@ def test_preference_pairs_from_ratings_and_the_chosen_alternative() -> None:
 
 def test_a_stronger_source_wins_the_same_two_replies() -> None:
     """A rating outranks the chosen alternative; a vote (comparisons, later) outranks both."""
-    messages = [user(1, "q"), reply(1, "a", "one", active=True, rating=-1),
+    messages = [user(1, "q"), reply(1, "a", "one", active=True, selected=True, rating=-1),
                 reply(1, "b", "two", rating=1)]
     [pair] = dx.preference_pairs(messages, q("preference"))
     assert (pair.chosen["id"], pair.source) == ("b", "rating")
+    liked = [user(1, "q"), reply(1, "a", "one", active=True, selected=True, rating=1),
+             reply(1, "b", "two", rating=-1)]
+    [pair] = dx.preference_pairs(liked, q("preference"))  # the same pair from two sources
+    assert (pair.chosen["id"], pair.source) == ("a", "rating")
     prompt = (("user", "q"),)
     rows = {r["id"]: r for r in messages if r["role"] == "assistant"}
-    merged = dx.merge_pairs([dx.Pair(prompt, rows["b"], rows["a"], "alternative"),
-                             dx.Pair(prompt, rows["a"], rows["b"], "vote"),
-                             dx.Pair(prompt, rows["b"], rows["a"], "rating")])
+    merged = dx.merge_pairs([dx.Pair(prompt, rows["a"], rows["b"], "vote"),
+                             dx.Pair(prompt, rows["b"], rows["a"], "rating"),
+                             dx.Pair(prompt, rows["b"], rows["a"], "alternative")])
     assert [(p.chosen["id"], p.source) for p in merged] == [("a", "vote")]
+    with pytest.raises(ValueError, match="strongest first"):  # the order is the contract
+        list(dx.merge_pairs([dx.Pair(prompt, rows["b"], rows["a"], "alternative"),
+                             dx.Pair(prompt, rows["a"], rows["b"], "vote")]))
+
+
+def test_an_alternative_is_chosen_only_when_the_person_chose_it() -> None:
+    """The newest reply is shown on its own (regenerate): that is no judgement of the older
+    ones. Only a reply the person selected (◀ ▶) is preferred to its alternatives."""
+    unchosen = [user(1, "q"), reply(1, "a", "one"), reply(1, "b", "two", active=True)]
+    assert list(dx.preference_pairs(unchosen, q("preference"))) == []
+    chosen = [user(1, "q"), reply(1, "a", "one"), reply(1, "b", "two", active=True,
+                                                        selected=True)]
+    [pair] = dx.preference_pairs(chosen, q("preference"))
+    assert (pair.chosen["id"], pair.rejected["id"], pair.source) == ("b", "a", "alternative")
+
+
+def test_thousands_of_judged_replies_to_one_message_build_at_most_the_cap(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """2,000 liked and 2,000 disliked replies to one message (an import can hold as many)
+    would make 4 million pairs: no more than MAX_PAIRS_PER_MESSAGE are ever built."""
+    cap = dx.MAX_PAIRS_PER_MESSAGE
+    built: list[str] = []  # the message each pair built answers
+
+    class Counted(dx.Pair):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            built.append(self.prompt[-1][1])
+            assert built.count(built[-1]) <= cap, f"more than {cap} pairs built for one message"
+
+    monkeypatch.setattr(dx, "Pair", Counted)
+    many = [user(1, "q"), *(reply(1, f"g{i}", f"good {i}", rating=1) for i in range(2000)),
+            *(reply(1, f"b{i}", f"bad {i}", rating=-1) for i in range(2000)),
+            reply(1, "s", "shown", active=True, selected=True),
+            user(2, "next"), reply(2, "n1", "yes", rating=1), reply(2, "n2", "no", rating=-1)]
+    pairs = list(dx.preference_pairs(many, q("preference")))
+    assert len(pairs) == cap + 1 and built == ["q"] * cap + ["next"]  # no more were built
+    assert {p.source for p in pairs[:cap]} == {"rating"}
+    assert (pairs[-1].chosen["id"], pairs[-1].rejected["id"]) == ("n1", "n2")
+    # Replies with the same text make one pair, not one per copy.
+    built.clear()
+    copies = [user(1, "q"), *(reply(1, f"g{i}", "same", rating=1) for i in range(2000)),
+              *(reply(1, f"b{i}", "other", rating=-1) for i in range(2000))]
+    assert len(list(dx.preference_pairs(copies, q("preference")))) == 1
 
 
 def test_a_continued_reply_is_not_preferred_to_its_own_beginning() -> None:
     messages = [user(1, "q"), reply(1, "a", "Once upon", status="stopped"),
-                reply(1, "b", "Once upon a time", active=True)]
-    assert dx.preference_pairs(messages, q("preference")) == []
+                reply(1, "b", "Once upon a time", active=True, selected=True)]
+    assert list(dx.preference_pairs(messages, q("preference"))) == []
 
 
 def test_the_filters_select_what_they_say() -> None:
@@ -144,9 +201,9 @@ def test_the_filters_select_what_they_say() -> None:
     assert dx.conversation_line(CONVERSATION, rows, q(since="2026-11-30T12:00:01Z")) is None
     assert dx.conversation_line(CONVERSATION, rows, q(until="2026-11-30T13:00+01:00")) is None
     assert dx.conversation_line(CONVERSATION, rows, q(until="2026-12-01")) is not None
-    prefs = dx.preference_pairs(rows, q("preference", min_rating=1))
+    prefs = list(dx.preference_pairs(rows, q("preference", min_rating=1)))
     assert [(p.chosen["id"], p.source) for p in prefs] == [("r1c", "rating")]
-    assert dx.preference_pairs(rows, q("preference", since="2026-12-01")) == []
+    assert list(dx.preference_pairs(rows, q("preference", since="2026-12-01"))) == []
 
 
 @pytest.mark.parametrize("kwargs,error,words", [
@@ -166,14 +223,22 @@ def test_bad_options_say_what_to_fix(kwargs: dict[str, Any], error: type, words:
     assert words in raised.value.message
 
 
-def test_a_pseudonym_is_stable_and_names_nobody() -> None:
+def test_a_pseudonym_is_keyed_stable_and_names_nobody() -> None:
+    """HMAC of the account id under the deployment's secret: an id someone was shown (in
+    /api/me, say) does not tell which lines are theirs without the secret."""
     owner = uuid.uuid4()
+    secret, another = b"s" * 32, b"t" * 32
     conversation = {**CONVERSATION, "owner_id": owner, "owner_name": "alice"}
-    line = dx.conversation_line(conversation, sample(), q(), accounts=True)
-    assert line is not None and line["owner"] == dx.pseudonym(owner) != "alice"
-    assert line["owner"] == dx.pseudonym(str(owner)) and line["owner"].startswith("person-")
+    line = dx.conversation_line(conversation, sample(), q(), accounts=True, secret=secret)
+    assert line is not None and line["owner"] == dx.pseudonym(owner, secret) != "alice"
+    assert line["owner"] == dx.pseudonym(str(owner), secret) and line["owner"].startswith("person-")
+    assert dx.pseudonym(owner, another) != line["owner"]
+    unkeyed = hashlib.sha256(b"durable-chat/dataset-owner:" + owner.bytes).hexdigest()[:12]
+    assert line["owner"] != f"person-{unkeyed}"  # what the id alone computed before
     named = dx.conversation_line(conversation, sample(), q(pseudonyms=False), accounts=True)
     assert named is not None and named["owner"] == "alice"
+    with pytest.raises(ValueError, match="secret"):
+        dx.conversation_line(conversation, sample(), q(), accounts=True)
 
 
 # -- GET /api/dataset ---------------------------------------------------------------------------
@@ -183,7 +248,18 @@ def lines(world: World, person: Any, **params: Any) -> list[dict[str, Any]]:
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("application/x-ndjson")
     assert answer.text == "" or answer.text.endswith("\n")
-    return [json.loads(line) for line in answer.text.splitlines()]
+    return [json.loads(line) for line in split_lines(answer.text)]
+
+
+def split_lines(body: str) -> list[str]:
+    """JSON Lines end each line with "\n", and only there: str.splitlines would also split
+    at U+2028, U+2029 and U+0085, which JSON strings may hold."""
+    assert body == "" or body.endswith("\n")
+    return body.split("\n")[:-1]
+
+
+def secret_of(world: World) -> bytes:
+    return world.run(DatasetSecret(world.room.system.db).pseudonyms())
 
 
 def rated_conversation(world: World, owner: Any, model: str) -> tuple[str, dict[str, str]]:
@@ -292,7 +368,7 @@ def test_whose_conversations_leave_and_under_what_name(world: World) -> None:
         # The admin: their own and those who accepted the notice; not Alice, who did not.
         everyone = exported(world.admin)
         assert set(everyone) == {his, own}
-        assert everyone[his]["owner"] == dx.pseudonym(world.bob.id)
+        assert everyone[his]["owner"] == dx.pseudonym(world.bob.id, secret_of(world))
         assert world.bob.name not in json.dumps(everyone)
         assert exported(world.admin, pseudonyms="false")[his]["owner"] == world.bob.name
         query(world.url, consent, (datetime.now(timezone.utc), world.alice.id))
@@ -341,9 +417,125 @@ def test_any_filter_is_lines_or_a_clear_4xx(world: World) -> None:
         answer = world.call(world.bob, "GET", "/api/dataset", params=params)
         assert answer.status_code in (200, 400, 422), answer.text
         if answer.status_code == 200:
-            for line in answer.text.splitlines():
+            for line in split_lines(answer.text):
                 assert isinstance(json.loads(line), dict)
         else:
             assert answer.json()["error"] and answer.json()["code"]
 
     check()
+
+
+def test_the_pseudonym_secret_is_made_once_per_deployment(world: World) -> None:
+    """Made on the first export and kept: the same person has the same pseudonym in every
+    export of one deployment, and another under another deployment's secret."""
+    secret = secret_of(world)
+    assert len(secret) >= 32 and secret_of(world) == secret
+    model = f"m-{uuid.uuid4().hex[:6]}"
+    rated_conversation(world, world.bob, model)
+    [first] = lines(world, world.bob, model=model)
+    [again] = lines(world, world.bob, model=model)
+    assert first["owner"] == again["owner"] == dx.pseudonym(world.bob.id, secret)
+    url = create_database("pseudonyms")
+    try:
+        async def elsewhere() -> bytes:
+            await apply_migrations(url)
+            db = Database(url, max_size=1)
+            await db.open()
+            try:
+                return await DatasetSecret(db).pseudonyms()
+            finally:
+                await db.close()
+        other = asyncio.run(elsewhere())
+    finally:
+        drop_database(url)
+    assert other != secret and dx.pseudonym(world.bob.id, other) != first["owner"]
+
+
+def test_text_with_unicode_line_separators_stays_one_line(world: World) -> None:
+    """U+2028, U+2029 and U+0085 are line ends to many readers (Python's splitlines,
+    JavaScript before ES2019): the server escapes them, so a line ends only at "\n"."""
+    model = f"m-{uuid.uuid4().hex[:6]}"
+    text = "one\u2028two\u2029three\u0085four"
+    cid = world.conversation(world.bob)
+    world.turn(cid, text, text, model)
+    answer = world.call(world.bob, "GET", "/api/dataset", params={"model": model})
+    assert answer.status_code == 200
+    for separator in ("\u2028", "\u2029", "\u0085"):
+        assert separator not in answer.text
+    [line] = answer.text.splitlines()
+    assert [m["content"] for m in json.loads(line)["messages"]] == [text, text]
+
+
+def test_an_admins_branch_of_someones_conversation_stays_theirs(world: World) -> None:
+    """An admin branching (or editing, which branches) a conversation of someone who did not
+    consent makes no copy of theirs that leaves in the admin's dataset; and the person's
+    withdrawal takes the branch with it."""
+    carol = world.person("carol", consent=False)
+    model = f"m-{uuid.uuid4().hex[:6]}"
+    cid = world.conversation(carol, "Carol's")
+    user_id, _ = world.turn(cid, "carol's private question", "an answer", model)
+    admin = world.service(world.admin)
+    branch = world.run(admin.branch_conversation(cid, user_id))
+    assert branch["owner"] == carol.name  # the admin sees it, as Carol's
+    assert query(world.url, "SELECT owner_id FROM conversations WHERE id = %s",
+                 (branch["id"],)) == [(carol.id,)]
+    for fmt in ("openai", "preference"):
+        assert "carol's private" not in world.call(world.admin, "GET", "/api/dataset", params={
+            "format": fmt, "model": model}).text
+    withdrawn = world.call(carol, "DELETE", "/api/me/data")
+    assert withdrawn.status_code == 200 and withdrawn.json()["deleted_conversations"] == 2
+    assert query(world.url, "SELECT count(*) FROM messages WHERE content LIKE %s",
+                 ("carol's private%",)) == [(0,)]
+
+
+def test_lines_are_made_off_the_event_loop(world: World, monkeypatch: pytest.MonkeyPatch
+                                           ) -> None:
+    """Turning rows into lines is CPU work (a conversation of 20,000 messages, a message
+    with many rated replies): it runs in a worker thread, so the app goes on serving."""
+    on_loop: list[bool] = []
+    made = dx.conversation_line
+
+    def watched(*args: Any, **kwargs: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_loop.append(True)
+        except RuntimeError:
+            on_loop.append(False)
+        return made(*args, **kwargs)
+
+    monkeypatch.setattr(dx, "conversation_line", watched)
+    model = f"m-{uuid.uuid4().hex[:6]}"
+    rated_conversation(world, world.bob, model)
+    assert len(lines(world, world.bob, model=model)) == 1
+    assert on_loop and not any(on_loop)
+
+
+def test_messages_are_read_in_bounded_batches(world: World, monkeypatch: pytest.MonkeyPatch
+                                              ) -> None:
+    """A page of conversations is read a few at a time, so that their messages together stay
+    under a budget (an imported conversation may hold 20,000): one read never holds more
+    than the budget, unless one conversation alone is bigger, and then it is read alone."""
+    monkeypatch.setattr(dataset_rows, "BATCH_MESSAGES", 10)
+    reads: list[tuple[int, int]] = []
+    read = DatasetRows.messages
+
+    async def counted(self: DatasetRows, ids: list[Any], *args: Any, **kwargs: Any) -> Any:
+        rows = await read(self, ids, *args, **kwargs)
+        reads.append((len(ids), len(rows)))
+        return rows
+
+    monkeypatch.setattr(DatasetRows, "messages", counted)
+    model = f"m-{uuid.uuid4().hex[:6]}"
+    made = []
+    for i in range(6):  # 2 messages each
+        cid = world.conversation(world.bob, f"small {i}")
+        world.turn(cid, f"q{i}", f"a{i}", model)
+        made.append(cid)
+    big = world.conversation(world.bob, "big")
+    for i in range(8):  # 16 messages
+        world.turn(big, f"big q{i}", f"big a{i}", model)
+    made.append(big)
+    got = [x["conversation_id"] for x in lines(world, world.bob, model=model)]
+    assert got == made
+    assert sum(n for n, _ in reads) == len(made) and len(reads) >= 3
+    assert all(rows <= 10 or n == 1 for n, rows in reads), reads

@@ -1,8 +1,9 @@
 """Conversations as training and evaluation data: one JSON object a line (JSON Lines).
 
 Pure functions over the rows chat_core/store/dataset_rows.py reads (a conversation, and its
-messages with their ratings); ChatService.dataset streams what they make, a page of
-conversations at a time. Three formats:
+messages with their ratings); ChatService.dataset streams what they make, a batch of
+conversations at a time, turning rows into lines in a worker thread (`dataset_lines`, taken a
+chunk at a time with `take`). Three formats:
 
 - `openai`: one conversation a line, `{"messages": [{"role", "content"}, ...], ...}`, with the
   replies that were shown (the selected alternative of each branch point), the system prompt
@@ -15,35 +16,47 @@ conversations at a time. Three formats:
   "assistant", "content"}], "rejected": [...]}` (TRL's DPOTrainer reads these three).
 
 A turn whose reply never finished with text (failed, cancelled, still being written) is left
-out of every format: what the person never saw as an answer is no example of one.
+out of every format: what the person never saw as an answer is no example of one. A line ends
+at "\n" and nowhere else: U+2028, U+2029 and U+0085, which many readers take for line ends,
+are written escaped (`json_line`).
 
-**Where preference pairs come from.** Each source turns a judgement into `Pair`s; `merge_pairs`
-keeps one pair per two replies, the one of the strongest source (`SOURCES`, strongest first):
+**Where preference pairs come from.** Each source turns a judgement into `Pair`s, lazily;
+`merge_pairs` keeps one pair per two replies, the first, so the sources are chained strongest
+first (`SOURCES`), and at most MAX_PAIRS_PER_MESSAGE pairs are ever built for one message:
 
 1. `vote` (comparisons, not built yet): a comparison's two sides answer one prompt and the
    person voted A or B better. It plugs in as a third source: a function yielding
    `Pair(source="vote", ...)` per decided vote (a tie or "both bad" yields none), chained
-   before the others in ChatService.dataset; `merge_pairs` already ranks it first.
+   before the others in `preference_pairs`; `merge_pairs` then keeps it over the others.
 2. `rating` (`pairs_from_ratings`): a liked and a disliked reply to the same user message
-   (regenerate, retry and forks give one message several replies): every liked one is chosen
-   over every disliked one.
-3. `alternative` (`pairs_from_alternatives`): the reply shown (selected among alternatives,
-   or the newest finished one when none was selected) is chosen over its other finished
-   alternatives, unless a rating says otherwise (a disliked shown reply is no choice; a liked
-   alternative is not rejected), and never over a reply it merely continued (its own prefix).
+   (regenerate, retry and forks give one message several replies): each liked text over each
+   disliked text (replies with the same text count once).
+3. `alternative` (`pairs_from_alternatives`): the reply shown, when the person chose it among
+   the alternatives (◀ ▶; `selected_at`, migrations/008: a reply shown only because it is the
+   newest is no choice), is preferred to its other finished alternatives, unless a rating says
+   otherwise (a disliked shown reply is no choice; a liked alternative is not rejected), and
+   never to a reply it merely continued (its own prefix).
 
 **Filters** (`DatasetQuery`): `model`, exact: every shown reply of a conversation, or both
 replies of a pair, by that model; `since`/`until`: when the conversation started (openai,
 sharegpt) or the user message was sent (preference), `until` excluded; `min_rating`: a reply
 unrated counts 0, a conversation is as good as its worst shown reply, a pair as its chosen one.
+A pair's filters are applied to the replies before pairing, so the cap counts pairs kept.
+
+**Owners** (accounts on): a pseudonym, HMAC-SHA256 of the account id under the deployment's
+secret (`pseudonym`; the secret is made once and kept in the database, migrations/008), so an
+account id, which people are shown, does not tell which lines are whose; or, asked for, names.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
+import json
 import uuid
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timezone
+from itertools import chain, islice
 from typing import Any, Iterable, Iterator
 
 from chat_core.errors import InvalidInput, MalformedRequest
@@ -59,9 +72,13 @@ PREFERENCE_COLUMNS = ("prompt", "chosen", "rejected")
 # What a line says of the parameters a reply was produced with.
 PARAMETERS = ("temperature", "top_p", "max_tokens")
 SHAREGPT_ROLES = {"system": "system", "user": "human", "assistant": "gpt"}
-# How many pairs one user message can give at most (its replies' judgements, all pairs of
-# them): a bound on one line's work, far above what a person rates by hand.
+# How many pairs one user message gives at most (its replies' judgements, all pairs of them):
+# a bound on the work and the lines one message makes (an import may hold a message with
+# 20,000 rated replies), far above what a person rates by hand. No more are ever built.
 MAX_PAIRS_PER_MESSAGE = 400
+# Characters JSON leaves as they are but many line readers split at (Python's splitlines,
+# JavaScript before ES2019, some editors): written escaped, so a line ends only at "\n".
+_LINE_BREAKERS = {"\u2028": "\\u2028", "\u2029": "\\u2029", "\u0085": "\\u0085"}
 
 
 # -- the query --------------------------------------------------------------------------------
@@ -197,26 +214,75 @@ def iso(value: Any) -> str | None:
     return str(value)
 
 
-def pseudonym(owner_id: Any) -> str:
-    """A stable name for a person that does not say who they are: the same in every export,
-    and not reversible without their account id (a random UUID only the database holds)."""
-    digest = hashlib.sha256(b"durable-chat/dataset-owner:" + uuid.UUID(str(owner_id)).bytes)
+def pseudonym(owner_id: Any, secret: bytes) -> str:
+    """A stable name for a person that does not say who they are: the same in every export
+    of a deployment, and not computable from their account id (which people are shown)
+    without the deployment's secret (chat_core/store/dataset_rows.DatasetSecret)."""
+    digest = hmac.new(secret, b"durable-chat/dataset-owner:" + uuid.UUID(str(owner_id)).bytes,
+                      hashlib.sha256)
     return f"person-{digest.hexdigest()[:12]}"
 
 
-def owner_of(conversation: Row, query: DatasetQuery, accounts: bool) -> dict[str, str]:
-    """The owner field of a line: only with accounts on; a pseudonym unless asked otherwise."""
+def owner_of(conversation: Row, query: DatasetQuery, accounts: bool,
+             secret: bytes | None = None) -> dict[str, str]:
+    """The owner field of a line: only with accounts on; a pseudonym (under `secret`, which
+    it then needs) unless asked otherwise."""
     if not accounts or conversation.get("owner_id") is None:
         return {}
     if query.pseudonyms:
-        return {"owner": pseudonym(conversation["owner_id"])}
+        if not secret:
+            raise ValueError("pseudonyms need the deployment's secret (DatasetSecret)")
+        return {"owner": pseudonym(conversation["owner_id"], secret)}
     return {"owner": str(conversation.get("owner_name") or "")}
+
+
+def json_line(value: Any) -> str:
+    """One line of JSON Lines: UTF-8 text as it is, but for the characters some readers take
+    for line ends, escaped; "\n" at the end and nowhere else."""
+    text = json.dumps(value, ensure_ascii=False)
+    for raw, escaped in _LINE_BREAKERS.items():
+        if raw in text:
+            text = text.replace(raw, escaped)
+    return text + "\n"
+
+
+def dataset_lines(conversations: list[Row], messages: Iterable[Row], query: DatasetQuery,
+                  accounts: bool = False, secret: bytes | None = None) -> Iterator[str]:
+    """The lines of these conversations (`messages`: theirs, by conversation in reading
+    order, as DatasetRows.messages reads them), in the conversations' order. Lazy: a caller
+    takes them a chunk at a time (`take`)."""
+    by_conversation: dict[Any, list[Row]] = {}
+    for m in messages:
+        by_conversation.setdefault(m["conversation_id"], []).append(m)
+    for c in conversations:
+        rows = by_conversation.pop(c["id"], [])
+        if query.format == "preference":
+            for pair in preference_pairs(rows, query):
+                yield json_line(pair.line())
+        else:
+            line = conversation_line(c, rows, query, accounts, secret)
+            if line is not None:
+                yield json_line(line)
+
+
+def take(lines: Iterator[str], max_chars: int) -> str:
+    """The next lines, joined, until they hold `max_chars` (at least one line; "" once there
+    are none): a chunk of work small enough to hand back to the event loop between."""
+    chunk: list[str] = []
+    size = 0
+    for line in lines:
+        chunk.append(line)
+        size += len(line)
+        if size >= max_chars:
+            break
+    return "".join(chunk)
 
 
 # -- openai and sharegpt: one conversation a line ----------------------------------------------
 
 def conversation_line(conversation: Row, messages: list[Row], query: DatasetQuery,
-                      accounts: bool = False) -> dict[str, Any] | None:
+                      accounts: bool = False, secret: bytes | None = None
+                      ) -> dict[str, Any] | None:
     """The conversation as one line of `query.format` (openai or sharegpt), or None when it
     holds no finished reply or the filters leave it out."""
     created = conversation.get("created_at")
@@ -248,7 +314,7 @@ def conversation_line(conversation: Row, messages: list[Row], query: DatasetQuer
                      "tags": list(r.get("rating_tags") or []),
                      "comment": r.get("rating_comment") or ""}
                     for r in shown if r.get("rating")],
-        **owner_of(conversation, query, accounts),
+        **owner_of(conversation, query, accounts, secret),
     }
     if query.format == "sharegpt":
         return {"conversations": [{"from": SHAREGPT_ROLES[m["role"]], "value": m["content"]}
@@ -285,76 +351,117 @@ class Pair:
                 "rejected": [{"role": "assistant", "content": self.rejected["content"]}]}
 
 
-def prompt_for(earlier: list[Turn], turn: Turn, system_prompt: str
-               ) -> tuple[tuple[str, str], ...]:
-    history = dialogue(earlier, system_prompt)
-    history.append({"role": "user", "content": turn.user["content"]})
-    return tuple((m["role"], m["content"]) for m in history)
+Prompt = tuple[tuple[str, str], ...]
 
 
-def pairs_from_ratings(earlier: list[Turn], turn: Turn) -> Iterator[Pair]:
-    """Every liked reply over every disliked one, among a message's finished replies."""
-    finished = [r for r in turn.replies if answered(r)]
-    liked = [r for r in finished if rating_of(r) == RATING_UP]
-    disliked = [r for r in finished if rating_of(r) == RATING_DOWN]
+class Prompts:
+    """The prompts of one user message: the dialogue shown before it (the first `upto`
+    entries of `history`), then the message, after the system prompt of the reply judged.
+    Made when the first pair needs one (most messages have none), one tuple per system
+    prompt, shared by that message's pairs."""
+
+    def __init__(self, history: list[tuple[str, str]], turn: Turn) -> None:
+        self.history, self.upto = history, len(history)
+        self.user = (("user", str(turn.user["content"])),)
+        self.made: dict[str, Prompt] = {}
+
+    def of(self, reply: Row) -> Prompt:
+        system = system_prompt_of(reply)
+        prompt = self.made.get(system)
+        if prompt is None:
+            head: Prompt = (("system", system),) if system else ()
+            prompt = self.made[system] = head + tuple(self.history[:self.upto]) + self.user
+        return prompt
+
+
+def by_model(reply: Row, query: DatasetQuery) -> bool:
+    return query.model is None or reply.get("model") == query.model
+
+
+def distinct_texts(replies: Iterable[Row], limit: int) -> list[Row]:
+    """The first reply of each text, up to `limit` texts: two replies with the same text make
+    the same line, and a pair of them none."""
+    kept: dict[str, Row] = {}
+    for reply in replies:
+        kept.setdefault(reply["content"], reply)
+        if len(kept) >= limit:
+            break
+    return list(kept.values())
+
+
+def pairs_from_ratings(prompts: Prompts, turn: Turn, query: DatasetQuery) -> Iterator[Pair]:
+    """Each liked text over each disliked one, among a message's finished replies (by the
+    query's model). At most MAX_PAIRS_PER_MESSAGE liked and one more disliked texts are
+    looked at (a liked text may also be among the disliked ones: that pair is skipped), so
+    the work is bounded whatever the message holds; the caller takes what it needs."""
+    finished = [r for r in turn.replies if answered(r) and by_model(r, query)]
+    liked = distinct_texts((r for r in finished if rating_of(r) == RATING_UP),
+                           MAX_PAIRS_PER_MESSAGE)
+    if query.min_rating is not None and RATING_UP < query.min_rating:
+        return  # (a liked reply is rated as high as a rating goes)
+    disliked = distinct_texts((r for r in finished if rating_of(r) == RATING_DOWN),
+                              MAX_PAIRS_PER_MESSAGE + 1)
+    asked = turn.user.get("created_at")
     for good in liked:
-        prompt = prompt_for(earlier, turn, system_prompt_of(good))
         for bad in disliked:
             if good["content"] != bad["content"]:
-                yield Pair(prompt, good, bad, "rating", turn.user.get("created_at"))
+                yield Pair(prompts.of(good), good, bad, "rating", asked)
 
 
-def pairs_from_alternatives(earlier: list[Turn], turn: Turn) -> Iterator[Pair]:
-    """The shown reply over each other finished alternative, where no rating contradicts it
-    and it did not merely continue that alternative."""
+def pairs_from_alternatives(prompts: Prompts, turn: Turn, query: DatasetQuery
+                            ) -> Iterator[Pair]:
+    """The shown reply, when the person chose it, over each other finished alternative
+    (each text once), where no rating contradicts it and it did not merely continue that
+    alternative."""
     shown = turn.shown
-    if shown is None or rating_of(shown) == RATING_DOWN:
+    if shown is None or not shown.get("selected_at") or rating_of(shown) == RATING_DOWN \
+            or not by_model(shown, query) \
+            or (query.min_rating is not None and rating_of(shown) < query.min_rating):
         return
-    prompt = prompt_for(earlier, turn, system_prompt_of(shown))
+    texts: set[str] = set()
     for other in turn.replies:
-        if other is shown or not answered(other) or rating_of(other) == RATING_UP:
+        if other is shown or not answered(other) or rating_of(other) == RATING_UP \
+                or not by_model(other, query) or other["content"] in texts:
             continue
+        texts.add(other["content"])
         if shown["content"].startswith(other["content"]):  # a continuation, or the same text
             continue
-        yield Pair(prompt, shown, other, "alternative", turn.user.get("created_at"))
+        yield Pair(prompts.of(shown), shown, other, "alternative", turn.user.get("created_at"))
 
 
-def merge_pairs(pairs: Iterable[Pair]) -> list[Pair]:
-    """One pair per two replies: the strongest source's (SOURCES order), in the order the
-    pairs came; a weaker source's pair of the same two replies, either way round, is dropped."""
-    best: dict[frozenset[str], Pair] = {}
-    order: list[frozenset[str]] = []
+def merge_pairs(pairs: Iterable[Pair]) -> Iterator[Pair]:
+    """One pair per two replies: the first, in the order the pairs come, which must be the
+    strongest source's first (SOURCES order): a later pair of the same two replies, either
+    way round, is dropped. Lazy: a consumer that stops early builds no more."""
+    seen: set[frozenset[str]] = set()
+    weakest = 0
     for pair in pairs:
+        rank = SOURCES.index(pair.source)
+        if rank < weakest:
+            raise ValueError(f"pairs must come strongest first ({', '.join(SOURCES)}): a "
+                             f"{pair.source!r} pair came after a {SOURCES[weakest]!r} one")
+        weakest = rank
         key = pair.replies
-        held = best.get(key)
-        if held is None:
-            order.append(key)
-            best[key] = pair
-        elif SOURCES.index(pair.source) < SOURCES.index(held.source):
-            best[key] = pair
-    return [best[key] for key in order]
+        if key not in seen:
+            seen.add(key)
+            yield pair
 
 
-def preference_pairs(messages: list[Row], query: DatasetQuery) -> list[Pair]:
-    """A conversation's pairs from ratings and chosen alternatives, filtered."""
-    turns = turns_of(messages)
-    found: list[Pair] = []
-    for i, turn in enumerate(turns):
-        earlier = turns[:i]
-        candidates = merge_pairs([*pairs_from_ratings(earlier, turn),
-                                  *pairs_from_alternatives(earlier, turn)])
-        found += [p for p in candidates if keep_pair(p, query)][:MAX_PAIRS_PER_MESSAGE]
-    return found
+def preference_pairs(messages: list[Row], query: DatasetQuery) -> Iterator[Pair]:
+    """A conversation's pairs from ratings and chosen alternatives, filtered: at most
+    MAX_PAIRS_PER_MESSAGE per user message, and no more built."""
+    history: list[tuple[str, str]] = []  # the dialogue as shown so far
+    for turn in turns_of(messages):
+        asked = turn.user.get("created_at")
+        if not isinstance(asked, datetime) or _in_range(asked, query):
+            prompts = Prompts(history, turn)
+            yield from islice(merge_pairs(chain(pairs_from_ratings(prompts, turn, query),
+                                                pairs_from_alternatives(prompts, turn, query))),
+                              MAX_PAIRS_PER_MESSAGE)
+        shown = turn.shown
+        if shown is not None:
+            history += [("user", turn.user["content"]), ("assistant", shown["content"])]
 
 
-def keep_pair(pair: Pair, query: DatasetQuery) -> bool:
-    if isinstance(pair.asked_at, datetime) and not _in_range(pair.asked_at, query):
-        return False
-    if query.model is not None and (pair.chosen.get("model") != query.model
-                                    or pair.rejected.get("model") != query.model):
-        return False
-    return query.min_rating is None or rating_of(pair.chosen) >= query.min_rating
-
-
-def preference_lines(messages: list[Row], query: DatasetQuery) -> list[dict[str, Any]]:
-    return [pair.line() for pair in preference_pairs(messages, query)]
+def preference_lines(messages: list[Row], query: DatasetQuery) -> Iterator[dict[str, Any]]:
+    return (pair.line() for pair in preference_pairs(messages, query))

@@ -242,7 +242,10 @@ class ChatStore:
                 cur = await conn.execute(
                     f"WITH r AS (SELECT id, parent_id FROM messages m WHERE id = %(rid)s AND"
                     f" role = 'assistant' AND status IN {_ANSWERED} AND {OWNED_MESSAGE}),"
-                    " u AS (UPDATE messages m SET active = (m.id = %(rid)s) FROM r"
+                    # selected_at: the person's own choice (what `active` cannot tell,
+                    # migrations/008), which the preference export reads.
+                    " u AS (UPDATE messages m SET active = (m.id = %(rid)s), selected_at ="
+                    "  CASE WHEN m.id = %(rid)s THEN clock_timestamp() END FROM r"
                     "  WHERE m.parent_id = r.parent_id RETURNING m.*)"
                     f" SELECT {_MESSAGE_COLUMNS} FROM u WHERE id = %(rid)s",
                     self._p(rid=reply_id))
@@ -262,13 +265,16 @@ class ChatStore:
                      title: str, origin_message_id: uuid.UUID) -> Row:
         """A new conversation holding the source's turns up to `upto_seq`, each user message
         with its active reply, linked to where it came from. Ids derive from the new
-        conversation's, so doing it again (a retried request) creates nothing twice."""
+        conversation's, so doing it again (a retried request) creates nothing twice. The copy
+        is the source's owner's (an admin's branch of someone's conversation stays theirs: it
+        leaves with their consent only and goes with their withdrawal); only a conversation
+        without an owner (local mode) becomes the caller's."""
         async with self.db.connection() as conn:
             async with conn.transaction():
                 cur = await conn.execute(
                     "INSERT INTO conversations (id, title, settings, origin_conversation_id,"
                     " origin_message_id, last_seq, owner_id) SELECT %(new)s, %(title)s,"
-                    " settings, id, %(origin)s, %(upto)s, coalesce(%(owner)s, c.owner_id)"
+                    " settings, id, %(origin)s, %(upto)s, coalesce(c.owner_id, %(owner)s)"
                     f" FROM conversations c WHERE c.id = %(src)s AND {OWNED}"
                     " ON CONFLICT (id) DO NOTHING RETURNING id",
                     self._p(new=new_id, title=title, origin=origin_message_id,
