@@ -13,9 +13,12 @@ It asks the running app (GET /api/dataset), so what leaves is decided in one pla
 service: a person's token exports their own conversations, an admin's everyone's who accepted
 the notice, under pseudonyms unless --names. It needs no access to the database, works against
 a remote app as well as a local one, and never reads what the caller's login may not.
-With accounts on, give an API token (Account tab, or POST /api/me/tokens) with --token or
-CHAT_API_TOKEN. The file is written under a temporary name and renamed once the whole answer
-has arrived: an answer cut short (the app stopped) leaves no file that looks complete.
+With accounts on, give an API token (Account tab, or POST /api/me/tokens) in CHAT_API_TOKEN
+(kept out of the process list and the shell's history) or with --token. The file holds
+people's words: it is created readable by its owner only (0600), under a temporary name
+(<output>.partial, never followed if it is a link) and renamed once the whole answer has
+arrived: an answer cut short (the app stopped) leaves no file that looks complete. Lines end
+at "\n" only (U+2028 and the like inside the text are not line ends).
 """
 
 from __future__ import annotations
@@ -23,11 +26,15 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import stat
 import sys
 from pathlib import Path
-from typing import Any, Callable, Iterator, TextIO
+from typing import IO, Any, Callable, Iterator, TextIO
 
 import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from chat_core.secrets_mask import mask_secrets, remember_secrets  # noqa: E402
 
 FORMATS = ("openai", "sharegpt", "preference")
 
@@ -65,25 +72,70 @@ def export(client: httpx.Client, params: dict[str, str], output: Path,
             if answer.status_code != 200:
                 answer.read()
                 raise ExportFailed(_refusal(answer))
-            with partial.open("w", encoding="utf-8") as out:
-                for line in answer.iter_lines():
-                    if line:
-                        out.write(line + "\n")
-                        lines += 1
-                        progress(1)
+            with private_file(partial) as out:
+                for line in split_lines(answer.iter_bytes()):
+                    out.write(line)
+                    lines += 1
+                    progress(1)
     except httpx.ConnectError as exc:
-        raise ExportFailed(f"cannot reach the app at {client.base_url} ({exc}); is it "
-                           "running? (--url, CHAT_URL)") from None
+        raise ExportFailed(f"cannot reach the app at {mask_secrets(str(client.base_url))} "
+                           f"({mask_secrets(str(exc))}); is it running? (--url, CHAT_URL)"
+                           ) from None
     except httpx.HTTPError as exc:
         partial.unlink(missing_ok=True)
         raise ExportFailed(f"the answer was cut short after {lines:,} lines "
-                           f"({type(exc).__name__}: {exc}); no file was written: run the "
-                           "export again") from None
+                           f"({type(exc).__name__}: {mask_secrets(str(exc))}); no file was "
+                           "written: run the export again") from None
+    except ExportFailed:
+        raise
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
     partial.replace(output)
     return lines
+
+
+def split_lines(chunks: Iterator[bytes]) -> Iterator[bytes]:
+    """The answer's lines, each with its b"\n": split on that byte alone, never on what
+    str.splitlines or httpx's iter_lines also take for a line end (U+2028, U+2029, U+0085,
+    a lone \r), which a message's text may hold. An unfinished last line is kept whole."""
+    held = b""
+    for chunk in chunks:
+        held += chunk
+        *whole, held = held.split(b"\n")
+        for line in whole:
+            if line:
+                yield line + b"\n"
+    if held:
+        yield held + b"\n"
+
+
+@contextlib.contextmanager
+def private_file(path: Path) -> Iterator[IO[bytes]]:
+    """A new file at `path`, readable and writable by its owner only, whatever the umask;
+    never opened through a link planted there (O_NOFOLLOW, O_EXCL). A regular file left by
+    an export that was killed is replaced; anything else there is refused."""
+    try:
+        if stat.S_ISREG(os.lstat(path).st_mode):
+            path.unlink()
+    except FileNotFoundError:
+        pass
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise ExportFailed(f"{path} exists and is not a file this script left (a link?); "
+                           "remove it, or choose another --output") from None
+    except OSError as exc:
+        raise ExportFailed(f"cannot create {path}: {exc.strerror}") from None
+    written = False
+    try:
+        with os.fdopen(fd, "wb") as out:
+            yield out
+        written = True
+    finally:
+        if not written:
+            path.unlink(missing_ok=True)
 
 
 def _refusal(answer: httpx.Response) -> str:
@@ -115,7 +167,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "CHAT_URL", f"http://127.0.0.1:{os.environ.get('PORT', '8080')}"),
                         help="the app (default: CHAT_URL, else http://127.0.0.1:$PORT)")
     parser.add_argument("--token", default=os.environ.get("CHAT_API_TOKEN"),
-                        help="an API token (default: CHAT_API_TOKEN); needed with accounts on")
+                        help="an API token; needed with accounts on. Better in CHAT_API_TOKEN "
+                             "(the default), where the process list does not show it")
     parser.add_argument("--timeout", type=float, default=300.0,
                         help="seconds to wait for the next part of the answer")
     return parser.parse_args(argv)
@@ -136,6 +189,7 @@ def query_params(args: argparse.Namespace) -> dict[str, str]:
 def main(argv: list[str] | None = None,
          transport: httpx.BaseTransport | None = None) -> int:
     args = parse_args(argv)
+    remember_secrets([args.token])  # masked in anything shown, should the app echo it
     output = args.output or Path(f"dataset-{args.format}.jsonl")
     headers = {"Authorization": f"Bearer {args.token}"} if args.token else {}
     with httpx.Client(base_url=args.url, headers=headers, transport=transport,
