@@ -32,7 +32,10 @@ from chat_core.web.login_throttle import LoginThrottle
 from chat_core.web.request_guards import allowed_hosts, install_request_guards
 
 # Re-exported: SHARE_AUTH's parsing lives with the accounts now.
-__all__ = ["build_web_app", "parse_credentials"]
+__all__ = ["QUEUE_MAX_SIZE", "build_web_app", "mount_ui", "parse_credentials"]
+
+# The most events Gradio's queue holds; beyond it a page is told the app is busy.
+QUEUE_MAX_SIZE = 2048
 
 
 def build_web_app(service: ChatService, ui: gr.Blocks, *,
@@ -58,7 +61,7 @@ def build_web_app(service: ChatService, ui: gr.Blocks, *,
     basic_cache = app.state.basic_auth_cache = ExpiringCache[str](BASIC_CACHE_SEC)
     app.include_router(login_pages.router)
     install_rest_api(app, service)
-    _mount_ui(app, ui, share_mode, with_accounts=accounts is not None)
+    mount_ui(app, ui, share_mode=share_mode, with_accounts=accounts is not None)
     app.add_middleware(GradioGuard, blocks=ui)
     app.add_middleware(AccountAuth, accounts=accounts, throttle=throttle,
                        trusted_proxies=trusted, notice_required=bool(settings.share_notice),
@@ -68,11 +71,23 @@ def build_web_app(service: ChatService, ui: gr.Blocks, *,
     return app
 
 
-def _mount_ui(app: FastAPI, ui: gr.Blocks, share_mode: bool, with_accounts: bool) -> None:
+def mount_ui(app: FastAPI, ui: gr.Blocks, *, share_mode: bool = False,
+             with_accounts: bool = False) -> None:
+    """Serve `ui` at "/" of `app` on Gradio's queue, sized so that every event it holds runs
+    at once: a streamed reply keeps its event running for the whole reply."""
+    # Gradio's queue runs at most `max_threads` events at once (40 unless launch() is told
+    # otherwise), whatever each event's concurrency_limit says, and it reads the number when
+    # queue() makes it. A page's `stream` step holds one of them until its reply ends, so in a
+    # room of 64 sending at once the 41st page's stream began only when a whole reply had
+    # ended: 24 people saw nothing for ~15 s, then the finished reply (docs/performance.md,
+    # issue 16). We never call launch(), so it is set here, to what the queue holds. The same
+    # number sizes Gradio's own thread limiter (sync handlers, postprocessing hops); its pool
+    # starts a thread only when no idle one is free, so it holds as many as run at once.
+    ui.max_threads = QUEUE_MAX_SIZE
     # Many users stream at once: no per-event cap in Gradio (the LLM client caps LLM load);
     # a bounded queue answers "busy" instead of growing without limit. In share mode the
     # direct-call API is closed, so every call goes through the queue and its limits.
-    ui.queue(default_concurrency_limit=None, max_size=2048, api_open=not share_mode)
+    ui.queue(default_concurrency_limit=None, max_size=QUEUE_MAX_SIZE, api_open=not share_mode)
     # Gradio resolves matplotlib's backend around every event (for gr.Plot); the first time, it
     # imports matplotlib and pyplot: about 0.19 s more on the first reply after a start
     # (measured). Done here, before the server accepts anyone.
