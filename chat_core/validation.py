@@ -70,7 +70,7 @@ def check_text(value: Any, field: str, max_chars: int, *, allow_empty: bool = Fa
 
 
 # Letters Unicode draws as nothing (the Hangul fillers): letters by category, yet blank.
-_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
+BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0")
 
 
 def visible(text: str) -> bool:
@@ -78,7 +78,7 @@ def visible(text: str) -> bool:
     only spaces, combining marks, variation selectors, format characters (zero-width spaces
     and joiners) or blank letters. For short labels shown to people (a rating's tags), as
     account names must show a letter or digit (accounts/passwords.check_name)."""
-    return any(unicodedata.category(ch)[0] in "LNPS" and ch not in _BLANK_LETTERS
+    return any(unicodedata.category(ch)[0] in "LNPS" and ch not in BLANK_LETTERS
                for ch in text)
 
 

@@ -22,6 +22,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from chat_core.errors import InvalidInput
+from chat_core.validation import BLANK_LETTERS
 
 MIN_PASSWORD_CHARS = 8
 MAX_PASSWORD_CHARS = 1024
@@ -50,7 +51,7 @@ def name_key(name: str) -> str:
 
 # Invisible in a name shown to others: variation selectors, the combining grapheme joiner,
 # Mongolian free variation selectors and the Hangul fillers (letters Unicode draws as nothing).
-_INVISIBLE = frozenset("\u034f\u115f\u1160\u3164\uffa0\u180b\u180c\u180d\u180f") | \
+_INVISIBLE = frozenset("\u034f\u180b\u180c\u180d\u180f") | BLANK_LETTERS | \
     frozenset(chr(c) for c in range(0xFE00, 0xFE10)) | \
     frozenset(chr(c) for c in range(0xE0100, 0xE01F0))
 # Scripts that one name may mix (Japanese writes Han, Hiragana and Katakana together).

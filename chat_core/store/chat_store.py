@@ -22,6 +22,7 @@ from chat_core.store.database import Database, retry_transient
 from chat_core.errors import NotFound
 from chat_core.states import (ANSWERED, CANCELLED, COMPLETE, IN_FLIGHT, PENDING, STREAMING,
                               sql_list)
+from chat_core.store.scoped import PersonScoped
 
 Row = dict[str, Any]
 
@@ -121,10 +122,9 @@ def public_message(row: Row) -> dict[str, Any]:
     return out
 
 
-class ChatStore:
+class ChatStore(PersonScoped):
     def __init__(self, db: Database, person: Person = SYSTEM) -> None:
-        self.db = db
-        self.person = person
+        super().__init__(db, person)
         # Queries made by turns waiting for earlier turns (earlier_in_flight), counted so that
         # tests can hold waiting to its cost: about two per waiting turn, however long it waits.
         self.order_checks = 0
@@ -134,9 +134,6 @@ class ChatStore:
         create."""
         store = ChatStore(self.db, person)
         return store
-
-    def _p(self, **params: Any) -> dict[str, Any]:
-        return {**params, **self.person.sql()}
 
     # -- conversations -----------------------------------------------------------------------
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime
-from typing import Any, Iterator
+from typing import Iterator
 
-from chat_core.accounts.person import SYSTEM, Person
 from chat_core.store.chat_store import OWNED, Row
 from chat_core.store.database import Database, retry_transient
+from chat_core.store.scoped import PersonScoped
 
 # What one read of messages holds at most (but for one conversation bigger alone).
 BATCH_MESSAGES = 5000
@@ -32,15 +32,8 @@ CONSENTED = ("(NOT %(consented_only)s OR c.owner_id IS NULL OR c.owner_id = %(ow
              " AND a.consent_at IS NOT NULL))")
 
 
-class DatasetRows:
+class DatasetRows(PersonScoped):
     """What `person` may export (an admin: everyone's, less who did not consent)."""
-
-    def __init__(self, db: Database, person: Person = SYSTEM) -> None:
-        self.db = db
-        self.person = person
-
-    def _p(self, **params: Any) -> dict[str, Any]:
-        return {**params, **self.person.sql()}
 
     @retry_transient
     async def conversations(self, *, after: tuple[datetime, uuid.UUID] | None, limit: int,

@@ -15,13 +15,13 @@ from typing import Any
 
 from psycopg import errors as pg_errors
 
-from chat_core.accounts.person import SYSTEM, Person
 from chat_core.errors import InvalidInput
 from chat_core.states import (IN_FLIGHT, MAX_RATING_COMMENT_CHARS, MAX_RATING_TAG_CHARS,
                               MAX_RATING_TAGS, RATING_VALUES, sql_list)
 from chat_core.store.chat_store import OWNED_MESSAGE, Row, iso
-from chat_core.store.database import Database, retry_transient
+from chat_core.store.database import retry_transient
 from chat_core.validation import check_text, visible
+from chat_core.store.scoped import PersonScoped
 
 RATING_COLUMNS = "r.message_id, r.value, r.tags, r.comment, r.created_at, r.updated_at"
 # The message `m` is in a conversation of the person's own (whoever sees all, admins too, is
@@ -71,16 +71,9 @@ def public_rating(row: Row | None) -> dict[str, Any] | None:
             "created_at": iso(row["created_at"]), "updated_at": iso(row["updated_at"])}
 
 
-class RatingStore:
+class RatingStore(PersonScoped):
     """The ratings of the replies `person` can see (an admin's: everyone's); those of the
     person's own replies to write."""
-
-    def __init__(self, db: Database, person: Person = SYSTEM) -> None:
-        self.db = db
-        self.person = person
-
-    def _p(self, **params: Any) -> dict[str, Any]:
-        return {**params, **self.person.sql()}
 
     @retry_transient
     async def rate(self, conversation_id: uuid.UUID, message_id: uuid.UUID, value: int,

@@ -10,27 +10,19 @@ grants the read.
 from __future__ import annotations
 
 import uuid
-from typing import Any
 
-from chat_core.accounts.person import SYSTEM, Person
 from chat_core.errors import Conflict, NotFound
 from chat_core.store.chat_store import OWNED, Row
-from chat_core.store.database import Database, retry_transient
+from chat_core.store.database import retry_transient
+from chat_core.store.scoped import PersonScoped
 
 _LINK_COLUMNS = "l.id, l.conversation_id, l.created_at, l.expires_at"
 # A link that still opens its page: not revoked and not past its expiry.
 _LIVE = "l.revoked_at IS NULL AND (l.expires_at IS NULL OR l.expires_at > clock_timestamp())"
 
 
-class SharedLinkStore:
+class SharedLinkStore(PersonScoped):
     """The links of the conversations `person` can see (an admin's: everyone's)."""
-
-    def __init__(self, db: Database, person: Person = SYSTEM) -> None:
-        self.db = db
-        self.person = person
-
-    def _p(self, **params: Any) -> dict[str, Any]:
-        return {**params, **self.person.sql()}
 
     @retry_transient
     async def create(self, conversation_id: uuid.UUID, link_id: uuid.UUID, token_hash: bytes,
