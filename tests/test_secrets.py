@@ -261,3 +261,24 @@ def test_a_malformed_database_password_is_not_shown() -> None:
     with pytest.raises(DatabaseUnavailable) as caught:
         asyncio.run(ensure_database_exists("postgresql://app:p%ZZSECRET@127.0.0.1:5432/chat"))
     assert "SECRET" not in caught.value.message and "percent-encode" in caught.value.message
+
+
+def test_the_tokenizer_requests_log_no_credentials(llm: EmulatedLLM,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """httpx logs every request's URL at INFO: the URL's user:password goes as a header
+    (Basic auth, as httpx made it of a URL's credentials before)."""
+    async def count() -> list[int] | None:
+        client = LLMClient(llm.base_url.replace("http://", "http://llm:SECRET-T0K@", 1))
+        try:
+            return await client.count_tokens(["how many tokens is this?"])
+        finally:
+            await client.close()
+
+    caplog.set_level(logging.INFO)
+    for library in ("httpx", "httpx2"):  # the app quiets them; a notebook may not
+        caplog.set_level(logging.INFO, logger=library)
+    counted = asyncio.run(count())
+    assert counted and counted[0] > 0
+    # Both clients' requests were logged (the openai client's, our tokenizer's)...
+    assert "/v1/models" in caplog.text and "/tokenize" in caplog.text
+    assert "SECRET" not in caplog.text  # ...without the credentials

@@ -137,6 +137,15 @@ class _NoTokenizer(Exception):
     pass
 
 
+def _split_credentials(url: str) -> tuple[str, tuple[str, str] | None]:
+    """The URL without its user:password part, and that part as Basic auth (or None)."""
+    parsed = httpx.URL(url)
+    if not parsed.userinfo:
+        return url, None
+    bare = str(parsed.copy_with(username=None, password=None)).rstrip("/")
+    return bare, (parsed.username, parsed.password)
+
+
 def v1_url(base_url: str) -> str:
     """The seed's VLLM_BASE_URL has no /v1 (http://localhost:5000); the client needs it."""
     base = base_url.rstrip("/")
@@ -165,11 +174,15 @@ class LLMClient:
         self.configured_model = model
         self.backend = backend
         self.fix_hint = fix_hint
+        # The URL's user:password (a proxy's Basic auth) as the clients' auth, never in the URL
+        # that httpx logs at INFO for each request.
+        bare_url, url_auth = _split_credentials(self.base_url)
         self._client = AsyncOpenAI(
-            base_url=v1_url(base_url),
+            base_url=v1_url(bare_url),
             api_key=api_key,
             max_retries=0,
             timeout=openai.Timeout(read_timeout_sec, connect=connect_timeout_sec),
+            http_client=openai.DefaultAsyncHttpxClient(auth=url_auth) if url_auth else None,
         )
         self._slots = asyncio.Semaphore(max_concurrency)
         # Where the turns wait for the LLM, by person (fair_gate.py): as many places as the
@@ -181,7 +194,8 @@ class LLMClient:
         # None: not probed yet; "": the server has none; else the path that works.
         self._tokenizer_path: str | None = None
         self._token_cache: dict[bytes, int] = {}
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(read_timeout_sec,
+        self._tokenizer_url = bare_url
+        self._http = httpx.AsyncClient(auth=url_auth, timeout=httpx.Timeout(read_timeout_sec,
                                                              connect=connect_timeout_sec))
 
     async def close(self) -> None:
@@ -281,7 +295,7 @@ class LLMClient:
             body = ({"model": model_id, "prompt": text, "add_special_tokens": False}
                     if path == "/tokenize" else {"input": text})
             try:
-                response = await self._http.post(self.base_url + path, json=body)
+                response = await self._http.post(self._tokenizer_url + path, json=body)
             except httpx.HTTPError as exc:
                 raise _unavailable(f"{self.shown_url}{path} failed: {exc}") from exc
             if response.status_code in (404, 405):
