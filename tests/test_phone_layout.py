@@ -98,7 +98,11 @@ def _bubble(page: Page, role: str, text: str) -> dict[str, Any]:
 def _open_list(page: Page) -> None:
     page.locator("#list-toggle button").tap()
     page.locator("#sidebar").wait_for(state="visible")
-    wait_until(lambda: _on_screen(page, "#new-chat"), timeout=5)  # slid in
+    # Slid in: the drawer itself at the screen's edge (its buttons reach the screen a little
+    # before the 0.2 s slide ends).
+    wait_until(lambda: page.locator("#conversation-list").evaluate(
+        "(el) => el.getBoundingClientRect().left") >= -1, timeout=5)
+    assert _on_screen(page, "#new-chat")
     # Long titles wrap: the list never scrolls sideways either.
     assert page.locator("#conversation-list").evaluate(
         "(el) => el.scrollWidth <= el.clientWidth")
