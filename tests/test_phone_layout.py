@@ -16,7 +16,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.browser_support import (ARTIFACTS, bot_text, browser, open_app, page, send,
+from tests.browser_support import (ARTIFACTS, browser, open_app, page, send,
                                    user_texts, wait_idle, watch_reply)
 from tests.helpers import ROOT, InProcessApp, wait_until
 
