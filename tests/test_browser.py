@@ -84,6 +84,13 @@ def test_workflows_tab_shows_the_turn(page: Page, app: InProcessApp, llm: Emulat
     page.wait_for_selector("#wf-steps :text('call_llm')")
     assert page.locator("#wf-selected textarea, #wf-selected input").first.input_value() == \
         workflow_id
+    # And the picture of its steps: four bars, one after the other, each drawn.
+    bars = page.locator("#wf-timeline .wf-bar")
+    bars.nth(3).wait_for()
+    boxes = [b.bounding_box() for b in bars.all()]
+    assert len(boxes) == 4 and all(b is not None and b["width"] > 0 for b in boxes)
+    starts = [b["x"] for b in boxes if b is not None]
+    assert starts == sorted(starts) and starts[0] < starts[3]
 
 
 HOSTILE = ('<script>window.__pwned = 1</script> <img src=x onerror="window.__pwned = 2"> '

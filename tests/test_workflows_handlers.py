@@ -115,9 +115,11 @@ def test_each_sees_and_steers_only_their_own_turns(people: Room) -> None:
         assert list(table.columns) == TURN_COLUMNS  # no owner column
         assert table["workflow"].tolist() == [turns[p.name]]
         assert not r.run(h.steps(turns[p.name], me)).empty
+        assert "save_reply" in r.run(h.timeline(turns[p.name], me))  # the picture of its steps
         # The other's turn reads as a missing one, for every action.
         unknown = f"turn-{uuid.uuid4()}"
         assert r.run(h.steps(turns[other.name], me)).empty
+        assert r.run(h.timeline(turns[other.name], me)) == ""
         for action in (h.cancel, h.resume):
             theirs = r.run(action(turns[other.name], 3, "all", me))[0].replace("\\", "")
             missing = r.run(action(unknown, 3, "all", me))[0].replace("\\", "")

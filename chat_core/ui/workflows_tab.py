@@ -25,6 +25,7 @@ from chat_core.turns.workflow import STEP_NAMES
 from chat_core.ui.people import EVERYONE, owner_names, sees_others, service_for
 from chat_core.ui.render import safe_markdown, warning
 from chat_core.web.api.admin import named_load, person_named
+from chat_core.ui.step_timeline import TIMELINE_CSS, timeline_html
 
 TURN_COLUMNS = ["workflow", "conversation", "status", "reply", "started", "seconds",
                 "recoveries", "error"]
@@ -61,6 +62,7 @@ class WorkflowsLayout:
     fork_system: gr.Textbox
     result: gr.Markdown
     steps: gr.Dataframe
+    timeline: gr.HTML
     timer: gr.Timer
     # An admin's (shown to admins only): the owner filter, the LLM's load by person.
     owner: gr.Dropdown
@@ -100,6 +102,8 @@ def build_layout() -> WorkflowsLayout:
     parts["result"] = gr.Markdown("", elem_id="wf-result")
     parts["steps"] = gr.Dataframe(headers=STEP_COLUMNS, interactive=False, elem_id="wf-steps",
                                   label="Steps of the selected workflow")
+    parts["timeline"] = gr.HTML("", elem_id="wf-timeline", css_template=TIMELINE_CSS,
+                                js_on_load=None)
     parts["load"] = gr.Dataframe(headers=LOAD_COLUMNS, interactive=False, elem_id="wf-load",
                                  label="The LLM's load by person (this process)",
                                  visible=False)
@@ -161,6 +165,17 @@ class WorkflowHandlers:
             return pd.DataFrame(columns=STEP_COLUMNS)
         return pd.DataFrame([[r["step"], r["name"], _clock(r["started_at"]), r["duration_ms"],
                               r["error"] or ""] for r in rows], columns=STEP_COLUMNS)
+
+    async def timeline(self, workflow_id: str | None, request: Caller = None) -> str:
+        """The selected turn's steps as a picture, drawn whenever its steps table changes."""
+        service = await service_for(self.service, request)
+        workflow_id = (workflow_id or "").strip() if isinstance(workflow_id, str) else ""
+        if not workflow_id:
+            return ""
+        try:
+            return timeline_html(await service.workflows.steps(workflow_id))
+        except ChatError:
+            return ""
 
     async def tick(self, status: str, workflow_id: str | None, owner: str | None = EVERYONE,
                    request: Caller = None) -> tuple[Any, pd.DataFrame]:
@@ -280,6 +295,8 @@ def wire(ui: WorkflowsLayout, handlers: WorkflowHandlers, tab: gr.Tab) -> None:
     ui.refresh.click(h.tick, api_visibility="private", **refreshed)
     ui.status.change(h.table, inputs=[ui.status, ui.owner], outputs=[ui.table],
                      api_visibility="private")
+    ui.steps.change(h.timeline, inputs=[ui.selected], outputs=[ui.timeline], queue=False,
+                    **private)
     ui.table.select(h.pick, inputs=[ui.table], outputs=[ui.selected],
                     api_visibility="private").then(
         h.steps, inputs=[ui.selected], outputs=[ui.steps], api_visibility="private")
