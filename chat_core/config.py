@@ -118,13 +118,20 @@ class Settings:
     def uses_local_llm(self) -> bool:
         return self.vllm_base_url is None
 
+    @property
+    def vllm_base_urls(self) -> list[str]:
+        """VLLM_BASE_URL's servers in order (the first is the default); empty: the local model."""
+        return server_urls(self.vllm_base_url)
+
     def redacted(self) -> dict[str, object]:
         """Settings safe to log: passwords in URLs and the API key are masked."""
         out: dict[str, object] = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.name in ("database_url", "vllm_base_url") and value:
+            if f.name == "database_url" and value:
                 value = mask_url(value)
+            if f.name == "vllm_base_url" and value:
+                value = ",".join(mask_url(u) for u in server_urls(value))
             if f.name == "llm_api_key":
                 value = "***" if value and value != "EMPTY" else value
             if f.name in ("share_auth", "share_invite") and value:
@@ -196,7 +203,13 @@ def secret_values(settings: Settings) -> list[str]:
     undecoded or misparsed). mask_secrets hides them in logs, error messages and pages."""
     passwords = [item.partition(":")[2].strip() for item in settings.share_auth.split(",")]
     return [settings.llm_api_key, *passwords, settings.share_invite,
-            *url_credentials(settings.database_url), *url_credentials(settings.vllm_base_url)]
+            *url_credentials(settings.database_url),
+            *(c for u in settings.vllm_base_urls for c in url_credentials(u))]
+
+
+def server_urls(value: str | None) -> list[str]:
+    """The comma-separated server URLs of VLLM_BASE_URL, each without a trailing slash."""
+    return [u.strip().rstrip("/") for u in (value or "").split(",") if u.strip()]
 
 
 def url_credentials(url: str | None) -> list[str]:
@@ -216,7 +229,7 @@ def _parse(name: str, raw: str, default: object) -> object:
     if name in ("database_url", "vllm_base_url", "llm_model", "llm_context_tokens"):
         if name == "llm_context_tokens":
             return _parse_int(env, raw, minimum=256)
-        return raw.rstrip("/") if name == "vllm_base_url" else raw
+        return ",".join(server_urls(raw)) if name == "vllm_base_url" else raw
     if isinstance(default, bool):
         return raw.lower() in ("1", "true", "yes", "on")
     if isinstance(default, int):
@@ -255,11 +268,16 @@ def _validate(s: Settings) -> None:
                 f"got scheme {scheme!r}; unset it to use the embedded database"
             )
     if s.vllm_base_url is not None:
-        if "," in s.vllm_base_url:
-            raise ConfigError(
-                f"VLLM_BASE_URL takes one server URL, got a comma in "
-                f"{_shown_url(s.vllm_base_url)!r}; set a single URL such as http://gpu-box:5000")
-        _check_server_url("VLLM_BASE_URL", s.vllm_base_url)
+        urls = server_urls(s.vllm_base_url)
+        if not urls:
+            raise ConfigError("VLLM_BASE_URL names no server; write it as http://gpu-a:5000 or "
+                              "http://gpu-a:5000,http://gpu-b:5000, or unset it to use the "
+                              "local CPU model")
+        for url in urls:
+            _check_server_url("VLLM_BASE_URL", url)
+        if len(set(urls)) != len(urls):
+            raise ConfigError(f"VLLM_BASE_URL names a server twice ({_shown_url(','.join(urls))!r});"
+                              " list each server once, or unset it to use the local CPU model")
     if s.llm_max_attempts < 1:
         raise ConfigError("LLM_MAX_ATTEMPTS must be at least 1")
     if s.turn_start_concurrency < 0:

@@ -28,6 +28,7 @@ from chat_core.store.database import (Database, ensure_database_exists, sqlalche
                        treat_failed_connects_as_disconnects)
 from chat_core.store.embedded_postgres import EmbeddedPostgres, start_embedded_postgres
 from chat_core.llm.client import LLMClient
+from chat_core.llm.servers import LLMServers
 from chat_core.llm.slots import GlobalLLMSlots
 from chat_core.llm.local_model import CONTEXT_TOKENS, MODEL_ALIAS, LocalLLMServer, start_local_llm
 from chat_core.secrets_mask import mask_secrets, mask_url
@@ -107,6 +108,8 @@ class ChatRuntime:
         self.local_llm: LocalLLMServer | None = None
         self.db: Database | None = None
         self.llm: LLMClient | None = None
+        # Every LLM server of VLLM_BASE_URL (the first is `llm`, the default).
+        self.servers: LLMServers | None = None
         self.service: ChatService | None = None
         self.slots: GlobalLLMSlots | None = None
         self.wakeups: TurnWakeups | None = None
@@ -157,8 +160,10 @@ class ChatRuntime:
         start_order = StartOrder(s.turn_start_concurrency) if s.turn_start_concurrency else None
         turn_workflow.bind(turn_workflow.TurnDeps(settings=s, store=store, llm=self.llm, hub=hub,
                                                   slots=self.slots, wakeups=self.wakeups,
-                                                  start_order=start_order))
-        self.service = ChatService(s, store, self.llm, hub, backend, people=self.accounts)
+                                                  start_order=start_order,
+                                                  servers=self.servers))
+        self.service = ChatService(s, store, self.llm, hub, backend, people=self.accounts,
+                                   servers=self.servers)
 
         treat_failed_connects_as_disconnects()
         logging.getLogger("dbos").addFilter(self._attempt_lines)
@@ -186,30 +191,40 @@ class ChatRuntime:
         return self.service
 
     async def _start_llm(self) -> tuple[LLMClient, dict[str, Any]]:
+        """One client per LLM server (VLLM_BASE_URL's list, or the local model), in the
+        registry `self.servers`; the first is the default, returned with what the page and
+        /healthz show of it."""
         s = self.settings
-        if s.vllm_base_url is not None:
-            base_url = s.vllm_base_url
-            # `backend` is shown to every visitor (/healthz, the UI's header): masked URL only.
-            backend = {"kind": "vllm", "base_url": mask_url(base_url)}
+        urls = s.vllm_base_urls
+        if urls:
+            # `backend` is shown to every visitor (/healthz, the UI's header): masked URLs only.
+            backend: dict[str, Any] = {"kind": "vllm", "base_url": mask_url(urls[0])}
+            if len(urls) > 1:
+                backend["servers"] = [mask_url(u) for u in urls]
             hint = ("Start the server with scripts/start_vllm.sh, or unset VLLM_BASE_URL to use "
                     "the local CPU model")
             context = s.llm_context_tokens
         else:
             self.local_llm = await asyncio.to_thread(start_local_llm, s.data_dir)
-            base_url = self.local_llm.base_url
-            backend = {"kind": "local", "base_url": base_url, "log": str(self.local_llm.log_path)}
+            urls = [self.local_llm.base_url]
+            backend = {"kind": "local", "base_url": urls[0], "log": str(self.local_llm.log_path)}
             hint = (f"The local model server is not answering; see {self.local_llm.log_path} and "
                     "restart the app")
             context = s.llm_context_tokens or CONTEXT_TOKENS
         if context != s.llm_context_tokens:
             self.settings = replace(s, llm_context_tokens=context)
-        client = LLMClient(
-            base_url, api_key=s.llm_api_key,
-            model=s.llm_model or (MODEL_ALIAS if self.local_llm else None),
+        clients = [LLMClient(
+            url, api_key=s.llm_api_key,
+            # LLM_MODEL picks the default server's default model; the others' is the first
+            # they list (a conversation names any model by its settings).
+            model=(s.llm_model or (MODEL_ALIAS if self.local_llm else None)) if i == 0 else None,
             connect_timeout_sec=s.llm_connect_timeout_sec, read_timeout_sec=s.llm_read_timeout_sec,
             max_concurrency=s.llm_max_concurrency, fix_hint=hint, fair_share=s.llm_fair_share,
             preempt=s.llm_preempt and backend["kind"] == "vllm",
             backend="vLLM" if backend["kind"] == "vllm" else "local llama.cpp")
+            for i, url in enumerate(urls)]
+        self.servers = LLMServers(clients)
+        client = clients[0]
         try:
             info = await client.model_info()
             backend["model"] = info.id
@@ -218,6 +233,12 @@ class ChatRuntime:
         except Exception as exc:  # the app still starts; turns retry and then record the error
             log.warning("LLM server not ready yet: %s",
                         mask_secrets(str(getattr(exc, "message", exc))))
+        if len(clients) > 1:
+            await self.servers.refresh(force=True)
+            for state in self.servers.states:
+                log.info("LLM server %s: %s", state.client.shown_url,
+                         ", ".join(m.id for m in state.models) if state.up
+                         else f"not answering ({state.error})")
         return client, backend
 
     async def _stop_turns(self, grace_sec: float) -> None:
@@ -259,6 +280,10 @@ class ChatRuntime:
         if self.slots is not None:
             await self.slots.stop()
             self.slots = None
+        if self.servers is not None:
+            await self.servers.close()
+            self.servers = None
+            self.llm = None
         if self.llm is not None:
             await self.llm.close()
             self.llm = None

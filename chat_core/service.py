@@ -27,9 +27,10 @@ from chat_core.store.dataset_rows import DatasetRows, DatasetSecret
 from chat_core.store.dataset_rows import batches as dataset_batches
 from chat_core.store.ratings import RatingStore, check_rating, public_rating
 from chat_core.config import Settings
-from chat_core.errors import (ChatError, Conflict, InvalidInput, NotFound, ShuttingDown,
-                              TooManyTurns, TurnCancelled, TurnFailed)
+from chat_core.errors import (ChatError, Conflict, InvalidInput, LLMRejected, NotFound,
+                              ShuttingDown, TooManyTurns, TurnCancelled, TurnFailed)
 from chat_core.llm.client import LLMClient
+from chat_core.llm.servers import LLMServers
 from chat_core.turns.payloads import TurnParams, TurnRequest
 from chat_core.turns.progress import Snapshot, TurnHub
 from chat_core.turns.workflow import chat_turn, reply_id_for, user_message_id_for
@@ -74,10 +75,15 @@ class ChatService:
 
     def __init__(self, settings: Settings, store: ChatStore, llm: LLMClient, hub: TurnHub,
                  backend: dict[str, Any] | None = None,
-                 people: "AccountDirectory | None" = None) -> None:
+                 people: "AccountDirectory | None" = None,
+                 servers: LLMServers | None = None) -> None:
         self.settings = settings
         self.store = store
         self.llm = llm
+        # Every LLM server (VLLM_BASE_URL's list); `llm` is the default, the first.
+        # (None only for stand-ins built without a client, in tests.)
+        self.servers = servers if servers is not None else \
+            LLMServers([llm]) if llm is not None else None
         self.hub = hub
         self.backend = backend or {}
         # Who is who, with accounts on (SHARE_AUTH / SHARE_INVITE); None in local mode.
@@ -334,6 +340,8 @@ class ChatService:
         if title is not None:
             title = check_text(title, "title", MAX_TITLE_CHARS).strip()
         changes = check_settings(settings) if settings is not None else None
+        if changes and changes.get("model"):
+            await self.check_model(changes["model"])
         return public_conversation(await self.store.update_conversation(
             cid, title=title, settings=changes))
 
@@ -379,6 +387,20 @@ class ChatService:
         if self.people is not None:
             await self.people.withdraw_consent(self.person)
         return {**counts, "consent_withdrawn": self.people is not None}
+
+    async def check_model(self, model: str) -> None:
+        """A model some configured server lists (InvalidInput naming those there are)."""
+        if self.servers is None or self.servers.default.configured_model == model:
+            return
+        try:
+            await self.servers.route(model)
+        except LLMRejected as exc:
+            raise InvalidInput(exc.message, field="model") from None
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """Every model of every LLM server: id, server (masked URL), max_context, available
+        (false while its server does not answer)."""
+        return await self.servers.models() if self.servers is not None else []
 
     def llm_load(self) -> dict[str, Any]:
         """This process's LLM gate: per person, turns at the LLM and turns waiting for it."""
@@ -687,4 +709,8 @@ class ChatService:
         except (ChatError, asyncio.TimeoutError) as exc:
             out["status"] = "degraded"
             out["llm_error"] = exc.message if isinstance(exc, ChatError) else "timeout"
+        # Every server's state; one that is down makes its models unavailable, not the app
+        # (status follows the database and the default server alone).
+        if self.servers is not None:
+            out["servers"] = await self.servers.servers()
         return out

@@ -89,12 +89,17 @@ def _json_type(value: Any) -> str:
             dict: "an object"}.get(type(value), type(value).__name__)
 
 
+# Longer than any model id a server lists (Hugging Face ids are at most 96 characters).
+MAX_MODEL_ID_CHARS = 256
+
+
 def check_settings(value: Any) -> dict[str, Any]:
-    """Generation settings overrides: system_prompt, temperature, max_tokens, top_p. A null
-    value removes an override (back to the configured default)."""
+    """Generation settings overrides: system_prompt, temperature, max_tokens, top_p, model. A
+    null value removes an override (back to the configured default). Whether a model is
+    served is the service's check (ChatService.check_model): it asks the servers."""
     if not isinstance(value, dict):
         raise InvalidInput(f"'settings' must be an object, got {_json_type(value)}")
-    allowed = {"system_prompt", *SETTING_LIMITS}
+    allowed = {"system_prompt", "model", *SETTING_LIMITS}
     unknown = sorted(set(value) - allowed)
     if unknown:
         raise InvalidInput(f"unknown setting(s) {', '.join(map(repr, unknown))[:200]}; allowed: "
@@ -103,6 +108,14 @@ def check_settings(value: Any) -> dict[str, Any]:
     for key, item in value.items():
         if item is None:
             out[key] = None
+        elif key == "model":
+            if not isinstance(item, str):
+                raise InvalidInput(f"'model' must be a string (a model id from GET /api/models), "
+                                   f"got {_json_type(item)}", field=key)
+            out[key] = check_text(item, "model", MAX_MODEL_ID_CHARS).strip()
+            if not out[key]:
+                raise InvalidInput("'model' must name a model (GET /api/models lists them); "
+                                   "send null for the default", field=key)
         elif key == "system_prompt":
             out[key] = check_text(item, "system_prompt", MAX_SYSTEM_PROMPT_CHARS,
                                   allow_empty=True)

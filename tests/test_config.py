@@ -68,7 +68,8 @@ def test_passwords_never_appear_in_redacted_settings(tmp_path: Path) -> None:
     ("ftp://gpu-box:5000", "must look like http://host:5000"),
     ("http://:5000", "names no host"),
     ("http://[::1:5000", "not a valid URL"),
-    ("http://gpu-a:5000,http://gpu-b:5000", "takes one server URL"),
+    ("http://gpu-a:5000,http://gpu-a:5000/", "names a server twice"),
+    ("http://gpu-a:5000,ftp://gpu-b:5000", "must look like http://host:5000"),
 ])
 def test_malformed_llm_url_is_a_settings_error(tmp_path: Path, url: str, words: str) -> None:
     """A VLLM_BASE_URL the HTTP client cannot use is reported at start-up, with the fix,
@@ -91,7 +92,7 @@ def test_well_formed_llm_urls_are_accepted(tmp_path: Path, url: str) -> None:
 def test_llm_url_error_hides_the_password(tmp_path: Path) -> None:
     for url in ("http://user:s3cret-pw@gpu-box:50x0", "http://user:s3cret-pw@gpu box:5000",
                 "http://s3cret-pw@gpu-box:50x0", "user:s3cret-pw@gpu-box:5000",
-                "http://u:s3cret-pw@gpu-a:5000,http://u:s3cret-pw@gpu-b:5000"):
+                "http://u:s3cret-pw@gpu-a:5000,http://u:s3cret-pw@gpu-b:50x0"):
         with pytest.raises(ConfigError) as error:
             load_settings({"VLLM_BASE_URL": url}, env_file=tmp_path / "missing.env")
         assert "s3cret-pw" not in str(error.value) and "***" in str(error.value)

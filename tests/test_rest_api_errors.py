@@ -146,7 +146,7 @@ def test_the_interactive_docs_list_every_endpoint(client: TestClient) -> None:
     routes = {(method.upper(), path) for path, ops in spec["paths"].items() for method in ops}
     conv, msg = "/api/conversations/{conversation_id}", "/{message_id}"
     assert routes == {
-        ("GET", "/healthz"), ("GET", "/api/conversations"), ("POST", "/api/conversations"),
+        ("GET", "/healthz"), ("GET", "/api/models"), ("GET", "/api/conversations"), ("POST", "/api/conversations"),
         ("POST", "/api/conversations/import"), ("GET", conv), ("PATCH", conv), ("DELETE", conv),
         ("GET", f"{conv}/export"), ("GET", f"{conv}/messages"), ("POST", f"{conv}/messages"),
         *(("POST", f"{conv}/messages{msg}/{action}")

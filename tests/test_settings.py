@@ -55,7 +55,7 @@ def test_unknown_settings_are_refused_with_the_allowed_list() -> None:
     with pytest.raises(InvalidInput) as caught:
         check_settings({"temprature": 1, "seed": 3})
     assert caught.value.message == (
-        "unknown setting(s) 'seed', 'temprature'; allowed: max_tokens, system_prompt, "
+        "unknown setting(s) 'seed', 'temprature'; allowed: max_tokens, model, system_prompt, "
         "temperature, top_p")
 
 

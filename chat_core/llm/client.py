@@ -195,6 +195,9 @@ class LLMClient:
         self._tokenizer_path: str | None = None
         self._token_cache: dict[bytes, int] = {}
         self._tokenizer_url = bare_url
+        # Called when a request says the models listed may have changed: the server says a
+        # model is gone, or cannot be reached (llm/servers.py looks again at every server).
+        self.on_model_gone: Callable[[], None] | None = None
         self._http = httpx.AsyncClient(auth=url_auth, timeout=httpx.Timeout(read_timeout_sec,
                                                              connect=connect_timeout_sec))
 
@@ -250,13 +253,15 @@ class LLMClient:
 
     # -- tokens --------------------------------------------------------------------------------
 
-    async def count_tokens(self, texts: list[str]) -> list[int] | None:
+    async def count_tokens(self, texts: list[str], model: str | None = None
+                           ) -> list[int] | None:
         """Exact token counts from the server's own tokenizer (vLLM's /tokenize, llama.cpp's
         /extras/tokenize/count), or None if it offers none. Counts are cached per model and
-        text: a conversation's messages are counted once, not on every turn."""
+        text: a conversation's messages are counted once, not on every turn. `model`: one
+        this server lists (llm/servers.py), else its default."""
         if self._tokenizer_path == "":
             return None
-        model = await self.model_info()
+        model = ModelInfo(model, None) if model else await self.model_info()
         results: list[int | None] = [None] * len(texts)
         missing: dict[bytes, list[int]] = {}
         for i, text in enumerate(texts):
@@ -328,26 +333,38 @@ class LLMClient:
         top_p: float,
         on_delta: DeltaCallback,
         continue_final: bool = False,
+        model: str | None = None,
     ) -> Completion:
-        """Stream one completion; `on_delta` sees each piece and may stop the generation, in
+        """Stream one completion of `model` (one this server lists, llm/servers.py; None: its
+        default, LLM_MODEL or the first it lists); `on_delta` sees each piece and may stop the generation, in
         which case the text so far is returned with finish_reason "stopped". With
         `continue_final`, the last message is the assistant's unfinished text and the reply
         goes on from it (vLLM's continue_final_message; servers without it start a new reply)."""
-        model = await self.model_info()
+        info = ModelInfo(model, None) if model else await self.model_info()
         async with self._slots:
             started = time.perf_counter()
             try:
-                return await self._stream(model, messages, temperature, max_tokens, top_p,
+                return await self._stream(info, messages, temperature, max_tokens, top_p,
                                           on_delta, started, continue_final)
             except openai.NotFoundError as exc:
+                if self.on_model_gone is not None:
+                    self.on_model_gone()
+                if model:
+                    # Asked for by name: the next attempt looks for it on every server again.
+                    raise _unavailable(
+                        f"{self.shown_url} no longer serves {model} ({_error_detail(exc)}); "
+                        "the next attempt looks for it on the configured servers again"
+                    ) from exc
                 if not self.configured_model:
                     # The server restarted with another model: look again on the next attempt.
                     self._model = None
                     raise _unavailable(
-                        f"{self.shown_url} no longer serves {model.id} ({_error_detail(exc)}); "
+                        f"{self.shown_url} no longer serves {info.id} ({_error_detail(exc)}); "
                         "the next attempt uses the model it lists now") from exc
                 raise self._classify(exc) from exc
             except openai.APIError as exc:
+                if isinstance(exc, openai.APIConnectionError) and self.on_model_gone:
+                    self.on_model_gone()
                 raise self._classify(exc) from exc
 
     async def _stream(

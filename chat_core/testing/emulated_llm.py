@@ -241,7 +241,8 @@ class EmulatedLLM:
         self.requests.append({"model": model, "messages": messages,
                               "max_tokens": body.get("max_tokens"),
                               "temperature": body.get("temperature"), "top_p": body.get("top_p"),
-                              "stream": bool(body.get("stream")), "received_at": time.time()})
+                              "stream": bool(body.get("stream")), "received_at": time.time(),
+                              "authorization": request.headers.get("authorization")})
         s = self.settings
         action = s.script.popleft() if s.script else {"action": "ok"}
         kind = action.get("action", "ok")

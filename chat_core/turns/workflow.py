@@ -34,6 +34,7 @@ from chat_core.turns.fault_injection import crash_point
 from chat_core.errors import ChatError, LLMRejected, LLMUnavailable, NotFound, TurnFailed
 from chat_core.llm.client import Completion, LLMClient
 from chat_core.llm.fair_gate import Place
+from chat_core.llm.servers import LLMServers, ModelRoute
 from chat_core.llm.slots import GlobalLLMSlots
 from chat_core.llm.token_estimate import estimate_message_tokens, upper_bound_tokens
 from chat_core.turns.payloads import (LLMOutput, Outcome, Prompt, SavedTurn, TurnParams,
@@ -60,6 +61,9 @@ class TurnDeps:
     wakeups: TurnWakeups | None = None
     # Lets turns through their steps before the LLM in arrival order (None: all at once).
     start_order: StartOrder | None = None
+    # Every LLM server (VLLM_BASE_URL's list; `llm` is the first): a turn whose params name a
+    # model goes to the server that lists it (None: every turn goes to `llm`).
+    servers: LLMServers | None = None
 
 
 _deps: TurnDeps | None = None
@@ -79,6 +83,33 @@ def _d() -> TurnDeps:
     if _deps is None:
         raise RuntimeError("turn workflow used before chat_core.runtime started")
     return _deps
+
+
+async def _route(params: TurnParams) -> ModelRoute:
+    """Where a turn's model is served: params["model"] (its conversation's setting) on the
+    server that lists it; a turn without one (accepted before models could be chosen, too)
+    goes to the default server's default model. An unknown model is an LLMRejected."""
+    d = _d()
+    model = cast(dict[str, Any], params).get("model")
+    if not model:
+        return ModelRoute(d.llm)
+    if d.servers is None:
+        return ModelRoute(d.llm, model)
+    return await d.servers.route(model)
+
+
+async def _route_for_fitting(params: TurnParams) -> ModelRoute | None:
+    """The route while reading history: None when the model cannot be found now (the LLM
+    step reports that; the history is fitted to the fallback window meanwhile)."""
+    try:
+        return await _route(params)
+    except ChatError:
+        return None
+
+
+def _model_name(params: TurnParams) -> str:
+    """The model a reply that got no text from the server is recorded with."""
+    return cast(dict[str, Any], params).get("model") or _d().llm.current_model_id() or ""
 
 
 def reply_id_for(workflow_id: str) -> uuid.UUID:
@@ -262,7 +293,8 @@ async def read_history(saved: SavedTurn, request: TurnRequest) -> Prompt:
     if request.get("continue_reply_id"):
         reply = await d.store.get_message(uuid.UUID(request["continue_reply_id"]))
         continue_text = reply["content"] if reply else ""
-    context_tokens = await _context_tokens()
+    route = await _route_for_fitting(params)
+    context_tokens = await _context_tokens(route)
     # Enough text to fill the window even at 6 characters per token.
     rows = await d.store.history(conversation_id, user["seq"], max_chars=context_tokens * 6)
     history = [{"role": r["role"], "content": r["content"]} for r in rows]
@@ -271,7 +303,7 @@ async def read_history(saved: SavedTurn, request: TurnRequest) -> Prompt:
     # A continued reply's text is sent too: it takes its share of the window.
     reserve = upper_bound_tokens(continue_text) + 8 if continue_text else 0
     fitted = await _fit(history, params.get("system_prompt") or "", context_tokens - reserve,
-                        int(params["max_tokens"]))
+                        int(params["max_tokens"]), route)
     prompt = cast(Prompt, {**fitted.to_dict(), "params": params, "continue_text": continue_text})
     if continue_text:
         prompt["messages"].append({"role": "assistant", "content": continue_text})
@@ -291,7 +323,7 @@ async def effective_params(turn_id: str, params: TurnParams) -> TurnParams:
 
 
 async def _fit(history: list[dict[str, str]], system_prompt: str, context_tokens: int,
-               max_tokens: int) -> FittedPrompt:
+               max_tokens: int, route: ModelRoute | None = None) -> FittedPrompt:
     """Fit with the 1-token-per-byte bound first: short conversations need nothing more. When
     that drops messages (or cannot fit at all), count exactly with the server's tokenizer."""
     texts = [m["content"] for m in history]
@@ -309,7 +341,8 @@ async def _fit(history: list[dict[str, str]], system_prompt: str, context_tokens
     if bounded is not None and bounded.dropped_messages == 0:
         return bounded
     try:
-        exact = await _count_newest(texts, system_prompt, context_tokens)
+        exact = await _count_newest(texts, system_prompt, context_tokens, route) \
+            if route is not None else None
     except ChatError:
         exact = None
     if exact is None:
@@ -323,21 +356,21 @@ async def _fit(history: list[dict[str, str]], system_prompt: str, context_tokens
 _COUNT_BATCH = 64
 
 
-async def _count_newest(texts: list[str], system_prompt: str, context_tokens: int
-                        ) -> list[int] | None:
+async def _count_newest(texts: list[str], system_prompt: str, context_tokens: int,
+                        route: ModelRoute) -> list[int] | None:
     """Exact counts for the system prompt and the newest messages, a batch at a time, until
     they alone fill the window; older messages get a count that cannot fit. So a long
     conversation costs tokenizer calls for what can be sent, not for everything read."""
-    llm = _d().llm
+    llm, model = route.client, route.model
     counts = [context_tokens + 1] * len(texts)
-    head = await llm.count_tokens([system_prompt])
+    head = await llm.count_tokens([system_prompt], model)
     if head is None:
         return None
     used = head[0]
     end = len(texts)
     while end > 0 and used <= context_tokens:
         start = max(0, end - _COUNT_BATCH)
-        batch = await llm.count_tokens(texts[start:end])
+        batch = await llm.count_tokens(texts[start:end], model)
         if batch is None:
             return None
         counts[start:end] = batch
@@ -346,12 +379,16 @@ async def _count_newest(texts: list[str], system_prompt: str, context_tokens: in
     return counts + head
 
 
-async def _context_tokens() -> int:
+async def _context_tokens(route: ModelRoute | None) -> int:
     d = _d()
     if d.settings.llm_context_tokens:
         return d.settings.llm_context_tokens
+    if route is None:
+        return DEFAULT_CONTEXT_TOKENS
+    if route.model is not None:
+        return route.max_model_len or DEFAULT_CONTEXT_TOKENS
     try:
-        info = await d.llm.model_info()
+        info = await route.client.model_info()
     except ChatError:
         # The LLM step will report the outage; fit to the fallback meanwhile.
         return DEFAULT_CONTEXT_TOKENS
@@ -449,7 +486,7 @@ async def call_llm(turn_id: str, saved: SavedTurn, prompt: Prompt, params: TurnP
     state = await _reply_state(turn_id, reply_id, saved)
     if state["stop_requested"]:
         # Stopped before a crash: keep what was checkpointed, do not generate again.
-        return _stopped(state["content"], prompt, 0, None, 0.0)
+        return _stopped(state["content"], prompt, 0, None, 0.0, _model_name(params))
     params = await effective_params(turn_id, {**params, **prompt.get("params", {})})
     continue_text = prompt.get("continue_text") or ""
     progress.start_attempt()
@@ -478,7 +515,8 @@ async def call_llm(turn_id: str, saved: SavedTurn, prompt: Prompt, params: TurnP
     except (asyncio.CancelledError, ChatError):
         pass
     return {**_stopped(progress.text, prompt, progress.chunks, stream.ttft_ms(),
-                       stream.elapsed_ms()), "params": params, "attempts": attempts}
+                       stream.elapsed_ms(), _model_name(params)), "params": params,
+            "attempts": attempts}
 
 
 async def _reply_state(turn_id: str, reply_id: uuid.UUID, saved: SavedTurn
@@ -523,6 +561,8 @@ class _ReplyStream:
         # The gate's place of the request in flight, and whether it was given up.
         self.place: Place | None = None
         self.yielded = False
+        # The server and model of this attempt (_route), once known.
+        self.route = ModelRoute(_d().llm)
 
     async def generate(self, messages: list[dict[str, str]], params: TurnParams,
                        max_tokens: int, continue_text: str) -> Completion:
@@ -532,6 +572,8 @@ class _ReplyStream:
         its owner's later turns, and goes on from its text so far when let in again: one
         reply, in several requests."""
         d = _d()
+        self.route = route = await _route(params)
+        llm = route.client
         slots = d.slots
         claim = (lambda: slots.slot(self.turn_id)) if slots is not None else None
         asked = messages[:-1] if continue_text else messages
@@ -540,16 +582,17 @@ class _ReplyStream:
         room = max_tokens
         while True:
             so_far = continue_text + "".join(p.text for p in parts)
-            async with d.llm.gate.turn(self.progress.owner, self.progress.waiting, claim,
+            async with llm.gate.turn(self.progress.owner, self.progress.waiting, claim,
                                        seq) as place:
                 seq, self.place, self.yielded = place.seq, place, place.preempted
                 if not self.yielded:  # else asked back while claiming: no request to waste
                     try:
-                        parts.append(await d.llm.stream_chat(
+                        parts.append(await llm.stream_chat(
                             asked + [{"role": "assistant", "content": so_far}] if so_far
                             else asked, temperature=float(params["temperature"]),
                             max_tokens=room, top_p=float(params["top_p"]),
-                            on_delta=self.on_delta, continue_final=bool(so_far)))
+                            on_delta=self.on_delta, continue_final=bool(so_far),
+                            model=route.model))
                     except LLMRejected as exc:
                         if not parts:
                             raise
@@ -557,23 +600,24 @@ class _ReplyStream:
                         # the person can continue.
                         log.warning("turn %s: going on after yielding was refused: %s",
                                     self.turn_id, exc.message)
-                        return _joined(parts, "stopped")
+                        return _joined(parts, "stopped", self.model_name())
             if parts and not (self.yielded and parts[-1].finish_reason == "stopped") or \
                     self.progress.stop_requested:
-                return _joined(parts)
+                return _joined(parts, None, self.model_name())
             room = max_tokens - await self._tokens_written(continue_text, parts)
             if room <= 0:
-                return _joined(parts, "length")
+                return _joined(parts, "length", self.model_name())
             if await d.store.checkpoint_partial(self.reply_id, self.progress.text):
                 self.progress.request_stop()  # stopped from another process meanwhile
-                return _joined(parts)
+                return _joined(parts, None, self.model_name())
 
     async def _tokens_written(self, continue_text: str, parts: list[Completion]) -> int:
         """What the reply's requests have written, in tokens: the next request may write the
         rest of max_tokens. Chunks are not tokens (several per chunk with speculative
         decoding), so the server's tokenizer counts when it has one; else the bound."""
         text = "".join(p.text for p in parts)
-        counted = await _d().llm.count_tokens([text]) if text else [0]
+        counted = await self.route.client.count_tokens([text], self.route.model) \
+            if text else [0]
         return counted[0] if counted else upper_bound_tokens(text)
 
     async def on_delta(self, delta: str) -> bool:
@@ -599,6 +643,9 @@ class _ReplyStream:
                 return True
         return False
 
+    def model_name(self) -> str:
+        return self.route.model or self.route.client.current_model_id() or ""
+
     def ttft_ms(self) -> float | None:
         return (self.first_token - self.started) * 1000.0 if self.first_token else None
 
@@ -606,11 +653,11 @@ class _ReplyStream:
         return (time.perf_counter() - self.started) * 1000.0
 
 
-def _joined(parts: list[Completion], finish_reason: str | None = None) -> Completion:
+def _joined(parts: list[Completion], finish_reason: str | None = None, model: str = ""
+            ) -> Completion:
     """The requests of one reply as one completion: its text, tokens and time at the LLM."""
     if not parts:  # stopped before its first request
-        return Completion("", "stopped", _d().llm.current_model_id() or "", 0, 0, True, None,
-                          0.0)
+        return Completion("", "stopped", model, 0, 0, True, None, 0.0)
     if len(parts) == 1 and finish_reason is None:
         return parts[0]
     last = parts[-1]
@@ -624,9 +671,9 @@ def _joined(parts: list[Completion], finish_reason: str | None = None) -> Comple
 
 
 def _stopped(text: str, prompt: Prompt, chunks: int, ttft_ms: float | None,
-             latency_ms: float) -> LLMOutput:
+             latency_ms: float, model: str) -> LLMOutput:
     return cast(LLMOutput, Completion(
-        text=text, finish_reason="stopped", model=_d().llm.current_model_id() or "",
+        text=text, finish_reason="stopped", model=model,
         prompt_tokens=estimate_message_tokens(prompt["messages"]), completion_tokens=chunks,
         tokens_estimated=True, ttft_ms=ttft_ms, latency_ms=latency_ms,
     ).to_dict())

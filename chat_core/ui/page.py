@@ -8,6 +8,8 @@ client (LLM_MAX_CONCURRENCY), not here.
 
 from __future__ import annotations
 
+from typing import Any
+
 import gradio as gr
 
 from chat_core.secrets_mask import mask_url
@@ -106,15 +108,43 @@ CSS = """
 """ + ACTIONS_CSS + PHONE_CSS
 
 
+_SHOWN_STATE = {"up": "up", "down": "down", "unknown": "not checked yet"}
+
+
 def backend_line(service: ChatService) -> str:
+    """The page's top line: the default model and where it runs; with several LLM servers,
+    each server (masked) with its state and models, as last seen (servers_line)."""
     b = service.backend
     model = service.llm.current_model_id() or b.get("model") or "unknown model"
+    # (getattr: stand-ins for the service in tests have no registry.)
+    servers = getattr(service, "servers", None)
+    states = servers.known_servers() if servers is not None else []
+    if len(states) > 1:
+        return f"**Model:** `{model}` (default) · " + servers_line(states)
     if b.get("kind") == "local":
         where = "local llama.cpp server on this machine's CPU, started by the app"
     else:
         # Every visitor sees this line: never the password of VLLM_BASE_URL.
         where = f"vLLM / OpenAI-compatible server at {mask_url(str(b.get('base_url')))}"
     return f"**Model:** `{model}` · {where}"
+
+
+def servers_line(states: list[dict[str, Any]]) -> str:
+    """Each server as "url (up): `model`, ..." (the URL is masked by llm/servers.py)."""
+    parts = []
+    for state in states:
+        models = ", ".join(f"`{m}`" for m in state["models"]) or "no models listed"
+        parts.append(f"{state['server']} ({_SHOWN_STATE.get(state['state'], state['state'])}):"
+                     f" {models}")
+    return "**Servers:** " + " · ".join(parts)
+
+
+async def fresh_backend_line(service: ChatService) -> str:
+    """The top line after looking at the servers again (when last seen over 30 s ago)."""
+    servers = getattr(service, "servers", None)
+    if servers is not None:
+        await servers.refresh()
+    return backend_line(service)
 
 
 def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
@@ -137,5 +167,8 @@ def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
         # Back from the Workflows tab: show what a fork, cancel or resume changed.
         chat.show_on(chat_tab.select, api_name="tab_chat", api_visibility="private")
         chat.show_on(demo.load, api_name="load_chat")
-        demo.load(lambda: backend_line(service), outputs=[header], api_visibility="private")
+        async def top_line() -> str:
+            return await fresh_backend_line(service)
+
+        demo.load(top_line, outputs=[header], api_visibility="private")
     return demo

@@ -21,6 +21,7 @@
     POST /api/conversations/{id}/messages/{mid}/select       show this alternative reply
     PUT  /api/conversations/{id}/messages/{mid}/rating       {"value": 1|-1|0, "tags"?,
                                                              "comment"?} rate a reply
+    GET  /api/models                                         every server's models
     GET  /api/dataset?format=openai|sharegpt|preference      JSON Lines, with filters
     GET  /api/turns/{turn_id}/events                         re-attach to a reply (SSE)
     POST /api/turns/{turn_id}/stop                           stop it, keeping the text so far
@@ -41,7 +42,7 @@ from fastapi import FastAPI
 from chat_core.service import ChatService
 from chat_core.web import shared_page
 from chat_core.web.api import (account, admin, conversations, dataset, health, links,
-                               messages, my_data, ratings, turns, workflows)
+                               messages, models, my_data, ratings, turns, workflows)
 from chat_core.web.api.errors import install_error_handlers, unknown_endpoints
 
 
@@ -50,7 +51,7 @@ def install_rest_api(app: FastAPI, service: ChatService) -> None:
     from app.state)."""
     app.state.chat_service = service
     install_error_handlers(app)
-    for module in (health, conversations, messages, ratings, turns, workflows, links,
+    for module in (health, models, conversations, messages, ratings, turns, workflows, links,
                    my_data, dataset, shared_page, account, admin):
         app.include_router(module.router)
     app.include_router(unknown_endpoints)  # last: it matches any path under /api/

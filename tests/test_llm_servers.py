@@ -1,0 +1,148 @@
+"""Several LLM servers (VLLM_BASE_URL="http://a,http://user:key@b"): a conversation's model
+picks the server, an unknown model is a 4xx naming the models there are, a server that is down
+makes only its models unavailable, and the second server's key stays its own and hidden.
+
+One in-process app on two emulated servers for the module; the test that stops the second
+server runs last."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings
+from tests.helpers import InProcessApp, base_env
+
+pytestmark = pytest.mark.slow
+
+KEY_B = "b-secret-key-42"
+SHARED_KEY = "shared-api-key-17"
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[tuple[EmulatedLLM, EmulatedLLM]]:
+    a = EmulatedLLM(EmulatorSettings(model="model-a"))
+    b = EmulatedLLM(EmulatorSettings(model="model-b", max_model_len=4096))
+    a.start()
+    b.start()
+    yield a, b
+    a.stop()
+    b.stop()
+
+
+@pytest.fixture(scope="module")
+def two_server_app(database_url: str, servers: tuple[EmulatedLLM, EmulatedLLM],
+                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
+    a, b = servers
+    url_b = b.base_url.replace("http://", f"http://proxy-user:{KEY_B}@")
+    tmp: Path = tmp_path_factory.mktemp("servers")
+    app = InProcessApp(base_env(database_url, f"{a.base_url},{url_b}", tmp,
+                                LLM_API_KEY=SHARED_KEY)).start()
+    yield app
+    app.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clear(servers: tuple[EmulatedLLM, EmulatedLLM]) -> None:
+    for server in servers:
+        server.requests.clear()
+
+
+def _conversation(app: InProcessApp, model: str | None) -> str:
+    with app.client() as http:
+        cid = http.post("/api/conversations").json()["id"]
+        if model is not None:
+            answer = http.patch(f"/api/conversations/{cid}", json={"settings": {"model": model}})
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["settings"]["model"] == model
+    return cid
+
+
+def test_a_conversation_on_the_second_servers_model_is_answered_by_that_server(
+        two_server_app: InProcessApp, servers: tuple[EmulatedLLM, EmulatedLLM]) -> None:
+    a, b = servers
+    on_b, on_default = _conversation(two_server_app, "model-b"), _conversation(two_server_app,
+                                                                                None)
+    with two_server_app.client() as http:
+        reply_b = http.post(f"/api/conversations/{on_b}/messages", json={"content": "to b"})
+        reply_a = http.post(f"/api/conversations/{on_default}/messages",
+                            json={"content": "to a"})
+    assert reply_b.status_code == 200, reply_b.text
+    assert reply_a.status_code == 200, reply_a.text
+    assert reply_b.json()["assistant_message"]["content"].startswith("Reply to [to b]")
+    assert reply_b.json()["assistant_message"]["model"] == "model-b"
+    assert reply_a.json()["assistant_message"]["model"] == "model-a"
+    assert b.user_messages_seen() == ["to b"] and a.user_messages_seen() == ["to a"]
+    # The key in the second server's URL is that server's (Basic auth); the first gets
+    # LLM_API_KEY.
+    basic = base64.b64encode(f"proxy-user:{KEY_B}".encode()).decode()
+    assert b.requests[0]["authorization"] == f"Basic {basic}"
+    assert a.requests[0]["authorization"] == f"Bearer {SHARED_KEY}"
+
+
+def test_an_unknown_model_is_refused_with_the_models_there_are(
+        two_server_app: InProcessApp) -> None:
+    cid = _conversation(two_server_app, "model-a")
+    with two_server_app.client() as http:
+        answer = http.patch(f"/api/conversations/{cid}", json={"settings": {"model": "gpt-9"}})
+        assert answer.status_code == 422
+        error = answer.json()["error"]
+        assert "'gpt-9'" in error and "model-a" in error and "model-b" in error
+        not_text = http.patch(f"/api/conversations/{cid}", json={"settings": {"model": 7}})
+        assert not_text.status_code == 422 and "GET /api/models" in not_text.json()["error"]
+        # Nothing changed.
+        assert http.get(f"/api/conversations/{cid}").json()["settings"]["model"] == "model-a"
+
+
+def test_the_models_of_every_server_are_listed_with_their_urls_masked(
+        two_server_app: InProcessApp, servers: tuple[EmulatedLLM, EmulatedLLM]) -> None:
+    a, b = servers
+    with two_server_app.client() as http:
+        answer = http.get("/api/models")
+        health = http.get("/healthz")
+        page = http.get("/")
+    assert answer.status_code == 200
+    port_b = b.base_url.rsplit(":", 1)[1]
+    assert answer.json() == [
+        {"id": "model-a", "server": a.base_url, "max_context": 8192, "available": True},
+        {"id": "model-b", "server": f"http://proxy-user:***@127.0.0.1:{port_b}",
+         "max_context": 4096, "available": True}]
+    assert health.status_code == 200
+    states = health.json()["servers"]
+    assert [(s["server"], s["state"], s["models"]) for s in states] == [
+        (a.base_url, "up", ["model-a"]),
+        (f"http://proxy-user:***@127.0.0.1:{port_b}", "up", ["model-b"])]
+    for text in (answer.text, health.text, page.text):
+        assert KEY_B not in text and SHARED_KEY not in text
+
+
+def test_a_server_that_is_down_makes_only_its_models_unavailable(
+        two_server_app: InProcessApp, servers: tuple[EmulatedLLM, EmulatedLLM],
+        caplog: pytest.LogCaptureFixture) -> None:
+    a, b = servers
+    on_b, on_a = _conversation(two_server_app, "model-b"), _conversation(two_server_app,
+                                                                          "model-a")
+    b.stop()
+    with caplog.at_level(logging.WARNING), two_server_app.client() as http:
+        failed = http.post(f"/api/conversations/{on_b}/messages", json={"content": "lost"})
+        served = http.post(f"/api/conversations/{on_a}/messages", json={"content": "fine"})
+        health = http.get("/healthz")
+        models = http.get("/api/models").json()
+    assert failed.status_code == 502
+    error = failed.json()["error"]
+    assert "refused the connection" in error and "proxy-user:***@127.0.0.1" in error
+    assert served.status_code == 200, served.text
+    assert served.json()["assistant_message"]["content"].startswith("Reply to [fine]")
+    # The default server answers: the app is up, the second server is shown down.
+    assert health.status_code == 200
+    down = health.json()["servers"][1]
+    assert down["state"] == "down" and "refused" in down["error"]
+    assert [(m["id"], m["available"]) for m in models] == [("model-a", True),
+                                                           ("model-b", False)]
+    assert "LLM server http://proxy-user:***@127.0.0.1" in caplog.text
+    for text in (failed.text, health.text, caplog.text):
+        assert KEY_B not in text and SHARED_KEY not in text
