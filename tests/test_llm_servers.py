@@ -15,6 +15,7 @@ from typing import Iterator
 import pytest
 
 from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings
+from chat_core.ui.page import backend_line
 from tests.helpers import InProcessApp, base_env
 
 pytestmark = pytest.mark.slow
@@ -116,7 +117,11 @@ def test_the_models_of_every_server_are_listed_with_their_urls_masked(
     assert [(s["server"], s["state"], s["models"]) for s in states] == [
         (a.base_url, "up", ["model-a"]),
         (f"http://proxy-user:***@127.0.0.1:{port_b}", "up", ["model-b"])]
-    for text in (answer.text, health.text, page.text):
+    assert two_server_app.service is not None
+    top_line = backend_line(two_server_app.service)
+    assert f"{a.base_url} (up): `model-a`" in top_line
+    assert f"http://proxy-user:***@127.0.0.1:{port_b} (up): `model-b`" in top_line
+    for text in (answer.text, health.text, page.text, top_line):
         assert KEY_B not in text and SHARED_KEY not in text
 
 
@@ -144,5 +149,8 @@ def test_a_server_that_is_down_makes_only_its_models_unavailable(
     assert [(m["id"], m["available"]) for m in models] == [("model-a", True),
                                                            ("model-b", False)]
     assert "LLM server http://proxy-user:***@127.0.0.1" in caplog.text
+    assert two_server_app.service is not None
+    port_b = b.base_url.rsplit(":", 1)[1]
+    assert f"proxy-user:***@127.0.0.1:{port_b} (down)" in backend_line(two_server_app.service)
     for text in (failed.text, health.text, caplog.text):
         assert KEY_B not in text and SHARED_KEY not in text
