@@ -390,7 +390,7 @@ class ChatService:
 
     async def check_model(self, model: str) -> None:
         """A model some configured server lists (InvalidInput naming those there are)."""
-        if self.servers is None or self.servers.default.configured_model == model:
+        if self.servers is None:
             return
         try:
             await self.servers.route(model)

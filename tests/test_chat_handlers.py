@@ -25,7 +25,8 @@ from chat_core.ui.page import build_ui
 from tests.ui_fakes import FakeService, Room, caller, room
 
 PUBLIC_NAMES = {"send", "select", "new_chat", "retry", "regenerate", "continue", "previous",
-                "next", "edit", "stop", "rename", "delete", "search", "save_settings", "export",
+                "next", "edit", "stop", "rename", "delete", "search", "save_settings",
+                "choose_model", "export",
                 "import", "load_chat",  # the Chat tab's; then the Workflows tab's
                 "workflows", "tick", "steps", "cancel_workflow", "resume_workflow",
                 "fork_workflow"}

@@ -12,9 +12,11 @@ import logging
 from pathlib import Path
 from typing import Iterator
 
+import gradio as gr
 import pytest
 
 from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings
+from chat_core.ui.chat import ChatTab
 from chat_core.ui.page import backend_line
 from tests.helpers import InProcessApp, base_env
 
@@ -123,6 +125,29 @@ def test_the_models_of_every_server_are_listed_with_their_urls_masked(
     assert f"http://proxy-user:***@127.0.0.1:{port_b} (up): `model-b`" in top_line
     for text in (answer.text, health.text, page.text, top_line):
         assert KEY_B not in text and SHARED_KEY not in text
+
+
+def test_the_chat_tabs_model_picker_lists_every_model_and_saves_the_choice(
+        two_server_app: InProcessApp) -> None:
+    service = two_server_app.service
+    assert service is not None
+    with gr.Blocks():
+        tab = ChatTab(service)
+    chat, ui = tab.handlers, tab.ui
+    cid = _conversation(two_server_app, None)
+    picked = two_server_app.call(chat.choose_model(cid, "model-b"))
+    assert picked.replace("\\", "").startswith("Model set to model-b")  # markdown escapes
+    refused = two_server_app.call(chat.choose_model(cid, "gpt-9")).replace("\\", "")
+    assert "model-a" in refused and "model-b" in refused
+    conversation = two_server_app.call(service.get_conversation(cid))
+    assert conversation["settings"]["model"] == "model-b"
+    picker = chat.settings_of(conversation)[ui.model]
+    assert picker["value"] == "model-b"
+    assert picker["choices"] == [("Default (model-a)", ""), ("model-a", "model-a"),
+                                 ("model-b", "model-b")]
+    assert two_server_app.call(chat.choose_model(cid, "")).startswith("Model set to the default")
+    conversation = two_server_app.call(service.get_conversation(cid))
+    assert "model" not in conversation["settings"]
 
 
 def test_a_server_that_is_down_makes_only_its_models_unavailable(

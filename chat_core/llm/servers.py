@@ -45,7 +45,9 @@ class ServerState:
         return self.checked_at is not None and self.error is None
 
     def to_json(self) -> dict[str, Any]:
-        return {"server": self.client.shown_url, "backend": self.client.backend,
+        # (getattr: stand-ins for the client in tests have neither.)
+        return {"server": getattr(self.client, "shown_url", ""),
+                "backend": getattr(self.client, "backend", ""),
                 "state": "unknown" if self.checked_at is None else "up" if self.up else "down",
                 "models": [m.id for m in self.models], "error": self.error}
 
@@ -122,7 +124,8 @@ class LLMServers:
     async def route(self, model: str | None) -> ModelRoute:
         """The client for `model` (None or "": the default server's default model). A model
         no server lists is an LLMRejected naming the models there are."""
-        if not model:
+        if not model or model == self.default.configured_model:
+            # LLM_MODEL (the local model's alias) is the default server's, listed or not.
             return ModelRoute(self.default)
         await self.refresh()
         found = self._find(model)

@@ -38,7 +38,8 @@ class ChatEvents:
         # started (send, and retry/continue in the open conversation), the turn settled, an
         # alternative reply shown.
         self.shown = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box,
-                      ui.title, ui.actions, ui.position, *ui.settings_fields, ui.turn, ui.view]
+                      ui.title, ui.actions, ui.position, *ui.settings_fields, ui.model, ui.turn,
+                      ui.view]
         self.started = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box,
                         ui.title, ui.actions, ui.turn]
         self.again = [ui.chatbot, ui.notice, ui.box, ui.actions, ui.turn]
@@ -148,5 +149,7 @@ class ChatEvents:
         # it (seen as a flaky browser test under load).
         ui.save_settings.click(h.save_settings, inputs=[ui.conversation, *ui.settings_fields],
                                outputs=[ui.notice], api_name="save_settings")
+        ui.model.input(h.choose_model, inputs=[ui.conversation, ui.model], outputs=[ui.notice],
+                       api_name="choose_model")
         ui.export.click(h.export, inputs=[ui.conversation, ui.export_format],
                         outputs=[ui.exported, ui.notice], api_name="export")

@@ -114,7 +114,20 @@ class ChatHandlers:
             else self.service.default_params()
         ui = self.ui
         return {ui.system_prompt: values["system_prompt"], ui.temperature: values["temperature"],
-                ui.top_p: values["top_p"], ui.max_tokens: values["max_tokens"]}
+                ui.top_p: values["top_p"], ui.max_tokens: values["max_tokens"],
+                ui.model: self.model_choice(values.get("model") or "")}
+
+    def model_choice(self, chosen: str) -> Any:
+        """The model picker: "Default" (the first server's model) and every model the
+        servers listed when last asked, the conversation's selected."""
+        servers = getattr(self.service, "servers", None)  # (stand-ins in tests have none)
+        listed = [m for s in (servers.known_servers() if servers is not None else [])
+                  for m in s["models"]]
+        current = getattr(servers.default, "current_model_id", None) if servers else None
+        default = current() if current is not None else None
+        choices = [(f"Default ({default})" if default else "Default", "")]
+        choices += [(m, m) for m in dict.fromkeys(listed + ([chosen] if chosen else []))]
+        return gr.update(choices=choices, value=chosen)
 
     def idle(self, view: dict[str, Any]) -> Changes:
         """The input enabled, and the actions the newest turn offers."""
@@ -284,7 +297,8 @@ class ChatHandlers:
             yield None, {**state, "view": {}, "notice": warning(exc)}
             return
         lines_up = pane is not None and pane_lines_up(view, stored, shown, state)
-        yield (pane if lines_up else stored), {**state, "view": view}
+        # Lined up, only the reply is drawn again: as stored, with the line of its facts.
+        yield (shown + stored[-1:] if lines_up else stored), {**state, "view": view}
 
     async def stream(self, turn: Following | None, request: Caller = None
                      ) -> AsyncIterator[Any]:
@@ -478,6 +492,20 @@ class ChatHandlers:
         except ChatError as exc:
             return warning(exc)
         return "Settings saved: they apply to the next messages of this conversation."
+
+    async def choose_model(self, conversation_id: str | None, model: str | None,
+                           request: Caller = None) -> str:
+        """The conversation's model, from the picker ("": back to the default)."""
+        if conversation_id is None:
+            return "Send a first message to start the conversation, then choose its model."
+        service = await self.service_for(request)
+        try:
+            await service.update_conversation(conversation_id,
+                                              settings={"model": model or None})
+        except ChatError as exc:
+            return warning(exc)
+        return (f"Model set to {safe_markdown(model)}" if model else "Model set to the default") \
+            + ": it answers the next messages of this conversation."
 
     async def export(self, conversation_id: str | None, fmt: str, request: Caller = None
                      ) -> Changes:

@@ -72,6 +72,8 @@ class ChatLayout:
     top_p: gr.Slider
     max_tokens: gr.Number
     save_settings: gr.Button
+    # The conversation's model, saved as soon as it is chosen (GET /api/models's ids).
+    model: gr.Dropdown
     # Never shown: the trigger of the API-only events (see events.py).
     api_only: gr.Button
 
@@ -254,4 +256,8 @@ def _settings() -> dict[str, Any]:
         parts["max_tokens"] = gr.Number(label="Max tokens", precision=0, minimum=max_tokens[0],
                                         maximum=max_tokens[1], elem_id="max-tokens")
     parts["save_settings"] = gr.Button("Save settings", size="sm", elem_id="save-settings")
+    # Filled when a conversation is shown (handlers.settings_of), from every server's models.
+    parts["model"] = gr.Dropdown(choices=[("Default", "")], value="", label="Model",
+                                 info="saved for this conversation as soon as it is chosen",
+                                 elem_id="model")
     return parts
