@@ -70,6 +70,7 @@ class LLMServers:
         self.refresh_sec = refresh_sec
         self._lock = asyncio.Lock()
         self._stale = False
+        self._background: asyncio.Future[None] | None = None
         for client in clients:
             client.on_model_gone = self._mark_stale
 
@@ -101,9 +102,12 @@ class LLMServers:
     async def _list(self, state: ServerState) -> None:
         try:
             models = await asyncio.wait_for(state.client.list_models(), LIST_TIMEOUT_SEC)
-        except (ChatError, asyncio.TimeoutError) as exc:
+        except Exception as exc:  # down, hung, or answering nonsense: the others go on
             error = exc.message if isinstance(exc, ChatError) else (
-                f"{state.client.shown_url} did not list its models in {LIST_TIMEOUT_SEC:.0f} s")
+                f"{state.client.shown_url} did not list its models in {LIST_TIMEOUT_SEC:.0f} s"
+                if isinstance(exc, asyncio.TimeoutError) else
+                f"{state.client.shown_url} failed to list its models: {type(exc).__name__}: "
+                f"{str(exc)[:200]}")
             if error != state.error:
                 log.warning("LLM server %s is down: %s", state.client.shown_url, error)
             state.error = mask_secrets(error)
@@ -113,6 +117,10 @@ class LLMServers:
                          ", ".join(m.id for m in models) or "no models yet")
             state.models, state.error = models, None
         state.checked_at = time.monotonic()
+
+    def _refresh_soon(self) -> None:
+        if self._background is None or self._background.done():
+            self._background = asyncio.ensure_future(self.refresh())
 
     def _find(self, model: str) -> tuple[ServerState, ModelInfo] | None:
         for state in self.states:
@@ -127,8 +135,11 @@ class LLMServers:
         if not model or model == self.default.configured_model:
             # LLM_MODEL (the local model's alias) is the default server's, listed or not.
             return ModelRoute(self.default)
-        await self.refresh()
         found = self._find(model)
+        if found is not None and not self._fresh():
+            # Known: the turn goes on at once, while the lists are looked at again (a server
+            # that hangs must not hold up the turns of the others).
+            self._refresh_soon()
         if found is None:
             await self.refresh(force=True)
             found = self._find(model)
@@ -163,5 +174,7 @@ class LLMServers:
         return [s.to_json() for s in self.states]
 
     async def close(self) -> None:
+        if self._background is not None and not self._background.done():
+            self._background.cancel()
         for client in self.clients:
             await client.close()

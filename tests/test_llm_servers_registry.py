@@ -1,0 +1,108 @@
+"""The registry of LLM servers (llm/servers.py) without any server: which client a model goes
+to, what an unknown model is told, a server that is down or hangs, a model that moved."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from chat_core.errors import LLMRejected, LLMUnavailable
+from chat_core.llm.client import ModelInfo
+from chat_core.llm.servers import LLMServers
+
+
+class FakeClient:
+    """What the registry uses of an LLMClient: its masked URL, its models, its default."""
+
+    def __init__(self, url: str, *models: str, configured: str | None = None) -> None:
+        self.shown_url, self.backend, self.configured_model = url, "vLLM", configured
+        self.models = list(models)
+        self.down: str | None = None
+        self.hang = False
+        self.listed = 0
+        self.on_model_gone: Any = None
+        self.closed = False
+
+    async def list_models(self) -> list[ModelInfo]:
+        self.listed += 1
+        if self.hang:
+            await asyncio.sleep(3600)
+        if self.down:
+            raise LLMUnavailable(self.down)
+        return [ModelInfo(m, 4096) for m in self.models]
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+def test_a_model_goes_to_the_server_that_lists_it_and_none_to_the_default() -> None:
+    a, b = FakeClient("http://a", "model-a"), FakeClient("http://u:***@b", "model-b")
+    servers = LLMServers([a, b])  # type: ignore[list-item]
+
+    async def go() -> None:
+        assert (await servers.route(None)).client is a
+        route = await servers.route("model-b")
+        assert (route.client, route.model, route.max_model_len) == (b, "model-b", 4096)
+        # Listed by both: the earlier server (the default first).
+        b.models.append("model-a")
+        await servers.refresh(force=True)
+        assert (await servers.route("model-a")).client is a
+        assert [m["server"] for m in await servers.models()] == ["http://a", "http://u:***@b",
+                                                                 "http://u:***@b"]
+        await servers.close()
+        assert a.closed and b.closed
+
+    run(go())
+
+
+def test_an_unknown_model_is_refused_with_the_models_there_are_and_the_servers_down() -> None:
+    a, b = FakeClient("http://a", "model-a"), FakeClient("http://b", "model-b")
+    b.down = "vLLM server at http://b refused the connection."
+    servers = LLMServers([a, b])  # type: ignore[list-item]
+    with pytest.raises(LLMRejected) as refused:
+        run(servers.route("gpt-9"))
+    assert refused.value.message == (
+        "model 'gpt-9' is not served by any configured LLM server; available: model-a; not "
+        "answering: http://b (vLLM server at http://b refused the connection.)")
+
+
+def test_a_new_model_is_found_by_looking_again_and_a_known_one_without_waiting() -> None:
+    a = FakeClient("http://a", "model-a")
+    servers = LLMServers([a], refresh_sec=0.0)  # type: ignore[list-item]
+
+    async def go() -> None:
+        await servers.refresh(force=True)
+        a.models = ["model-a", "model-new"]  # the server restarted with another model
+        assert (await servers.route("model-new")).client is a
+        # A known model does not wait for the lists, even from a server that hangs.
+        a.hang = True
+        route = await asyncio.wait_for(servers.route("model-a"), 1)
+        assert route.model == "model-a"
+        await servers.close()
+
+    run(go())
+
+
+def test_a_server_that_goes_down_keeps_its_models_marked_unavailable() -> None:
+    a, b = FakeClient("http://a", "model-a"), FakeClient("http://b", "model-b")
+    servers = LLMServers([a, b])  # type: ignore[list-item]
+
+    async def go() -> None:
+        await servers.refresh(force=True)
+        b.down = "vLLM server at http://b refused the connection."
+        b.on_model_gone()  # what a failed request does
+        states = await servers.servers()
+        assert [(s["state"], s["models"]) for s in states] == [("up", ["model-a"]),
+                                                               ("down", ["model-b"])]
+        assert "refused" in states[1]["error"]
+        assert [m["available"] for m in await servers.models()] == [True, False]
+        # Its turns still go to it (and retry there until it is back or they give up).
+        assert (await servers.route("model-b")).client is b
+
+    run(go())
