@@ -403,8 +403,27 @@ class ChatService:
         return await self.servers.models() if self.servers is not None else []
 
     def llm_load(self) -> dict[str, Any]:
-        """This process's LLM gate: per person, turns at the LLM and turns waiting for it."""
-        return self.llm.gate.load().to_json()
+        """This process's LLM gates: per person, turns at the LLM and turns waiting for it,
+        summed over the servers; with several, also each server's totals."""
+        clients = self.servers.clients if self.servers is not None else [self.llm]
+        loads = [c.gate.load().to_json() for c in clients]
+        if len(loads) == 1:
+            return loads[0]
+        owners: dict[str, dict[str, Any]] = {}
+        for load in loads:
+            for row in load["owners"]:
+                mine = owners.setdefault(row["owner"], {"owner": row["owner"], "running": 0,
+                                                        "waiting": 0})
+                mine["running"] += row["running"]
+                mine["waiting"] += row["waiting"]
+        return {"capacity": sum(x["capacity"] for x in loads), "fair": loads[0]["fair"],
+                "running": sum(x["running"] for x in loads),
+                "waiting": sum(x["waiting"] for x in loads),
+                "owners": sorted(owners.values(),
+                                 key=lambda r: (-r["running"], -r["waiting"], r["owner"])),
+                "servers": [{"server": c.shown_url, "capacity": x["capacity"],
+                             "running": x["running"], "waiting": x["waiting"]}
+                            for c, x in zip(clients, loads)]}
 
     async def search_conversations(self, query: Any, limit: int = 20) -> list[dict[str, Any]]:
         """Ranked full-text search over messages (PostgreSQL, English stemming): words,

@@ -123,6 +123,10 @@ def test_the_models_of_every_server_are_listed_with_their_urls_masked(
     top_line = backend_line(two_server_app.service)
     assert f"{a.base_url} (up): `model-a`" in top_line
     assert f"http://proxy-user:***@127.0.0.1:{port_b} (up): `model-b`" in top_line
+    load = two_server_app.service.llm_load()
+    assert [(x["server"], x["capacity"]) for x in load["servers"]] == [
+        (a.base_url, 64), (f"http://proxy-user:***@127.0.0.1:{port_b}", 64)]
+    assert load["capacity"] == 128 and load["running"] == 0
     for text in (answer.text, health.text, page.text, top_line):
         assert KEY_B not in text and SHARED_KEY not in text
 
