@@ -58,6 +58,18 @@ def bot_text(page: Page) -> str:
     return bots.last.inner_text() if bots.count() else ""
 
 
+def reply_text(page: Page) -> str:
+    """The newest reply's own text: what bot_text shows, less the line of its facts (model,
+    speed) under it."""
+    bots = page.locator('#chatbot [data-testid="bot"]')
+    if not bots.count():
+        return ""
+    return str(bots.last.evaluate("""(el) => { const copy = el.cloneNode(true);
+        copy.querySelectorAll('.reply-facts').forEach((p) => p.remove());
+        document.body.appendChild(copy); const text = copy.innerText; copy.remove();
+        return text.trim(); }"""))
+
+
 def user_texts(page: Page) -> list[str]:
     return page.locator('#chatbot [data-testid="user"]').all_inner_texts()
 

@@ -11,8 +11,8 @@ import pytest
 from playwright.sync_api import Page
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.browser_support import (bot_text, browser, open_app, page, send, user_texts,
-                                   wait_idle, watch_reply)
+from tests.browser_support import (bot_text, browser, open_app, page, reply_text, send,
+                                   user_texts, wait_idle, watch_reply)
 from tests.helpers import InProcessApp, query, wait_until
 
 pytestmark = pytest.mark.slow  # the real app in a headless browser
@@ -252,13 +252,15 @@ def test_stop_then_continue(page: Page, app: InProcessApp, llm: EmulatedLLM) -> 
     page.click("#stop")
     wait_until(lambda: "(stopped)" in bot_text(page))
     wait_idle(page)
-    partial = bot_text(page).replace("(stopped)", "").strip()
+    partial = reply_text(page).replace("(stopped)", "").strip()
     llm.settings.reply_tokens = 5
     page.click("#continue")
     watch_reply(page, "(continued)")
     wait_idle(page)
-    final = bot_text(page)
+    final = reply_text(page)
     assert final.startswith(partial) and final.endswith("(continued) c0 c1 c2 c3")
+    # Under it, what the reply was made by and how fast.
+    assert "emulated-llama-3.1-8b · " in bot_text(page) and "tokens/s" in bot_text(page)
 
 
 def test_fork_from_the_workflows_tab_with_other_parameters(page: Page, app: InProcessApp,

@@ -193,3 +193,22 @@ def test_notice_text_is_inert_markdown() -> None:
     escaped = safe_markdown("![x](https://evil.example/x)\n# title <b> www.evil.example &amp;")
     assert "\n" not in escaped and _unescaped_punctuation(escaped) == []
     assert escaped.startswith(r"\!\[x\]\(https\:\/\/evil\.example\/x\) \# title \<b\>")
+
+
+def test_a_finished_reply_says_its_model_speed_and_first_token_under_it() -> None:
+    from chat_core.ui.render import conversation_view, reply_facts
+
+    reply = {"id": "r", "role": "assistant", "parent_id": "u", "status": "complete",
+             "content": "Hi", "model": "llama-3.1-8b", "completion_tokens": 41,
+             "tokens_estimated": False, "ttft_ms": 180.0, "latency_ms": 2180.0,
+             "active": True, "finish_reason": "stop"}
+    line = reply_facts(reply)
+    assert "llama-3.1-8b · 20 tokens/s · first token 0.18 s" in line
+    pane, _ = conversation_view([{"id": "u", "role": "user", "content": "hello"}, reply])
+    assert pane[-1]["content"].endswith(line)
+    # Nothing measured, or not finished: no line; a model name is text, never markup.
+    assert reply_facts({**reply, "status": "streaming"}) == ""
+    assert reply_facts({**reply, "model": None}) == ""
+    odd = reply_facts({**reply, "model": "<b onclick=x>m</b>", "ttft_ms": None})
+    assert "<b" not in odd and "&lt;b" in odd and "tokens/s" not in odd
+    assert "~20 tokens/s" in reply_facts({**reply, "tokens_estimated": True})

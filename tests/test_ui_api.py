@@ -25,14 +25,21 @@ def client(app: InProcessApp) -> Iterator[Client]:
 
 
 def _texts(chatbot: list[dict[str, Any]]) -> list[str]:
-    """What the pane reads as: messages arrive as sanitized HTML (ui_render.py)."""
+    """What the pane reads as: messages arrive as sanitized HTML (ui_render.py); a finished
+    reply's line of facts (its model, its speed) is left out, and checked in _facts."""
     out = []
     for m in chatbot:
         content = m["content"]
         if isinstance(content, list):  # Gradio 6 gives content as blocks
             content = "".join(block.get("text", "") for block in content)
+        content = re.sub(r'<p class="reply-facts">.*?</p>', "", content, flags=re.S)
         out.append(html.unescape(re.sub(r"<[^>]*>", "", content)).strip())
     return out
+
+
+def _facts(chatbot: list[dict[str, Any]]) -> list[str]:
+    return [m for m in (re.findall(r'<p class="reply-facts"><small>(.*?)</small></p>',
+                                   str(entry["content"])) for entry in chatbot) if m]
 
 
 def _latest(outputs: list[tuple]) -> tuple:
@@ -69,6 +76,7 @@ def test_send_streams_then_lists_and_selects(client: Client, app: InProcessApp,
     texts = _texts(chatbot)
     assert texts[0] == "stream this please"
     assert texts[1].startswith("Reply to [stream this please]") and texts[1].endswith("w10")
+    assert "emulated-llama-3.1-8b · " in _facts(chatbot)[0][0]  # under the finished reply
     assert notice == ""
     # Streamed: the reply was seen growing through at least two partial states.
     outputs, _ = _send(client, "and again", conv)

@@ -31,7 +31,7 @@ import nh3
 from markdown_it import MarkdownIt
 
 from chat_core.errors import ChatError
-from chat_core.states import CANCELLED, ERROR, IN_FLIGHT, STOPPED
+from chat_core.states import CANCELLED, COMPLETE, ERROR, IN_FLIGHT, STOPPED
 
 _BLOCK_TAGS = {"p", "br", "hr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre",
                "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td"}
@@ -182,6 +182,23 @@ def reply_markdown(reply: dict[str, Any], share_mode: bool = False) -> str:
     return f"{text}\n{note}".strip() if note else text
 
 
+def reply_facts(reply: dict[str, Any]) -> str:
+    """The small line under a finished reply: its model, how fast it came (tokens a second
+    after the first) and its time to first token; "" when nothing was measured."""
+    if reply.get("status") not in (COMPLETE, STOPPED) or not reply.get("model"):
+        return ""
+    facts = [html.escape(_valid_text(str(reply["model"])[:120]), quote=False)]
+    tokens, ttft, latency = (reply.get("completion_tokens"), reply.get("ttft_ms"),
+                             reply.get("latency_ms"))
+    if isinstance(tokens, int) and tokens > 1 and isinstance(ttft, (int, float)) and \
+            isinstance(latency, (int, float)) and latency > ttft:
+        approx = "~" if reply.get("tokens_estimated") else ""
+        facts.append(f"{approx}{(tokens - 1) / ((latency - ttft) / 1000):.0f} tokens/s")
+    if isinstance(ttft, (int, float)):
+        facts.append(f"first token {ttft / 1000:.2f} s")
+    return f'<p class="reply-facts"><small>{" · ".join(facts)}</small></p>'
+
+
 def _shown_reply(replies: list[dict[str, Any]]) -> dict[str, Any] | None:
     """Which of a message's replies the pane shows: one being generated (the user is watching
     it), else the active one, else the newest."""
@@ -215,7 +232,10 @@ def conversation_view(messages: list[dict[str, Any]], share_mode: bool = False
         reply = _shown_reply(alternatives)
         state = {"last_user": m["id"], "last_reply": None, "alternatives": [], "alt_index": 0}
         if reply is not None:
-            shown.append({"role": "assistant", "content": reply_markdown(reply, share_mode)})
+            content = reply_markdown(reply, share_mode)
+            facts = reply_facts(reply)
+            shown.append({"role": "assistant",
+                          "content": f"{content}\n{facts}" if facts else content})
             ids.append(reply["id"])
             finished = [r["id"] for r in alternatives
                         if r["status"] not in IN_FLIGHT]
