@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import uuid
 from pathlib import Path
 from typing import Iterator
 
@@ -99,6 +100,17 @@ def test_an_unknown_model_is_refused_with_the_models_there_are(
         assert not_text.status_code == 422 and "GET /api/models" in not_text.json()["error"]
         # Nothing changed.
         assert http.get(f"/api/conversations/{cid}").json()["settings"]["model"] == "model-a"
+    # A model that is gone by the time a turn runs (an import, a server restarted with
+    # another): the turn records the same clear error, without retrying.
+    service = two_server_app.service
+    assert service is not None
+    two_server_app.call(service.store.update_conversation(uuid.UUID(cid),
+                                                          settings={"model": "gone-model"}))
+    with two_server_app.client() as http:
+        failed = http.post(f"/api/conversations/{cid}/messages", json={"content": "hello?"})
+    assert failed.status_code == 502
+    assert "'gone-model' is not served by any configured LLM server; available: model-a, " \
+        "model-b" in failed.json()["error"]
 
 
 def test_the_models_of_every_server_are_listed_with_their_urls_masked(
