@@ -113,9 +113,6 @@ def check_settings(value: Any) -> dict[str, Any]:
                 raise InvalidInput(f"'model' must be a string (a model id from GET /api/models), "
                                    f"got {_json_type(item)}", field=key)
             out[key] = check_text(item, "model", MAX_MODEL_ID_CHARS).strip()
-            if not out[key]:
-                raise InvalidInput("'model' must name a model (GET /api/models lists them); "
-                                   "send null for the default", field=key)
         elif key == "system_prompt":
             out[key] = check_text(item, "system_prompt", MAX_SYSTEM_PROMPT_CHARS,
                                   allow_empty=True)

@@ -8,9 +8,10 @@ from typing import Any
 
 import pytest
 
-from chat_core.errors import LLMRejected, LLMUnavailable
+from chat_core.errors import InvalidInput, LLMRejected, LLMUnavailable
 from chat_core.llm.client import ModelInfo
 from chat_core.llm.servers import LLMServers
+from chat_core.validation import check_settings
 
 
 class FakeClient:
@@ -106,3 +107,18 @@ def test_a_server_that_goes_down_keeps_its_models_marked_unavailable() -> None:
         assert (await servers.route("model-b")).client is b
 
     run(go())
+
+
+@pytest.mark.parametrize("value,words", [
+    (7, "'model' must be a string"), ("", "'model'"), ("   ", "only whitespace"),
+    ("a\x00b", "NUL"), ("m" * 300, "the limit is 256"),
+])
+def test_a_settings_model_must_be_a_model_id(value: Any, words: str) -> None:
+    with pytest.raises(InvalidInput) as refused:
+        check_settings({"model": value})
+    assert words in refused.value.message
+
+
+def test_a_settings_model_is_kept_trimmed_and_null_resets_it() -> None:
+    assert check_settings({"model": " model-b "}) == {"model": "model-b"}
+    assert check_settings({"model": None}) == {"model": None}
