@@ -44,7 +44,7 @@ def run(coro: Any) -> Any:
 
 def test_a_model_goes_to_the_server_that_lists_it_and_none_to_the_default() -> None:
     a, b = FakeClient("http://a", "model-a"), FakeClient("http://u:***@b", "model-b")
-    servers = LLMServers([a, b])  # type: ignore[list-item]
+    servers = LLMServers([a, b], forced_refresh_sec=0.0)  # type: ignore[list-item]
 
     async def go() -> None:
         assert (await servers.route(None)).client is a
@@ -75,7 +75,7 @@ def test_an_unknown_model_is_refused_with_the_models_there_are_and_the_servers_d
 
 def test_a_new_model_is_found_by_looking_again_and_a_known_one_without_waiting() -> None:
     a = FakeClient("http://a", "model-a")
-    servers = LLMServers([a], refresh_sec=0.0)  # type: ignore[list-item]
+    servers = LLMServers([a], refresh_sec=0.0, forced_refresh_sec=0.0)  # type: ignore[list-item]
 
     async def go() -> None:
         await servers.refresh(force=True)
@@ -122,3 +122,16 @@ def test_a_settings_model_must_be_a_model_id(value: Any, words: str) -> None:
 def test_a_settings_model_is_kept_trimmed_and_null_resets_it() -> None:
     assert check_settings({"model": " model-b "}) == {"model": "model-b"}
     assert check_settings({"model": None}) == {"model": None}
+
+
+def test_made_up_models_in_a_row_ask_the_servers_once() -> None:
+    a = FakeClient("http://a", "model-a")
+    servers = LLMServers([a])  # type: ignore[list-item]
+
+    async def go() -> None:
+        for n in range(20):
+            with pytest.raises(LLMRejected):
+                await servers.route(f"made-up-{n}")
+        assert a.listed == 1
+
+    run(go())

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 # A listing older than this is looked at again when someone asks for it.
 REFRESH_SEC = 30.0
+# A model nobody listed makes the registry look again at most this often (a stream of
+# requests naming made-up models must not become a stream of requests to every server).
+FORCED_REFRESH_SEC = 1.0
 # How long one server's /v1/models may take before it counts as down.
 LIST_TIMEOUT_SEC = 5.0
 
@@ -63,11 +66,14 @@ class ModelRoute:
 
 
 class LLMServers:
-    def __init__(self, clients: list[LLMClient], refresh_sec: float = REFRESH_SEC) -> None:
+    def __init__(self, clients: list[LLMClient], refresh_sec: float = REFRESH_SEC,
+                 forced_refresh_sec: float = FORCED_REFRESH_SEC) -> None:
         if not clients:
             raise ValueError("at least one LLM server")
         self.states = [ServerState(c) for c in clients]
         self.refresh_sec = refresh_sec
+        self.forced_refresh_sec = forced_refresh_sec
+        self._refreshed_at: float | None = None
         self._lock = asyncio.Lock()
         self._stale = False
         self._background: asyncio.Future[None] | None = None
@@ -94,9 +100,11 @@ class LLMServers:
         """Ask every server for its models at once; one that does not answer in
         LIST_TIMEOUT_SEC is down and keeps the models it listed last."""
         async with self._lock:
-            if not force and self._fresh():
+            if self._fresh() and (not force or self._refreshed_at is not None and
+                                  time.monotonic() - self._refreshed_at < self.forced_refresh_sec):
                 return
             self._stale = False
+            self._refreshed_at = time.monotonic()
             await asyncio.gather(*(self._list(state) for state in self.states))
 
     async def _list(self, state: ServerState) -> None:
@@ -108,9 +116,10 @@ class LLMServers:
                 if isinstance(exc, asyncio.TimeoutError) else
                 f"{state.client.shown_url} failed to list its models: {type(exc).__name__}: "
                 f"{str(exc)[:200]}")
+            error = mask_secrets(error)
             if error != state.error:
                 log.warning("LLM server %s is down: %s", state.client.shown_url, error)
-            state.error = mask_secrets(error)
+            state.error = error
         else:
             if state.error is not None or [m.id for m in models] != [m.id for m in state.models]:
                 log.info("LLM server %s serves %s", state.client.shown_url,
