@@ -8,6 +8,7 @@ works on a laptop, so an empty environment is a valid configuration.
 from __future__ import annotations
 
 import os
+import re
 import socket
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -208,8 +209,11 @@ def secret_values(settings: Settings) -> list[str]:
 
 
 def server_urls(value: str | None) -> list[str]:
-    """The comma-separated server URLs of VLLM_BASE_URL, each without a trailing slash."""
-    return [u.strip().rstrip("/") for u in (value or "").split(",") if u.strip()]
+    """The comma-separated server URLs of VLLM_BASE_URL, each without a trailing slash. Split
+    only where a URL starts after the comma: a comma inside a password stays in its URL (the
+    piece before it would otherwise be shown, password and all, in the error about it)."""
+    parts = re.split(r",(?=\s*[A-Za-z][A-Za-z0-9+.-]*://)", value or "")
+    return [u.strip().rstrip("/") for u in parts if u.strip()]
 
 
 def url_credentials(url: str | None) -> list[str]:
@@ -320,7 +324,7 @@ def _shown_url(url: str) -> str:
     (mask_url), and the user part before an "@" hidden also where the scheme is missing and
     mask_url sees no URL (`user:password@host:5000`)."""
     items = []
-    for item in url.split(","):
+    for item in server_urls(url) or [url]:
         shown = mask_url(item)
         if "@" in shown and "://" not in shown:
             shown = f"{MASK}@{shown.rpartition('@')[2]}"

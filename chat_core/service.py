@@ -732,4 +732,9 @@ class ChatService:
         # (status follows the database and the default server alone).
         if self.servers is not None:
             out["servers"] = await self.servers.servers()
+            if out["servers"] and out["servers"][0]["state"] == "down":
+                # model_info() above answers from its cache once the default server has
+                # answered once: the listing says whether it still does.
+                out["status"] = "degraded"
+                out.setdefault("llm_error", out["servers"][0]["error"])
         return out

@@ -96,3 +96,15 @@ def test_llm_url_error_hides_the_password(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as error:
             load_settings({"VLLM_BASE_URL": url}, env_file=tmp_path / "missing.env")
         assert "s3cret-pw" not in str(error.value) and "***" in str(error.value)
+
+
+def test_a_comma_in_a_server_password_stays_in_its_url_and_is_never_shown(tmp_path: Path) -> None:
+    """Only a comma before a URL separates servers: a password holding one is not cut in two,
+    and a URL that is wrong for another reason is shown with its password masked."""
+    settings = load_settings({"VLLM_BASE_URL": "http://alice:s3cr,et@gpu-b:5000,https://c"},
+                             env_file=tmp_path / "missing.env")
+    assert settings.vllm_base_url == "http://alice:s3cr,et@gpu-b:5000,https://c"
+    with pytest.raises(ConfigError) as error:
+        load_settings({"VLLM_BASE_URL": "http://alice:longsecret,@gpu-b:50x0"},
+                      env_file=tmp_path / "missing.env")
+    assert "longsecret" not in str(error.value) and "50x0" in str(error.value)

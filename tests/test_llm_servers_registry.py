@@ -65,12 +65,53 @@ def test_a_model_goes_to_the_server_that_lists_it_and_none_to_the_default() -> N
 def test_an_unknown_model_is_refused_with_the_models_there_are_and_the_servers_down() -> None:
     a, b = FakeClient("http://a", "model-a"), FakeClient("http://b", "model-b")
     b.down = "vLLM server at http://b refused the connection."
-    servers = LLMServers([a, b])  # type: ignore[list-item]
-    with pytest.raises(LLMRejected) as refused:
+    servers = LLMServers([a, b], forced_refresh_sec=0.0)  # type: ignore[list-item]
+    # With a server down the model may be that server's: unavailable (the turn tries again),
+    # not refused for good.
+    with pytest.raises(LLMUnavailable) as waiting:
         run(servers.route("gpt-9"))
-    assert refused.value.message == (
+    assert waiting.value.message == (
         "model 'gpt-9' is not served by any configured LLM server; available: model-a; not "
         "answering: http://b (vLLM server at http://b refused the connection.)")
+    b.down = None
+    with pytest.raises(LLMRejected) as refused:  # every server answered: no such model
+        run(servers.route("gpt-9"))
+    assert refused.value.message == ("model 'gpt-9' is not served by any configured LLM "
+                                     "server; available: model-a, model-b")
+
+
+def test_a_server_down_at_start_has_its_turns_retried_until_it_answers() -> None:
+    a, b = FakeClient("http://a", "model-a"), FakeClient("http://b", "model-b")
+    b.down = "vLLM server at http://b refused the connection."
+    servers = LLMServers([a, b], forced_refresh_sec=0.0)  # type: ignore[list-item]
+    run(servers.refresh(force=True))
+    with pytest.raises(LLMUnavailable):
+        run(servers.route("model-b"))
+    b.down = None
+    assert run(servers.route("model-b")).client is b
+
+
+def test_many_made_up_models_at_once_with_a_hung_server_make_one_listing() -> None:
+    a, b = FakeClient("http://a", "model-a"), FakeClient("http://b", "model-b")
+    servers = LLMServers([a, b], forced_refresh_sec=3600)  # type: ignore[list-item]
+
+    async def go() -> None:
+        await servers.refresh(force=True)
+        b.hang = True
+        servers._stale = True  # a server said a model is gone: the lists are looked at again
+        asking = [asyncio.ensure_future(servers.route(f"made-up-{n}")) for n in range(8)]
+        await asyncio.sleep(0.05)
+        assert b.listed == 2  # the first listing, and one for all eight
+        # Meanwhile /healthz and /api/models answer from what was seen last, at once.
+        states = await asyncio.wait_for(servers.servers(), 2)
+        assert [s["models"] for s in states] == [["model-a"], ["model-b"]]
+        assert servers.known_route("model-b") is not None  # fitting never waits
+        assert servers.known_route("made-up-0") is None
+        for task in asking:
+            task.cancel()
+        await servers.close()
+
+    run(go())
 
 
 def test_a_new_model_is_found_by_looking_again_and_a_known_one_without_waiting() -> None:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from chat_core.errors import ChatError, LLMRejected
+from chat_core.errors import ChatError, LLMRejected, LLMUnavailable
 from chat_core.llm.client import LLMClient, ModelInfo
 from chat_core.secrets_mask import mask_secrets
 
@@ -32,6 +32,9 @@ REFRESH_SEC = 30.0
 FORCED_REFRESH_SEC = 1.0
 # How long one server's /v1/models may take before it counts as down.
 LIST_TIMEOUT_SEC = 5.0
+# How long /healthz and /api/models wait for a listing under way before answering with the
+# states as last seen (a hung server must not hang them).
+ANSWER_WAIT_SEC = 1.0
 
 
 @dataclass
@@ -74,7 +77,8 @@ class LLMServers:
         self.refresh_sec = refresh_sec
         self.forced_refresh_sec = forced_refresh_sec
         self._refreshed_at: float | None = None
-        self._lock = asyncio.Lock()
+        # The listing under way: everyone who needs one waits for this one (one at a time).
+        self._listing: asyncio.Future[None] | None = None
         self._stale = False
         self._background: asyncio.Future[None] | None = None
         for client in clients:
@@ -96,16 +100,32 @@ class LLMServers:
         return not self._stale and all(c is not None and time.monotonic() - c < self.refresh_sec
                                        for c in checked)
 
-    async def refresh(self, force: bool = False) -> None:
+    async def refresh(self, force: bool = False, wait: float | None = None) -> None:
         """Ask every server for its models at once; one that does not answer in
-        LIST_TIMEOUT_SEC is down and keeps the models it listed last."""
-        async with self._lock:
-            if self._fresh() and (not force or self._refreshed_at is not None and
-                                  time.monotonic() - self._refreshed_at < self.forced_refresh_sec):
+        LIST_TIMEOUT_SEC is down and keeps the models it listed last. One listing at a time:
+        a caller arriving while one is under way waits for that one (at most `wait` s); a
+        forced one comes at most every forced_refresh_sec after the last ended."""
+        if self._listing is None or self._listing.done():
+            recent = self._refreshed_at is not None and \
+                time.monotonic() - self._refreshed_at < self.forced_refresh_sec
+            if self._fresh() and (not force or recent):
                 return
             self._stale = False
-            self._refreshed_at = time.monotonic()
+            self._listing = asyncio.ensure_future(self._list_all())
+        listing = asyncio.shield(self._listing)
+        if wait is None:
+            await listing
+        else:
+            try:
+                await asyncio.wait_for(listing, wait)
+            except asyncio.TimeoutError:
+                pass  # answered with the states as last seen; the listing goes on
+
+    async def _list_all(self) -> None:
+        try:
             await asyncio.gather(*(self._list(state) for state in self.states))
+        finally:
+            self._refreshed_at = time.monotonic()
 
     async def _list(self, state: ServerState) -> None:
         try:
@@ -115,7 +135,7 @@ class LLMServers:
                 f"{state.client.shown_url} did not list its models in {LIST_TIMEOUT_SEC:.0f} s"
                 if isinstance(exc, asyncio.TimeoutError) else
                 f"{state.client.shown_url} failed to list its models: {type(exc).__name__}: "
-                f"{str(exc)[:200]}")
+                f"{mask_secrets(str(exc))[:200]}")
             error = mask_secrets(error)
             if error != state.error:
                 log.warning("LLM server %s is down: %s", state.client.shown_url, error)
@@ -138,9 +158,19 @@ class LLMServers:
                     return state, info
         return None
 
+    def known_route(self, model: str | None) -> ModelRoute | None:
+        """The route as last seen, asking nobody (for fitting a prompt, where a turn must not
+        wait for a listing); None when no server listed the model."""
+        if not model or model == self.default.configured_model:
+            return ModelRoute(self.default)
+        found = self._find(model)
+        return None if found is None else ModelRoute(found[0].client, model, found[1].max_model_len)
+
     async def route(self, model: str | None) -> ModelRoute:
         """The client for `model` (None or "": the default server's default model). A model
-        no server lists is an LLMRejected naming the models there are."""
+        no server lists is an LLMRejected naming the models there are, once every server has
+        answered; while one is down or not asked yet it is an LLMUnavailable (the turn tries
+        again: the model may be that server's)."""
         if not model or model == self.default.configured_model:
             # LLM_MODEL (the local model's alias) is the default server's, listed or not.
             return ModelRoute(self.default)
@@ -153,6 +183,8 @@ class LLMServers:
             await self.refresh(force=True)
             found = self._find(model)
         if found is None:
+            if any(not s.up for s in self.states):
+                raise LLMUnavailable(self.unknown_model_message(model))
             raise LLMRejected(self.unknown_model_message(model))
         state, info = found
         return ModelRoute(state.client, model, info.max_model_len)
@@ -168,14 +200,14 @@ class LLMServers:
 
     async def models(self) -> list[dict[str, Any]]:
         """Every model of every server: id, server (masked URL), max_context, available."""
-        await self.refresh()
+        await self.refresh(wait=ANSWER_WAIT_SEC)
         return [{"id": m.id, "server": s.client.shown_url, "max_context": m.max_model_len,
                  "available": s.error is None}
                 for s in self.states for m in s.models]
 
     async def servers(self) -> list[dict[str, Any]]:
         """Every server's state (masked URL, up/down, models, error)."""
-        await self.refresh()
+        await self.refresh(wait=ANSWER_WAIT_SEC)
         return [s.to_json() for s in self.states]
 
     def known_servers(self) -> list[dict[str, Any]]:

@@ -99,12 +99,14 @@ async def _route(params: TurnParams) -> ModelRoute:
 
 
 async def _route_for_fitting(params: TurnParams) -> ModelRoute | None:
-    """The route while reading history: None when the model cannot be found now (the LLM
-    step reports that; the history is fitted to the fallback window meanwhile)."""
-    try:
+    """The route while reading history, as last seen (no listing is waited for here: the turn
+    holds a place in the start order); None when the model is not known now (the LLM step
+    looks again and reports it; the history is fitted to the fallback window meanwhile)."""
+    d = _d()
+    model = cast(dict[str, Any], params).get("model")
+    if not model or d.servers is None:
         return await _route(params)
-    except ChatError:
-        return None
+    return d.servers.known_route(model)
 
 
 def _model_name(params: TurnParams) -> str:
