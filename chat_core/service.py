@@ -27,8 +27,8 @@ from chat_core.store.dataset_rows import DatasetRows, DatasetSecret
 from chat_core.store.dataset_rows import batches as dataset_batches
 from chat_core.store.ratings import RatingStore, check_rating, public_rating
 from chat_core.config import Settings
-from chat_core.errors import (ChatError, Conflict, InvalidInput, LLMRejected, NotFound,
-                              ShuttingDown, TooManyTurns, TurnCancelled, TurnFailed)
+from chat_core.errors import (ChatError, Conflict, InvalidInput, LLMRejected, LLMUnavailable,
+                              NotFound, ShuttingDown, TooManyTurns, TurnCancelled, TurnFailed)
 from chat_core.llm.client import LLMClient
 from chat_core.llm.servers import LLMServers
 from chat_core.turns.payloads import TurnParams, TurnRequest
@@ -394,7 +394,7 @@ class ChatService:
             return
         try:
             await self.servers.route(model)
-        except LLMRejected as exc:
+        except (LLMRejected, LLMUnavailable) as exc:  # unknown, or its server may be down
             raise InvalidInput(exc.message, field="model") from None
 
     async def list_models(self) -> list[dict[str, Any]]:
@@ -500,6 +500,8 @@ class ChatService:
         """Create a conversation from an export (validated first; a bad file changes nothing)."""
         conversation, messages = conversation_export.parse_import(
             data, max_chars=self.settings.max_message_chars)
+        if conversation["settings"].get("model"):  # a model no server lists: refused here
+            await self.check_model(conversation["settings"]["model"])
         # The file's ratings rate the new copies of its replies, and are the importer's.
         ratings = [m.pop("rating") for m in messages if m.get("rating") is not None]
         for m in messages:

@@ -100,6 +100,15 @@ def test_an_unknown_model_is_refused_with_the_models_there_are(
         assert not_text.status_code == 422 and "GET /api/models" in not_text.json()["error"]
         # Nothing changed.
         assert http.get(f"/api/conversations/{cid}").json()["settings"]["model"] == "model-a"
+        # An import naming a model nobody lists is refused the same way, and creates nothing.
+        assert http.post(f"/api/conversations/{cid}/messages",
+                         json={"content": "something to export"}).status_code in (200, 201)
+        exported = http.get(f"/api/conversations/{cid}/export").json()
+        exported["conversation"]["settings"]["model"] = "gpt-9"
+        before = len(http.get("/api/conversations").json())
+        imported = http.post("/api/conversations/import", json=exported)
+        assert imported.status_code == 422 and "'gpt-9'" in imported.json()["error"]
+        assert len(http.get("/api/conversations").json()) == before
     # A model that is gone by the time a turn runs (an import, a server restarted with
     # another): the turn records the same clear error, without retrying.
     service = two_server_app.service

@@ -176,3 +176,22 @@ def test_made_up_models_in_a_row_ask_the_servers_once() -> None:
         assert a.listed == 1
 
     run(go())
+
+
+def test_a_model_on_another_server_is_fitted_to_its_own_window() -> None:
+    """LLM_CONTEXT_TOKENS (the default server's window) is never more than a model's own."""
+    from types import SimpleNamespace
+
+    from chat_core.llm.servers import ModelRoute
+    from chat_core.turns import workflow
+
+    saved = workflow._deps
+    workflow._deps = SimpleNamespace(settings=SimpleNamespace(llm_context_tokens=32_000))  # type: ignore[assignment]
+    try:
+        small = ModelRoute(FakeClient("http://b", "small"), "small", 4096)  # type: ignore[arg-type]
+        assert run(workflow._context_tokens(small)) == 4096
+        assert run(workflow._context_tokens(ModelRoute(small.client))) == 32_000  # the default
+        big = ModelRoute(small.client, "big", 128_000)
+        assert run(workflow._context_tokens(big)) == 32_000
+    finally:
+        workflow._deps = saved

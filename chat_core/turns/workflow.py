@@ -383,8 +383,13 @@ async def _count_newest(texts: list[str], system_prompt: str, context_tokens: in
 
 async def _context_tokens(route: ModelRoute | None) -> int:
     d = _d()
-    if d.settings.llm_context_tokens:
-        return d.settings.llm_context_tokens
+    configured = d.settings.llm_context_tokens
+    if route is not None and route.model is not None and route.max_model_len:
+        # A model its server names a window for (another server's, maybe a smaller one):
+        # that window, and never more than LLM_CONTEXT_TOKENS.
+        return min(configured, route.max_model_len) if configured else route.max_model_len
+    if configured:
+        return configured
     if route is None:
         return DEFAULT_CONTEXT_TOKENS
     if route.model is not None:
