@@ -21,6 +21,7 @@ from typing import Any
 from dbos import DBOS
 
 from chat_core.accounts.directory import AccountDirectory
+from chat_core.accounts.person import LOCAL
 from chat_core.store.chat_store import ChatStore
 from chat_core.config import Settings
 from chat_core.errors import LLMUnavailable, TurnFailed
@@ -155,15 +156,15 @@ class ChatRuntime:
 
         self.llm, backend = await self._start_llm()
         s = self.settings
-        store = ChatStore(self.db)
+        store = ChatStore(self.db)  # the workflows': SYSTEM, sealed sides too
         hub = TurnHub()
         start_order = StartOrder(s.turn_start_concurrency) if s.turn_start_concurrency else None
         turn_workflow.bind(turn_workflow.TurnDeps(settings=s, store=store, llm=self.llm, hub=hub,
                                                   slots=self.slots, wakeups=self.wakeups,
                                                   start_order=start_order,
                                                   servers=self.servers))
-        self.service = ChatService(s, store, self.llm, hub, backend, people=self.accounts,
-                                   servers=self.servers)
+        self.service = ChatService(s, store.scoped(LOCAL), self.llm, hub, backend,
+                                   people=self.accounts, servers=self.servers)
 
         treat_failed_connects_as_disconnects()
         logging.getLogger("dbos").addFilter(self._attempt_lines)

@@ -21,6 +21,7 @@ from chat_core.accounts.person import LOCAL, Person
 
 if TYPE_CHECKING:
     from chat_core.accounts.directory import AccountDirectory
+    from chat_core.comparisons.service import ComparisonService
 from chat_core.store.chat_store import ChatStore, public_conversation, public_message, title_from
 from chat_core.store.turn_admissions import TurnAdmissions
 from chat_core.store.dataset_rows import DatasetRows, DatasetSecret
@@ -139,6 +140,11 @@ class ChatService:
                 if m["role"] == "assistant":
                     m["rating"] = public_rating(ratings.get(uuid.UUID(m["id"])))
         return messages
+
+    def comparisons(self) -> "ComparisonService":
+        """Comparisons as this person sees them (the Compare tab, /api/comparisons)."""
+        from chat_core.comparisons.service import ComparisonService
+        return ComparisonService(self)
 
     def ratings(self) -> RatingStore:
         """The ratings of the replies this person can see."""

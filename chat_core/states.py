@@ -78,3 +78,14 @@ RATING_VALUES: Final = (RATING_DOWN, RATING_UP)
 MAX_RATING_TAGS: Final = 10
 MAX_RATING_TAG_CHARS: Final = 40
 MAX_RATING_COMMENT_CHARS: Final = 2_000
+
+# Comparisons (the Compare tab, /api/comparisons): the vote's answers, and how a blind side is
+# named until the vote. migrations/009_comparisons.sql checks the same values.
+WINNER_A: Final = "a"
+WINNER_B: Final = "b"
+TIE: Final = "tie"
+BOTH_BAD: Final = "both_bad"
+WINNERS: Final = (WINNER_A, WINNER_B, TIE, BOTH_BAD)
+SIDES: Final = (WINNER_A, WINNER_B)
+BLIND_NAMES: Final = {WINNER_A: "Model A", WINNER_B: "Model B"}
+MAX_LABEL_CHARS: Final = 80

@@ -15,6 +15,9 @@ class Person:
     id: uuid.UUID | None
     name: str
     is_admin: bool = False
+    # Whether a blind comparison's sides (sealed conversations, migrations/009) are in view:
+    # only for the turn workflows and the comparison service, which masks the names.
+    sees_sealed: bool = False
 
     @property
     def sees_all(self) -> bool:
@@ -27,11 +30,12 @@ class Person:
         return "" if self.id is None else str(self.id)
 
     def sql(self) -> dict[str, Any]:
-        """Parameters of the store's ownership clause: %(owner)s and %(sees_all)s."""
-        return {"owner": self.id, "sees_all": self.sees_all}
+        """Parameters of the store's ownership clause: %(owner)s, %(sees_all)s and
+        %(sees_sealed)s."""
+        return {"owner": self.id, "sees_all": self.sees_all, "sees_sealed": self.sees_sealed}
 
 
 # Local mode: one person, no login, everything is theirs (rows keep owner_id NULL).
 LOCAL = Person(None, "local", is_admin=True)
 # The turn workflows: they act on rows a person's request already reached through its scope.
-SYSTEM = Person(None, "system", is_admin=True)
+SYSTEM = Person(None, "system", is_admin=True, sees_sealed=True)

@@ -45,11 +45,14 @@ _CONVERSATION_VIEW = """
     c.origin_message_id, c.owner_id, (SELECT a.name FROM accounts a WHERE a.id = c.owner_id)
     AS owner_name
 """
-# The ownership clause: the conversation `c` is the person's, or the person sees all.
-OWNED = "(%(sees_all)s OR c.owner_id = %(owner)s)"
-# The same for a message `m`, through its conversation.
-OWNED_MESSAGE = ("(%(sees_all)s OR EXISTS (SELECT 1 FROM conversations c"
-           " WHERE c.id = m.conversation_id AND c.owner_id = %(owner)s))")
+# The ownership clause: the conversation `c` is the person's, or the person sees all; and it
+# is not a blind comparison's side before the vote (sealed, migrations/009), unless the person
+# is the system or the comparison service, which masks the names.
+OWNER_ONLY = "(%(sees_all)s OR c.owner_id = %(owner)s)"
+OWNED = f"({OWNER_ONLY} AND (%(sees_sealed)s OR NOT c.sealed))"
+# The same for a message `m`, through its conversation (no join for the system).
+OWNED_MESSAGE = ("((%(sees_all)s AND %(sees_sealed)s) OR EXISTS (SELECT 1 FROM conversations c"
+                 f" WHERE c.id = m.conversation_id AND {OWNED}))")
 
 TITLE_CHARS = 60
 
@@ -174,6 +177,8 @@ class ChatStore(PersonScoped):
             cur = await conn.execute(
                 f"SELECT {_CONVERSATION_VIEW} FROM conversations c WHERE {OWNED}"
                 " AND (%(only)s::uuid IS NULL OR c.owner_id = %(only)s)"
+                # A comparison's sides are listed by the Compare tab, not among the chats.
+                " AND c.comparison_id IS NULL"
                 " ORDER BY c.updated_at DESC, c.id LIMIT %(limit)s OFFSET %(offset)s",
                 self._p(limit=limit, offset=offset, only=owner),
             )
@@ -623,7 +628,8 @@ class ChatStore(PersonScoped):
             cur = await conn.execute(
                 "SELECT m.workflow_id FROM messages m JOIN conversations c"
                 " ON c.id = m.conversation_id WHERE m.role = 'assistant'"
-                f" AND m.workflow_id IS NOT NULL AND {OWNED}"
+                # A blind comparison's turns too: the Workflows tab shows no model names.
+                f" AND m.workflow_id IS NOT NULL AND {OWNER_ONLY}"
                 " AND (%(only)s::uuid IS NULL OR c.owner_id = %(only)s)"
                 " ORDER BY m.created_at DESC LIMIT %(limit)s",
                 self._p(limit=limit, only=owner))
@@ -639,6 +645,7 @@ class ChatStore(PersonScoped):
                 "SELECT m.workflow_id, m.conversation_id, m.status, m.error, c.title,"
                 " c.owner_id, (SELECT a.name FROM accounts a WHERE a.id = c.owner_id)"
                 " AS owner_name FROM messages m JOIN conversations c ON c.id = m.conversation_id"
-                f" WHERE m.workflow_id = ANY(%(ids)s) AND m.role = 'assistant' AND {OWNED}",
+                f" WHERE m.workflow_id = ANY(%(ids)s) AND m.role = 'assistant'"
+                f" AND {OWNER_ONLY}",
                 self._p(ids=workflow_ids))
             return {r["workflow_id"]: r for r in await cur.fetchall()}

@@ -9,6 +9,7 @@ Points:
     read_history:done            history read, step not checkpointed
     call_llm:streaming           a few tokens of the reply streamed
     save_reply:committed         the reply's final row committed, step not checkpointed
+    comparison_round:one_started a comparison's first side's turn started, the second's not
 """
 
 from __future__ import annotations

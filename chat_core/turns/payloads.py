@@ -34,6 +34,9 @@ class TurnRequest(TypedDict):
     # The account id of the person whose turn it is (absent in local mode and in turns
     # accepted before accounts existed): their place in the LLM's round-robin.
     owner: NotRequired[str]
+    # A blind comparison's side ("Model A"): what a failed reply's error text names its model
+    # as, so the Workflows tab and re-attached streams never show which model it was.
+    blind_as: NotRequired[str]
 
 
 class SavedTurn(TypedDict):

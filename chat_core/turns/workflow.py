@@ -31,6 +31,7 @@ from chat_core.store.chat_store import ChatStore, derive_id, public_message
 from chat_core.config import Settings
 from chat_core.llm.context_window import DEFAULT_CONTEXT_TOKENS, FittedPrompt, fit_prompt
 from chat_core.turns.fault_injection import crash_point
+from chat_core.comparisons.blind import blind_error
 from chat_core.errors import ChatError, LLMRejected, LLMUnavailable, NotFound, TurnFailed
 from chat_core.llm.client import Completion, LLMClient
 from chat_core.llm.fair_gate import Place
@@ -212,6 +213,8 @@ async def _run_turn(turn_id: str, request: TurnRequest) -> TurnResult:
                             "retry the turn once the server is back)"}
     except ChatError as exc:
         outcome = {"status": ERROR, "error": exc.message, "attempts": 1}
+    if outcome["status"] == ERROR and request.get("blind_as"):
+        outcome["error"] = _blind_error(outcome["error"], request)
     result = await save_reply(saved, outcome, prompt, request["params"])
     if outcome["status"] == ERROR:
         raise TurnFailed(outcome["error"])
@@ -234,6 +237,14 @@ class _Empty:
 
 
 _EMPTY = _Empty()
+
+
+def _blind_error(error: str, request: TurnRequest) -> str:
+    """A blind comparison side's error text, naming no model (comparisons/blind.py)."""
+    servers = _d().servers
+    others = [m.id for s in servers.states for m in s.models] if servers else []
+    return blind_error(error, cast(dict[str, Any], request["params"]).get("model"),
+                       request.get("blind_as", ""), others) or ""
 
 
 def _message(exc: BaseException) -> str:

@@ -21,6 +21,9 @@
     POST /api/conversations/{id}/messages/{mid}/select       show this alternative reply
     PUT  /api/conversations/{id}/messages/{mid}/rating       {"value": 1|-1|0, "tags"?,
                                                              "comment"?} rate a reply
+    POST /api/comparisons, GET /api/comparisons[/{id}]       blind side-by-side comparisons
+    POST /api/comparisons/{id}/messages | /vote              go on in both; vote once
+    GET  /api/leaderboard                                    ratings from the votes
     GET  /api/models                                         every server's models
     GET  /api/dataset?format=openai|sharegpt|preference      JSON Lines, with filters
     GET  /api/turns/{turn_id}/events                         re-attach to a reply (SSE)
@@ -41,8 +44,8 @@ from fastapi import FastAPI
 
 from chat_core.service import ChatService
 from chat_core.web import shared_page
-from chat_core.web.api import (account, admin, conversations, dataset, health, links,
-                               messages, models, my_data, ratings, turns, workflows)
+from chat_core.web.api import (account, admin, comparisons, conversations, dataset, health,
+                               links, messages, models, my_data, ratings, turns, workflows)
 from chat_core.web.api.errors import install_error_handlers, unknown_endpoints
 
 
@@ -51,7 +54,7 @@ def install_rest_api(app: FastAPI, service: ChatService) -> None:
     from app.state)."""
     app.state.chat_service = service
     install_error_handlers(app)
-    for module in (health, models, conversations, messages, ratings, turns, workflows, links,
-                   my_data, dataset, shared_page, account, admin):
+    for module in (health, models, conversations, messages, ratings, comparisons, turns,
+                   workflows, links, my_data, dataset, shared_page, account, admin):
         app.include_router(module.router)
     app.include_router(unknown_endpoints)  # last: it matches any path under /api/
