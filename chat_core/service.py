@@ -211,6 +211,13 @@ class ChatService:
         secret = await DatasetSecret(self.store.db).pseudonyms() \
             if accounts and query.pseudonyms else None
         pairs = query.format == "preference"
+        if pairs:  # votes first: the strongest source (dataset_export.SOURCES)
+            async for votes in rows.vote_pages(since=query.since, until=query.until,
+                                               consented_only=accounts):
+                lines = dataset_export.vote_lines(votes, query)
+                while chunk := await asyncio.to_thread(dataset_export.take, lines,
+                                                       DATASET_CHUNK_CHARS):
+                    yield chunk
         after = None
         while True:
             conversations = await rows.conversations(
@@ -375,6 +382,8 @@ class ChatService:
             raise InvalidInput("deleting a person's data needs accounts (SHARE_AUTH)")
         admissions = TurnAdmissions(self.store.db)
         deleted, turns = 0, set(await admissions.turns_of(self.person.id))
+        compared, side_turns = await self.comparisons().delete_all_mine()
+        turns |= side_turns
         while rows := await self.store.list_conversations(1000, 0, owner=self.person.id):
             for row in rows:
                 turns.update(await self.store.workflow_ids_of_conversation(row["id"]))
@@ -383,8 +392,11 @@ class ChatService:
         found = [t for t in turns if await DBOS.get_workflow_status_async(t) is not None]
         if found:
             await DBOS.delete_workflows_async(found, delete_children=True)
+        # A comparison's rounds: no turns themselves, so not counted.
+        found = [t for t in found if t.startswith(TURN_ID_PREFIX)]
         await admissions.forget(self.person.id)
-        return {"deleted_conversations": deleted, "deleted_turns": len(found)}
+        return {"deleted_conversations": deleted, "deleted_comparisons": compared,
+                "deleted_turns": len(found)}
 
     async def withdraw(self) -> dict[str, Any]:
         """Delete the person's data, then withdraw their consent: in this order, so a failure

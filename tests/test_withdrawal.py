@@ -113,6 +113,12 @@ def test_withdrawal_removes_the_persons_text_everywhere(app: InProcessApp) -> No
     gone_cid, gone_turns = _chat(app, mine, secret, 1)
     app.call(mine.delete_conversation(gone_cid))
     ann_turns += gone_turns
+    # And a blind comparison, still sealed: its sides are in no list of hers.
+    compared = app.call(mine.comparisons().create(f"{secret} compared",
+                                                  {"settings": {"temperature": 0.1}},
+                                                  {"settings": {"temperature": 0.9}}))
+    app.call(mine.comparisons().wait_round(compared))
+    ann_turns += [turn.turn_id for turn in compared.turns.values()]
     frames, shown = _frames_text(url)
     assert secret in frames and set(ann_turns) <= shown  # the checks below can fail
     assert secret in _dbos_text(app)
@@ -120,8 +126,8 @@ def test_withdrawal_removes_the_persons_text_everywhere(app: InProcessApp) -> No
     mine.people = _directory(app)  # type: ignore[attr-defined]
     answer = _as(app, mine, "DELETE", "/api/me/data")
     assert answer.status_code == 200, answer.text
-    assert answer.json() == {"deleted_conversations": 2, "deleted_turns": len(ann_turns),
-                             "consent_withdrawn": True}
+    assert answer.json() == {"deleted_conversations": 2, "deleted_comparisons": 1,
+                             "deleted_turns": len(ann_turns), "consent_withdrawn": True}
     assert (_consent(url, ann), _consent(url, bob)) == ((False, True), (True, False))
 
     for cid in cids:  # the export: gone for her and for an admin alike
@@ -159,8 +165,8 @@ def test_withdrawal_of_a_person_with_nothing(app: InProcessApp) -> None:
     assert app.service is not None
     nobody = app.service.for_person(_account(app, "nobody"))
     answer: Any = _as(app, nobody, "DELETE", "/api/me/data").json()
-    assert answer == {"deleted_conversations": 0, "deleted_turns": 0,
-                      "consent_withdrawn": False}
+    assert answer == {"deleted_conversations": 0, "deleted_comparisons": 0,
+                      "deleted_turns": 0, "consent_withdrawn": False}
 
 
 def test_withdrawal_from_the_account_tab(app: InProcessApp) -> None:

@@ -239,6 +239,24 @@ class ComparisonService:
         battles = [Battle(r["a"], r["b"], r["winner"]) for r in rows]
         return await asyncio.to_thread(leaderboard, battles)
 
+    async def delete_all_mine(self) -> tuple[int, set[str]]:
+        """Withdrawal: the person's comparisons with their sides (turns in flight cancelled
+        first); how many, and the ids of the sides' turns and of the rounds that started
+        them (whose inputs hold the text too), whose DBOS records the caller deletes."""
+        owner = self.chat.person.id
+        if owner is None:
+            raise InvalidInput("deleting a person's data needs accounts (SHARE_AUTH)")
+        own = self.chat._own()
+        turns: set[str] = set()
+        for conversation_id in await self.store.side_conversations_of(owner):
+            turns.update(await own.store.workflow_ids_of_conversation(conversation_id))
+            try:
+                await own.delete_conversation(conversation_id)
+            except NotFound:
+                pass  # deleted meanwhile
+        rounds = {f"{ROUND_ID_PREFIX}{turn}" for turn in turns}
+        return await self.store.delete_owned_by(owner), turns | rounds
+
     # -- checks --------------------------------------------------------------------------------
 
     async def _row(self, comparison_id: Any) -> dict[str, Any]:

@@ -109,3 +109,21 @@ class ComparisonStore(PersonScoped):
                 f" k.winner FROM comparisons k WHERE k.winner IS NOT NULL AND {OWNED_COMPARISON}"
                 " ORDER BY k.voted_at", self._p())
             return await cur.fetchall()
+
+    @retry_transient
+    async def delete_owned_by(self, owner_id: uuid.UUID) -> int:
+        """Withdrawal: every comparison of this person (their sides' conversations go with
+        them, ON DELETE CASCADE); how many. Their own only, an admin's too."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute("DELETE FROM comparisons WHERE owner_id = %s RETURNING id",
+                                     (owner_id,))
+            return len(await cur.fetchall())
+
+    @retry_transient
+    async def side_conversations_of(self, owner_id: uuid.UUID) -> list[uuid.UUID]:
+        """The sides' conversations of this person's comparisons (sealed or not)."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT c.id FROM conversations c JOIN comparisons k ON k.id = c.comparison_id"
+                " WHERE k.owner_id = %s", (owner_id,))
+            return [r["id"] for r in await cur.fetchall()]

@@ -15,6 +15,7 @@ router = APIRouter(prefix="/api/me", tags=["me"], route_class=GuardedRoute)
 
 @router.delete("/data")
 async def delete_my_data(service: Service) -> Json:
-    """{"deleted_conversations", "deleted_turns", "consent_withdrawn"}: every conversation of
+    """{"deleted_conversations", "deleted_comparisons", "deleted_turns", "consent_withdrawn"}:
+    every conversation of
     the caller's with its messages, ratings and links, and DBOS's records of their turns."""
     return await service.withdraw()
