@@ -99,6 +99,42 @@ def test_create_conversation_with_any_body(app: InProcessApp, body: bytes, ctype
         assert response.json()["title"] == (title or "").strip()
 
 
+def _whole_comparisons(app: InProcessApp) -> None:
+    """Every comparison has both its sides, and a side is never without its comparison."""
+    rows = query(app.settings.database_url or "",
+                 "SELECT (SELECT count(*) FROM comparisons k WHERE (SELECT count(*) FROM"
+                 " conversations c WHERE c.comparison_id = k.id) <> 2),"
+                 " (SELECT count(*) FROM conversations WHERE sealed AND comparison_id IS NULL)")
+    assert rows[0] == (0, 0)
+
+
+sides = st.one_of(json_values, st.fixed_dictionaries(
+    {}, optional={"model": json_values, "label": json_values,
+                  "settings": st.one_of(json_values, st.fixed_dictionaries(
+                      {}, optional={"temperature": json_values, "system_prompt": json_values,
+                                    "model": json_values}))}))
+
+
+@settings(max_examples=50, deadline=None, suppress_health_check=list(HealthCheck))
+@given(body=st.one_of(
+    json_values.map(_encode), st.binary(max_size=200),
+    st.fixed_dictionaries({"content": json_values}, optional={
+        "a": sides, "b": sides, "blind": json_values}).map(_encode)))
+@example(body=_encode({"content": "<img src=x onerror=alert(1)>",
+                       "a": {"settings": {"temperature": 0.1}, "label": "<b>x</b>"},
+                       "b": {"settings": {"temperature": 0.2}}}))
+def test_post_comparison_with_any_body(app: InProcessApp, body: bytes) -> None:
+    response = httpx.post(f"{app.url}/api/comparisons", content=body,
+                          headers={"content-type": "application/json"}, timeout=60)
+    _check_answer(response)
+    if response.status_code == 200:
+        sent = json.loads(body)["content"]
+        sides = response.json()["comparison"]["sides"]
+        assert [sides[s]["messages"][0]["content"] for s in "ab"] == [sent, sent]  # verbatim
+    _whole_comparisons(app)
+    _no_partial_rows(app)
+
+
 path_segments = st.one_of(st.uuids().map(str), st.text(
     st.characters(blacklist_categories=["Cs"], blacklist_characters="/?#%"), min_size=1,
     max_size=80).filter(lambda s: s.strip(".") != ""),  # "." and ".." are path navigation
@@ -113,7 +149,9 @@ path_segments = st.one_of(st.uuids().map(str), st.text(
            ("GET", "/api/turns/{}/events"), ("GET", "/api/workflows/{}"),
            ("GET", "/api/workflows/{}/steps"), ("POST", "/api/workflows/{}/cancel"),
            ("POST", "/api/workflows/{}/resume"), ("POST", "/api/workflows/{}/fork"),
-           ("GET", "/api/conversations?limit={}"), ("GET", "/api/workflows?status={}")]))
+           ("GET", "/api/conversations?limit={}"), ("GET", "/api/workflows?status={}"),
+           ("GET", "/api/comparisons/{}"), ("POST", "/api/comparisons/{}/vote"),
+           ("POST", "/api/comparisons/{}/messages"), ("GET", "/api/comparisons?limit={}")]))
 def test_any_id_or_parameter(app: InProcessApp, segment: str, body: bytes,
                              route: tuple[str, str]) -> None:
     method, template = route
