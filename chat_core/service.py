@@ -661,7 +661,7 @@ class ChatService:
                 if last is not None and last.finished:
                     return
                 continue
-            row = await self.store.get_message(uuid.UUID(reply_id))
+            row = await self._turn_rows_store().get_message(uuid.UUID(reply_id))
             if row is None:
                 if self.hub.closing:
                     raise self._shutting_down(turn_id)
@@ -685,6 +685,12 @@ class ChatService:
                 raise self._shutting_down(turn_id)
             await asyncio.sleep(poll_sec)
 
+    def _turn_rows_store(self) -> ChatStore:
+        """The person's store with their blind comparisons' sides in view, for what the turn
+        endpoints read of a reply (status, text, error: no model name; the error text of a
+        blind side is masked when it is written): their own turns answer alike, sealed or not."""
+        return self.store.scoped(dataclasses.replace(self.person, sees_sealed=True))
+
     async def stop_turn(self, turn_id: str) -> bool:
         """Stop generating; the text so far is kept as the reply, marked stopped. Returns False
         if the turn had already finished."""
@@ -694,7 +700,7 @@ class ChatService:
         if progress is not None and not progress.snapshot().finished:
             progress.request_stop()
         # Also in the database: the turn may run in another process, or crash and resume.
-        flagged = await self.store.request_stop(reply_id)
+        flagged = await self._turn_rows_store().request_stop(reply_id)
         return flagged or (progress is not None and not progress.snapshot().finished)
 
     async def check_turn_visible(self, turn_id: str) -> None:
@@ -706,7 +712,7 @@ class ChatService:
         progress = self.hub.get(turn_id)
         if progress is not None and progress.owner == self.person.key:
             return
-        if await self.store.get_message(reply_id_for(turn_id)) is not None:
+        if await self._turn_rows_store().get_message(reply_id_for(turn_id)) is not None:
             return
         # Accepted, its rows not written yet: whose conversation it is for.
         status = await DBOS.get_workflow_status_async(turn_id)
@@ -722,7 +728,7 @@ class ChatService:
         progress = self.hub.get(turn_id)
         if progress is not None and not progress.snapshot().finished:
             return  # in flight here (its rows may not be saved yet)
-        if await self.store.get_message(reply_id_for(turn_id)) is not None:
+        if await self._turn_rows_store().get_message(reply_id_for(turn_id)) is not None:
             return
         status = await DBOS.get_workflow_status_async(turn_id)
         # A turn that ended without a reply row belonged to a deleted conversation (deleted

@@ -85,20 +85,38 @@ def _every_surface(http: httpx.Client, comparison: dict[str, Any]) -> dict[str, 
     return seen
 
 
+def _forget_live_progress(app: InProcessApp) -> None:
+    assert app.service is not None
+    hub = app.service.hub
+
+    async def forget() -> None:
+        for turn_id in list(hub._turns):
+            progress = hub.get(turn_id)
+            if progress is not None and progress.snapshot().finished:
+                hub._forget(turn_id, progress)
+    app.call(forget())
+
+
 def test_a_blind_comparison_names_no_model_anywhere_until_the_vote(app: InProcessApp) -> None:
     with app.client() as http:
         created = http.post("/api/comparisons", json=_blind_body("Which is better, tea?"))
         assert created.status_code == 200, created.text
         assert _names_in(created.text) == []
         comparison = created.json()["comparison"]
+        _forget_live_progress(app)  # re-attaching reads the database, as after a restart
         assert [comparison["sides"][s]["name"] for s in "ab"] == ["Model A", "Model B"]
         replies = [comparison["sides"][s]["messages"][-1] for s in "ab"]
         assert [r["status"] for r in replies] == ["complete", "complete"]
         assert all(r["content"].startswith("Reply to [Which is better, tea?]") for r in replies)
         # Every surface: none names a model; the sides are not among the conversations.
-        leaks = {where: _names_in(text) for where, text in _every_surface(http, comparison).items()
-                 if _names_in(text)}
+        surfaces = _every_surface(http, comparison)
+        leaks = {where: _names_in(text) for where, text in surfaces.items() if _names_in(text)}
         assert leaks == {}
+        # Its own turns re-attach like any other (the final state), and show in the Workflows.
+        for reply in replies:
+            events = surfaces[f"{reply['workflow_id']}/events"]
+            assert "event: done" in events and '"complete"' in events, events
+            assert reply["workflow_id"] in surfaces["workflows"]
         conversations = http.get("/api/conversations").json()
         sides = {comparison["sides"][s]["conversation_id"] for s in "ab"}
         assert sides.isdisjoint({c["id"] for c in conversations})
