@@ -8,7 +8,8 @@ are in a conversation; preference pairs come from a liked and a disliked reply t
 and from the alternative chosen; the filters select what they say, and a filter that is not a
 date is a 400 that says so; a person gets their own, an admin everyone's who accepted the
 notice, under pseudonyms; and the preference file loads with pandas and `datasets` with exactly
-TRL's columns."""
+TRL's columns. A comparison's vote for a side is a pair (the winner's reply chosen), first in the
+file; a tie, "both bad", a vote on a later round and an unvoted blind comparison are none."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from hypothesis import strategies as st
 from chat_core.data import dataset_export as dx
 from chat_core.errors import InvalidInput, MalformedRequest
 from chat_core.store import dataset_rows
+from chat_core.store.comparisons import ComparisonStore, SideRow
 from chat_core.store.database import Database
 from chat_core.store.dataset_rows import DatasetRows, DatasetSecret
 from chat_core.store.migrations import apply_migrations
@@ -124,7 +126,7 @@ def test_preference_pairs_from_ratings_and_the_chosen_alternative() -> None:
 
 
 def test_a_stronger_source_wins_the_same_two_replies() -> None:
-    """A rating outranks the chosen alternative; a vote (comparisons, later) outranks both."""
+    """A rating outranks the chosen alternative; a vote outranks both."""
     messages = [user(1, "q"), reply(1, "a", "one", active=True, selected=True, rating=-1),
                 reply(1, "b", "two", rating=1)]
     [pair] = dx.preference_pairs(messages, q("preference"))
@@ -204,6 +206,81 @@ def test_the_filters_select_what_they_say() -> None:
     prefs = list(dx.preference_pairs(rows, q("preference", min_rating=1)))
     assert [(p.chosen["id"], p.source) for p in prefs] == [("r1c", "rating")]
     assert list(dx.preference_pairs(rows, q("preference", since="2026-12-01"))) == []
+
+
+# -- votes, as DatasetRows.votes reads them ------------------------------------------------------
+
+def side_rows(comparison: str, side: str, text: str, *, winner: str = "a", seq: int = 1,
+              model: str = "m", system: str = "", extra: list[dict[str, Any]] | None = None,
+              rating: int | None = None) -> list[dict[str, Any]]:
+    """One side of a voted comparison at its voted round: the user message and one reply
+    (then `extra` replies), each row with the comparison's columns."""
+    head = {"comparison_id": comparison, "winner": winner, "voted_seq": seq, "side": side,
+            "voted_at": T0 + timedelta(minutes=5)}
+    asked = {**user(seq, "Which bird?"), "id": f"{comparison}-{side}-u"}
+    shown = {**reply(seq, f"{comparison}-{side}", text, active=True, model=model,
+                     system=system, rating=rating), "parent_id": asked["id"]}
+    return [{**head, **row} for row in [asked, shown, *(extra or [])]]
+
+
+def test_a_vote_for_a_side_is_a_pair_with_the_winner_chosen() -> None:
+    rows = side_rows("k1", "a", "A heron.", winner="b", system="Be brief.") + \
+        side_rows("k1", "b", "A grey heron.", winner="b", system="Be brief.")
+    [pair] = dx.vote_pairs(rows, q("preference"))
+    assert pair.source == "vote"
+    assert pair.line() == {
+        "prompt": [{"role": "system", "content": "Be brief."},
+                   {"role": "user", "content": "Which bird?"}],
+        "chosen": [{"role": "assistant", "content": "A grey heron."}],
+        "rejected": [{"role": "assistant", "content": "A heron."}]}
+    # Two system prompts: neither is the prompt of both replies, so there is none.
+    rows = side_rows("k2", "a", "One.", system="Be brief.") + \
+        side_rows("k2", "b", "Two.", system="Be long.")
+    [pair] = dx.vote_pairs(rows, q("preference"))
+    assert pair.line()["prompt"] == [{"role": "user", "content": "Which bird?"}]
+
+
+@pytest.mark.parametrize("winner", ["tie", "both_bad"])
+def test_a_tie_or_both_bad_is_no_pair(winner: str) -> None:
+    rows = side_rows("k", "a", "One.", winner=winner) + side_rows("k", "b", "Two.", winner=winner)
+    assert list(dx.vote_pairs(rows, q("preference"))) == []
+
+
+def test_a_vote_on_a_later_round_is_no_pair() -> None:
+    """From the second round on each side answered its own history: no one prompt."""
+    rows = side_rows("k", "a", "One.", seq=2) + side_rows("k", "b", "Two.", seq=2)
+    assert list(dx.vote_pairs(rows, q("preference"))) == []
+
+
+def test_a_vote_pair_is_filtered_like_the_others() -> None:
+    rows = side_rows("k", "a", "One.", model="m") + side_rows("k", "b", "Two.", model="n")
+    assert len(list(dx.vote_pairs(rows, q("preference")))) == 1
+    assert list(dx.vote_pairs(rows, q("preference", model="m"))) == []  # both by the model
+    assert list(dx.vote_pairs(rows, q("preference", since="2026-12-01"))) == []
+    assert list(dx.vote_pairs(rows, q("preference", min_rating=1))) == []  # chosen unrated
+    liked = side_rows("k", "a", "One.", rating=1) + side_rows("k", "b", "Two.", rating=-1)
+    assert len(list(dx.vote_pairs(liked, q("preference", min_rating=1)))) == 1
+
+
+def test_the_reply_judged_is_the_one_shown_at_the_vote() -> None:
+    """A reply regenerated after the vote is not the one voted on; a reply the person chose
+    back (◀ ▶) before the vote is; a failed judged reply makes no pair."""
+    later = {**reply(1, "k-a-new", "Regenerated later.", active=True), "parent_id": "k-a-u",
+             "created_at": T0 + timedelta(minutes=9)}
+    rows = side_rows("k", "a", "One.", extra=[later]) + side_rows("k", "b", "Two.")
+    [pair] = dx.vote_pairs(rows, q("preference"))
+    assert pair.chosen["content"] == "One."
+    newer = {**reply(1, "k-a-new", "Newer.", active=False), "parent_id": "k-a-u",
+             "created_at": T0 + timedelta(minutes=1)}
+    chosen_back = side_rows("k", "a", "Chosen back.", extra=[newer])
+    chosen_back[1]["selected_at"] = T0 + timedelta(minutes=2)
+    [pair] = dx.vote_pairs(chosen_back + side_rows("k", "b", "Two."), q("preference"))
+    assert pair.chosen["content"] == "Chosen back."
+    failed = side_rows("k", "a", "", extra=[])
+    failed[1]["status"] = "error"
+    assert list(dx.vote_pairs(failed + side_rows("k", "b", "Two."), q("preference"))) == []
+    one_side = side_rows("k", "a", "One.")  # the other side's conversation was deleted
+    assert list(dx.vote_pairs(one_side, q("preference"))) == []
 
 
 @pytest.mark.parametrize("kwargs,error,words", [
@@ -539,3 +616,124 @@ def test_messages_are_read_in_bounded_batches(world: World, monkeypatch: pytest.
     assert got == made
     assert sum(n for n, _ in reads) == len(made) and len(reads) >= 3
     assert all(rows <= 10 or n == 1 for n, rows in reads), reads
+
+
+# -- votes over the API ---------------------------------------------------------------------------
+
+def compared(world: World, owner: Any, texts: tuple[str, str], winner: str | None,
+             *, model: str, rounds: int = 1, blind: bool = True,
+             systems: tuple[str, str] = ("", "")) -> dict[str, Any]:
+    """A comparison made by its store (two settings of `model`, labelled), `rounds` rounds
+    answered in each side (texts[side] then " (round n)"), and voted `winner` on the last
+    round (None: not voted, so still sealed when blind)."""
+    store = ComparisonStore(world.room.system.db, owner)
+    sides = [SideRow(uuid.uuid4(), model, label, {"model": model, "temperature": t})
+             for label, t in ((f"{model} cold", 0.2), (f"{model} hot", 1.2))]
+    cid = uuid.uuid4()
+    world.run(store.create(cid, texts[0][:20], blind, *sides))
+    replies: dict[str, list[str]] = {"a": [], "b": []}
+    for n in range(1, rounds + 1):
+        for side, row, text, system in zip("ab", sides, texts, systems):
+            suffix = "" if n == 1 else f" (round {n})"
+            _, reply_id = world.turn(str(row.conversation_id), f"prompt {texts[0]}{suffix}",
+                                     text + suffix, model, system)
+            replies[side].append(reply_id)
+    if winner is not None:
+        assert world.run(store.vote(cid, winner, rounds))
+    return {"id": cid, "replies": replies,
+            "conversations": {s: str(r.conversation_id) for s, r in zip("ab", sides)}}
+
+
+def pair_texts(found: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    return [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in found]
+
+
+def test_a_vote_is_the_first_pair_of_the_file_and_loads_as_trl_reads_it(
+        world: World, tmp_path: Path) -> None:
+    model = f"m-{uuid.uuid4().hex[:6]}"
+    rated_conversation(world, world.bob, model)  # its pairs come after the vote's
+    compared(world, world.bob, (f"plain {model}", f"vivid {model}"), "b", model=model,
+             systems=("Be brief.", "Be brief."))
+    body = world.call(world.bob, "GET", "/api/dataset", params={
+        "format": "preference", "model": model}).text
+    found = [json.loads(line) for line in split_lines(body)]
+    assert pair_texts(found)[0] == (f"vivid {model}", f"plain {model}")  # the winner chosen
+    assert found[0]["prompt"] == [{"role": "system", "content": "Be brief."},
+                                  {"role": "user", "content": f"prompt plain {model}"}]
+    assert set(pair_texts(found)[1:]) == {(f"good {model}", f"bad {model}"),
+                                          (f"shown {model}", f"bad {model}")}
+    path = tmp_path / "votes.jsonl"
+    path.write_text(body, encoding="utf-8")
+    import datasets
+    loaded = datasets.load_dataset("json", data_files=str(path), split="train",
+                                   cache_dir=str(tmp_path / "cache"))
+    assert loaded.column_names == ["prompt", "chosen", "rejected"] and loaded.num_rows == 3
+    assert loaded[0]["chosen"][0]["content"] == f"vivid {model}"
+
+
+def test_a_tie_a_later_round_and_a_sealed_comparison_give_no_pair(world: World) -> None:
+    model = f"m-{uuid.uuid4().hex[:6]}"
+    compared(world, world.bob, (f"tie-a {model}", f"tie-b {model}"), "tie", model=model)
+    compared(world, world.bob, (f"bad-a {model}", f"bad-b {model}"), "both_bad", model=model)
+    compared(world, world.bob, (f"late-a {model}", f"late-b {model}"), "a", model=model,
+             rounds=2)
+    compared(world, world.bob, (f"sealed-a {model}", f"sealed-b {model}"), None, model=model)
+    compared(world, world.bob, (f"won-a {model}", f"won-b {model}"), "a", model=model)
+    for person in (world.bob, world.admin):  # (not even an admin's export holds them)
+        text = world.call(person, "GET", "/api/dataset", params={"format": "preference"}).text
+        assert (f"won-a {model}" in text) == (person is world.bob)  # Bob did not consent
+        for word in ("tie-", "bad-", "late-", "sealed-"):
+            assert f"{word}a {model}" not in text and f"{word}b {model}" not in text
+    found = lines(world, world.bob, format="preference", model=model)
+    assert pair_texts(found) == [(f"won-a {model}", f"won-b {model}")]
+
+
+def test_vote_pairs_leave_only_with_consent_and_within_the_filters(world: World) -> None:
+    model = f"m-{uuid.uuid4().hex[:6]}"
+    hers = compared(world, world.alice, (f"hers-a {model}", f"hers-b {model}"), "a",
+                    model=model)
+    compared(world, world.bob, (f"his-a {model}", f"his-b {model}"), "b", model=model)
+    consent = "UPDATE accounts SET consent_at = %s WHERE id = %s RETURNING id"
+    query(world.url, consent, (None, world.alice.id))
+    query(world.url, consent, (datetime.now(timezone.utc), world.bob.id))
+    today = datetime.now(timezone.utc).date()
+
+    def pairs(person: Any, **params: Any) -> list[tuple[str, str]]:
+        return pair_texts(lines(world, person, **{"format": "preference", "model": model,
+                                                  **params}))
+
+    try:
+        assert pairs(world.alice) == [(f"hers-a {model}", f"hers-b {model}")]  # her own
+        assert pairs(world.bob) == [(f"his-b {model}", f"his-a {model}")]
+        assert pairs(world.admin) == [(f"his-b {model}", f"his-a {model}")]  # not Alice's
+        assert pairs(world.bob, since=str(today + timedelta(days=1))) == []
+        assert pairs(world.bob, until=str(today)) == []
+        assert pairs(world.bob, since=str(today)) == [(f"his-b {model}", f"his-a {model}")]
+        assert pairs(world.bob, model=model + "-other") == []
+        # min_rating: the chosen reply's rating (unrated counts 0).
+        assert pairs(world.alice, min_rating="1") == []
+        side_a, reply_a = hers["conversations"]["a"], hers["replies"]["a"][0]
+        world.run(world.service(world.alice).rate_reply(side_a, reply_a, 1))
+        assert pairs(world.alice, min_rating="1") == [(f"hers-a {model}", f"hers-b {model}")]
+        query(world.url, consent, (datetime.now(timezone.utc), world.alice.id))
+        assert len(pairs(world.admin)) == 2
+    finally:
+        query(world.url, consent, (None, world.alice.id))
+        query(world.url, consent, (None, world.bob.id))
+
+
+def test_votes_are_read_a_page_at_a_time(world: World) -> None:
+    """More decided comparisons than one page: each pair once, oldest vote first."""
+    model = f"m-{uuid.uuid4().hex[:6]}"
+    made = [compared(world, world.bob, (f"p{i}-a {model}", f"p{i}-b {model}"), "a",
+                     model=model) for i in range(5)]
+    rows = DatasetRows(world.room.system.db, world.bob)
+
+    async def pages() -> list[list[Any]]:
+        return [page async for page in rows.vote_pages(page=2)]
+
+    read = world.run(pages())
+    ours = [[r for r in page if r["content"] and model in r["content"]] for page in read]
+    assert sum(1 for page in ours if page) >= 3
+    found = pair_texts(lines(world, world.bob, format="preference", model=model))
+    assert found == [(f"p{i}-a {model}", f"p{i}-b {model}") for i in range(len(made))]

@@ -24,10 +24,15 @@ are written escaped (`json_line`).
 `merge_pairs` keeps one pair per two replies, the first, so the sources are chained strongest
 first (`SOURCES`), and at most MAX_PAIRS_PER_MESSAGE pairs are ever built for one message:
 
-1. `vote` (comparisons, not built yet): a comparison's two sides answer one prompt and the
-   person voted A or B better. It plugs in as a third source: a function yielding
-   `Pair(source="vote", ...)` per decided vote (a tie or "both bad" yields none), chained
-   before the others in `preference_pairs`; `merge_pairs` then keeps it over the others.
+1. `vote` (`vote_pairs`, comparisons, migrations/009): a comparison's two sides answered one
+   prompt and the person voted A or B better: the winner's reply, as shown when the vote was
+   cast, over the other's, after the system prompt (when both sides had the same one) and
+   the user message. Only a vote cast on the first round counts: from the second round on,
+   each side answers its own earlier replies, so the two histories differ and no one prompt
+   fits both. A tie or "both bad" gives no pair, nor does a side whose judged reply did not
+   finish with text. A sealed (blind, unvoted) comparison has no vote, so never appears.
+   The two replies are in two conversations, so no other source can pair them: the vote
+   pairs come first in the file (ChatService.dataset), before every conversation's pairs.
 2. `rating` (`pairs_from_ratings`): a liked and a disliked reply to the same user message
    (regenerate, retry and forks give one message several replies): each liked text over each
    disliked text (replies with the same text count once).
@@ -38,8 +43,9 @@ first (`SOURCES`), and at most MAX_PAIRS_PER_MESSAGE pairs are ever built for on
    never to a reply it merely continued (its own prefix).
 
 **Filters** (`DatasetQuery`): `model`, exact: every shown reply of a conversation, or both
-replies of a pair, by that model; `since`/`until`: when the conversation started (openai,
-sharegpt) or the user message was sent (preference), `until` excluded; `min_rating`: a reply
+replies of a pair (a vote's too: two settings of one model), by that model; `since`/`until`:
+when the conversation started (openai, sharegpt) or the user message was sent (preference,
+votes too), `until` excluded; `min_rating`: a reply
 unrated counts 0, a conversation is as good as its worst shown reply, a pair as its chosen one.
 A pair's filters are applied to the replies before pairing, so the cap counts pairs kept.
 
@@ -461,6 +467,80 @@ def preference_pairs(messages: list[Row], query: DatasetQuery) -> Iterator[Pair]
         shown = turn.shown
         if shown is not None:
             history += [("user", turn.user["content"]), ("assistant", shown["content"])]
+
+
+# -- votes: a comparison's two sides, one judged better -------------------------------------------
+
+def judged_reply(replies: list[Row], voted_at: datetime | None) -> Row | None:
+    """The reply a side showed when the vote was cast (`replies`: those to the voted round's
+    user message, oldest first): the one that became shown last before the vote, by being
+    made (a new reply is shown) or chosen among the alternatives (◀ ▶, `selected_at`). None
+    when it did not finish with text (a failed reply can be voted on; it is no example)."""
+    def shown_since(reply: Row) -> datetime:
+        moments = [reply.get("created_at"), reply.get("selected_at")]
+        kept = [_utc(t) for t in moments if isinstance(t, datetime)
+                and (voted_at is None or _utc(t) <= _utc(voted_at))]
+        return max(kept, default=datetime.min.replace(tzinfo=timezone.utc))
+    if not replies:
+        return None
+    latest = max(enumerate(replies), key=lambda ir: (shown_since(ir[1]), ir[0]))[1]
+    return latest if answered(latest) else None
+
+
+def vote_pair(sides: dict[str, list[Row]], winner: str, voted_at: datetime | None,
+              query: DatasetQuery) -> Pair | None:
+    """The pair of one decided first-round vote (`sides`: each side's rows at that round, as
+    DatasetRows.votes reads them), or None when a side has no finished reply or the filters
+    leave it out. The prompt is the system prompt, when both sides had the same one, and the
+    user message."""
+    judged: dict[str, tuple[Row, Row]] = {}
+    for side, rows in sides.items():
+        users = [r for r in rows if r.get("role") == "user"]
+        reply = judged_reply([r for r in rows if r.get("role") == "assistant"], voted_at)
+        if not users or reply is None:
+            return None
+        judged[side] = (users[0], reply)
+    loser = "b" if winner == "a" else "a"
+    if winner not in judged or loser not in judged:
+        return None
+    (asked, chosen), (_, rejected) = judged[winner], judged[loser]
+    at = asked.get("created_at")
+    if isinstance(at, datetime) and not _in_range(at, query):
+        return None
+    if not (by_model(chosen, query) and by_model(rejected, query)) \
+            or (query.min_rating is not None and rating_of(chosen) < query.min_rating) \
+            or chosen["content"] == rejected["content"]:
+        return None
+    system = system_prompt_of(chosen)
+    head: Prompt = (("system", system),) if system and system == system_prompt_of(rejected) \
+        else ()
+    return Pair(head + (("user", str(asked["content"])),), chosen, rejected, "vote", at)
+
+
+def vote_pairs(rows: Iterable[Row], query: DatasetQuery) -> Iterator[Pair]:
+    """The pairs of a page of votes (DatasetRows.votes: a comparison's rows together), in
+    its order: one per vote for a side; a tie or "both bad" gives none, and so does a vote
+    cast on a later round, whose two sides' histories differ (each answered its own earlier
+    replies: no one prompt fits both)."""
+    current: Any = None
+    sides: dict[str, list[Row]] = {}
+    winner, voted_at, first = "", None, False
+    for row in chain(rows, [{"comparison_id": object()}]):  # a sentinel ends the last one
+        if row["comparison_id"] != current:
+            if first and winner in ("a", "b"):
+                pair = vote_pair(sides, winner, voted_at, query)
+                if pair is not None:
+                    yield pair
+            current, sides = row["comparison_id"], {}
+            winner, voted_at = row.get("winner") or "", row.get("voted_at")
+            first = row.get("voted_seq") == 1
+        if row.get("id") is not None:
+            sides.setdefault(row["side"], []).append(row)
+
+
+def vote_lines(rows: Iterable[Row], query: DatasetQuery) -> Iterator[str]:
+    """The lines of a page of votes (`vote_pairs`), lazily: taken a chunk at a time."""
+    return (json_line(pair.line()) for pair in vote_pairs(rows, query))
 
 
 def preference_lines(messages: list[Row], query: DatasetQuery) -> Iterator[dict[str, Any]]:

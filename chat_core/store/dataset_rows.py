@@ -10,6 +10,10 @@ on), other people's conversations are read only when their owner accepted the no
 not withdrawn (accounts.consent_at, which withdrawal clears); the person's own are always
 theirs to export, and rows without an owner exist only in local mode, where they are the
 host's (as chat_core/data/analytics.py counts them).
+
+Votes (`votes`, `vote_pages`): a page of decided comparisons at a time, each with its two
+sides' messages at the voted round, read through the same clauses as the sides'
+conversations.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from datetime import datetime
-from typing import Iterator
+from typing import AsyncIterator, Iterator
 
 from chat_core.store.chat_store import OWNED, Row
 from chat_core.store.database import Database, retry_transient
@@ -93,6 +97,62 @@ class DatasetRows(PersonScoped):
                 " ORDER BY m.conversation_id, m.seq, (m.role = 'assistant'), m.created_at, m.id",
                 self._p(ids=list(conversation_ids), consented_only=consented_only))
             return await cur.fetchall()
+
+
+    @retry_transient
+    async def votes(self, *, after: tuple[datetime, uuid.UUID] | None, limit: int,
+                    voted_since: datetime | None = None, created_until: datetime | None = None,
+                    consented_only: bool = False) -> list[Row]:
+        """The next page of first-round votes for a side (winner "a" or "b", voted_seq 1:
+        the pairs dataset_export.vote_pairs makes), oldest vote first after the `after`
+        (voted_at, comparison id) key: for each comparison, its sides' messages at the voted
+        round made before the vote (the user message, then the replies oldest first), each
+        row with the comparison's `comparison_id`, `winner`, `voted_at`, `voted_seq` and the
+        row's `side`.
+
+        A comparison in the page has at least one row (message columns NULL when its side
+        holds none), so the last row is the next page's key. Its sides are read through OWNED
+        and CONSENTED like any conversation: a sealed side never (it has no vote anyway), and
+        another person's only with their consent when it is asked for. `voted_since` and
+        `created_until` are coarse bounds (a message is sent after its comparison is made and
+        before its vote): the exact filter on the message's time is the export's."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                "SELECT k.id AS comparison_id, k.winner, k.voted_at, k.voted_seq,"
+                " c.comparison_side AS side,"
+                " m.id, m.conversation_id, m.seq, m.role, m.content, m.created_at, m.parent_id,"
+                " m.status, m.active, m.selected_at, m.model, m.params, m.completed_at,"
+                " r.value AS rating FROM ("
+                " SELECT k.id, k.winner, k.voted_at, k.voted_seq FROM comparisons k"
+                " WHERE k.winner IN ('a', 'b') AND k.voted_seq = 1"
+                " AND (%(after_at)s::timestamptz IS NULL OR (k.voted_at, k.id) >"
+                "  (%(after_at)s, %(after_id)s::uuid))"
+                " AND (%(since)s::timestamptz IS NULL OR k.voted_at >= %(since)s)"
+                " AND (%(until)s::timestamptz IS NULL OR k.created_at < %(until)s)"
+                " AND EXISTS (SELECT 1 FROM conversations c WHERE c.comparison_id = k.id"
+                f"  AND {OWNED} AND {CONSENTED})"
+                " ORDER BY k.voted_at, k.id LIMIT %(limit)s) k"
+                " JOIN conversations c ON c.comparison_id = k.id"
+                " LEFT JOIN messages m ON m.conversation_id = c.id AND m.seq = k.voted_seq"
+                "  AND (m.role = 'user' OR m.created_at <= k.voted_at)"
+                " LEFT JOIN ratings r ON r.message_id = m.id"
+                f" WHERE {OWNED} AND {CONSENTED}"
+                " ORDER BY k.voted_at, k.id, c.comparison_side, (m.role = 'assistant'),"
+                " m.created_at, m.id",
+                self._p(after_at=after[0] if after else None,
+                        after_id=after[1] if after else None, since=voted_since,
+                        until=created_until, limit=limit, consented_only=consented_only))
+            return await cur.fetchall()
+
+    async def vote_pages(self, *, since: datetime | None = None,
+                         until: datetime | None = None, consented_only: bool = False,
+                         page: int = 200) -> AsyncIterator[list[Row]]:
+        """Every page of `votes`, in order (a page: `page` comparisons' rows)."""
+        after = None
+        while rows := await self.votes(after=after, limit=page, voted_since=since,
+                                       created_until=until, consented_only=consented_only):
+            yield rows
+            after = (rows[-1]["voted_at"], rows[-1]["comparison_id"])
 
 
 def batches(conversations: list[Row], max_messages: int | None = None,
