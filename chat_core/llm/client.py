@@ -1,5 +1,7 @@
 """One client for every OpenAI-compatible server: vLLM on a GPU, the local llama.cpp model, or
-the test and benchmark stand-ins. Streaming only, through the official `openai` package.
+the test and benchmark stand-ins. Streaming only. The official `openai` package lists the
+models; the chat completion's event stream comes through aiohttp (llm/stream_http.py: a
+fraction of the CPU per token) and is parsed here.
 
 The client makes exactly one attempt per call and classifies what went wrong; retrying is the
 workflow's job (a DBOS step with backoff), so each attempt is visible and survives a crash.
@@ -8,29 +10,33 @@ workflow's job (a DBOS step with backoff), so each attempt is visible and surviv
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable
+from typing import Any, Awaitable, Callable
 
-import anyio
+import aiohttp
 import httpx
-import httpx2
 import openai
 from openai import AsyncOpenAI
 from orjson import loads as _loads
 
 from chat_core.errors import LLMRejected, LLMUnavailable
 from chat_core.llm.fair_gate import FairGate
+from chat_core.llm.stream_http import (EventStreamPoster, ResponseBody, StatusError,
+                                       basic_auth_header)
 from chat_core.secrets_mask import mask_secrets, mask_url
 from chat_core.llm.token_estimate import estimate_message_tokens
 
 log = logging.getLogger(__name__)
 
-# What reading a response stream can raise when the server dies or stalls mid-reply (the openai
-# package sits on httpx2, an httpx fork).
-_STREAM_ERRORS = (httpx2.HTTPError, anyio.EndOfStream, OSError)
+# What reading a response stream can raise when the server dies or stalls mid-reply: aiohttp's
+# errors (a read timeout is a TimeoutError, an OSError).
+_STREAM_ERRORS = (aiohttp.ClientError, OSError)
+# What opening the stream's request can raise besides an error status.
+_REQUEST_ERRORS = (aiohttp.ClientError, TimeoutError)
 
 # Called with each new piece of text; returns True to stop the generation early.
 DeltaCallback = Callable[[str], Awaitable[bool]]
@@ -57,17 +63,51 @@ class Completion:
         return asdict(self)
 
 
-async def _sse_data(response: httpx2.Response) -> AsyncIterator[bytes]:
-    """The `data:` payloads of a server-sent event stream. OpenAI-compatible servers put each
-    event's JSON on one line, so lines are split on bytes here, without decoding to text first."""
-    rest = b""
-    async for block in response.aiter_bytes():
-        *lines, rest = (rest + block).split(b"\n")
-        for line in lines:
-            if line.startswith(b"data:"):
-                yield line[5:].strip()
-    if rest.startswith(b"data:"):
-        yield rest[5:].strip()
+def _finish_of(chunk: dict[str, Any]) -> str | None:
+    choices = chunk.get("choices")
+    return choices[0].get("finish_reason") if choices else None
+
+
+async def _take_lines(shown_url: str, lines: list[bytes], reply: _StreamedReply,
+                      on_delta: DeltaCallback) -> bool:
+    """Feed the event stream's `lines` (one network read's) to `reply`, their new text to
+    `on_delta` as one piece; True when the stream is over ([DONE]) or `on_delta` stopped it.
+    The piece is cut before an event that ends the reply, so that a stop asked at the text
+    before it is a stop ("stopped"), and one asked at the end keeps the server's ending."""
+    pending: list[str] = []
+
+    async def flush() -> bool:
+        text = pending[0] if len(pending) == 1 else "".join(pending)
+        pending.clear()
+        if await on_delta(text):
+            reply.finish_reason = "stopped"
+            return True
+        return False
+
+    for line in lines:
+        if not line.startswith(b"data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            if pending:
+                await flush()
+            return True
+        chunk = _loads(payload)
+        if "error" in chunk and not chunk.get("choices"):
+            raise _unavailable(f"{shown_url} reported an error mid-stream: "
+                               f"{str(chunk['error'])[:300]}")
+        if pending and _finish_of(chunk) and await flush():
+            return True
+        delta, finish_reason = reply.take(chunk)
+        if delta:
+            pending.append(delta)
+        if finish_reason:
+            if pending and await flush():
+                # The chunk that ends the reply ends it, whoever asked to stop at it.
+                reply.finish_reason = finish_reason
+                return True
+            reply.finish_reason = finish_reason
+    return bool(pending) and await flush()
 
 
 def _unavailable(message: str) -> LLMUnavailable:
@@ -200,10 +240,18 @@ class LLMClient:
         self.on_model_gone: Callable[[], None] | None = None
         self._http = httpx.AsyncClient(auth=url_auth, timeout=httpx.Timeout(read_timeout_sec,
                                                              connect=connect_timeout_sec))
+        # The chat completions' streams: the same URL, credentials and timeouts as the openai
+        # client (the URL's user:password as Basic auth in place of the key, as httpx does).
+        auth = basic_auth_header(url_auth) if url_auth else \
+            f"Bearer {api_key}" if api_key else None
+        self._poster = EventStreamPoster(
+            v1_url(bare_url) + "/chat/completions",
+            {"Authorization": auth} if auth else {}, connect_timeout_sec, read_timeout_sec)
 
     async def close(self) -> None:
         await self._client.close()
         await self._http.aclose()
+        await self._poster.close()
 
     # -- models --------------------------------------------------------------------------------
 
@@ -346,26 +394,30 @@ class LLMClient:
             try:
                 return await self._stream(info, messages, temperature, max_tokens, top_p,
                                           on_delta, started, continue_final)
-            except openai.NotFoundError as exc:
-                if self.on_model_gone is not None:
-                    self.on_model_gone()
-                if model:
-                    # Asked for by name: the next attempt looks for it on every server again.
-                    raise _unavailable(
-                        f"{self.shown_url} no longer serves {model} ({_error_detail(exc)}); "
-                        "the next attempt looks for it on the configured servers again"
-                    ) from exc
-                if not self.configured_model:
-                    # The server restarted with another model: look again on the next attempt.
-                    self._model = None
-                    raise _unavailable(
-                        f"{self.shown_url} no longer serves {info.id} ({_error_detail(exc)}); "
-                        "the next attempt uses the model it lists now") from exc
-                raise self._classify(exc) from exc
-            except openai.APIError as exc:
-                if isinstance(exc, openai.APIConnectionError) and self.on_model_gone:
-                    self.on_model_gone()
-                raise self._classify(exc) from exc
+            except (openai.APIError, StatusError, *_REQUEST_ERRORS) as exc:
+                raise self._request_failed(exc, info, model) from exc
+
+    def _request_failed(self, exc: Exception, info: ModelInfo, model: str | None
+                        ) -> LLMUnavailable | LLMRejected:
+        """What a chat request that got no stream means: a model gone from the server (look
+        again on the next attempt), a server that cannot be reached, or _classify's."""
+        gone = isinstance(exc, openai.NotFoundError) or \
+            isinstance(exc, StatusError) and exc.status_code == 404
+        unreachable = isinstance(exc, (openai.APIConnectionError, *_REQUEST_ERRORS))
+        if (gone or unreachable) and self.on_model_gone is not None:
+            self.on_model_gone()
+        if gone and model:
+            # Asked for by name: the next attempt looks for it on every server again.
+            return _unavailable(
+                f"{self.shown_url} no longer serves {model} ({_error_detail(exc)}); "
+                "the next attempt looks for it on the configured servers again")
+        if gone and not self.configured_model:
+            # The server restarted with another model: look again on the next attempt.
+            self._model = None
+            return _unavailable(
+                f"{self.shown_url} no longer serves {info.id} ({_error_detail(exc)}); "
+                "the next attempt uses the model it lists now")
+        return self._classify(exc)
 
     async def _stream(
         self,
@@ -385,18 +437,17 @@ class LLMClient:
         }
         if continue_final:
             body.update(continue_final_message=True, add_generation_prompt=False)
-        # The client's generic `post` (its documented way to send a body of our own) rather than
-        # `chat.completions.create`: the same connection pool, timeouts, auth and error classes,
-        # without re-validating every history message against the SDK's TypedDicts (a fifth of
-        # a turn's CPU in profiles) or building a pydantic object per token (more than that).
-        # The event stream is parsed here.
-        response = await self._client.post("/chat/completions", cast_to=httpx2.Response,
-                                           body=body, stream=True)
         reply = _StreamedReply(served_model=model.id)
+        response = await self._poster.open(body)
         try:
-            await self._read_events(response, reply, on_delta)
+            await self._read_events(ResponseBody(response), reply, on_delta)
         finally:
-            await response.aclose()
+            # Whole: back to the pool; cut short (stopped, cancelled, failed): the connection
+            # is closed, which tells the server to stop generating.
+            if response.content.at_eof():
+                response.release()
+            else:
+                response.close()
         if reply.finish_reason is None:
             raise _unavailable(
                 f"{self.shown_url} closed the stream before the reply finished "
@@ -404,43 +455,40 @@ class LLMClient:
             )
         return reply.completion(reply.finish_reason, messages, started)
 
-    async def _read_events(self, response: httpx2.Response, reply: _StreamedReply,
+    async def _read_events(self, response: Any, reply: _StreamedReply,
                            on_delta: DeltaCallback) -> None:
         """Feed the stream's events to `reply` until the server says [DONE] or `on_delta`
-        stops it; a broken or malformed stream is an LLMUnavailable (worth retrying)."""
+        stops it; a broken or malformed stream is an LLMUnavailable (worth retrying).
+        `response.aiter_bytes()` gives the bytes as they arrived: the events of one read go
+        to `on_delta` as one piece (under load a read holds several tokens, and every call
+        wakes the turn's watchers)."""
         try:
-            async for payload in _sse_data(response):
-                if payload == b"[DONE]":
+            rest = b""
+            async for block in response.aiter_bytes():
+                *lines, rest = (rest + block).split(b"\n")
+                if lines and await _take_lines(self.shown_url, lines, reply, on_delta):
                     return
-                chunk = _loads(payload)
-                if "error" in chunk and not chunk.get("choices"):
-                    raise _unavailable(f"{self.shown_url} reported an error mid-stream: "
-                                       f"{str(chunk['error'])[:300]}")
-                delta, finish_reason = reply.take(chunk)
-                if delta and await on_delta(delta):
-                    # The chunk that ends the reply ends it, whoever asked to stop at it.
-                    reply.finish_reason = finish_reason or "stopped"
-                    return
-                if finish_reason:
-                    reply.finish_reason = finish_reason
+            if rest:
+                await _take_lines(self.shown_url, [rest], reply, on_delta)
         except (ValueError, TypeError, AttributeError) as exc:
             raise _unavailable(f"{self.shown_url} sent a malformed stream ({exc}); the "
                                "turn will retry") from exc
         except _STREAM_ERRORS as exc:
             raise _unavailable(f"{self.backend} server at {self.shown_url} "
-                               f"{_connection_failure(exc)}.") from exc
+                               f"{_stream_failure(exc)}.") from exc
 
     # -- errors --------------------------------------------------------------------------------
 
-    def _classify(self, exc: openai.APIError) -> LLMUnavailable | LLMRejected:
-        """Transient (retry): no connection, timeout, 5xx, 429. Permanent: other 4xx."""
+    def _classify(self, exc: Exception) -> LLMUnavailable | LLMRejected:
+        """Transient (retry): no connection, timeout, 5xx, 429. Permanent: other 4xx. `exc`:
+        the openai package's error, or the stream's request's (llm/stream_http.py)."""
         where = f"{self.backend} server at {self.shown_url}"
         hint = f" {self.fix_hint}" if self.fix_hint else ""
-        if isinstance(exc, openai.APITimeoutError):
+        if isinstance(exc, (openai.APITimeoutError, TimeoutError)):
             return _unavailable(f"{where} did not answer in time (timeout).{hint}")
-        if isinstance(exc, openai.APIConnectionError):
+        if isinstance(exc, (openai.APIConnectionError, aiohttp.ClientError)):
             return _unavailable(f"{where} {_connection_failure(exc)}.{hint}")
-        if isinstance(exc, openai.APIStatusError):
+        if isinstance(exc, (openai.APIStatusError, StatusError)):
             status = exc.status_code
             detail = _error_detail(exc)
             if status >= 500 or status == 429:
@@ -462,7 +510,10 @@ def _connection_failure(exc: BaseException) -> str:
         seen.append(current)
         current = current.__cause__ or current.__context__
     for e in seen:
-        if isinstance(e, ConnectionRefusedError) or "refused" in str(e).lower():
+        # aiohttp words a refusal of every address (IPv6 and IPv4 of localhost) by errno.
+        text = str(e).lower()
+        if isinstance(e, ConnectionRefusedError) or "refused" in text or \
+                f"[errno {errno.ECONNREFUSED}]" in text:
             return "refused the connection"
     for e in seen:
         text = str(e).lower()
@@ -473,7 +524,17 @@ def _connection_failure(exc: BaseException) -> str:
     return f"could not be reached ({type(root).__name__}: {str(root)[:200]})"
 
 
-def _error_detail(exc: openai.APIStatusError) -> str:
+def _stream_failure(exc: BaseException) -> str:
+    """What broke a stream mid-reply, in _connection_failure's words: aiohttp says a cut
+    reply is "not completed" (its payload) or "disconnected", a stalled one a timeout."""
+    if isinstance(exc, (aiohttp.ClientPayloadError, aiohttp.ServerDisconnectedError)):
+        return "closed the connection in the middle of the reply"
+    if isinstance(exc, TimeoutError):
+        return "stopped sending in the middle of the reply (timeout)"
+    return _connection_failure(exc)
+
+
+def _error_detail(exc: openai.APIStatusError | StatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
         err = body.get("error", body)
