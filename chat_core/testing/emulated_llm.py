@@ -265,7 +265,8 @@ class EmulatedLLM:
             if action.get("then") == "error":
                 return _error(503, "emulated failure after hang")
         if s.natural:
-            rng = random.Random(hash(json.dumps(messages, sort_keys=True)))
+            # Per model too: two models answer one prompt differently (comparisons).
+            rng = random.Random(hash(json.dumps(messages, sort_keys=True) + s.model))
             temperature = float(body.get("temperature") or 0.7)
             wanted = s.reply_tokens * (0.4 + 0.6 * temperature) * rng.uniform(0.6, 1.4)
             tokens = natural_reply(messages, max(3, min(int(wanted), max_tokens)), rng)
