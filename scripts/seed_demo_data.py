@@ -3,12 +3,26 @@
 Every row comes from a real turn: app.py runs as a child process, and this script chats with it
 through the REST API like a user would, with varied settings, regenerations, an edit, a stopped
 and continued reply, LLM failures (retried, and some past the retry bound, then retried by the
-user) and app crashes (kill -9 mid-turn; the turn is recovered when the app restarts). Nothing is
-inserted by hand.
+user), app crashes (kill -9 mid-turn; the turn is recovered when the app restarts) and thumbs up
+or down on some replies. Then blind comparisons (POST /api/comparisons): the two models side by
+side, a few with a second round, a couple between two named settings of one model (labels
+"t=0.2" and "t=1.2"), each judged by a simulated voter with a known bias (below), so the
+leaderboard (GET /api/leaderboard, notebooks/model_comparison.ipynb) shows a real difference
+with its intervals. Nothing is inserted by hand.
 
-    python scripts/seed_demo_data.py                  # emulated LLM server, about a minute
+    python scripts/seed_demo_data.py                  # two emulated LLM servers, a few minutes
+    python scripts/seed_demo_data.py --comparisons 40 # more votes: narrower intervals
     python scripts/seed_demo_data.py --llm local      # the real local model (slower; no
-                                                      # scripted LLM failures)
+                                                      # scripted LLM failures; comparisons
+                                                      # between two settings of it)
+
+The same --seed makes the same choices (prompts, settings, crashes, votes, ratings); times and
+reply texts come from real turns and differ from run to run.
+
+The simulated voter: it ties 12% of the time and calls both replies bad 5% of the time;
+otherwise it prefers the reply whose first token came sooner (by more than 25 ms; else the
+longer reply) JUDGE_BIAS (70%) of the time, and the other one the rest. Rating a reply: a thumb
+up is likelier the sooner it started and the longer it is.
 
 It writes to DATABASE_URL (environment or .env), or else to the embedded database in DATA_DIR,
 the same one `python app.py` uses. Run it while the app is stopped (both would use the same
@@ -36,10 +50,28 @@ from chat_core.testing.app_process import AppProcess, free_port  # noqa: E402
 from chat_core.config import load_settings  # noqa: E402
 from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings  # noqa: E402
 
-MODELS = [  # (name, time to first token ms, ms per token): two servers, one after the other
+MODELS = [  # (name, time to first token ms, ms per token): two servers, side by side
     ("Llama-3.1-8B-Instruct (emulated)", 180, 22),
     ("Qwen2.5-7B-Instruct (emulated)", 110, 16),
 ]
+# Comparisons: a prompt and, for some, a second-round message.
+COMPARE_PROMPTS = [
+    ("Explain recursion to a ten-year-old", "Now with an example in Python."),
+    ("Write a limerick about a forgetful robot", None),
+    ("What are the trade-offs of microservices?", "Which would you pick for a team of three?"),
+    ("Give me three tips for a job interview", None),
+    ("How does HTTPS keep my password safe?", None),
+    ("Summarise the plot of Hamlet in five sentences", "Now in one sentence."),
+    ("Suggest a name for a hiking club", None),
+    ("Why is the sky blue?", None),
+    ("Translate 'good morning, how are you?' into French and Spanish", None),
+    ("What should I check before buying a used bicycle?", "And for an e-bike?"),
+    ("Write a short toast for a friend's wedding", None),
+    ("How do vaccines train the immune system?", None),
+]
+SETTINGS_PAIR = ((0.2, "t=0.2"), (1.2, "t=1.2"))  # two named settings of one model
+JUDGE_BIAS = 0.70   # how often the simulated voter picks its favourite (see the docstring)
+TIE, BOTH_BAD = 0.12, 0.05
 
 TOPICS = [
     ("Plan a three-day trip to Lisbon on a budget", ["What about food?",
@@ -69,8 +101,13 @@ class Seeder:
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.rng = random.Random(args.seed)
+        # The voter's and the rater's own draws: the conversations' choices stay what they
+        # were whatever is judged.
+        self.judge_rng = random.Random(args.seed * 7919 + 1)
+        self.llm: EmulatedLLM | None = None  # the server of the conversation being seeded
         self.stats = {"conversations": 0, "turns": 0, "failed": 0, "crashes": 0,
-                      "regenerated": 0, "edited": 0, "continued": 0}
+                      "regenerated": 0, "edited": 0, "continued": 0, "ratings": 0,
+                      "comparisons": 0, "comparison rounds": 0, "votes": 0}
 
     def post(self, path: str, body: dict[str, Any] | None = None,
              key: str | None = None) -> httpx.Response:
@@ -108,13 +145,12 @@ class Seeder:
             "PORT": str(free_port()), "EXECUTOR_ID": "seed-demo",
             "CHAT_FAULT_FILE": str(workdir / "fault"), "LOG_LEVEL": "WARNING",
             "LLM_MAX_ATTEMPTS": "4", "LLM_RETRY_INTERVAL_SEC": "0.3", "SHARE_AUTH": None}
-        self.llm: EmulatedLLM | None = None
+        self.llms: list[EmulatedLLM] = []
         if args.llm == "emulated":
-            name, ttft, tpot = MODELS[0]
-            self.llm = EmulatedLLM(EmulatorSettings(model=name, ttft_ms=ttft, tpot_ms=tpot,
-                                                    reply_tokens=args.tokens, natural=True,
-                                                    vary=0.35, max_model_len=8192))
-            env["VLLM_BASE_URL"] = self.llm.start()
+            self.llms = [EmulatedLLM(EmulatorSettings(
+                model=name, ttft_ms=ttft, tpot_ms=tpot, reply_tokens=args.tokens,
+                natural=True, vary=0.35, max_model_len=8192)) for name, ttft, tpot in MODELS]
+            env["VLLM_BASE_URL"] = ",".join(llm.start() for llm in self.llms)
         else:
             env["VLLM_BASE_URL"] = None
         where = settings.database_url and "DATABASE_URL" or f"{settings.data_dir}/pgdata"
@@ -126,16 +162,16 @@ class Seeder:
             crash_at = set(self.rng.sample(range(len(topics)), min(args.crashes, len(topics))))
             fail_at = set(self.rng.sample(range(len(topics)), min(args.failures, len(topics))))
             for i, (opening, follow_ups) in enumerate(topics):
-                if self.llm is not None and i == len(topics) // 2:
-                    name, ttft, tpot = MODELS[1]  # the server restarts with another model
-                    self.llm.settings.model, self.llm.settings.ttft_ms = name, ttft
-                    self.llm.settings.tpot_ms = tpot
+                # The first half with the first model, then the person switches models.
+                self.llm = self.llms[i * len(self.llms) // len(topics)] if self.llms else None
                 self.conversation(i, opening, follow_ups, crash=i in crash_at,
                                   fail=i in fail_at)
+            for k in range(args.comparisons):
+                self.comparison(k)
         finally:
             self.app.stop()
-            if self.llm is not None:
-                self.llm.stop()
+            for llm in self.llms:
+                llm.stop()
         return self.stats
 
     def conversation(self, i: int, opening: str, follow_ups: list[str], *, crash: bool,
@@ -149,9 +185,12 @@ class Seeder:
         prompt = self.rng.choice(SYSTEM_PROMPTS)
         if prompt:
             settings["system_prompt"] = prompt
+        if self.llm is not None:
+            settings["model"] = self.llm.settings.model
         httpx.patch(f"{self.app.url}/api/conversations/{cid}", json={"settings": settings},
-                    timeout=30)
+                    timeout=30).raise_for_status()
         first = self.say(cid, opening)
+        self.maybe_rate(cid, first.get("assistant_message"))
         for n, text in enumerate(follow_ups):
             if crash and n == 0:
                 # kill -9 in the middle of this turn; the retried request finds it recovered
@@ -165,7 +204,7 @@ class Seeder:
                 if i % 2 == 0:
                     burst = [{"action": "error", "status": 500}] * 4
                 self.llm.script(*burst)
-            self.say(cid, text)
+            self.maybe_rate(cid, self.say(cid, text).get("assistant_message"))
         if i % 3 == 0:
             self.post(f"/api/conversations/{cid}/messages/{first['user_message']['id']}/retry")
             self.stats["regenerated"] += 1
@@ -178,6 +217,83 @@ class Seeder:
         if i == 2:
             self.stop_and_continue(cid)
 
+    # -- ratings and comparisons ---------------------------------------------------------------
+
+    def rate(self, cid: str, reply: dict[str, Any], value: int) -> None:
+        tags = ["helpful"] if value > 0 else [self.judge_rng.choice(["too slow", "too short",
+                                                                      "off topic"])]
+        httpx.put(f"{self.app.url}/api/conversations/{cid}/messages/{reply['id']}/rating",
+                  json={"value": value, "tags": tags}, timeout=30).raise_for_status()
+        self.stats["ratings"] += 1
+
+    def maybe_rate(self, cid: str, reply: dict[str, Any] | None, chance: float = 0.35) -> None:
+        """A thumb on some finished replies: up likelier when it started sooner and is
+        longer (what the notebook's ratings plots look for)."""
+        if not reply or reply.get("status") != "complete" or \
+                self.judge_rng.random() >= chance:
+            return
+        quick = 0.25 if (reply.get("ttft_ms") or 1e9) < 150 else -0.15
+        wordy = 0.1 if len(reply.get("content") or "") > 250 else -0.1
+        self.rate(cid, reply, 1 if self.judge_rng.random() < 0.6 + quick + wordy else -1)
+
+    def comparison_sides(self, k: int) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Every sixth comparison: two named settings of one model; else the two models (in
+        a drawn order, so neither is always A)."""
+        if k % 6 == 5 or len(self.llms) < 2:
+            model = MODELS[1][0] if self.llms else None
+            short = f"{model.replace(' (emulated)', '')} " if model else ""
+            sides: list[dict[str, Any]] = [
+                {"model": model, "settings": {"temperature": t}, "label": short + name}
+                for t, name in SETTINGS_PAIR]
+        else:
+            sides = [{"model": name, "settings": {"temperature": 0.7}} for name, _, _ in MODELS]
+        self.judge_rng.shuffle(sides)
+        return sides[0], sides[1]
+
+    def comparison(self, k: int) -> None:
+        """A blind comparison through the REST API, maybe a second round, then the vote and
+        a thumb or two on the sides' replies (their conversations are unsealed by then)."""
+        prompt, follow_up = COMPARE_PROMPTS[k % len(COMPARE_PROMPTS)]
+        a, b = self.comparison_sides(k)
+        r = self.post("/api/comparisons", {"content": prompt, "a": a, "b": b, "blind": True},
+                      key=str(uuid.uuid4()))
+        r.raise_for_status()
+        comparison = r.json()["comparison"]
+        self.stats["comparisons"] += 1
+        self.stats["comparison rounds"] += 1
+        if follow_up and k % 2 == 0:
+            r = self.post(f"/api/comparisons/{comparison['id']}/messages",
+                          {"content": follow_up}, key=str(uuid.uuid4()))
+            r.raise_for_status()
+            comparison = r.json()["comparison"]
+            self.stats["comparison rounds"] += 1
+        replies = {side: comparison["sides"][side]["messages"][-1] for side in ("a", "b")}
+        winner = self.judge(replies)
+        voted = self.post(f"/api/comparisons/{comparison['id']}/vote", {"winner": winner})
+        voted.raise_for_status()
+        self.stats["votes"] += 1
+        for side in ("a", "b"):
+            cid = voted.json()["sides"][side]["conversation_id"]
+            chance = 0.5 if winner == side else 0.3
+            self.maybe_rate(cid, replies[side], chance)
+
+    def judge(self, replies: dict[str, dict[str, Any]]) -> str:
+        """The simulated voter (see the module docstring)."""
+        done = [s for s in ("a", "b") if replies[s].get("status") == "complete"]
+        if len(done) < 2:
+            return done[0] if done else "both_bad"
+        roll = self.judge_rng.random()
+        if roll < TIE:
+            return "tie"
+        if roll < TIE + BOTH_BAD:
+            return "both_bad"
+        ttft = {s: replies[s].get("ttft_ms") or 0 for s in done}
+        if abs(ttft["a"] - ttft["b"]) > 25:
+            favourite = min(done, key=lambda s: ttft[s])
+        else:
+            favourite = max(done, key=lambda s: len(replies[s].get("content") or ""))
+        other = "b" if favourite == "a" else "a"
+        return favourite if self.judge_rng.random() < JUDGE_BIAS else other
 
     def stop_and_continue(self, cid: str) -> None:
         """A long reply stopped after a few words, then continued with one call."""
@@ -220,6 +336,8 @@ def main() -> int:
     parser.add_argument("--conversations", type=int, default=len(TOPICS))
     parser.add_argument("--crashes", type=int, default=2)
     parser.add_argument("--failures", type=int, default=3)
+    parser.add_argument("--comparisons", type=int, default=20,
+                        help="blind comparisons, each voted on by the simulated voter")
     parser.add_argument("--tokens", type=int, default=60, help="typical reply length (emulated)")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
