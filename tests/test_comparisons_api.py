@@ -6,6 +6,7 @@ One in-process app for the module."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -15,9 +16,10 @@ import httpx
 import pytest
 
 from chat_core.accounts.person import Person
-from chat_core.errors import NotFound
+from chat_core.comparisons import service as comparison_service
+from chat_core.errors import NotFound, TooManyTurns
 from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings
-from tests.helpers import InProcessApp, base_env
+from tests.helpers import InProcessApp, base_env, query
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +30,7 @@ NAMES = (ALPHA, BETA, "alpha-7b", "beta-13b")
 @pytest.fixture(scope="module")
 def servers() -> Iterator[tuple[EmulatedLLM, EmulatedLLM]]:
     a = EmulatedLLM(EmulatorSettings(model=ALPHA))
-    b = EmulatedLLM(EmulatorSettings(model=BETA))
+    b = EmulatedLLM(EmulatorSettings(model=BETA, max_model_len=2048))
     a.start()
     b.start()
     yield a, b
@@ -44,6 +46,13 @@ def app(database_url: str, servers: tuple[EmulatedLLM, EmulatedLLM],
     running = InProcessApp(base_env(database_url, f"{a.base_url},{b.base_url}", tmp)).start()
     yield running
     running.stop()
+
+
+@pytest.fixture(autouse=True)
+def _sides_in_the_order_asked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Blind sides are shown in a random order; these tests ask for the order they read
+    (test_blind_sides_are_shown_in_a_random_order checks the other)."""
+    monkeypatch.setattr(comparison_service, "_coin", lambda: 0)
 
 
 def _blind_body(content: str = "Which is better?") -> dict[str, Any]:
@@ -108,6 +117,12 @@ def test_a_blind_comparison_names_no_model_anywhere_until_the_vote(app: InProces
         replies = [comparison["sides"][s]["messages"][-1] for s in "ab"]
         assert [r["status"] for r in replies] == ["complete", "complete"]
         assert all(r["content"].startswith("Reply to [Which is better, tea?]") for r in replies)
+        # Nothing that tells a model or a setting apart: no parameters, counts or timings.
+        assert [sorted(set(r) & {"params", "prompt_tokens", "ttft_ms", "latency_ms"})
+                for r in replies] == [[], []]
+        fork = http.post(f"/api/workflows/{replies[1]['workflow_id']}/fork",
+                         json={"start_step": 3, "params": {"temperature": 0.0}})
+        assert fork.status_code == 409 and "vote first" in fork.json()["error"]
         # Every surface: none names a model; the sides are not among the conversations.
         surfaces = _every_surface(http, comparison)
         leaks = {where: _names_in(text) for where, text in surfaces.items() if _names_in(text)}
@@ -131,6 +146,9 @@ def test_a_blind_comparison_names_no_model_anywhere_until_the_vote(app: InProces
         # Now the side conversations answer like any other.
         side_b = shown["sides"]["b"]["conversation_id"]
         assert http.get(f"/api/conversations/{side_b}/messages").json()[-1]["model"] == BETA
+        assert shown["sides"]["b"]["messages"][-1]["params"]["temperature"] is not None
+        assert http.post(f"/api/workflows/{replies[1]['workflow_id']}/fork",
+                         json={"start_step": 3}).status_code == 202
         again = http.post(f"/api/comparisons/{comparison['id']}/vote", json={"winner": "b"})
         assert again.status_code == 409 and "already" in again.json()["error"]
         assert http.get(f"/api/comparisons/{comparison['id']}").json()["winner"] == "a"
@@ -217,7 +235,9 @@ def test_a_blind_sides_error_text_names_no_model(
         comparison = created.json()["comparison"]
         failed = comparison["sides"]["b"]["messages"][-1]
         assert failed["status"] == "error"
-        assert "Model B refuses" in failed["error"] and _names_in(failed["error"]) == []
+        # Not the server's text (its address, model, window would tell): that it failed.
+        assert failed["error"].startswith("Model B could not answer") and \
+            "refuses" not in failed["error"] and "127.0.0.1" not in failed["error"]
         leaks = {where: _names_in(text) for where, text in _every_surface(http, comparison).items()
                  if _names_in(text)}
         assert leaks == {}
@@ -238,6 +258,12 @@ def test_the_same_idempotency_key_gives_the_same_comparison_once(
         assert servers[0].user_messages_seen() == ["Once"]
         other = http.post("/api/comparisons", json=_blind_body("Other text"), headers=key)
         assert other.status_code == 422 and "Idempotency-Key" in other.json()["error"]
+        for changed in ({**_blind_body("Once"), "blind": False},
+                        {**_blind_body("Once"), "b": {"model": BETA,
+                                                      "settings": {"temperature": 1.9}}}):
+            refused = http.post("/api/comparisons", json=changed, headers=key)
+            assert refused.status_code == 422 and "Idempotency-Key" in refused.json()["error"]
+        assert servers[0].user_messages_seen() == ["Once"]
 
 
 @pytest.mark.parametrize("body, status, words", [
@@ -256,6 +282,10 @@ def test_the_same_idempotency_key_gives_the_same_comparison_once(
     ({"content": "x", "a": {"model": ALPHA}, "b": {"model": BETA, "settings": {"top_p": 0}}},
      422, "top_p"),
     ({"content": "x", "c": {}}, 422, "'c'"),
+    ({"content": "x", "a": {"model": ALPHA, "label": BETA}, "b": {"model": ALPHA,
+      "settings": {"temperature": 1.2}}}, 422, "name of a model"),
+    ({"content": "x", "a": {"model": ALPHA, "label": "model b"}, "b": {"model": BETA}}, 422,
+     "name of a model"),
 ])
 def test_bad_comparisons_are_refused_and_create_nothing(
         app: InProcessApp, body: dict[str, Any], status: int, words: str) -> None:
@@ -293,3 +323,77 @@ def test_bad_votes_and_unknown_comparisons(app: InProcessApp) -> None:
             app.call(call)
         assert "does not exist" in caught.value.message
     assert app.call(stranger.comparisons().list()) == []
+
+
+def test_blind_sides_are_shown_in_a_random_order(app: InProcessApp,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whoever chose the models must not know which is "Model A": the coin turns them."""
+    monkeypatch.setattr(comparison_service, "_coin", lambda: 1)
+    with app.client() as http:
+        blind = http.post("/api/comparisons", json=_blind_body("Turned")).json()["comparison"]
+        named = http.post("/api/comparisons",
+                          json={**_blind_body("Not turned"), "blind": False}).json()["comparison"]
+        shown = http.post(f"/api/comparisons/{blind['id']}/vote", json={"winner": "a"}).json()
+    assert (shown["sides"]["a"]["model"], shown["sides"]["b"]["model"]) == (BETA, ALPHA)
+    assert (named["sides"]["a"]["model"], named["sides"]["b"]["model"]) == (ALPHA, BETA)
+    # The vote counts for the model that was shown as A.
+    assert query(app.settings.database_url or "", "SELECT winner, model_a FROM comparisons"
+                 " WHERE id = %s", (blind["id"],)) == [("a", BETA)]
+
+
+def test_a_prompt_too_long_for_one_side_fails_that_side_only(app: InProcessApp) -> None:
+    long_text = "word " * 2500  # about 3,000 tokens: more than BETA's 2,048
+    with app.client() as http:
+        created = http.post("/api/comparisons", json=_blind_body(long_text))
+        assert created.status_code == 200, created.text
+        sides = created.json()["comparison"]["sides"]
+        assert sides["a"]["messages"][-1]["status"] == "complete"
+        failed = sides["b"]["messages"][-1]
+        assert failed["status"] == "error"  # recorded, not left pending
+        assert failed["error"].startswith("Model B could not answer")
+        assert "2048" not in created.text and _names_in(created.text) == []
+        cid = created.json()["comparison"]["id"]
+        assert http.post(f"/api/comparisons/{cid}/vote", json={"winner": "a"}).status_code == 200
+        plain = http.post("/api/conversations").json()["id"]
+        http.patch(f"/api/conversations/{plain}", json={"settings": {"model": BETA}})
+        answer = http.post(f"/api/conversations/{plain}/messages", json={"content": long_text})
+        assert answer.status_code == 502 and "context window" in answer.json()["error"]
+        rows = http.get(f"/api/conversations/{plain}/messages").json()
+        assert [m["status"] for m in rows] == ["complete", "error"]
+
+
+def test_a_comparison_can_be_deleted_by_its_owner(app: InProcessApp) -> None:
+    with app.client() as http:
+        comparison = http.post("/api/comparisons", json=_blind_body("Delete me")).json()
+        cid = comparison["comparison"]["id"]
+        service = app.service
+        assert service is not None
+        stranger = service.for_person(Person(uuid.uuid4(), "stranger"))
+        with pytest.raises(NotFound):
+            app.call(stranger.comparisons().delete(cid))
+        deleted = http.delete(f"/api/comparisons/{cid}")
+        assert deleted.status_code == 200 and deleted.json()["deleted"] == cid
+        assert http.get(f"/api/comparisons/{cid}").status_code == 404
+        assert http.delete(f"/api/comparisons/{cid}").status_code == 404
+    sides = [comparison["comparison"]["sides"][s]["conversation_id"] for s in "ab"]
+    assert query(app.settings.database_url or "", "SELECT count(*) FROM conversations"
+                 " WHERE id = ANY(%s::uuid[])", (sides,)) == [(0,)]
+
+
+def test_a_round_over_the_persons_limit_leaves_nothing_behind(app: InProcessApp) -> None:
+    """Both sides are admitted or neither: with room for one more reply, a comparison (two)
+    is refused, and no half-made comparison or counted turn stays."""
+    url = app.settings.database_url or ""
+    account = uuid.uuid4()
+    query(url, "INSERT INTO accounts (id, name, name_key, source) VALUES (%s, %s, %s, 'config')"
+          " RETURNING id", (account, f"limited-{account.hex[:6]}", f"limited-{account.hex}"))
+    service = app.service
+    assert service is not None
+    person = service.for_person(Person(account, "limited"))
+    person.settings = dataclasses.replace(person.settings, share_max_in_flight=1)
+    with pytest.raises(TooManyTurns):
+        app.call(person.comparisons().create("Two at once", {"model": ALPHA}, {"model": BETA}))
+    assert app.call(person.comparisons().list()) == []
+    assert query(url, "SELECT count(*) FROM turn_admissions WHERE owner_id = %s",
+                 (account,)) == [(0,)]
+    assert query(url, "SELECT count(*) FROM comparisons WHERE owner_id = %s", (account,)) == [(0,)]

@@ -161,6 +161,11 @@ def test_the_interactive_docs_list_every_endpoint(client: TestClient) -> None:
         ("DELETE", f"{conv}/links/{{link_id}}"),
         ("GET", "/api/me"), ("DELETE", "/api/me/data"), ("GET", "/api/me/tokens"),
         ("POST", "/api/me/tokens"), ("DELETE", "/api/me/tokens/{token_id}"),
+        ("GET", "/api/comparisons"), ("POST", "/api/comparisons"),
+        ("GET", "/api/comparisons/{comparison_id}"),
+        ("DELETE", "/api/comparisons/{comparison_id}"),
+        ("POST", "/api/comparisons/{comparison_id}/messages"),
+        ("POST", "/api/comparisons/{comparison_id}/vote"), ("GET", "/api/leaderboard"),
     }  # the admin's routes are left out: to anyone else they do not exist
     send = spec["paths"][f"{conv}/messages"]["post"]
     assert {p["name"] for p in send["parameters"]} >= {"idempotency-key", "stream"}

@@ -8,6 +8,7 @@ call it)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import inspect
 import re
 import uuid
@@ -271,3 +272,117 @@ def test_someone_elses_rating_or_row_answers_like_a_random_one(
             assert (snapshot(run, stores, hers), ratings(hers)) == before
             continue
         assert outcome(run, case(made_for(who), hers))[0] == "rows", who
+
+
+# -- comparisons (chat_core/store/comparisons.py) and sealed sides -----------------------------
+
+def _side(model: str = "m") -> Any:
+    from chat_core.store.comparisons import SideRow
+    return SideRow(uuid.uuid4(), model, None, {"model": model})
+
+
+def _comparison_store(stores: dict[str, Any], who: str) -> Any:
+    from chat_core.store.comparisons import ComparisonStore
+    return ComparisonStore(stores["db"], stores[who].person)
+
+
+async def _only_comparison(k: uuid.UUID, rows: Awaitable[list[Any]]) -> list[Any]:
+    return [r for r in await rows if r.get("id") == k or r.get("a") == f"label-{k}"]
+
+
+COMPARISON_CASES: dict[str, Callable[[Any, uuid.UUID], Awaitable[Any]]] = {
+    "create": lambda s, k: s.create(k, "taken", False, _side("x"), _side("y")),
+    "get": lambda s, k: s.get(k),
+    "list": lambda s, k: _only_comparison(k, s.list(1000)),
+    "vote": lambda s, k: s.vote(k, "a", 1),
+    "battles": lambda s, k: _only_comparison(k, s.battles()),
+    "delete": lambda s, k: s.delete(k),
+}
+# The person's own rows by definition (no id to pass): withdrawal's.
+COMPARISON_OWN = {"delete_own", "own_side_conversations"}
+
+
+def _hers(run: Callable[..., Any], stores: dict[str, Any], voted: bool) -> uuid.UUID:
+    k = uuid.uuid4()
+    store = _comparison_store(stores, "a")
+    a, b = _side("m1"), _side("m2")
+    run(store.create(k, "hers", True, dataclasses.replace(a, label=f"label-{k}"), b))
+    if voted:
+        assert run(store.vote(k, "a", 1))
+    return k
+
+
+def test_every_comparison_store_method_is_classified() -> None:
+    from chat_core.store.comparisons import ComparisonStore
+    public = {name for name, _ in inspect.getmembers(ComparisonStore, inspect.isfunction)
+              if not name.startswith("_")}
+    assert public == set(COMPARISON_CASES) | COMPARISON_OWN
+
+
+@pytest.mark.parametrize("name", sorted(COMPARISON_CASES))
+def test_someone_elses_comparison_answers_like_a_random_one(
+        setting: tuple[Callable[..., Any], dict[str, Any]], name: str) -> None:
+    run, stores = setting
+    case = COMPARISON_CASES[name]
+    k = _hers(run, stores, voted=name == "battles")
+    system = _comparison_store(stores, "system")
+    before = run(system.get(k))
+    theirs = outcome(run, case(_comparison_store(stores, "b"), k))
+    missing = outcome(run, case(_comparison_store(stores, "b"), uuid.uuid4()))
+    if name == "create":  # B's create with A's id makes nothing, and shows nothing
+        missing = ("nothing", "None")
+    assert theirs == missing, f"B with A's id: {theirs}; with a random id: {missing}"
+    assert theirs[0] != "rows"
+    assert run(system.get(k)) == before, "B's call changed A's comparison"
+    for who in ("admin", "a"):
+        if name == "create":
+            continue
+        k = _hers(run, stores, voted=name == "battles")
+        assert outcome(run, case(_comparison_store(stores, who), k))[0] == "rows", who
+
+
+def test_withdrawals_comparison_methods_touch_only_the_persons_own(
+        setting: tuple[Callable[..., Any], dict[str, Any]]) -> None:
+    run, stores = setting
+    k = _hers(run, stores, voted=False)
+    theirs = _comparison_store(stores, "b")
+    sides = run(_comparison_store(stores, "system").get(k))
+    assert not {sides["conversation_a"], sides["conversation_b"]} & set(
+        run(theirs.own_side_conversations()))
+    run(theirs.delete_own())
+    assert run(_comparison_store(stores, "system").get(k)) is not None
+    assert {sides["conversation_a"], sides["conversation_b"]} <= set(
+        run(_comparison_store(stores, "a").own_side_conversations()))
+
+
+# The Workflows tab lists a sealed side's turns (showing no model): these two see them.
+SEES_SEALED_TURNS = {"recent_workflow_ids", "replies_of_workflows"}
+
+
+@pytest.mark.parametrize("name", sorted(set(CASES) - SEES_SEALED_TURNS))
+def test_a_sealed_side_answers_its_owner_like_a_missing_one(
+        setting: tuple[Callable[..., Any], dict[str, Any]], name: str) -> None:
+    """A blind comparison's side before the vote: every query of the owner's (and an
+    admin's) store answers as for an id nobody has; only the system's sees it."""
+    run, stores = setting
+    k = _hers(run, stores, voted=False)
+    side = run(_comparison_store(stores, "system").get(k))["conversation_a"]
+    system: ChatStore = stores["system"]
+    turn, word = f"turn-{uuid.uuid4()}", f"heron{uuid.uuid4().hex[:10]}"
+    user, reply = run(system.save_user_turn(side, turn, uuid.uuid4(), uuid.uuid4(),
+                                            f"the word is {word}"))
+    run(system.finish_reply(reply["id"], content="noted", status=COMPLETE))
+    _, pending = run(system.save_user_turn(side, f"turn-{uuid.uuid4()}", uuid.uuid4(),
+                                           uuid.uuid4(), "and another"))
+    sealed = World(stores["a"].person.id, side, user["id"], reply["id"], pending["id"], turn,
+                   word)
+    case = CASES[name] if name != "list_conversations" else \
+        (lambda s, w: _only(w, s.list_conversations(1000, 0, owner=w.owner)))
+    before = snapshot(run, stores, sealed)
+    for who in ("a", "admin"):
+        assert outcome(run, case(stores[who], sealed)) == \
+            outcome(run, case(stores[who], nobodys())), who
+    assert snapshot(run, stores, sealed) == before
+    assert run(_comparison_store(stores, "a").vote(k, "a", 1))  # unsealed by the vote
+    if name != "list_conversations":  # (a side is never among the chats, voted or not)
+        assert outcome(run, case(stores["a"], sealed))[0] == "rows"

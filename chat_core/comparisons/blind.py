@@ -5,44 +5,46 @@ the Workflows tab and re-attached streams show too)."""
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable
+from typing import Any
 
 from chat_core.states import BLIND_NAMES
 
-HIDDEN_MODEL = "another model"
-
 
 def mask_names(text: str | None, names: dict[str, str]) -> str | None:
-    """`text` with every real name in `names` (any case) replaced by its blind name; longer
-    names first, so a name that contains another is replaced whole."""
-    if not text:
+    """`text` with every real name in `names` (any case, whole names only: a label "a" must
+    not touch every "a") replaced by its blind name, in one pass (a blind name is never
+    masked again); the longest name wins where names overlap."""
+    real = sorted((n for n in names if n), key=len, reverse=True)
+    if not text or not real:
         return text
-    for real in sorted((n for n in names if n), key=len, reverse=True):
-        text = re.sub(re.escape(real), names[real].replace("\\", r"\\"), text,
-                      flags=re.IGNORECASE)
-    return text
+    shown = {n.casefold(): names[n] for n in real}
+    pattern = re.compile(r"(?<!\w)(" + "|".join(map(re.escape, real)) + r")(?!\w)",
+                         re.IGNORECASE)
+    return pattern.sub(lambda m: shown.get(m.group(0).casefold(), m.group(0)), text)
 
 
-def blind_error(error: str | None, model: str | None, blind_name: str,
-                others: Iterable[str]) -> str | None:
-    """A blind side's error text: its own model named by its blind name, any other model
-    (an "available: ..." list) as "another model"."""
-    names = {other: HIDDEN_MODEL for other in others}
-    if model:
-        names[model] = blind_name
-    return mask_names(error, names)
+def blind_error(blind_name: str) -> str:
+    """A blind side's error text: that it failed, and what to do, never why (a server's
+    error names its address, its model or its context window, each of which tells the model)."""
+    return (f"{blind_name} could not answer this message. A blind comparison does not show "
+            "why (the reason could tell the model); once you have voted, retrying the message "
+            "in that side's conversation shows it")
+
+
+# What a blind side's reply shows before the vote. Not its parameters, token counts or
+# timings: a context window, a temperature or a tokenizer's counts tell a model or a setting
+# apart as surely as its name.
+BLIND_REPLY_FIELDS = ("id", "role", "content", "created_at", "conversation_id", "seq", "status",
+                      "parent_id", "active", "error", "workflow_id", "completed_at")
 
 
 def masked_message(message: dict[str, Any], side: str, names: dict[str, str]
                    ) -> dict[str, Any]:
-    """A side's message as a blind comparison shows it: the model and the parameters' model
-    are the side's blind name, error texts masked."""
-    out = dict(message)
-    if out.get("role") == "assistant":
-        out["model"] = BLIND_NAMES[side]
-        params = dict(out.get("params") or {})
-        if "model" in params:
-            params["model"] = BLIND_NAMES[side]
-        out["params"] = params or None
-        out["error"] = mask_names(out.get("error"), names)
+    """A side's message as a blind comparison shows it: a reply's allowed fields only, its
+    model the side's blind name, its error text masked."""
+    if message.get("role") != "assistant":
+        return dict(message)
+    out = {key: message.get(key) for key in BLIND_REPLY_FIELDS}
+    out["model"] = BLIND_NAMES[side]
+    out["error"] = mask_names(out.get("error"), names)
     return out

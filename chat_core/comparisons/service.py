@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, AsyncIterator
@@ -19,10 +20,11 @@ from dbos import DBOS, SetWorkflowID
 
 from chat_core.comparisons import blind
 from chat_core.data.leaderboard import Battle, leaderboard
-from chat_core.errors import Conflict, InvalidInput, NotFound
+from chat_core.errors import Conflict, InvalidInput, NotFound, TooManyTurns
 from chat_core.states import (BLIND_NAMES, IN_FLIGHT, MAX_LABEL_CHARS, SIDES, WINNERS)
 from chat_core.store.chat_store import public_message, title_from
 from chat_core.store.comparisons import ComparisonStore, SideRow
+from chat_core.store.turn_admissions import TurnAdmissions
 from chat_core.turns.comparison_round import ROUND_ID_PREFIX, comparison_round
 from chat_core.turns.payloads import TurnRequest
 from chat_core.turns.progress import Snapshot
@@ -60,24 +62,32 @@ class ComparisonService:
 
     async def create(self, content: Any, a: Any, b: Any, blind: Any = True,
                      idempotency_key: str | None = None) -> ComparisonRound:
-        """A new comparison and its first round. The same Idempotency-Key again answers with
-        the first request's comparison and turns (other sides or text: a 422)."""
+        """A new comparison and its first round. Blind: the sides are shown in a random
+        order, so whoever chose the models cannot tell which is "Model A". The same
+        Idempotency-Key again answers with the first request's comparison and turns (other
+        sides, settings or text: a 422)."""
         text = self._text(content)
         if not isinstance(blind, bool):
             raise InvalidInput("'blind' must be true or false", field="blind")
         key = self._key(idempotency_key)
-        sides = {"a": await self._side(a, "a"), "b": await self._side(b, "b")}
-        self._check_different(sides["a"], sides["b"])
+        sides = [await self._side(a, "a"), await self._side(b, "b")]
+        self._check_different(*sides)
+        await self._check_labels(sides)
         cid = uuid.uuid5(uuid.NAMESPACE_URL, f"comparison:{self.chat.person.key}:{key}")
-        row = await self.store.create(cid, title_from(text), blind, sides["a"], sides["b"])
+        row = await self.store.get(cid)
+        if row is not None:
+            await self._check_same_request(row, sides, blind)
+            return await self._round(row, text, key, check_reuse=True)
+        if blind and _coin():
+            sides.reverse()
+        row = await self.store.create(cid, title_from(text), blind, *sides)
         if row is None:
             raise NotFound(f"comparison {cid} does not exist")
-        if idempotency_key is not None and (
-                (row["model_a"], row["label_a"], row["model_b"], row["label_b"])
-                != (sides["a"].model, sides["a"].label, sides["b"].model, sides["b"].label)):
-            raise InvalidInput("this Idempotency-Key was already used for a comparison of other "
-                               "sides; use a new key for a new comparison")
-        return await self._round(row, text, key, check_reuse=idempotency_key is not None)
+        try:
+            return await self._round(row, text, key, check_reuse=idempotency_key is not None)
+        except TooManyTurns:
+            await self.store.delete(cid)  # refused before anything ran: nothing is left
+            raise
 
     async def send(self, comparison_id: Any, content: Any,
                    idempotency_key: str | None = None) -> ComparisonRound:
@@ -90,34 +100,56 @@ class ComparisonService:
 
     async def _round(self, row: dict[str, Any], text: str, key: str,
                      check_reuse: bool) -> ComparisonRound:
+        """Both sides' turns, admitted together (both or neither count against the person's
+        limits) and started by one round workflow."""
+        from chat_core.service import Turn
         chat = self.chat
         chat._refuse_if_closing()
-        hidden = _hidden(row)
-        turns: dict[str, Turn] = {}
-        requests: list[tuple[str, TurnRequest]] = []
-        from chat_core.service import Turn, turn_id_for
-        for side in SIDES:
-            conversation = await chat.store.get_conversation(row[f"conversation_{side}"])
-            turn_id = turn_id_for(conversation["id"], key)
-            user_id = str(user_message_id_for(turn_id))
-            request: TurnRequest = {"conversation_id": str(conversation["id"]), "content": text,
-                                    "user_message_id": user_id,
-                                    "params": chat.params_for(conversation)}
-            if hidden:
-                request["blind_as"] = BLIND_NAMES[side]
-            if chat.person.id is not None:
-                request["owner"] = chat.person.key
-            reply_id = str(reply_id_for(turn_id))
-            await chat.admit_turn(turn_id, request["conversation_id"], reply_id)
-            requests.append((turn_id, request))
-            turns[side] = Turn(turn_id, request["conversation_id"], user_id, reply_id)
+        requests = [await self._request(row, side, text, key) for side in SIDES]
+        await self._admit(requests)
         with SetWorkflowID(f"{ROUND_ID_PREFIX}{requests[0][0]}"):
             handle = await DBOS.start_workflow_async(comparison_round, requests)
         await handle.get_result()  # both turns exist once it returns
         if check_reuse:
             for turn_id, _ in requests:
                 await chat._check_key_reuse(turn_id, text)
-        return ComparisonRound(str(row["id"]), turns)
+        return ComparisonRound(str(row["id"]), {
+            side: Turn(turn_id, request["conversation_id"], request["user_message_id"],
+                       str(reply_id_for(turn_id)))
+            for side, (turn_id, request) in zip(SIDES, requests)})
+
+    async def _request(self, row: dict[str, Any], side: str, text: str, key: str
+                       ) -> tuple[str, TurnRequest]:
+        """One side's turn: its id (from the side and the request's key) and its input."""
+        from chat_core.service import turn_id_for
+        chat = self.chat
+        if row[f"conversation_{side}"] is None:
+            raise Conflict(f"side {side} of this comparison was deleted; start a new "
+                           "comparison")
+        conversation = await chat.store.get_conversation(row[f"conversation_{side}"])
+        turn_id = turn_id_for(conversation["id"], key)
+        request: TurnRequest = {"conversation_id": str(conversation["id"]), "content": text,
+                                "user_message_id": str(user_message_id_for(turn_id)),
+                                "params": chat.params_for(conversation)}
+        if _hidden(row):
+            request["blind_as"] = BLIND_NAMES[side]
+        if chat.person.id is not None:
+            request["owner"] = chat.person.key
+        return turn_id, request
+
+    async def _admit(self, requests: list[tuple[str, TurnRequest]]) -> None:
+        """Both turns within the person's limits, or neither: a refusal takes back what was
+        admitted for this round."""
+        admitted: list[str] = []
+        try:
+            for turn_id, request in requests:
+                await self.chat.admit_turn(turn_id, request["conversation_id"],
+                                           str(reply_id_for(turn_id)))
+                admitted.append(turn_id)
+        except TooManyTurns:
+            if admitted and self.chat.person.id is not None:
+                await TurnAdmissions(self.chat.store.db).release(self.chat.person.id, admitted)
+            raise
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -203,8 +235,7 @@ class ComparisonService:
         Only the owner votes (an admin too votes only on their own)."""
         if winner not in WINNERS:
             raise InvalidInput(f"'winner' must be one of {', '.join(WINNERS)}", field="winner")
-        own = self if self.chat.person.id is None or not self.chat.person.sees_all \
-            else ComparisonService(self.chat._own())
+        own = self._owner_view()
         row = await own._row(comparison_id)
         if row["winner"] is not None:
             raise Conflict(f"comparison {row['id']} already has a vote ({row['winner']}); a "
@@ -232,6 +263,28 @@ class ComparisonService:
             raise Conflict("this comparison has no reply yet to judge")
         return max(seqs)
 
+    async def delete(self, comparison_id: Any) -> dict[str, Any]:
+        """Delete a comparison with both sides (replies being written are cancelled first),
+        voted or not; its vote leaves the leaderboard. Only the owner's (an admin's own)."""
+        own = self._owner_view()
+        row = await own._row(comparison_id)
+        cancelled = []
+        for side in SIDES:
+            if row[f"conversation_{side}"] is not None:
+                done = await own.chat.delete_conversation(row[f"conversation_{side}"])
+                cancelled += done["cancelled_turns"]
+        if not await own.store.delete(row["id"]):
+            raise NotFound(f"comparison {row['id']} does not exist")
+        return {"deleted": str(row["id"]), "cancelled_turns": cancelled}
+
+    def _owner_view(self) -> "ComparisonService":
+        """This service narrowed to the person's own comparisons (an admin's too): voting and
+        deleting are the owner's alone."""
+        person = self.chat.person
+        if person.id is None or not person.sees_all:
+            return self
+        return ComparisonService(self.chat._own())
+
     async def leaderboard(self) -> dict[str, Any]:
         """Ratings of every model and named setting from the votes in view (the person's own;
         an admin's: everyone's), with bootstrap intervals and the win-rate matrix."""
@@ -248,14 +301,14 @@ class ComparisonService:
             raise InvalidInput("deleting a person's data needs accounts (SHARE_AUTH)")
         own = self.chat._own()
         turns: set[str] = set()
-        for conversation_id in await self.store.side_conversations_of(owner):
+        for conversation_id in await self.store.own_side_conversations():
             turns.update(await own.store.workflow_ids_of_conversation(conversation_id))
             try:
                 await own.delete_conversation(conversation_id)
             except NotFound:
                 pass  # deleted meanwhile
         rounds = {f"{ROUND_ID_PREFIX}{turn}" for turn in turns}
-        return await self.store.delete_owned_by(owner), turns | rounds
+        return await self.store.delete_own(), turns | rounds
 
     # -- checks --------------------------------------------------------------------------------
 
@@ -300,6 +353,33 @@ class ComparisonService:
             label = check_text(label, "label", MAX_LABEL_CHARS, allow_empty=True).strip() or None
         return SideRow(uuid.uuid4(), model, label, {**settings, "model": model})
 
+    async def _check_labels(self, sides: list[SideRow]) -> None:
+        """A label names a setting on the leaderboard: not a model's name (it would count as
+        that model) nor a blind name."""
+        models = {m["id"].casefold() for m in await self.chat.list_models()}
+        for side, row in zip(SIDES, sides):
+            if row.label is None:
+                continue
+            taken = row.label.casefold() in models | {n.casefold() for n in BLIND_NAMES.values()}
+            if taken and row.label != row.model:
+                raise InvalidInput(f"side {side!r}: label {row.label[:80]!r} is the name of a "
+                                   "model (or a blind side); choose another", field="label")
+
+    async def _check_same_request(self, row: dict[str, Any], sides: list[SideRow],
+                                  blind: bool) -> None:
+        """A repeat of the request that made `row` (same Idempotency-Key): the same sides, in
+        either order (a blind one's were shuffled), with the same settings, and `blind`."""
+        stored = []
+        for side in SIDES:
+            conversation_id = row[f"conversation_{side}"]
+            settings = (await self.chat.store.get_conversation(conversation_id))["settings"] \
+                if conversation_id is not None else None
+            stored.append((row[f"model_{side}"], row[f"label_{side}"], settings))
+        asked = [(r.model, r.label, r.settings) for r in sides]
+        if row["blind"] != blind or sorted(map(repr, stored)) != sorted(map(repr, asked)):
+            raise InvalidInput("this Idempotency-Key was already used for a comparison of other "
+                               "sides or settings; use a new key for a new comparison")
+
     def _check_different(self, a: SideRow, b: SideRow) -> None:
         if self.chat.params_for({"settings": a.settings}) == \
                 self.chat.params_for({"settings": b.settings}):
@@ -308,6 +388,11 @@ class ComparisonService:
         if a.label is not None and a.label == b.label:
             raise InvalidInput("the two sides have the same label; a label names one setting "
                                "on the leaderboard", field="label")
+
+
+def _coin() -> int:
+    """Whether a blind comparison shows its sides the other way round (0 or 1, at random)."""
+    return secrets.randbelow(2)
 
 
 def _hidden(row: dict[str, Any]) -> bool:

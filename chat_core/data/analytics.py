@@ -47,8 +47,11 @@ _REPLY_COLUMNS = ["workflow_id", "conversation_id", "owner", "reply_status", "mo
 _OWNER = ("coalesce((SELECT a.name FROM accounts a WHERE a.id = c.owner_id), %(local)s)"
           " AS owner")
 # The consent filter on conversation `c`: off, or the host's, or its owner accepted the notice.
+# The conversations a frame holds: with consented_only, those of people who consented; and
+# never a blind comparison's side before its vote (sealed, migrations/009): a frame would
+# name the model a person has not judged yet.
 _CONSENTED = ("(NOT %(consented_only)s OR c.owner_id IS NULL OR EXISTS (SELECT 1 FROM accounts a"
-              " WHERE a.id = c.owner_id AND a.consent_at IS NOT NULL))")
+              " WHERE a.id = c.owner_id AND a.consent_at IS NOT NULL)) AND NOT c.sealed")
 
 
 def _bound(value: TimeBound) -> datetime | None:

@@ -644,7 +644,9 @@ class ChatStore(PersonScoped):
             cur = await conn.execute(
                 "SELECT m.workflow_id, m.conversation_id, m.status, m.error, c.title,"
                 " c.owner_id, (SELECT a.name FROM accounts a WHERE a.id = c.owner_id)"
-                " AS owner_name FROM messages m JOIN conversations c ON c.id = m.conversation_id"
+                " AS owner_name, EXISTS (SELECT 1 FROM comparisons k WHERE"
+                " k.id = c.comparison_id AND k.winner IS NULL) AS unjudged"
+                " FROM messages m JOIN conversations c ON c.id = m.conversation_id"
                 f" WHERE m.workflow_id = ANY(%(ids)s) AND m.role = 'assistant'"
                 f" AND {OWNER_ONLY}",
                 self._p(ids=workflow_ids))

@@ -111,19 +111,27 @@ class ComparisonStore(PersonScoped):
             return await cur.fetchall()
 
     @retry_transient
-    async def delete_owned_by(self, owner_id: uuid.UUID) -> int:
-        """Withdrawal: every comparison of this person (their sides' conversations go with
-        them, ON DELETE CASCADE); how many. Their own only, an admin's too."""
+    async def delete(self, comparison_id: uuid.UUID) -> bool:
+        """Delete it (its sides' conversations go with it, ON DELETE CASCADE)."""
         async with self.db.connection() as conn:
-            cur = await conn.execute("DELETE FROM comparisons WHERE owner_id = %s RETURNING id",
-                                     (owner_id,))
+            cur = await conn.execute(
+                f"DELETE FROM comparisons k WHERE k.id = %(id)s AND {OWNED_COMPARISON}"
+                " RETURNING k.id", self._p(id=comparison_id))
+            return await cur.fetchone() is not None
+
+    @retry_transient
+    async def delete_own(self) -> int:
+        """Withdrawal: every comparison the person owns (an admin's own only); how many."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute("DELETE FROM comparisons k WHERE k.owner_id = %(owner)s"
+                                     " RETURNING k.id", self._p())
             return len(await cur.fetchall())
 
     @retry_transient
-    async def side_conversations_of(self, owner_id: uuid.UUID) -> list[uuid.UUID]:
-        """The sides' conversations of this person's comparisons (sealed or not)."""
+    async def own_side_conversations(self) -> list[uuid.UUID]:
+        """The sides' conversations of the comparisons the person owns (sealed or not)."""
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 "SELECT c.id FROM conversations c JOIN comparisons k ON k.id = c.comparison_id"
-                " WHERE k.owner_id = %s", (owner_id,))
+                " WHERE k.owner_id = %(owner)s", self._p())
             return [r["id"] for r in await cur.fetchall()]

@@ -86,6 +86,14 @@ class TurnAdmissions:
         return None
 
     @retry_transient
+    async def release(self, owner: uuid.UUID, workflow_ids: list[str]) -> None:
+        """Take back admissions of turns that will not start (the other half of a refused
+        pair, in a comparison), so they do not count as in flight."""
+        async with self.db.connection() as conn:
+            await conn.execute("DELETE FROM turn_admissions WHERE owner_id = %s"
+                               " AND workflow_id = ANY(%s)", (owner, workflow_ids))
+
+    @retry_transient
     async def turns_of(self, owner: uuid.UUID) -> list[str]:
         """Every turn the person ran, their conversations deleted or not (withdrawal)."""
         async with self.db.connection() as conn:

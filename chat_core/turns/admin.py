@@ -173,6 +173,12 @@ class WorkflowAdmin:
         with other generation parameters if given (a new system prompt is fitted into the
         history from step 2 on); its reply is added as an alternative to the original's."""
         info = await self.get(workflow_id)
+        replies = await self.store.replies_of_workflows([workflow_id])
+        if replies.get(workflow_id, {}).get("unjudged"):
+            # A fork's reply would become the one judged (with other settings, or another
+            # model), and comparing a fork with each model would tell a blind side's.
+            raise Conflict(f"turn {workflow_id} is a side of a comparison that has no vote "
+                           "yet; vote first, then fork it")
         if not isinstance(start_step, int) or isinstance(start_step, bool) \
                 or not 1 <= start_step <= len(STEP_NAMES):
             raise InvalidInput(f"start_step must be 1..{len(STEP_NAMES)} "

@@ -192,33 +192,46 @@ async def abandon_running() -> int:
 
 async def _run_turn(turn_id: str, request: TurnRequest) -> TurnResult:
     order = _d().start_order
+    refused: ChatError | None = None
     try:
         if order is not None:
             await order.enter(turn_id)
         saved = await save_user_message(request)
-        prompt = await read_history(saved, request)
+        try:
+            prompt = await read_history(saved, request)
+        except (LLMRejected, LLMUnavailable) as exc:
+            # Refused before the LLM (too long for the window; the server unknown or down):
+            # the reply records it, as a failed LLM call does, rather than staying pending.
+            refused, prompt = exc, cast(Prompt, {})
     finally:
         if order is not None:
             order.leave(turn_id)
+    outcome = await _llm_outcome(turn_id, saved, prompt, request) if refused is None else \
+        {"status": ERROR, "error": refused.message, "attempts": 0}
+    if outcome["status"] == ERROR and request.get("blind_as"):
+        outcome["error"] = _blind_error(request)
+    result = await save_reply(saved, outcome, prompt, request["params"])
+    if outcome["status"] == ERROR:
+        raise TurnFailed(outcome["error"])
+    return result
+
+
+async def _llm_outcome(turn_id: str, saved: SavedTurn, prompt: Prompt,
+                       request: TurnRequest) -> Outcome:
+    """Step 3, with its retries: the reply, or why there is none."""
     try:
         completion: LLMOutput = await DBOS.run_step_async(
             _llm_step_options(), call_llm, turn_id, saved, prompt, request["params"]
         )
         status = STOPPED if completion["finish_reason"] == "stopped" else COMPLETE
-        outcome: Outcome = {"status": status, **completion}
+        return {"status": status, **completion}
     except dbos_error.DBOSMaxStepRetriesExceeded as exc:
         last = exc.errors[-1] if exc.errors else exc
-        outcome = {"status": ERROR, "attempts": exc.max_retries,
-                   "error": f"{_message(last)} (gave up after {exc.max_retries} attempts; "
-                            "retry the turn once the server is back)"}
+        return {"status": ERROR, "attempts": exc.max_retries,
+                "error": f"{_message(last)} (gave up after {exc.max_retries} attempts; "
+                         "retry the turn once the server is back)"}
     except ChatError as exc:
-        outcome = {"status": ERROR, "error": exc.message, "attempts": 1}
-    if outcome["status"] == ERROR and request.get("blind_as"):
-        outcome["error"] = _blind_error(outcome["error"], request)
-    result = await save_reply(saved, outcome, prompt, request["params"])
-    if outcome["status"] == ERROR:
-        raise TurnFailed(outcome["error"])
-    return result
+        return {"status": ERROR, "error": exc.message, "attempts": 1}
 
 
 async def _close_cancelled(turn_id: str) -> None:
@@ -239,12 +252,11 @@ class _Empty:
 _EMPTY = _Empty()
 
 
-def _blind_error(error: str, request: TurnRequest) -> str:
-    """A blind comparison side's error text, naming no model (comparisons/blind.py)."""
-    servers = _d().servers
-    others = [m.id for s in servers.states for m in s.models] if servers else []
-    return blind_error(error, cast(dict[str, Any], request["params"]).get("model"),
-                       request.get("blind_as", ""), others) or ""
+def _blind_error(request: TurnRequest) -> str:
+    """A blind comparison side's error text: the same for every failure, since the server's
+    own text may name its model, its address or its context window, and any of them tells
+    which model the side is (comparisons/blind.py)."""
+    return blind_error(request.get("blind_as", ""))
 
 
 def _message(exc: BaseException) -> str:

@@ -7,6 +7,7 @@
     GET  /api/comparisons/{id}         one, with both sides' messages
     POST /api/comparisons/{id}/messages  {"content"}: the next round, in both sides
     POST /api/comparisons/{id}/vote    {"winner": "a"|"b"|"tie"|"both_bad"}, once
+    DELETE /api/comparisons/{id}       it and both sides (replies in flight cancelled)
     GET  /api/leaderboard              ratings with 95 % intervals, from the votes
 
 A blind comparison names its sides "Model A" and "Model B" everywhere until its vote.
@@ -116,6 +117,12 @@ async def vote(service: Service, comparison_id: str,
     """The comparison, its names now shown."""
     return await service.comparisons().vote(
         comparison_id, _required(body, "winner", '"a", "b", "tie" or "both_bad"'))
+
+
+@router.delete("/api/comparisons/{comparison_id}")
+async def delete_comparison(service: Service, comparison_id: str) -> Json:
+    """{"deleted", "cancelled_turns"}: the comparison and both sides, voted or not."""
+    return await service.comparisons().delete(comparison_id)
 
 
 @router.get("/api/leaderboard")
