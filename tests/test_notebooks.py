@@ -32,6 +32,7 @@ def seeded(database_url: str) -> str:
 
 def test_the_notebooks_are_committed_without_outputs() -> None:
     assert {p.name for p in NOTEBOOKS} == {"conversation_analysis.ipynb",
+                                          "model_comparison.ipynb",
                                           "workflow_forensics.ipynb"}
     for path in NOTEBOOKS:
         nb = nbformat.read(path, as_version=4)
