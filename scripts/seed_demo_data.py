@@ -20,8 +20,10 @@ The same --seed makes the same choices (prompts, settings, crashes, votes, ratin
 reply texts come from real turns and differ from run to run.
 
 The simulated voter: it ties 12% of the time and calls both replies bad 5% of the time;
-otherwise it prefers the reply whose first token came sooner (by more than 25 ms; else the
-longer reply) JUDGE_BIAS (70%) of the time, and the other one the rest. Rating a reply: a thumb
+otherwise it prefers the reply that was done sooner (its whole wait, from the message to the
+last word: what a person watching the two sides stream sees; more than 50 ms apart, else the
+longer reply) JUDGE_BIAS (70%) of the time, and the other one the rest. (A blind comparison
+shows no timings or token counts, only the texts and when each reply started and finished.) Rating a reply: a thumb
 up is likelier the sooner it started and the longer it is.
 
 It writes to DATABASE_URL (environment or .env), or else to the embedded database in DATA_DIR,
@@ -38,6 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -267,15 +270,15 @@ class Seeder:
             r.raise_for_status()
             comparison = r.json()["comparison"]
             self.stats["comparison rounds"] += 1
-        replies = {side: comparison["sides"][side]["messages"][-1] for side in ("a", "b")}
-        winner = self.judge(replies)
+        winner = self.judge({side: comparison["sides"][side]["messages"][-1]
+                             for side in ("a", "b")})
         voted = self.post(f"/api/comparisons/{comparison['id']}/vote", {"winner": winner})
         voted.raise_for_status()
         self.stats["votes"] += 1
-        for side in ("a", "b"):
-            cid = voted.json()["sides"][side]["conversation_id"]
+        for side in ("a", "b"):  # revealed now: the replies with their timings
+            shown = voted.json()["sides"][side]
             chance = 0.5 if winner == side else 0.3
-            self.maybe_rate(cid, replies[side], chance)
+            self.maybe_rate(shown["conversation_id"], shown["messages"][-1], chance)
 
     def judge(self, replies: dict[str, dict[str, Any]]) -> str:
         """The simulated voter (see the module docstring)."""
@@ -287,9 +290,10 @@ class Seeder:
             return "tie"
         if roll < TIE + BOTH_BAD:
             return "both_bad"
-        ttft = {s: replies[s].get("ttft_ms") or 0 for s in done}
-        if abs(ttft["a"] - ttft["b"]) > 25:
-            favourite = min(done, key=lambda s: ttft[s])
+        wait = {s: _seconds(replies[s]["completed_at"]) - _seconds(replies[s]["created_at"])
+                for s in done}
+        if abs(wait["a"] - wait["b"]) > 0.05:
+            favourite = min(done, key=lambda s: wait[s])
         else:
             favourite = max(done, key=lambda s: len(replies[s].get("content") or ""))
         other = "b" if favourite == "a" else "a"
@@ -327,6 +331,10 @@ class Seeder:
             self.post(f"/api/conversations/{cid}/messages/{last['id']}/continue")
             self.stats["continued"] += 1
             self.stats["turns"] += 1
+
+
+def _seconds(moment: str) -> float:
+    return datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
 
 
 def main() -> int:
