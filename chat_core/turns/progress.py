@@ -15,6 +15,14 @@ import time
 from dataclasses import dataclass
 from typing import AsyncIterator
 
+# Watchers of a streaming reply are woken at most this often: tokens that come faster (a GPU at
+# low load writes 100 a second) go out together, one wake-up and one event for several, where
+# each one cost a wake-up, a snapshot and an event of every watcher (docs/performance.md).
+# Tokens further apart go out as each comes; the first text of an attempt, a new attempt, the
+# wait for the LLM and the end always at once.
+WAKE_EVERY_SEC = 0.02
+
+
 @dataclass(frozen=True)
 class Snapshot:
     turn_id: str
@@ -47,17 +55,22 @@ class TurnProgress:
         self.stop_event = asyncio.Event()
         self._finished = asyncio.Event()
         self._pieces: list[str] = []
+        # The text of _pieces[:_joined]: joined as it grows, not from the start each time.
         self._text = ""
-        self._text_valid = True
+        self._joined = 0
         self._changed = asyncio.Event()
+        self._notified_at = 0.0
+        self._wake: asyncio.TimerHandle | None = None
         # Set when the process stops: watchers end (the turn goes on in the next process).
         self.closing = False
 
     @property
     def text(self) -> str:
-        if not self._text_valid:
-            self._text = "".join(self._pieces)
-            self._text_valid = True
+        pieces = self._pieces
+        if self._joined < len(pieces):
+            self._text += pieces[-1] if self._joined == len(pieces) - 1 \
+                else "".join(pieces[self._joined:])
+            self._joined = len(pieces)
         return self._text
 
     def snapshot(self) -> Snapshot:
@@ -65,6 +78,10 @@ class TurnProgress:
                         self.error, self.ahead)
 
     def _notify(self) -> None:
+        if self._wake is not None:
+            self._wake.cancel()
+            self._wake = None
+        self._notified_at = time.monotonic()
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
@@ -72,7 +89,7 @@ class TurnProgress:
         if self._pieces or self.attempt > 0 or self.status != PENDING:
             self.attempt += 1
         self._pieces.clear()
-        self._text, self._text_valid = "", True
+        self._text, self._joined = "", 0
         self.status = STREAMING
         self.ahead = None
         self._notify()
@@ -84,16 +101,23 @@ class TurnProgress:
             self._notify()
 
     def append(self, delta: str) -> None:
+        """Add text; wake the watchers now, or once WAKE_EVERY_SEC has passed since they were
+        last woken (a wake-up already due takes this text too)."""
         self._pieces.append(delta)
-        self._text_valid = False
-        self._notify()
+        if self._wake is not None:
+            return
+        wait = self._notified_at + WAKE_EVERY_SEC - time.monotonic()
+        if wait <= 0 or len(self._pieces) == 1:
+            self._notify()
+        else:
+            self._wake = asyncio.get_running_loop().call_later(wait, self._notify)
 
     def finish(self, status: str, text: str, error: str | None = None) -> None:
         self.status = status
         self.error = error
         self.ahead = None
         self._pieces = [text]
-        self._text, self._text_valid = text, True
+        self._text, self._joined = text, 1
         self._finished.set()
         self._notify()
 
