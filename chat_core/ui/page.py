@@ -17,6 +17,7 @@ from chat_core.service import ChatService
 from chat_core.ui.chat import CONVERSATION_KEY, ChatTab
 from chat_core.ui.chat.layout import ACTIONS_CSS
 from chat_core.ui.account_tab import build_account_tab
+from chat_core.ui.compare import build_compare_tab, compare_css
 from chat_core.ui.workflows_tab import build_workflows_tab
 
 __all__ = ["build_ui", "backend_line", "CSS", "CONVERSATION_KEY"]
@@ -105,7 +106,7 @@ CSS = """
 #backend-line { font-size: 0.9em; opacity: 0.85; }
 /* User messages are escaped plain text (render.user_html): keep their line breaks. */
 #chatbot [data-testid="user"] { white-space: pre-wrap; }
-""" + ACTIONS_CSS + PHONE_CSS
+""" + ACTIONS_CSS + PHONE_CSS + compare_css(PHONE_MAX_WIDTH_PX)
 
 
 _SHOWN_STATE = {"up": "up", "down": "down", "unknown": "not checked yet"}
@@ -157,13 +158,16 @@ def build_ui(service: ChatService, share_mode: bool = False) -> gr.Blocks:
         with gr.Tabs():
             with gr.Tab("Chat", id="chat") as chat_tab:
                 chat = ChatTab(service, share_mode)
+            with gr.Tab("Compare", id="compare") as compare_tab:
+                build_compare_tab(service, compare_tab, share_mode)
             with gr.Tab("Workflows", id="workflows") as workflows_tab:
                 timer = build_workflows_tab(service, workflows_tab)
             with gr.Tab("Account", id="account") as account_tab:
                 account = build_account_tab(service, chat.conversation)
         account.show_on(account_tab.select, api_name="tab_account")
-        chat_tab.select(lambda: gr.Timer(active=False), outputs=[timer], queue=False,
-                        api_visibility="private")
+        for tab in (chat_tab, compare_tab):  # the Workflows table refreshes while shown only
+            tab.select(lambda: gr.Timer(active=False), outputs=[timer], queue=False,
+                       api_visibility="private")
         # Back from the Workflows tab: show what a fork, cancel or resume changed.
         chat.show_on(chat_tab.select, api_name="tab_chat", api_visibility="private")
         chat.show_on(demo.load, api_name="load_chat")
