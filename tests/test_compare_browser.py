@@ -1,7 +1,7 @@
 """The Compare tab in a real browser, on an app with two emulated LLM servers (one model each):
 a blind comparison streams both replies at once without naming either model anywhere in the
 tab, the vote shows the names and makes the leaderboard; a reload during a round re-attaches
-to both replies; on a phone the panes stack."""
+to both replies; a refused comparison says why; on a phone the panes stack."""
 
 from __future__ import annotations
 
@@ -218,6 +218,16 @@ def test_a_reload_during_a_round_follows_both_replies_to_their_end(
         assert len(servers[side].requests) == 1  # the same generation, followed again
     wait_until(page.locator("#vote-b").is_enabled, timeout=10)
     assert_no_model_named(page)
+
+
+def test_a_refused_comparison_says_why_and_keeps_the_prompt(
+        page: Page, two_model_app: InProcessApp, servers: dict[str, EmulatedLLM]) -> None:
+    open_compare(page, two_model_app)  # both pickers on "Default": the same side twice
+    prompt(page, "the same model twice")
+    page.get_by_text("the two sides are the same").wait_for()  # the service's words
+    assert page.locator("#compare-box textarea").input_value() == "the same model twice"
+    assert page.locator("#compare-setup").is_visible()
+    assert all(server.requests == [] for server in servers.values())
 
 
 def test_on_a_phone_the_panes_stack(browser: Browser, two_model_app: InProcessApp) -> None:
