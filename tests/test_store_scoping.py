@@ -232,10 +232,14 @@ async def _only(w: World, rows: Awaitable[list[Any]]) -> list[Any]:
     return [r for r in await rows if r["id"] == w.conversation]
 
 
+# DatasetRows' votes, by comparison: test_someone_elses_votes_are_not_in_a_dataset.
+VOTE_METHODS = {"votes", "vote_pages"}
+
+
 def test_every_other_store_method_is_classified() -> None:
     for store, cases in _other_stores().items():
         public = {name for name, _ in inspect.getmembers(store, inspect.isfunction)
-                  if not name.startswith("_")}
+                  if not name.startswith("_")} - VOTE_METHODS
         assert public == set(cases), f"{store.__name__}: classify {sorted(public ^ set(cases))}"
 
 
@@ -386,3 +390,29 @@ def test_a_sealed_side_answers_its_owner_like_a_missing_one(
     assert run(_comparison_store(stores, "a").vote(k, "a", 1))  # unsealed by the vote
     if name != "list_conversations":  # (a side is never among the chats, voted or not)
         assert outcome(run, case(stores["a"], sealed))[0] == "rows"
+
+
+def test_someone_elses_votes_are_not_in_a_dataset(
+        setting: tuple[Callable[..., Any], dict[str, Any]]) -> None:
+    from chat_core.store.dataset_rows import DatasetRows
+    run, stores = setting
+    k = _hers(run, stores, voted=False)
+    row = run(_comparison_store(stores, "system").get(k))
+    system: ChatStore = stores["system"]
+    for side in ("a", "b"):
+        _, reply = run(system.save_user_turn(row[f"conversation_{side}"], f"turn-{uuid.uuid4()}",
+                                             uuid.uuid4(), uuid.uuid4(), "which?"))
+        run(system.finish_reply(reply["id"], content=f"side {side}", status=COMPLETE))
+    assert run(_comparison_store(stores, "a").vote(k, "a", 1))
+
+    def voted(who: str) -> set[uuid.UUID]:
+        rows = DatasetRows(stores["db"], stores[who].person)
+
+        async def every_page() -> set[uuid.UUID]:
+            return {r["comparison_id"] async for page in rows.vote_pages() for r in page}
+        page = run(rows.votes(after=None, limit=10_000))
+        assert {r["comparison_id"] for r in page} == run(every_page())
+        return {r["comparison_id"] for r in page}
+
+    assert k not in voted("b")
+    assert k in voted("a") and k in voted("admin")
