@@ -59,6 +59,8 @@ class CompareEvents:
         stream step's event."""
         h, ui = self.handlers, self.handlers.ui
         stream = first.then(h.stream, inputs=[ui.following],
-                            outputs=[*ui.panes.values(), ui.ended], **UNCAPPED, **QUIET)
-        stream.then(h.settle, inputs=[ui.following, ui.ended], outputs=self.settled, **QUIET)
+                            outputs=[*ui.panes.values(), ui.ended], api_name="compare_stream",
+                            **UNCAPPED, **QUIET)
+        stream.then(h.settle, inputs=[ui.following, ui.ended], outputs=self.settled,
+                    api_name="compare_settle", **QUIET)
         return stream
