@@ -221,6 +221,18 @@ class ComparisonService:
             for task in tasks:
                 task.cancel()
 
+    @staticmethod
+    def round_of(comparison_id: str, turn_ids: dict[str, str],
+                 conversations: dict[str, str]) -> ComparisonRound:
+        """A round named by its turns' ids (a page re-attaching to a comparison's replies in
+        flight, `get()`'s "in_flight"): each turn with the ids its rows have by
+        construction. Following it is checked like any watch (`watch_round`)."""
+        from chat_core.service import Turn
+        return ComparisonRound(comparison_id, {
+            side: Turn(turn_id, conversations.get(side) or "",
+                       str(user_message_id_for(turn_id)), str(reply_id_for(turn_id)))
+            for side, turn_id in turn_ids.items()})
+
     async def wait_round(self, rnd: ComparisonRound) -> dict[str, Any]:
         """The comparison once both sides' replies have finished (whatever their end)."""
         async for _ in self.watch_round(rnd):

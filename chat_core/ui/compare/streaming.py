@@ -10,21 +10,15 @@ import time
 from typing import Any, AsyncIterator
 
 from chat_core.comparisons.service import ComparisonRound, ComparisonService
-from chat_core.service import Turn
 from chat_core.turns.progress import Snapshot
-from chat_core.turns.workflow import reply_id_for, user_message_id_for
 from chat_core.ui.chat.streaming import Streams, waiting_entry
 from chat_core.ui.chat.view import live_entry
 
 
 def round_of(following: dict[str, Any]) -> ComparisonRound:
-    """The round a `following` state names (handlers.following_state): each side's turn,
-    with the ids its rows have by construction."""
-    turns = {}
-    for side, turn_id in following["turns"].items():
-        turns[side] = Turn(turn_id, following["conversations"].get(side) or "",
-                           str(user_message_id_for(turn_id)), str(reply_id_for(turn_id)))
-    return ComparisonRound(following["comparison"], turns)
+    """The round a `following` state names (handlers.following_state)."""
+    return ComparisonService.round_of(following["comparison"], following["turns"],
+                                      following["conversations"])
 
 
 def entry(snap: Snapshot, share_mode: bool) -> dict[str, str]:
