@@ -40,6 +40,7 @@ from chat_core.states import (ANSWERED, CANCELLED, ERROR, IN_FLIGHT, MAX_SEARCH_
                               MAX_TITLE_CHARS, WORKFLOW_ACTIVE, WORKFLOW_FAILED)
 from chat_core.validation import check_settings, check_text, parse_id
 from chat_core.turns.admin import TURN_ID_PREFIX, WorkflowAdmin, check_turn_id
+from chat_core.turns.comparison_round import ROUND_ID_PREFIX
 
 # A dataset export hands the event loop back after about this many characters of lines.
 DATASET_CHUNK_CHARS = 256 * 1024
@@ -384,6 +385,8 @@ class ChatService:
         deleted, turns = 0, set(await admissions.turns_of(self.person.id))
         compared, side_turns = await self.comparisons().delete_all_mine()
         turns |= side_turns
+        # The rounds that started any of their turns (a comparison deleted earlier too).
+        turns |= {f"{ROUND_ID_PREFIX}{t}" for t in turns if t.startswith(TURN_ID_PREFIX)}
         while rows := await self.store.list_conversations(1000, 0, owner=self.person.id):
             for row in rows:
                 turns.update(await self.store.workflow_ids_of_conversation(row["id"]))

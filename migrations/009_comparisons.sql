@@ -24,8 +24,9 @@ CREATE TABLE comparisons (
 );
 CREATE INDEX comparisons_owner_created_idx ON comparisons (owner_id, created_at DESC, id);
 
--- A side's conversation names its comparison and side. `sealed`: a blind comparison's sides
--- before the vote. The store's ownership clause (OWNED) leaves sealed conversations out of
+-- A side's conversation names its comparison and side. `sealed`: a comparison's sides before
+-- the vote, blind or not (what is judged cannot be changed under the vote, and a blind one's
+-- model cannot be read). The store's ownership clause (OWNED) leaves sealed conversations out of
 -- every person's view (conversation and message APIs, search, exports, ratings, share links),
 -- so no surface but the comparison's own, which masks the names, can show what model answered;
 -- only the turn workflows (chat_core.accounts.person.SYSTEM) read them. The vote unseals both

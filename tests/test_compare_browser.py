@@ -247,3 +247,34 @@ def test_on_a_phone_the_panes_stack(browser: Browser, two_model_app: InProcessAp
         ARTIFACTS.mkdir(exist_ok=True)
         phone.screenshot(path=str(ARTIFACTS / "compare_phone.png"), full_page=True)
         context.close()
+
+
+def test_a_round_still_streaming_never_draws_over_the_next_comparison(
+        page: Page, two_model_app: InProcessApp, servers: dict[str, EmulatedLLM]) -> None:
+    """Open a comparison whose replies are being written, then start a new one: the old
+    round's stream must stop drawing, or the vote would judge one comparison while the panes
+    show another's replies."""
+    for server in servers.values():  # 12 s: still streaming long after the switch
+        server.settings.reply_tokens = 300
+    service = two_model_app.service
+    assert service is not None
+    old = two_model_app.call(service.comparisons().create(
+        "the old round", {"model": MODEL_A}, {"model": MODEL_B}))
+    open_compare(page, two_model_app)
+    page.locator("#compare-list input").click()
+    page.get_by_role("option").filter(has_text="the old round").first.click()
+    wait_until(lambda: " w5" in reply(page, "a"), timeout=20)
+    for server in servers.values():
+        server.settings.reply_tokens = 4
+    page.click("#compare-new")
+    pick_models(page)
+    prompt(page, "the new round")
+    wait_until(page.locator("#vote-a").is_enabled, timeout=20)
+    record_replies(page)
+    view = two_model_app.call(service.comparisons().wait_round(old))  # the old one ends
+    assert view["sides"]["a"]["messages"][-1]["status"] == "complete"
+    seen: dict[str, list[str]] = page.evaluate("window.__seen")
+    drawn = [text for texts in seen.values() for text in texts]
+    assert not any("the old round" in text for text in drawn), drawn[-1][:200]
+    for side in ("a", "b"):
+        assert reply(page, side).startswith("Reply to [the new round]")

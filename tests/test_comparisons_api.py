@@ -147,8 +147,12 @@ def test_a_blind_comparison_names_no_model_anywhere_until_the_vote(app: InProces
         side_b = shown["sides"]["b"]["conversation_id"]
         assert http.get(f"/api/conversations/{side_b}/messages").json()[-1]["model"] == BETA
         assert shown["sides"]["b"]["messages"][-1]["params"]["temperature"] is not None
-        assert http.post(f"/api/workflows/{replies[1]['workflow_id']}/fork",
-                         json={"start_step": 3}).status_code == 202
+        forked = http.post(f"/api/workflows/{replies[1]['workflow_id']}/fork",
+                           json={"start_step": 3})
+        assert forked.status_code == 202
+        # Followed to its end, so its LLM call is not counted by the next test.
+        assert "event: done" in http.get(
+            f"/api/turns/{forked.json()['workflow_id']}/events").text
         again = http.post(f"/api/comparisons/{comparison['id']}/vote", json={"winner": "b"})
         assert again.status_code == 409 and "already" in again.json()["error"]
         assert http.get(f"/api/comparisons/{comparison['id']}").json()["winner"] == "a"

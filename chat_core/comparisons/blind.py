@@ -32,10 +32,10 @@ def blind_error(blind_name: str) -> str:
 
 
 # What a blind side's reply shows before the vote. Not its parameters, token counts or
-# timings: a context window, a temperature or a tokenizer's counts tell a model or a setting
-# apart as surely as its name.
+# timings (not even when it ended): a context window, a temperature, a tokenizer's counts or a
+# server's speed tell a model or a setting apart as surely as its name.
 BLIND_REPLY_FIELDS = ("id", "role", "content", "created_at", "conversation_id", "seq", "status",
-                      "parent_id", "active", "error", "workflow_id", "completed_at")
+                      "parent_id", "active", "error", "workflow_id")
 
 
 def masked_message(message: dict[str, Any], side: str, names: dict[str, str]

@@ -20,7 +20,7 @@ from dbos import DBOS, SetWorkflowID
 
 from chat_core.comparisons import blind
 from chat_core.data.leaderboard import Battle, leaderboard
-from chat_core.errors import Conflict, InvalidInput, NotFound, TooManyTurns
+from chat_core.errors import ChatError, Conflict, InvalidInput, NotFound, TooManyTurns
 from chat_core.states import (BLIND_NAMES, IN_FLIGHT, MAX_LABEL_CHARS, SIDES, WINNERS)
 from chat_core.store.chat_store import public_message, title_from
 from chat_core.store.comparisons import ComparisonStore, SideRow
@@ -80,33 +80,49 @@ class ComparisonService:
             return await self._round(row, text, key, check_reuse=True)
         if blind and _coin():
             sides.reverse()
+        self.chat._refuse_if_closing()
+        self._check_room_for_two()
         row = await self.store.create(cid, title_from(text), blind, *sides)
         if row is None:
             raise NotFound(f"comparison {cid} does not exist")
         try:
-            return await self._round(row, text, key, check_reuse=idempotency_key is not None)
-        except TooManyTurns:
+            requests = await self._admitted_requests(row, text, key)
+        except ChatError:
             await self.store.delete(cid)  # refused before anything ran: nothing is left
             raise
+        return await self._launch(row, requests, text, idempotency_key is not None)
 
     async def send(self, comparison_id: Any, content: Any,
                    idempotency_key: str | None = None) -> ComparisonRound:
         """The next round: the message goes to both sides, each answering from its own
         history."""
-        row = await self._row(comparison_id)
-        text = self._text(content)
-        key = self._key(idempotency_key)
-        return await self._round(row, text, key, check_reuse=idempotency_key is not None)
+        own = self._owner_view()  # an admin goes on only in their own comparisons
+        row = await own._row(comparison_id)
+        text = own._text(content)
+        key = own._key(idempotency_key)
+        return await own._round(row, text, key, check_reuse=idempotency_key is not None)
 
     async def _round(self, row: dict[str, Any], text: str, key: str,
                      check_reuse: bool) -> ComparisonRound:
         """Both sides' turns, admitted together (both or neither count against the person's
         limits) and started by one round workflow."""
-        from chat_core.service import Turn
-        chat = self.chat
-        chat._refuse_if_closing()
+        return await self._launch(row, await self._admitted_requests(row, text, key), text,
+                                  check_reuse)
+
+    async def _admitted_requests(self, row: dict[str, Any], text: str, key: str
+                                 ) -> list[tuple[str, TurnRequest]]:
+        """Both sides' turns, admitted against the person's limits (both or neither)."""
+        self.chat._refuse_if_closing()
+        self._check_room_for_two()
         requests = [await self._request(row, side, text, key) for side in SIDES]
         await self._admit(requests)
+        return requests
+
+    async def _launch(self, row: dict[str, Any], requests: list[tuple[str, TurnRequest]],
+                      text: str, check_reuse: bool) -> ComparisonRound:
+        """Start the round's workflow; once it returns, both turns exist."""
+        from chat_core.service import Turn
+        chat = self.chat
         with SetWorkflowID(f"{ROUND_ID_PREFIX}{requests[0][0]}"):
             handle = await DBOS.start_workflow_async(comparison_round, requests)
         await handle.get_result()  # both turns exist once it returns
@@ -136,6 +152,13 @@ class ComparisonService:
         if chat.person.id is not None:
             request["owner"] = chat.person.key
         return turn_id, request
+
+    def _check_room_for_two(self) -> None:
+        limit = self.chat.settings.share_max_in_flight
+        if self.chat.person.id is not None and limit < 2:
+            raise TooManyTurns(f"a comparison writes two replies at once, and each person may "
+                               f"have {limit} being written (SHARE_MAX_IN_FLIGHT); ask the "
+                               "host to raise it to 2 or more", retry_after_sec=60, limit=limit)
 
     async def _admit(self, requests: list[tuple[str, TurnRequest]]) -> None:
         """Both turns within the person's limits, or neither: a refusal takes back what was
@@ -273,7 +296,10 @@ class ComparisonService:
             seqs.append(max((m["seq"] for m in messages), default=0))
         if min(seqs) == 0:
             raise Conflict("this comparison has no reply yet to judge")
-        return max(seqs)
+        if seqs[0] != seqs[1]:  # one side's newest message is not saved yet
+            raise Conflict("a reply of this comparison is still being written; vote once "
+                           "both have finished")
+        return seqs[0]
 
     async def delete(self, comparison_id: Any) -> dict[str, Any]:
         """Delete a comparison with both sides (replies being written are cancelled first),

@@ -64,7 +64,7 @@ class ComparisonStore(PersonScoped):
                         "INSERT INTO conversations (id, title, owner_id, settings, comparison_id,"
                         " comparison_side, sealed) VALUES (%s, %s, %s, %s, %s, %s, %s)",
                         (row.conversation_id, title, self.person.id, Jsonb(row.settings),
-                         comparison_id, side, blind))
+                         comparison_id, side, True))
         return await self.get(comparison_id)
 
     @retry_transient

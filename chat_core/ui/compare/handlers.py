@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import OrderedDict
 from typing import Any, AsyncIterator
 
 import gradio as gr
@@ -27,13 +28,19 @@ from chat_core.ui.compare.layout import CompareLayout
 from chat_core.ui.compare.streaming import entry, follow_round, round_of
 from chat_core.ui.compare.view import (board_frame, can_vote, heading, in_flight, list_choices,
                                        panes, pending, status_line)
-from chat_core.ui.people import service_for
+from chat_core.ui.people import own_only, service_for
 from chat_core.ui.render import user_html
 
 Changes = dict[Any, Any]  # component -> value or gr.update(...)
 Caller = gr.Request | None  # None: a call from a test, never from Gradio
 NO_COMPARISON = "Send a prompt first: a vote judges a comparison's replies."
 LISTED = 50
+MAX_PAGES_REMEMBERED = 10_000
+
+
+def _page(request: Caller) -> str:
+    """Which page (Gradio session) a call comes from."""
+    return str(getattr(request, "session_hash", None) or "local")
 
 
 def side_spec(model: Any, label: Any, temperature: Any, system_prompt: Any) -> dict[str, Any]:
@@ -56,9 +63,26 @@ class CompareHandlers:
         self.service = service
         self.ui = ui
         self.share_mode = share_mode
+        # Per page (Gradio session): the round whose replies its panes show now. A stream
+        # whose round is no longer shown (another comparison opened, a new one set up or
+        # sent) stops drawing, so it can never paint one comparison's replies over another's
+        # (Gradio's `cancels` cannot name every stream chain from every event).
+        self.shown_rounds: OrderedDict[str, str | None] = OrderedDict()
+
+    def show_round(self, request: Caller, following: dict[str, Any] | None) -> None:
+        key = _page(request)
+        self.shown_rounds[key] = following["token"] if following else None
+        self.shown_rounds.move_to_end(key)
+        while len(self.shown_rounds) > MAX_PAGES_REMEMBERED:
+            self.shown_rounds.popitem(last=False)
+
+    def still_shown(self, request: Caller, following: dict[str, Any]) -> bool:
+        return self.shown_rounds.get(_page(request)) == following["token"]
 
     async def comparisons(self, request: Caller) -> ComparisonService:
-        return (await service_for(self.service, request)).comparisons()
+        """The caller's own comparisons (an admin's too: the tab is where one compares; the
+        leaderboard alone shows an admin everyone's votes)."""
+        return own_only(await service_for(self.service, request)).comparisons()
 
     # -- what a comparison looks like ----------------------------------------------------------
 
@@ -113,27 +137,30 @@ class CompareHandlers:
         reload or an app restart too, are shown pending and followed by the stream step."""
         cs = await self.comparisons(request)
         if not isinstance(comparison_id, str) or not comparison_id:
-            return {**self.blank(), self.ui.history: await self.listing(cs, None)}
+            return await self.new_comparison(request)
         try:
             view = await cs.get(comparison_id)
         except NotFound:  # deleted, someone else's, or not an id: as if none was open
-            return {**self.blank(), self.ui.history: await self.listing(cs, None)}
+            return await self.new_comparison(request)
         except ChatError as exc:
             gr.Warning(exc.message)
             return gr.skip()
-        return await self.opened(cs, view)
+        return await self.opened(cs, view, request)
 
-    async def opened(self, cs: ComparisonService, view: dict[str, Any]) -> Changes:
+    async def opened(self, cs: ComparisonService, view: dict[str, Any],
+                     request: Caller = None) -> Changes:
         ui, writing = self.ui, in_flight(view)
         following = None
         if writing:
             following = self.following_state(view, writing, panes(view, self.share_mode))
+        self.show_round(request, following)
         return {**self.face(view), ui.comparison: view["id"], ui.following: following,
                 ui.setup: gr.update(visible=False), ui.box: gr.update(interactive=not writing),
                 ui.history: await self.listing(cs, view["id"])}
 
     async def new_comparison(self, request: Caller = None) -> Changes:
         cs = await self.comparisons(request)
+        self.show_round(request, None)
         return {**self.blank(), self.ui.history: await self.listing(cs, None)}
 
     # -- a round -------------------------------------------------------------------------------
@@ -156,18 +183,20 @@ class CompareHandlers:
         except ChatError as exc:
             gr.Warning(exc.message)
             return {self.ui.following: None}
-        return await self.started(cs, view, rnd, text)
+        return await self.started(cs, view, rnd, text, request)
 
     async def started(self, cs: ComparisonService, view: dict[str, Any],
-                      rnd: ComparisonRound, text: str) -> Changes:
+                      rnd: ComparisonRound, text: str, request: Caller = None) -> Changes:
         """A round just accepted: both panes end with the prompt and a pending reply."""
         ui = self.ui
         shown = panes(before_round(view, rnd), self.share_mode)
         shown = {side: shown[side] + [{"role": "user", "content": user_html(text)}]
                  for side in SIDES}
         turns = {side: turn.turn_id for side, turn in rnd.turns.items()}
+        following = self.following_state(view, turns, shown)
+        self.show_round(request, following)
         out = {ui.status: "", **self.votes(False), ui.comparison: view["id"],
-               ui.following: self.following_state(view, turns, shown),
+               ui.following: following,
                ui.setup: gr.update(visible=False), ui.box: gr.update(value="", interactive=False),
                ui.history: await self.listing(cs, view["id"])}
         drawn = pending(shown, turns)
@@ -191,6 +220,9 @@ class CompareHandlers:
                 if side in following["turns"] else gr.skip() for side in SIDES}
         try:
             async for latest in follow_round(cs, round_of(following)):
+                if not self.still_shown(request, following):
+                    yield [gr.skip(), gr.skip(), gr.skip()]  # the page shows another now
+                    return
                 for side, snap in latest.items():
                     live[side] = following["shown"][side] + [entry(snap, self.share_mode)]
                 yield [live["a"], live["b"], gr.skip()]
@@ -198,6 +230,9 @@ class CompareHandlers:
             gr.Warning(RESTARTING_NOTICE, duration=None)
         except ChatError as exc:
             ended["notice"] = exc.message
+        if not self.still_shown(request, following):
+            yield [gr.skip(), gr.skip(), gr.skip()]
+            return
         yield [live["a"], live["b"], ended]
 
     async def settle(self, following: Any, ended: Any, request: Caller = None) -> Any:
@@ -241,7 +276,7 @@ class CompareHandlers:
 
     async def board(self, request: Caller = None) -> Any:
         """The leaderboard's table and its win-rate picture (drawn off the event loop)."""
-        cs = await self.comparisons(request)
+        cs = (await service_for(self.service, request)).comparisons()
         try:
             board = await cs.leaderboard()
         except ChatError as exc:
