@@ -119,6 +119,13 @@ def test_withdrawal_removes_the_persons_text_everywhere(app: InProcessApp) -> No
                                                   {"settings": {"temperature": 0.9}}))
     app.call(mine.comparisons().wait_round(compared))
     ann_turns += [turn.turn_id for turn in compared.turns.values()]
+    # And one she deleted herself: DBOS still holds its round (whose input is her prompt).
+    deleted = app.call(mine.comparisons().create(f"{secret} deleted",
+                                                 {"settings": {"temperature": 0.2}},
+                                                 {"settings": {"temperature": 0.8}}))
+    app.call(mine.comparisons().wait_round(deleted))
+    app.call(mine.comparisons().delete(deleted.comparison_id))
+    ann_turns += [turn.turn_id for turn in deleted.turns.values()]
     frames, shown = _frames_text(url)
     assert secret in frames and set(ann_turns) <= shown  # the checks below can fail
     assert secret in _dbos_text(app)
