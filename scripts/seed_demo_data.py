@@ -21,10 +21,10 @@ reply texts come from real turns and differ from run to run.
 
 The simulated voter: it ties 12% of the time and calls both replies bad 5% of the time;
 otherwise it prefers the reply that was done sooner (its whole wait, from the message to the
-last word: what a person watching the two sides stream sees; more than 50 ms apart, else the
-longer reply) JUDGE_BIAS (70%) of the time, and the other one the rest. (A blind comparison
-shows no timings or token counts, only the texts and when each reply started and finished.) Rating a reply: a thumb
-up is likelier the sooner it started and the longer it is.
+last word, as it watches both sides stream in: a blind comparison shows no timings or token
+counts, only the texts; more than 50 ms apart, else the longer reply) JUDGE_BIAS (70%) of the
+time, and the other one the rest. Rating a reply: a thumb up is likelier the sooner it started
+and the longer it is.
 
 It writes to DATABASE_URL (environment or .env), or else to the embedded database in DATA_DIR,
 the same one `python app.py` uses. Run it while the app is stopped (both would use the same
@@ -40,7 +40,6 @@ import sys
 import tempfile
 import time
 import uuid
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -258,20 +257,16 @@ class Seeder:
         a thumb or two on the sides' replies (their conversations are unsealed by then)."""
         prompt, follow_up = COMPARE_PROMPTS[k % len(COMPARE_PROMPTS)]
         a, b = self.comparison_sides(k)
-        r = self.post("/api/comparisons", {"content": prompt, "a": a, "b": b, "blind": True},
-                      key=str(uuid.uuid4()))
-        r.raise_for_status()
-        comparison = r.json()["comparison"]
+        comparison, waits = self.watch_round("/api/comparisons",
+                                             {"content": prompt, "a": a, "b": b, "blind": True})
         self.stats["comparisons"] += 1
         self.stats["comparison rounds"] += 1
         if follow_up and k % 2 == 0:
-            r = self.post(f"/api/comparisons/{comparison['id']}/messages",
-                          {"content": follow_up}, key=str(uuid.uuid4()))
-            r.raise_for_status()
-            comparison = r.json()["comparison"]
+            comparison, waits = self.watch_round(
+                f"/api/comparisons/{comparison['id']}/messages", {"content": follow_up})
             self.stats["comparison rounds"] += 1
         winner = self.judge({side: comparison["sides"][side]["messages"][-1]
-                             for side in ("a", "b")})
+                             for side in ("a", "b")}, waits)
         voted = self.post(f"/api/comparisons/{comparison['id']}/vote", {"winner": winner})
         voted.raise_for_status()
         self.stats["votes"] += 1
@@ -280,7 +275,32 @@ class Seeder:
             chance = 0.5 if winner == side else 0.3
             self.maybe_rate(shown["conversation_id"], shown["messages"][-1], chance)
 
-    def judge(self, replies: dict[str, dict[str, Any]]) -> str:
+    def watch_round(self, path: str, body: dict[str, Any]
+                    ) -> tuple[dict[str, Any], dict[str, float]]:
+        """A comparison's round as a person watches it: both sides streamed, and how long
+        each took to its last word; the comparison as it stands at the end."""
+        key = str(uuid.uuid4())
+        for _ in range(5):  # a crash of the app (on purpose) cuts the stream: again, same key
+            waits: dict[str, float] = {}
+            event = ""
+            start = time.monotonic()
+            try:
+                with httpx.stream("POST", f"{self.app.url}{path}?stream=true", json=body,
+                                  headers={"Idempotency-Key": key}, timeout=300) as response:
+                    response.raise_for_status()
+                    for line in response.iter_lines():
+                        if line.startswith("event: "):
+                            event = line[7:]
+                        elif line.startswith("data: ") and event == "done":
+                            waits[json.loads(line[6:])["side"]] = time.monotonic() - start
+                        elif line.startswith("data: ") and event == "comparison":
+                            return json.loads(line[6:]), waits
+            except httpx.HTTPError:
+                if self.app.proc is not None and self.app.proc.poll() is not None:
+                    self.app.start(timeout=300)
+        raise SystemExit(f"no comparison came back from POST {path}")
+
+    def judge(self, replies: dict[str, dict[str, Any]], waits: dict[str, float]) -> str:
         """The simulated voter (see the module docstring)."""
         done = [s for s in ("a", "b") if replies[s].get("status") == "complete"]
         if len(done) < 2:
@@ -290,8 +310,7 @@ class Seeder:
             return "tie"
         if roll < TIE + BOTH_BAD:
             return "both_bad"
-        wait = {s: _seconds(replies[s]["completed_at"]) - _seconds(replies[s]["created_at"])
-                for s in done}
+        wait = {s: waits.get(s, float("inf")) for s in done}
         if abs(wait["a"] - wait["b"]) > 0.05:
             favourite = min(done, key=lambda s: wait[s])
         else:
@@ -331,10 +350,6 @@ class Seeder:
             self.post(f"/api/conversations/{cid}/messages/{last['id']}/continue")
             self.stats["continued"] += 1
             self.stats["turns"] += 1
-
-
-def _seconds(moment: str) -> float:
-    return datetime.fromisoformat(moment.replace("Z", "+00:00")).timestamp()
 
 
 def main() -> int:

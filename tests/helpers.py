@@ -11,13 +11,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Coroutine, TypeVar
+from typing import Any, Coroutine, Iterator, TypeVar
 
 import httpx
 import psycopg
 import uvicorn
 
 from chat_core.testing.app_process import AppProcess, free_port  # noqa: F401 (re-exported)
+from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings
 from chat_core.config import Settings, load_settings
 from chat_core.runtime import ChatRuntime
 from chat_core.service import ChatService
@@ -207,3 +208,28 @@ def shared_room(llm_url: str, tmp: Path, **extra: str) -> Any:
             app.stop()
     finally:
         drop_database(url)
+
+
+@contextlib.contextmanager
+def emulated_servers(*models: EmulatorSettings) -> Iterator[list[EmulatedLLM]]:
+    """Emulated LLM servers, one per settings, for a block: the several servers of an app's
+    VLLM_BASE_URL list (a model each)."""
+    servers = [EmulatedLLM(settings) for settings in models]
+    for server in servers:
+        server.start()
+    try:
+        yield servers
+    finally:
+        for server in servers:
+            server.stop()
+
+
+@contextlib.contextmanager
+def app_on(database_url: str, urls: list[str], tmp: Path, **extra: str
+           ) -> Iterator[InProcessApp]:
+    """The in-process app on these LLM servers (the first the default), for a block."""
+    app = InProcessApp(base_env(database_url, ",".join(urls), tmp, **extra)).start()
+    try:
+        yield app
+    finally:
+        app.stop()

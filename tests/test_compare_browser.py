@@ -6,7 +6,6 @@ to both replies; a refused comparison says why; on a phone the panes stack."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
@@ -14,7 +13,7 @@ from playwright.sync_api import Browser, Page
 
 from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings
 from tests.browser_support import ARTIFACTS, browser, open_app, page
-from tests.helpers import InProcessApp, base_env, wait_until
+from tests.helpers import InProcessApp, app_on, emulated_servers, wait_until
 
 pytestmark = pytest.mark.slow  # the real app in a headless browser
 
@@ -28,22 +27,16 @@ SIDES = {"a": MODEL_A, "b": MODEL_B}
 
 @pytest.fixture(scope="module")
 def servers() -> Iterator[dict[str, EmulatedLLM]]:
-    started = {side: EmulatedLLM(EmulatorSettings(model=model)) for side, model in SIDES.items()}
-    for server in started.values():
-        server.start()
-    yield started
-    for server in started.values():
-        server.stop()
+    with emulated_servers(*(EmulatorSettings(model=m) for m in SIDES.values())) as started:
+        yield dict(zip(SIDES, started))
 
 
 @pytest.fixture(scope="module")
 def two_model_app(database_url: str, servers: dict[str, EmulatedLLM],
                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
-    tmp: Path = tmp_path_factory.mktemp("compare")
-    urls = ",".join(servers[side].base_url for side in SIDES)
-    app = InProcessApp(base_env(database_url, urls, tmp)).start()
-    yield app
-    app.stop()
+    with app_on(database_url, [servers[side].base_url for side in SIDES],
+                tmp_path_factory.mktemp("compare")) as app:
+        yield app
 
 
 @pytest.fixture(autouse=True)

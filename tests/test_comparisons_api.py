@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import uuid
-from pathlib import Path
 from typing import Any, Iterator
 
 import httpx
@@ -19,7 +18,7 @@ from chat_core.accounts.person import Person
 from chat_core.comparisons import service as comparison_service
 from chat_core.errors import NotFound, TooManyTurns
 from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings
-from tests.helpers import InProcessApp, base_env, query
+from tests.helpers import InProcessApp, app_on, emulated_servers, query
 
 pytestmark = pytest.mark.slow
 
@@ -28,24 +27,18 @@ NAMES = (ALPHA, BETA, "alpha-7b", "beta-13b")
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[EmulatedLLM, EmulatedLLM]]:
-    a = EmulatedLLM(EmulatorSettings(model=ALPHA))
-    b = EmulatedLLM(EmulatorSettings(model=BETA, max_model_len=2048))
-    a.start()
-    b.start()
-    yield a, b
-    a.stop()
-    b.stop()
+def servers() -> Iterator[list[EmulatedLLM]]:
+    with emulated_servers(EmulatorSettings(model=ALPHA),
+                          EmulatorSettings(model=BETA, max_model_len=2048)) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
-def app(database_url: str, servers: tuple[EmulatedLLM, EmulatedLLM],
+def app(database_url: str, servers: list[EmulatedLLM],
         tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
-    a, b = servers
-    tmp: Path = tmp_path_factory.mktemp("comparisons")
-    running = InProcessApp(base_env(database_url, f"{a.base_url},{b.base_url}", tmp)).start()
-    yield running
-    running.stop()
+    with app_on(database_url, [s.base_url for s in servers],
+                tmp_path_factory.mktemp("comparisons")) as running:
+        yield running
 
 
 @pytest.fixture(autouse=True)
@@ -168,7 +161,7 @@ def _events(response: httpx.Response) -> list[tuple[str, Any]]:
 
 
 def test_both_replies_stream_side_by_side_and_go_on_in_both(
-        app: InProcessApp, servers: tuple[EmulatedLLM, EmulatedLLM]) -> None:
+        app: InProcessApp, servers: list[EmulatedLLM]) -> None:
     with app.client() as http:
         streamed = http.post("/api/comparisons", params={"stream": "true"},
                              json=_blind_body("Stream us both"))
@@ -230,7 +223,7 @@ def test_named_settings_of_one_model_are_compared_by_their_labels(app: InProcess
 
 
 def test_a_blind_sides_error_text_names_no_model(
-        app: InProcessApp, servers: tuple[EmulatedLLM, EmulatedLLM]) -> None:
+        app: InProcessApp, servers: list[EmulatedLLM]) -> None:
     servers[1].settings.script.append({"action": "error", "status": 400,
                                        "message": f"{BETA} refuses: ask {ALPHA} instead"})
     with app.client() as http:
@@ -251,7 +244,7 @@ def test_a_blind_sides_error_text_names_no_model(
 
 
 def test_the_same_idempotency_key_gives_the_same_comparison_once(
-        app: InProcessApp, servers: tuple[EmulatedLLM, EmulatedLLM]) -> None:
+        app: InProcessApp, servers: list[EmulatedLLM]) -> None:
     servers[0].requests.clear()
     key = {"Idempotency-Key": f"cmp-{uuid.uuid4()}"}
     with app.client() as http:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import logging
 import uuid
-from pathlib import Path
 from typing import Iterator
 
 import gradio as gr
@@ -19,7 +18,7 @@ import pytest
 from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings
 from chat_core.ui.chat import ChatTab
 from chat_core.ui.page import backend_line
-from tests.helpers import InProcessApp, base_env
+from tests.helpers import InProcessApp, app_on, emulated_servers
 
 pytestmark = pytest.mark.slow
 
@@ -28,30 +27,24 @@ SHARED_KEY = "shared-api-key-17"
 
 
 @pytest.fixture(scope="module")
-def servers() -> Iterator[tuple[EmulatedLLM, EmulatedLLM]]:
-    a = EmulatedLLM(EmulatorSettings(model="model-a"))
-    b = EmulatedLLM(EmulatorSettings(model="model-b", max_model_len=4096))
-    a.start()
-    b.start()
-    yield a, b
-    a.stop()
-    b.stop()
+def servers() -> Iterator[list[EmulatedLLM]]:
+    with emulated_servers(EmulatorSettings(model="model-a"),
+                          EmulatorSettings(model="model-b", max_model_len=4096)) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
-def two_server_app(database_url: str, servers: tuple[EmulatedLLM, EmulatedLLM],
+def two_server_app(database_url: str, servers: list[EmulatedLLM],
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessApp]:
     a, b = servers
     url_b = b.base_url.replace("http://", f"http://proxy-user:{KEY_B}@")
-    tmp: Path = tmp_path_factory.mktemp("servers")
-    app = InProcessApp(base_env(database_url, f"{a.base_url},{url_b}", tmp,
-                                LLM_API_KEY=SHARED_KEY)).start()
-    yield app
-    app.stop()
+    with app_on(database_url, [a.base_url, url_b], tmp_path_factory.mktemp("servers"),
+                LLM_API_KEY=SHARED_KEY) as app:
+        yield app
 
 
 @pytest.fixture(autouse=True)
-def _clear(servers: tuple[EmulatedLLM, EmulatedLLM]) -> None:
+def _clear(servers: list[EmulatedLLM]) -> None:
     for server in servers:
         server.requests.clear()
 
@@ -67,7 +60,7 @@ def _conversation(app: InProcessApp, model: str | None) -> str:
 
 
 def test_a_conversation_on_the_second_servers_model_is_answered_by_that_server(
-        two_server_app: InProcessApp, servers: tuple[EmulatedLLM, EmulatedLLM]) -> None:
+        two_server_app: InProcessApp, servers: list[EmulatedLLM]) -> None:
     a, b = servers
     on_b, on_default = _conversation(two_server_app, "model-b"), _conversation(two_server_app,
                                                                                 None)
@@ -123,7 +116,7 @@ def test_an_unknown_model_is_refused_with_the_models_there_are(
 
 
 def test_the_models_of_every_server_are_listed_with_their_urls_masked(
-        two_server_app: InProcessApp, servers: tuple[EmulatedLLM, EmulatedLLM]) -> None:
+        two_server_app: InProcessApp, servers: list[EmulatedLLM]) -> None:
     a, b = servers
     with two_server_app.client() as http:
         answer = http.get("/api/models")
@@ -176,7 +169,7 @@ def test_the_chat_tabs_model_picker_lists_every_model_and_saves_the_choice(
 
 
 def test_a_server_that_is_down_makes_only_its_models_unavailable(
-        two_server_app: InProcessApp, servers: tuple[EmulatedLLM, EmulatedLLM],
+        two_server_app: InProcessApp, servers: list[EmulatedLLM],
         caplog: pytest.LogCaptureFixture) -> None:
     a, b = servers
     on_b, on_a = _conversation(two_server_app, "model-b"), _conversation(two_server_app,
