@@ -136,12 +136,15 @@ class CompareHandlers:
         """Show a comparison (or the setup of a new one). Replies still being written, after a
         reload or an app restart too, are shown pending and followed by the stream step."""
         cs = await self.comparisons(request)
+        # Nothing (or nothing one may see) open: the setup. The round shown is left as it is:
+        # the tab's own select event may be handled after a comparison picked from the list
+        # right after it, and must not stop that comparison's stream.
         if not isinstance(comparison_id, str) or not comparison_id:
-            return await self.new_comparison(request)
+            return {**self.blank(), self.ui.history: await self.listing(cs, None)}
         try:
             view = await cs.get(comparison_id)
         except NotFound:  # deleted, someone else's, or not an id: as if none was open
-            return await self.new_comparison(request)
+            return {**self.blank(), self.ui.history: await self.listing(cs, None)}
         except ChatError as exc:
             gr.Warning(exc.message)
             return gr.skip()
@@ -159,6 +162,8 @@ class CompareHandlers:
                 ui.history: await self.listing(cs, view["id"])}
 
     async def new_comparison(self, request: Caller = None) -> Changes:
+        """The New button: the setup of a new comparison; a round still streaming stops
+        drawing into the panes."""
         cs = await self.comparisons(request)
         self.show_round(request, None)
         return {**self.blank(), self.ui.history: await self.listing(cs, None)}
