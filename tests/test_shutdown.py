@@ -182,7 +182,9 @@ def test_stopping_with_hundreds_of_requests_open_answers_each_without_a_tracebac
     """The issue's case: the app stopped with hundreds of turns in flight, queued behind each
     other in their conversations. Every waiting client gets the 503, the log stays clean, and
     the next start finishes every turn."""
-    llm.settings.ttft_ms = 3000  # the first turn of each conversation is still generating
+    # No first token before the stop, however long saving the 240 messages takes (with 3 s,
+    # a slow run saw a turn answered 200 before the stop began).
+    llm.settings.ttft_ms = 60_000
     log_path = tmp_path / "app.log"
     app = AppProcess(base_env(database_url, llm.base_url, tmp_path, EXECUTOR_ID="stop-load",
                               LLM_MAX_CONCURRENCY="16"), log_path).start()
