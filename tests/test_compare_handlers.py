@@ -1,0 +1,129 @@
+"""The Compare tab's handlers in share mode, called as Gradio calls them for any client that
+joins the queue: someone else's comparison answers every step (open, send, vote, stream,
+settle) exactly as an id nobody has, shows none of it, and changes nothing. The admin's
+Compare tab is their own too (the leaderboard alone shows everyone's votes).
+
+The real service and store on PostgreSQL (tests/ui_fakes.room); the comparison is made in the
+store, its round as its turn workflows record it (no LLM needed: nothing may start)."""
+
+from __future__ import annotations
+
+import uuid
+import warnings
+from typing import Any, Iterator
+
+import gradio as gr
+import pytest
+
+from chat_core.accounts.person import Person
+from chat_core.store.comparisons import ComparisonStore, SideRow
+from chat_core.ui.compare import CompareHandlers, build_compare_tab
+from tests.ui_fakes import FakeService, Room, caller, room
+
+SECRET = "albatross"  # in the owner's prompt, replies, title and labels only
+
+
+@pytest.fixture(scope="module")
+def layout() -> Iterator[Any]:
+    with gr.Blocks():
+        with gr.Tab("Compare") as tab:
+            yield build_compare_tab(FakeService(), tab, share_mode=True).ui  # type: ignore[arg-type]
+
+
+@pytest.fixture()
+def people(migrated_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Room]:
+    with room(migrated_database_url, monkeypatch) as r:
+        yield r
+
+
+def alices_comparison(r: Room) -> dict[str, str]:
+    """Alice's blind comparison with one finished round: the ids the others try."""
+    cid = uuid.uuid4()
+    sides = {s: SideRow(uuid.uuid4(), f"model-{s}", f"{SECRET}-{s}", {}) for s in "ab"}
+    store = ComparisonStore(r.system.db, r.alice)
+    assert r.run(store.create(cid, f"{SECRET} question", True, sides["a"], sides["b"]))
+    ids = {"comparison": str(cid)}
+    for s, side in sides.items():
+        turn, _, _ = r.turn(r.alice, str(side.conversation_id), f"{SECRET} prompt",
+                            f"{SECRET} reply {s}")
+        ids[f"turn_{s}"], ids[f"conversation_{s}"] = turn, str(side.conversation_id)
+    return ids
+
+
+def nobodys() -> dict[str, str]:
+    return {"comparison": str(uuid.uuid4()), "turn_a": f"turn-{uuid.uuid4()}",
+            "turn_b": f"turn-{uuid.uuid4()}", "conversation_a": str(uuid.uuid4()),
+            "conversation_b": str(uuid.uuid4())}
+
+
+def following(ids: dict[str, str]) -> dict[str, Any]:
+    """A stream step's input naming the comparison's round, as a hostile client would send
+    it (the page only ever sends one its own handler made)."""
+    return {"token": "t", "comparison": ids["comparison"],
+            "turns": {s: ids[f"turn_{s}"] for s in "ab"},
+            "conversations": {s: ids[f"conversation_{s}"] for s in "ab"},
+            "shown": {"a": [], "b": []}}
+
+
+def answered(r: Room, call: Any) -> str:
+    """What the page would get: the answer and every warning shown, with names of components
+    in place of the components."""
+    async def drain() -> Any:
+        out = call()
+        if hasattr(out, "__aiter__"):
+            return [item async for item in out]
+        return await out
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        answer = r.run(drain())
+    if isinstance(answer, dict):
+        answer = sorted((getattr(k, "elem_id", None) or type(k).__name__, repr(v))
+                        for k, v in answer.items())
+    return repr((answer, [str(w.message) for w in caught]))
+
+
+def masked(text: str, ids: dict[str, str]) -> str:
+    for value in ids.values():
+        text = text.replace(value, "<id>")
+    return text
+
+
+def steps(h: CompareHandlers, who: Person, ids: dict[str, str]) -> dict[str, Any]:
+    req = caller(who)
+    side = ("", "", 0.7, "")
+    return {
+        "open": lambda: h.open(ids["comparison"], req),
+        "send": lambda: h.send("mine now", ids["comparison"], True, *side, *side, req),
+        "vote": lambda: h.vote("a", ids["comparison"], req),
+        "stream": lambda: h.stream(following(ids), req),
+        "settle": lambda: h.settle(following(ids), {"token": "t", "notice": None}, req),
+    }
+
+
+@pytest.mark.parametrize("who", ["bob", "admin"])
+def test_someone_elses_comparison_answers_like_a_missing_one(layout: Any, people: Room,
+                                                             who: str) -> None:
+    r = people
+    handlers = CompareHandlers(r.service, layout, share_mode=True)
+    theirs, unknown = alices_comparison(r), nobodys()
+    visitor = getattr(r, who)
+    for name, call in steps(handlers, visitor, theirs).items():
+        seen = answered(r, call)
+        missing = answered(r, steps(handlers, visitor, unknown)[name])
+        assert masked(seen, theirs) == masked(missing, unknown), name
+        assert SECRET not in seen and "model-" not in seen, name
+    # Alice's comparison is as it was: unjudged, one round, blind, still hers.
+    mine = r.run(r.service.for_person(r.alice).comparisons().get(theirs["comparison"]))
+    assert mine["winner"] is None and mine["blind"] is True
+    assert [len(mine["sides"][s]["messages"]) for s in "ab"] == [2, 2]
+
+
+def test_the_owner_opens_it_through_the_same_handlers(layout: Any, people: Room) -> None:
+    """The check above can fail: the owner's own call shows the comparison."""
+    r = people
+    handlers = CompareHandlers(r.service, layout, share_mode=True)
+    ids = alices_comparison(r)
+    shown = answered(r, steps(handlers, r.alice, ids)["open"])
+    assert f"{SECRET} reply a" in shown and f"{SECRET} reply b" in shown
+    assert "model-a" not in shown  # blind until the vote
+
