@@ -27,14 +27,9 @@ from typing import Any, Callable, Iterator
 
 import uvicorn
 
-from chat_core.accounts.config_accounts import config_accounts
 from chat_core.config import ConfigError, Settings, load_settings
 from chat_core.errors import ChatError
-from chat_core.runtime import ChatRuntime
 from chat_core.secrets_mask import install_log_masking
-from chat_core.web.share_link import open_share_link
-from chat_core.ui.page import build_ui
-from chat_core.web.app import build_web_app
 
 log = logging.getLogger("app")
 
@@ -200,7 +195,16 @@ async def serve(settings: Settings, share: bool = False) -> None:
         raise ConfigError("--share publishes the app on the internet: set SHARE_AUTH=user:password"
                           " (environment or .env) so that only you and the people you let in"
                           " can use it")
+    # The rest of the app is imported once the settings passed: that is most of a start's
+    # seconds (Gradio alone about half), and a refused setting should be told at once. All of
+    # it before the runtime starts: an import holds the event loop, which then runs the turns
+    # DBOS recovers.
+    from chat_core.accounts.config_accounts import config_accounts
     config_accounts(settings)  # every SHARE_* mistake is told before anything starts
+    from chat_core.runtime import ChatRuntime
+    from chat_core.ui.page import build_ui
+    from chat_core.web.app import build_web_app
+    from chat_core.web.share_link import open_share_link
     runtime = ChatRuntime(settings)
     service = await runtime.start()
     try:

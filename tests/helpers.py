@@ -139,8 +139,10 @@ class InProcessApp:
 
 class EarlyExits:
     """Runs of app.py that must end by themselves (refusing to start), all started at once and
-    collected by name. Each spends seconds importing the app on one core before it refuses:
-    run side by side, two take the wall time of one on a 2-core machine."""
+    collected by name. A setting refused is told in well under a second (app.py imports the
+    rest of the app once the settings pass); one refused later, by the database, spends
+    seconds importing the app first: run side by side, two take the wall time of one on a
+    2-core machine."""
 
     def __init__(self) -> None:
         self._runs: dict[str, subprocess.Popen[str]] = {}

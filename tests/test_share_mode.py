@@ -145,9 +145,8 @@ NOBODY_COULD_ADMINISTER = [
 
 @pytest.fixture(scope="module")
 def refusals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EarlyExits]:
-    """The runs of app.py the tests below expect to refuse, all started at once (each takes
-    seconds of importing the app first), by name: "share", and "admins-<n>" for each of
-    NOBODY_COULD_ADMINISTER."""
+    """The runs of app.py the tests below expect to refuse, all started at once, by name:
+    "share", and "admins-<n>" for each of NOBODY_COULD_ADMINISTER."""
     runs = EarlyExits()
     for name, args, extra in [("share", ["--share"], {})] + [
             (f"admins-{n}", [], extra) for n, (extra, _) in enumerate(NOBODY_COULD_ADMINISTER)]:
@@ -158,7 +157,7 @@ def refusals(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EarlyExits]:
     runs.close()
 
 
-@pytest.mark.slow  # a subprocess importing the whole app: several seconds
+@pytest.mark.slow  # app.py as a subprocess
 def test_share_without_credentials_refuses_to_start(refusals: EarlyExits) -> None:
     result = refusals.result("share", timeout=60)
     assert result.returncode != 0
@@ -166,7 +165,7 @@ def test_share_without_credentials_refuses_to_start(refusals: EarlyExits) -> Non
     assert not (refusals.cwd("share") / "pgdata").exists()  # refused before starting anything
 
 
-@pytest.mark.slow  # a subprocess importing the whole app: several seconds
+@pytest.mark.slow  # app.py as a subprocess
 @pytest.mark.parametrize("n", range(len(NOBODY_COULD_ADMINISTER)),
                          ids=["invite-without-an-admin", "admin-without-an-account"])
 def test_accounts_nobody_could_administer_refuse_to_start(refusals: EarlyExits, n: int) -> None:

@@ -26,9 +26,9 @@ MALFORMED_LLM_URLS = [
 @pytest.fixture(scope="module")
 def refusals(database_url: str, tmp_path_factory: pytest.TempPathFactory
              ) -> Iterator[EarlyExits]:
-    """The runs of app.py the tests below expect to refuse, all started at once (each takes
-    seconds of importing the app first), by name: postgres-down, bad-setting, and each of
-    MALFORMED_LLM_URLS by its URL."""
+    """The runs of app.py the tests below expect to refuse, all started at once, by name:
+    postgres-down (seconds: the app is imported before the database refuses), bad-setting,
+    and each of MALFORMED_LLM_URLS by its URL."""
     runs = EarlyExits()
 
     def start(name: str, env: dict[str, str]) -> None:
