@@ -31,13 +31,16 @@ from __future__ import annotations
 import math
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
-from matplotlib import colormaps
-from matplotlib.figure import Figure
 
 from chat_core.states import BOTH_BAD, TIE, WINNER_A, WINNERS
+
+if TYPE_CHECKING:
+    # The figures import matplotlib themselves: it costs most of a second of every app
+    # start, for a tab one may never open.
+    from matplotlib.figure import Figure
 
 METHOD = "bradley-terry"
 BASE_RATING = 1000.0
@@ -233,6 +236,7 @@ _NO_BATTLES_GREY = "#d9d9d9"
 
 
 def _empty_figure(title: str) -> Figure:
+    from matplotlib.figure import Figure
     figure = Figure(figsize=(6, 2.5), layout="constrained")
     axes = figure.add_subplot()
     axes.set_axis_off()
@@ -266,6 +270,7 @@ def win_rate_figure(board: dict[str, Any]) -> Figure:
     rates = np.array([[np.nan if v is None else v for v in row] for row in matrix["win_rate"]],
                      dtype=float)
     side = 2.5 + 0.8 * len(names)
+    from matplotlib.figure import Figure
     figure = Figure(figsize=(side + 1.5, side), layout="constrained")
     axes = figure.add_subplot()
     image = axes.imshow(np.ma.masked_invalid(rates), cmap=_colour_map(), vmin=0.0, vmax=1.0)
@@ -281,6 +286,7 @@ def win_rate_figure(board: dict[str, Any]) -> Figure:
 
 
 def _colour_map() -> Any:
+    from matplotlib import colormaps
     return colormaps["RdBu"].with_extremes(bad=_NO_BATTLES_GREY)
 
 
@@ -290,6 +296,7 @@ def ratings_figure(board: dict[str, Any]) -> Figure:
     contenders = board.get("contenders") or []
     if not contenders:
         return _empty_figure(RATINGS_TITLE)
+    from matplotlib.figure import Figure
     figure = Figure(figsize=(7, 1.5 + 0.45 * len(contenders)), layout="constrained")
     axes = figure.add_subplot()
     y = np.arange(len(contenders))[::-1]
