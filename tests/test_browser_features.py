@@ -115,8 +115,14 @@ def test_settings_change_the_next_reply(page: Page, app: InProcessApp,
     page.locator("#notice").get_by_text("Settings saved").wait_for()
     send(page, "after settings")
     watch_reply(page, "Reply to [after settings]")
-    sent = llm.requests[-1]
-    assert sent["messages"][0] == {"role": "system", "content": "You are a terse assistant."}
+    # The request that answered it, whatever else the LLM got since (the last one was once
+    # without the system prompt, and the run kept nothing to tell which request it was).
+    seen = [(r["messages"][0], r["messages"][-1]["content"]) for r in llm.requests]
+    sent = next(r for r in reversed(llm.requests)
+                if r["messages"][-1] == {"role": "user", "content": "after settings"})
+    assert sent["messages"][0] == {"role": "system", "content": "You are a terse assistant."}, \
+        (seen[-4:], query(app.settings.database_url or "", "SELECT settings FROM conversations"
+                          " WHERE title = 'before settings'"))
     assert sent["temperature"] == 0.3
 
 
