@@ -205,6 +205,8 @@ async def serve(settings: Settings, share: bool = False) -> None:
     from chat_core.ui.page import build_ui
     from chat_core.web.app import build_web_app
     from chat_core.web.share_link import open_share_link
+    # Gradio imports pyplot around its first event, a person's first reply: now instead.
+    import matplotlib.pyplot  # noqa: F401
     runtime = ChatRuntime(settings)
     service = await runtime.start()
     try:
