@@ -186,7 +186,7 @@ def configure_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     install_log_masking()
-    for noisy in ("httpx", "httpx2", "httpcore", "openai"):
+    for noisy in ("httpx", "httpx2", "httpcore", "openai", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 

@@ -17,20 +17,21 @@ from __future__ import annotations
 import os
 import sys
 
-_FAULT_FILE = os.environ.get("CHAT_FAULT_FILE")
-
 
 def crash_point(name: str) -> None:
-    if _FAULT_FILE is None:
+    # Read at each point, not at import: a process forked from one that imported the app
+    # already (chat_core/testing/fork_server.py) has its own environment.
+    path = os.environ.get("CHAT_FAULT_FILE")
+    if path is None:
         return
     try:
-        with open(_FAULT_FILE, encoding="utf-8") as f:
+        with open(path, encoding="utf-8") as f:
             armed = f.read().strip()
     except FileNotFoundError:
         return
     if armed != name:
         return
-    os.unlink(_FAULT_FILE)
+    os.unlink(path)
     sys.stderr.write(f"fault injection: crashing at {name}\n")
     sys.stderr.flush()
     os._exit(137)
