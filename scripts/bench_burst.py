@@ -14,8 +14,10 @@ Against an emulated vLLM paced like a loaded RTX 5090 (--ttft-ms 150, then --tpo
     floor   DBOS's own CPU for an empty turn: a workflow of four no-op async steps, same
             concurrency, in a process of its own (scripts/dbos_floor.py).
 
-    python scripts/bench_burst.py                  # bursts of 16 and 64; about 4 minutes
-    python scripts/bench_burst.py --bursts 16,64,256 --tpot-ms 83   # 256 at a 5090's full load
+    python scripts/bench_burst.py                  # bursts of 16 and 64, then of 256 paced
+                                                   # like a 5090 at full load (83 ms/token,
+                                                   # about 12 tokens/s); about 6 minutes
+    python scripts/bench_burst.py --bursts 16,64,256 --tpot-ms 83 --full-load-bursts ''
 
 `scripts/bench.py --quick` runs it too and prints its targets with its own.
 """
@@ -51,6 +53,7 @@ SHORT, LONG = 2, 402
 class Burst:
     mode: str
     size: int
+    tpot_ms: float
     samples: list[Sample] = field(default_factory=list)
     wall_sec: float = 0.0
     errors: int = 0
@@ -106,8 +109,9 @@ class CpuMeter:
 TurnFn = Callable[[Any, int, int], Awaitable[Sample]]
 
 
-async def burst(mode: str, size: int, new: Callable[[], Awaitable[Any]], turn: TurnFn) -> Burst:
-    result = Burst(mode, size)
+async def burst(mode: str, size: int, new: Callable[[], Awaitable[Any]], turn: TurnFn,
+                tpot_ms: float = 0.0) -> Burst:
+    result = Burst(mode, size, tpot_ms)
     conversations = [await new() for _ in range(size)]
     gate = asyncio.Event()
 
@@ -138,7 +142,8 @@ async def cost(mode: str, meter: CpuMeter, args: argparse.Namespace,
             if profile else None
         # Tokens 10 ms apart: each still its own read and event, four waves in seconds.
         httpx.post(f"{args.llm_url}/_control",
-                   json={"reply_tokens": tokens, "tpot_ms": args.cost_tpot_ms})
+                   json={"reply_tokens": tokens, "tpot_ms": args.cost_tpot_ms}
+                   ).raise_for_status()
         conversations = [await new() for _ in range(turns)]
         limit = asyncio.Semaphore(args.cost_concurrency)
 
@@ -176,6 +181,22 @@ def engine_floor(db_url: str, args: argparse.Namespace) -> float:
     return float(json.loads(out.stdout.strip().splitlines()[-1])["cpu_ms_per_turn"])
 
 
+async def paced_bursts(args: argparse.Namespace, modes: list[tuple[str, Any, TurnFn]],
+                       sizes: str, tpot_ms: float) -> list[Burst]:
+    """Bursts of each size through each mode, the emulator at `tpot_ms` per token."""
+    httpx.post(f"{args.llm_url}/_control", json={"reply_tokens": args.tokens,
+                                                 "tpot_ms": tpot_ms}).raise_for_status()
+    done = []
+    for size in [int(x) for x in sizes.split(",")]:
+        for mode, new, turn in modes:
+            b = await burst(mode, size, new, turn, tpot_ms)
+            done.append(b)
+            print(f"  burst {mode:>8} x{size:<4} at {tpot_ms:.0f} ms/token: ttft p50 "
+                  f"{b.ttft(50):7.0f} ms, {b.turns_per_sec:5.1f} turns/s, {b.errors} errors",
+                  flush=True)
+    return done
+
+
 async def run(args: argparse.Namespace) -> tuple[list[Burst], list[Cost], float]:
     emulator, llm_url = start_emulator(args)
     args.llm_url = llm_url
@@ -197,12 +218,11 @@ async def run(args: argparse.Namespace) -> tuple[list[Burst], list[Cost], float]
                  ("chat tab", page.new_conversation, page.turn)]
         await burst("warm-up", 4, rest.new_conversation, rest.turn)
         await burst("warm-up", 4, page.new_conversation, page.turn)
-        for size in [] if args.only_cost else [int(x) for x in args.bursts.split(",")]:
-            for mode, new, turn in modes:
-                bursts.append(await burst(mode, size, new, turn))
-                b = bursts[-1]
-                print(f"  burst {mode:>8} x{size:<4} ttft p50 {b.ttft(50):7.0f} ms, "
-                      f"{b.turns_per_sec:5.1f} turns/s, {b.errors} errors", flush=True)
+        if not args.only_cost:
+            bursts += await paced_bursts(args, modes, args.bursts, args.tpot_ms)
+            if args.full_load_bursts:
+                bursts += await paced_bursts(args, modes, args.full_load_bursts,
+                                             args.full_load_tpot_ms)
         meter = CpuMeter(app.pid)
         for mode, new, turn in [] if args.only_bursts else modes[1:]:
             costs.append(await cost(mode, meter, args, new, turn))
@@ -228,19 +248,18 @@ def targets(bursts: list[Burst], costs: list[Cost], floor: float) -> list[str]:
     def check(name: str, ok: bool, detail: str) -> None:
         checks.append(f"  [{'PASS' if ok else 'MISS'}] {name}: {detail}")
 
-    direct = {b.size: b for b in bursts if b.mode == "direct"}
+    direct = {(b.size, b.tpot_ms): b for b in bursts if b.mode == "direct"}
     for b in bursts:
-        d = direct.get(b.size)
+        d = direct.get((b.size, b.tpot_ms))
         if b.mode == "direct" or d is None:
             continue
         o50, o99 = b.ttft(50) - d.ttft(50), b.ttft(99) - d.ttft(99)
         ratio = b.turns_per_sec / d.turns_per_sec if d.turns_per_sec else 0.0
-        check(f"burst of {b.size}, {b.mode}: TTFT p50 within 100 ms of direct", o50 <= 100,
+        name = f"burst of {b.size} at {b.tpot_ms:.0f} ms/token, {b.mode}"
+        check(f"{name}: TTFT p50 within 100 ms of direct", o50 <= 100,
               f"{o50:+.0f} ms ({d.ttft(50):.0f} -> {b.ttft(50):.0f})")
-        check(f"burst of {b.size}, {b.mode}: TTFT p99 within 300 ms of direct", o99 <= 300,
-              f"{o99:+.0f} ms")
-        check(f"burst of {b.size}, {b.mode}: throughput >= 0.95 x direct", ratio >= 0.95,
-              f"{ratio:.2f}")
+        check(f"{name}: TTFT p99 within 300 ms of direct", o99 <= 300, f"{o99:+.0f} ms")
+        check(f"{name}: throughput >= 0.95 x direct", ratio >= 0.95, f"{ratio:.2f}")
     rest = next((c for c in costs if c.mode == "rest"), None)
     for c in costs:
         check(f"CPU per turn, {c.mode}, <= engine floor", c.app_ms_per_turn <= floor,
@@ -259,10 +278,11 @@ def targets(bursts: list[Burst], costs: list[Cost], floor: float) -> list[str]:
 def print_report(bursts: list[Burst], costs: list[Cost], floor: float,
                  args: argparse.Namespace) -> list[str]:
     print(f"\nBursts (emulated LLM: {args.ttft_ms:.0f} ms to the first token, then "
-          f"{args.tpot_ms:.0f} ms per token, {args.tokens} tokens; times in ms)")
-    print(f"{'mode':>9} {'burst':>5} {'ttft p50':>9} {'ttft p99':>9} {'turns/s':>8} {'errors':>6}")
+          f"{args.tokens} tokens at the row's ms/token; times in ms)")
+    print(f"{'mode':>9} {'burst':>5} {'ms/token':>8} {'ttft p50':>9} {'ttft p99':>9} "
+          f"{'turns/s':>8} {'errors':>6}")
     for b in bursts:
-        print(f"{b.mode:>9} {b.size:5d} {b.ttft(50):9.0f} {b.ttft(99):9.0f} "
+        print(f"{b.mode:>9} {b.size:5d} {b.tpot_ms:8.0f} {b.ttft(50):9.0f} {b.ttft(99):9.0f} "
               f"{b.turns_per_sec:8.2f} {b.errors:6d}")
     print(f"\nCost ({args.cost_turns} turns, {args.cost_concurrency} at once; engine floor "
           f"{floor:.1f} ms CPU per empty turn)")
@@ -280,6 +300,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ttft-ms", type=float, default=150.0)
     parser.add_argument("--tpot-ms", type=float, default=50.0)
     parser.add_argument("--tokens", type=int, default=250)
+    parser.add_argument("--full-load-bursts", default="256", metavar="SIZES",
+                        help="bursts paced like a 5090 at full load, after the others ('': none)")
+    parser.add_argument("--full-load-tpot-ms", type=float, default=83.0,
+                        help="their time per token: about 12 tokens/s per stream")
     parser.add_argument("--app-root", type=Path, default=ROOT)
     parser.add_argument("--app-env", action="append", default=[], metavar="NAME=VALUE",
                         help="a setting of the app under test (repeatable), e.g. "
@@ -293,18 +317,30 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--only-bursts", action="store_true", help="skip the cost runs")
 
 
+def check_bursts(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Each burst is compared with direct's of the same size and pace: the two sets of bursts
+    must not repeat one."""
+    sizes = {int(x) for x in args.bursts.split(",") if x}
+    full = {int(x) for x in args.full_load_bursts.split(",") if x}
+    if sizes & full and args.tpot_ms == args.full_load_tpot_ms:
+        parser.error(f"--bursts and --full-load-bursts both run {sorted(sizes & full)} at "
+                     f"{args.tpot_ms:g} ms/token; give the size once")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    check_bursts(parser, args)
     bursts, costs, floor = asyncio.run(run(args))
     checks = print_report(bursts, costs, floor, args)
     if args.json:
         args.json.write_text(json.dumps({
             "floor_ms": floor, "targets": checks,
-            "bursts": [{"mode": b.mode, "size": b.size, "ttft_p50": b.ttft(50),
+            "bursts": [{"mode": b.mode, "size": b.size, "tpot_ms": b.tpot_ms,
+                        "ttft_p50": b.ttft(50),
                         "ttft_p99": b.ttft(99), "turns_per_sec": b.turns_per_sec,
                         "errors": b.errors} for b in bursts],
             "costs": [vars(c) for c in costs]}, indent=2))

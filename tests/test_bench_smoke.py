@@ -36,17 +36,20 @@ def test_burst_bench_prints_every_issue_16_figure_against_its_target(tmp_path: P
     out = tmp_path / "burst.json"
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench_burst.py"), "--bursts", "3",
+         "--full-load-bursts", "2", "--full-load-tpot-ms", "7",
          "--tokens", "4", "--tpot-ms", "5", "--ttft-ms", "10", "--cost-turns", "3",
          "--cost-concurrency", "3", "--cost-tpot-ms", "0", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(out.read_text())
-    assert {(b["mode"], b["size"]) for b in report["bursts"]} == {
-        ("direct", 3), ("rest", 3), ("chat tab", 3)}
+    assert {(b["mode"], b["size"], b["tpot_ms"]) for b in report["bursts"]} == {
+        (mode, size, tpot) for mode in ("direct", "rest", "chat tab")
+        for size, tpot in ((3, 5), (2, 7))}
     assert all(b["errors"] == 0 for b in report["bursts"])
     assert [c["mode"] for c in report["costs"]] == ["rest", "chat tab"]
     assert report["floor_ms"] > 0 and all(c["app_ms_per_turn"] > 0 for c in report["costs"])
     printed = "\n".join(report["targets"])
+    assert "burst of 2 at 7 ms/token, chat tab: TTFT p50 within 100 ms" in printed
     for target in ("TTFT p50 within 100 ms", "TTFT p99 within 300 ms", "throughput >= 0.95",
                    "CPU per turn, rest, <= engine floor", "CPU per streamed token, REST SSE"):
         assert target in printed and target in result.stdout
