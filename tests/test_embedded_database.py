@@ -34,7 +34,9 @@ def test_embedded_postgres_default(llm: EmulatedLLM, tmp_path: Path,
                                   "DATABASE_URL": None, "PORT": str(free_port()),
                                   "LOG_LEVEL": "INFO"}
     pgdata = tmp_path / "pgdata"
-    app = AppProcess(env, tmp_path / "app.log").start()
+    # `python app.py` itself, not forked from a process that imported the app: a laptop's
+    # first start, its exit through the interpreter's own teardown included.
+    app = AppProcess(env, tmp_path / "app.log", fork=False).start()
     try:
         assert _postgres_running_in(pgdata)
         cid = httpx.post(f"{app.url}/api/conversations").json()["id"]

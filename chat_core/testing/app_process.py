@@ -34,10 +34,13 @@ class AppProcess:
     which every error names."""
 
     def __init__(self, env: Mapping[str, str | None], log_path: Path,
-                 root: Path = PROJECT_ROOT) -> None:
+                 root: Path = PROJECT_ROOT, fork: bool = True) -> None:
         """`root`: the source tree whose app.py runs (tests/test_layout_upgrade.py runs an
-        older version of the code)."""
+        older version of the code). `fork`: from the fork server where it can be; False runs
+        `python app.py` itself, start to exit as a person would (its interpreter's teardown
+        included)."""
         self.root = root
+        self.fork = fork
         merged = {**os.environ, **env, "PYTHONUNBUFFERED": "1"}
         self.env = {k: v for k, v in merged.items() if v is not None}
         self.url = f"http://127.0.0.1:{self.env['PORT']}"
@@ -53,7 +56,7 @@ class AppProcess:
         """Start app.py and return once /healthz answers (503 counts: the app is up while its
         LLM server still loads; so does 401: with accounts on, /healthz wants a login)."""
         started = time.monotonic()
-        if self.root == PROJECT_ROOT and fork_server.available():
+        if self.fork and self.root == PROJECT_ROOT and fork_server.available():
             self.proc = ForkServer.shared(self.root).start(self.env, self.root, self.log_path)
         else:
             with open(self.log_path, "ab") as log:

@@ -26,6 +26,7 @@ import ctypes
 import json
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -37,6 +38,8 @@ from typing import Any
 
 PR_SET_CHILD_SUBREAPER = 36
 READY = "ready"
+IMPORT_TIMEOUT_SEC = 180.0
+FORK_TIMEOUT_SEC = 30.0
 
 
 def available() -> bool:
@@ -86,13 +89,31 @@ class ForkServer:
             raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
         self.proc = subprocess.Popen(
             [sys.executable, "-c", "from chat_core.testing.fork_server import serve; serve()"],
-            cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            cwd=root, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
-        assert self.proc.stdout is not None
-        if self.proc.stdout.readline().strip() != READY:
+        self._unread = b""  # read from the pipe itself: select() sees no buffered lines
+        self.requests = 0
+        if self._reply(IMPORT_TIMEOUT_SEC) != READY:
+            self.close()
             raise RuntimeError("the app's fork server did not start; run `python app.py` to "
                                "see why, or set APP_FORK_SERVER=0")
         atexit.register(self.close)
+
+    def _reply(self, timeout: float) -> str:
+        """The server's next line, or "" if none came within `timeout` (the server is then
+        killed) or it ended."""
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._unread:
+            ready, _, _ = select.select([self.proc.stdout], [], [],
+                                        max(0.0, deadline - time.monotonic()))
+            chunk = os.read(self.proc.stdout.fileno(), 4096) if ready else b""
+            if not chunk:
+                self.close()
+                return ""
+            self._unread += chunk
+        line, self._unread = self._unread.split(b"\n", 1)
+        return line.decode().strip()
 
     @classmethod
     def shared(cls, root: Path) -> "ForkServer":
@@ -102,15 +123,23 @@ class ForkServer:
             return cls._server
 
     def start(self, env: dict[str, str], cwd: Path, log_path: Path) -> ForkedProcess:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        assert self.proc.stdin is not None
         with self._lock:
-            self.proc.stdin.write(json.dumps({"env": env, "cwd": str(cwd),
+            self.requests += 1
+            number = str(self.requests)
+            self.proc.stdin.write(json.dumps({"number": number, "env": env, "cwd": str(cwd),
                                               "log": str(log_path)}) + "\n")
             self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
-        if not line.strip().isdigit():
-            raise RuntimeError(f"the app's fork server failed to fork: {line!r}")
-        return ForkedProcess(int(line))
+            # Each reply names its request: one left unread by a start interrupted earlier
+            # (its app then untracked) is skipped, never taken for this one's.
+            while True:
+                reply = self._reply(FORK_TIMEOUT_SEC).split()
+                if len(reply) != 2 or reply[0] == number:
+                    break
+        if len(reply) != 2 or not reply[1].isdigit():
+            raise RuntimeError(f"the app's fork server failed to fork an app: {reply!r}; set "
+                               "APP_FORK_SERVER=0 to run python app.py instead")
+        return ForkedProcess(int(reply[1]))
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -142,7 +171,7 @@ def serve() -> None:
             app_pid = pid.read().strip()
         # Said once the middle child is gone: the app is the subreaper's by then.
         os.waitpid(middle, 0)
-        print(app_pid or "fork failed", flush=True)
+        print(request["number"], app_pid or "failed", flush=True)
 
 
 def _middle(request: dict[str, Any], write_end: int) -> None:
@@ -176,12 +205,22 @@ def _run_app(request: dict[str, Any]) -> None:
         sys.argv = ["app.py"]
         import app
         code = app.main([])
-        atexit._run_exitfuncs()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+    except SystemExit as exc:  # as the interpreter maps it
+        code = _exit_code(exc)
     except BaseException:
         traceback.print_exc()
     finally:
+        # What the interpreter does at exit, but its teardown of every module: wait for the
+        # threads that are not daemons, run the atexit handlers.
+        threading._shutdown()  # type: ignore[attr-defined]
+        atexit._run_exitfuncs()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def _exit_code(exc: SystemExit) -> int:
+    if exc.code is None or isinstance(exc.code, int):
+        return exc.code or 0
+    print(exc.code, file=sys.stderr)
+    return 1
