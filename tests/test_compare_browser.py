@@ -253,6 +253,10 @@ def test_a_round_still_streaming_never_draws_over_the_next_comparison(
     assert service is not None
     old = two_model_app.call(service.comparisons().create(
         "the old round", {"model": MODEL_A}, {"model": MODEL_B}))
+    # Both sides' turns have saved their messages: a comparison opened before that shows no
+    # reply being written, so nothing to follow (CI opened it that early once, under load).
+    wait_until(lambda: len(two_model_app.call(
+        service.comparisons().get(old.comparison_id))["in_flight"]) == 2, timeout=20)
     open_compare(page, two_model_app)
     page.locator("#compare-list input").click()
     page.get_by_role("option").filter(has_text="the old round").first.click()
