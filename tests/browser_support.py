@@ -9,6 +9,7 @@ from typing import Iterator
 
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Error as PlaywrightError
 
 from tests.helpers import ROOT
 
@@ -37,7 +38,10 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     p.set_default_timeout(20_000)
     yield p
     ARTIFACTS.mkdir(exist_ok=True)
-    p.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    try:
+        p.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
+    except PlaywrightError as error:  # a picture for the record, never the test's verdict
+        print(f"no screenshot of {request.node.name}: {error.message}")
     context.close()
 
 
@@ -51,6 +55,19 @@ def wait_loaded(page: Page) -> None:
     has had its moment to restore the conversation."""
     page.wait_for_selector("#message-box textarea")
     page.wait_for_timeout(300)  # let the load event restore the conversation
+
+
+def wait_shown(page: Page, *selectors: str) -> None:
+    """Wait until the components Gradio has just shown for the first time (a closed accordion
+    opened, a tab selected) take what is typed. Gradio draws them with the values the page
+    started with, and once every one of them has loaded, sets each to its current value a frame
+    later (`render_previously_invisible_children` in its frontend): what is typed in between
+    is lost (CI lost a system prompt that way). So: every one of `selectors` there, then two
+    frames."""
+    for selector in selectors:
+        page.locator(selector).first.wait_for()
+    page.evaluate("() => new Promise((done) => requestAnimationFrame(() =>"
+                  " requestAnimationFrame(() => setTimeout(done))))")
 
 
 def bot_text(page: Page) -> str:

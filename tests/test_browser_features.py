@@ -12,7 +12,7 @@ from playwright.sync_api import Page
 
 from chat_core.testing.emulated_llm import EmulatedLLM
 from tests.browser_support import (bot_text, browser, open_app, page, reply_text, send,
-                                   user_texts, wait_idle, watch_reply)
+                                   user_texts, wait_idle, wait_shown, watch_reply)
 from tests.helpers import InProcessApp, query, wait_until
 
 pytestmark = pytest.mark.slow  # the real app in a headless browser
@@ -33,6 +33,13 @@ def _upload(page: Page, path: Path) -> None:
     with page.expect_file_chooser() as chooser:
         page.click("#import")
     chooser.value.set_files(str(path))
+
+
+def _open_settings(page: Page) -> None:
+    page.locator("#settings").get_by_text("Settings for this conversation").click()
+    wait_shown(page, "#system-prompt textarea", "#temperature input[type=number]",
+               "#top-p input[type=number]", "#max-tokens input", "#save-settings",
+               "#model input")
 
 
 def _sidebar(page: Page) -> list[str]:
@@ -102,13 +109,8 @@ def test_search_finds_by_message_text(page: Page, app: InProcessApp) -> None:
 def test_settings_change_the_next_reply(page: Page, app: InProcessApp,
                                         llm: EmulatedLLM) -> None:
     _chat(page, app, "before settings")
-    page.locator("#settings").get_by_text("Settings for this conversation").click()
-    prompt = page.locator("#system-prompt textarea")
-    prompt.wait_for()
-    # Loaded: the empty number box shows 0 until the conversation's settings arrive (which
-    # would overwrite what is typed before).
-    wait_until(lambda: page.locator("#max-tokens input").input_value() not in ("", "0"))
-    prompt.fill("You are a terse assistant.")
+    _open_settings(page)
+    page.locator("#system-prompt textarea").fill("You are a terse assistant.")
     page.locator("#temperature input[type=number]").fill("0.3")
     page.locator("#temperature input[type=number]").press("Enter")
     page.click("#save-settings")
@@ -129,9 +131,8 @@ def test_settings_change_the_next_reply(page: Page, app: InProcessApp,
 def test_settings_follow_the_open_conversation(page: Page, app: InProcessApp,
                                               llm: EmulatedLLM) -> None:
     _chat(page, app, "the pirate conversation")
-    page.locator("#settings").get_by_text("Settings for this conversation").click()
+    _open_settings(page)
     prompt = page.locator("#system-prompt textarea")
-    wait_until(lambda: page.locator("#max-tokens input").input_value() not in ("", "0"))
     prompt.fill("Talk like a pirate.")
     page.click("#save-settings")
     page.locator("#notice").get_by_text("Settings saved").wait_for()
@@ -281,7 +282,10 @@ def test_fork_from_the_workflows_tab_with_other_parameters(page: Page, app: InPr
     cell.click()
     page.locator("#wf-steps").get_by_text("call_llm").wait_for()
     page.get_by_text("Fork with other parameters").click()
-    page.locator("#wf-temperature textarea, #wf-temperature input").first.fill("1.7")
+    temperature = "#wf-temperature textarea, #wf-temperature input"
+    wait_shown(page, temperature, "#wf-top-p input, #wf-top-p textarea",
+               "#wf-max-tokens input, #wf-max-tokens textarea", "#wf-system-prompt textarea")
+    page.locator(temperature).first.fill("1.7")
     page.click("#wf-fork")
     page.locator("#wf-result").get_by_text("Forked").wait_for()
     wait_until(lambda: llm.requests and llm.requests[-1]["temperature"] == 1.7)

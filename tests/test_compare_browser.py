@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings
-from tests.browser_support import ARTIFACTS, browser, open_app, page
+from tests.browser_support import ARTIFACTS, browser, open_app, page, wait_shown
 from tests.helpers import InProcessApp, app_on, emulated_servers, wait_until
 
 pytestmark = pytest.mark.slow  # the real app in a headless browser
@@ -50,10 +50,16 @@ def _replies_that_stream(servers: dict[str, EmulatedLLM]) -> None:
 
 # -- the page ------------------------------------------------------------------------------------
 
-def open_compare(page: Page, app: InProcessApp) -> None:
+def open_compare(page: Page, app: InProcessApp, setup: bool = True) -> None:
+    """The Compare tab, ready to type in; `setup`: with the new comparison's fields shown
+    (False: a comparison is open, e.g. after a reload)."""
     open_app(page, app.url)
     page.get_by_role("tab", name="Compare").click()
-    page.locator("#compare-box textarea").wait_for()
+    fields = [f"#compare-{part}-{side} {field}" for side in SIDES
+              for part, field in (("model", "input"), ("label", "textarea"),
+                                  ("temperature", "input"), ("system", "textarea"))]
+    wait_shown(page, "#compare-box textarea", *(["#compare-blind input", *fields] if setup
+                                                else []))
 
 
 def pick_models(page: Page) -> None:
@@ -203,7 +209,7 @@ def test_a_reload_during_a_round_follows_both_replies_to_their_end(
     prompt(page, "a long answer from both, please")
     wait_until(lambda: " w10" in reply(page, "a") and " w10" in reply(page, "b"), timeout=20)
     page.reload()
-    open_compare(page, two_model_app)
+    open_compare(page, two_model_app, setup=False)
     record_replies(page)
     seen = watch_both(page, " w398", timeout=40)
     for side, texts in seen.items():

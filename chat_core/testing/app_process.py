@@ -5,6 +5,7 @@ already where it can be (fork_server.py: a start in 1-2 s instead of 8-10 s)."""
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -19,6 +20,23 @@ import httpx
 from chat_core.config import PROJECT_ROOT
 from chat_core.testing import fork_server
 from chat_core.testing.fork_server import ForkedProcess, ForkServer
+
+
+_started: list["AppProcess"] = []  # every app this process started, for _kill_leftovers
+
+
+def _kill_leftovers() -> None:
+    """At this process's exit, kill the apps it started and never stopped (a test that failed
+    before its stop(), a script interrupted): nothing else would, since a forked app's parent
+    is this process, and they would outlive it, serving and polling their database."""
+    for app in _started:
+        if app.proc is not None and app.proc.poll() is None:
+            print(f"killing an app left running (its log: {app.log_path})", file=sys.stderr)
+            app.proc.kill()
+            app.proc.wait()
+
+
+atexit.register(_kill_leftovers)
 
 
 def free_port() -> int:
@@ -63,6 +81,7 @@ class AppProcess:
                 self.proc = subprocess.Popen([sys.executable, str(self.root / "app.py")],
                                              env=self.env, cwd=self.root, stdout=log,
                                              stderr=subprocess.STDOUT)
+        _started.append(self)
         while time.monotonic() - started < timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"app.py exited with {self.proc.returncode}; "
