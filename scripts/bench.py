@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -640,15 +641,26 @@ def check_targets(results: list[Result]) -> list[str]:
     return checks
 
 
-def burst_targets(args: argparse.Namespace) -> list[str]:
-    """scripts/bench_burst.py with its own defaults (its pacing differs from this script's)."""
+def burst_options(args: argparse.Namespace) -> argparse.Namespace:
+    """scripts/bench_burst.py's options: its own defaults (its pacing differs from this
+    script's), or --burst-args; checked before anything runs."""
     from scripts import bench_burst
 
-    burst_parser = argparse.ArgumentParser()
+    burst_parser = argparse.ArgumentParser(prog="bench.py --burst-args")
     bench_burst.add_arguments(burst_parser)
-    burst_args = burst_parser.parse_args(["--app-root", str(args.app_root)])
+    burst_args = burst_parser.parse_args(["--app-root", str(args.app_root),
+                                          *shlex.split(args.burst_args)])
+    bench_burst.check_bursts(burst_parser, burst_args)
+    return burst_args
+
+
+def run_burst(burst_args: argparse.Namespace) -> dict[str, Any]:
+    """bench_burst's part; its report, targets included."""
+    from scripts import bench_burst
+
     bursts, costs, floor = asyncio.run(bench_burst.run(burst_args))
-    return bench_burst.print_report(bursts, costs, floor, burst_args)
+    checks = bench_burst.print_report(bursts, costs, floor, burst_args)
+    return bench_burst.report(bursts, costs, floor, checks)
 
 
 def main() -> int:
@@ -673,6 +685,9 @@ def main() -> int:
     parser.add_argument("--burst", action=argparse.BooleanOptionalAction, default=None,
                         help="also run scripts/bench_burst.py (bursts, CPU per turn and per "
                         "token against the engine floor; issue 16); on with --quick")
+    parser.add_argument("--burst-args", default="", metavar="OPTIONS",
+                        help="options for that part, as scripts/bench_burst.py takes them "
+                        "(e.g. \"--bursts 16 --full-load-bursts ''\"); turns it on")
     parser.add_argument("--app-root", type=Path, default=ROOT,
                         help="the source tree whose app.py is measured (e.g. a git worktree of "
                         "an earlier commit, for a before/after comparison with the same "
@@ -683,6 +698,8 @@ def main() -> int:
         args.long_turns = 12
         args.min_samples = 20
     MIN_SAMPLES[0] = args.min_samples
+    burst_args = burst_options(args) if args.burst or (
+        args.burst is None and (args.quick or args.burst_args)) else None
     if args.uvloop:
         import uvloop
 
@@ -691,8 +708,10 @@ def main() -> int:
         results = asyncio.run(bench(args))
     lines = print_table(results, args)
     checks = check_targets(results)
-    if args.burst or (args.burst is None and args.quick):
-        checks += burst_targets(args)
+    burst: dict[str, Any] | None = None
+    if burst_args is not None:
+        burst = run_burst(burst_args)
+        checks += burst["targets"]
     print("\nTargets:")
     print("\n".join(checks))
     if args.json:
@@ -705,7 +724,8 @@ def main() -> int:
                          "latency_p99": r.p("latency_ms", 99),
                          "ttft_p50": r.p("ttft_ms", 50),
                          "cpu_ms_per_turn": None if r.cpu_sec is None else
-                         r.cpu_sec / max(r.turns, 1) * 1000} for r in results]}, indent=2))
+                         r.cpu_sec / max(r.turns, 1) * 1000} for r in results],
+            "burst": burst}, indent=2))
     return 0
 
 

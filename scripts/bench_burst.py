@@ -337,14 +337,18 @@ def main() -> int:
     bursts, costs, floor = asyncio.run(run(args))
     checks = print_report(bursts, costs, floor, args)
     if args.json:
-        args.json.write_text(json.dumps({
-            "floor_ms": floor, "targets": checks,
-            "bursts": [{"mode": b.mode, "size": b.size, "tpot_ms": b.tpot_ms,
-                        "ttft_p50": b.ttft(50),
-                        "ttft_p99": b.ttft(99), "turns_per_sec": b.turns_per_sec,
-                        "errors": b.errors} for b in bursts],
-            "costs": [vars(c) for c in costs]}, indent=2))
+        args.json.write_text(json.dumps(report(bursts, costs, floor, checks), indent=2))
     return 0
+
+
+def report(bursts: list[Burst], costs: list[Cost], floor: float, checks: list[str]
+           ) -> dict[str, Any]:
+    """The results as --json writes them (scripts/bench.py adds them to its own)."""
+    return {"floor_ms": floor, "targets": checks,
+            "bursts": [{"mode": b.mode, "size": b.size, "tpot_ms": b.tpot_ms,
+                        "ttft_p50": b.ttft(50), "ttft_p99": b.ttft(99),
+                        "turns_per_sec": b.turns_per_sec, "errors": b.errors} for b in bursts],
+            "costs": [vars(c) for c in costs]}
 
 
 if __name__ == "__main__":

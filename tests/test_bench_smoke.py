@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,12 +16,17 @@ from tests.helpers import ROOT
 pytestmark = pytest.mark.slow  # runs scripts/bench.py as a process
 
 
-def test_bench_runs_every_mode(tmp_path: Path) -> None:
+def test_bench_runs_every_mode_and_prints_every_issue_16_figure(tmp_path: Path) -> None:
+    """One tiny run of everything --quick runs (bench_burst's part with tiny options too: one
+    process, one start of the app's fork server)."""
     out = tmp_path / "bench.json"
+    burst = ("--bursts 3 --full-load-bursts 2 --full-load-tpot-ms 7 --tokens 4 --tpot-ms 5"
+             " --ttft-ms 10 --cost-turns 3 --cost-concurrency 3 --cost-tpot-ms 0")
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "--concurrency", "1,2",
          "--turns", "2", "--tokens", "5", "--tpot-ms", "5", "--ttft-ms", "10",
-         "--long-messages", "200", "--long-turns", "2", "--json", str(out)],
+         "--long-messages", "200", "--long-turns", "2", "--burst-args", burst,
+         "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert "turns/s" in result.stdout and "Targets:" in result.stdout
@@ -30,18 +36,10 @@ def test_bench_runs_every_mode(tmp_path: Path) -> None:
         assert {(mode, 1), (mode, 2)} <= modes
     assert all(r["errors"] == 0 and r["turns"] > 0 for r in report["results"])
     assert {"rest-fresh", "rest-0k-msgs", "direct-0k-msgs"} <= {r["mode"] for r in report["results"]}
+    _check_burst_report(report["burst"], result.stdout)
 
 
-def test_burst_bench_prints_every_issue_16_figure_against_its_target(tmp_path: Path) -> None:
-    out = tmp_path / "burst.json"
-    result = subprocess.run(
-        [sys.executable, str(ROOT / "scripts" / "bench_burst.py"), "--bursts", "3",
-         "--full-load-bursts", "2", "--full-load-tpot-ms", "7",
-         "--tokens", "4", "--tpot-ms", "5", "--ttft-ms", "10", "--cost-turns", "3",
-         "--cost-concurrency", "3", "--cost-tpot-ms", "0", "--json", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    report = json.loads(out.read_text())
+def _check_burst_report(report: dict[str, Any], stdout: str) -> None:
     assert {(b["mode"], b["size"], b["tpot_ms"]) for b in report["bursts"]} == {
         (mode, size, tpot) for mode in ("direct", "rest", "chat tab")
         for size, tpot in ((3, 5), (2, 7))}
@@ -52,4 +50,13 @@ def test_burst_bench_prints_every_issue_16_figure_against_its_target(tmp_path: P
     assert "burst of 2 at 7 ms/token, chat tab: TTFT p50 within 100 ms" in printed
     for target in ("TTFT p50 within 100 ms", "TTFT p99 within 300 ms", "throughput >= 0.95",
                    "CPU per turn, rest, <= engine floor", "CPU per streamed token, REST SSE"):
-        assert target in printed and target in result.stdout
+        assert target in printed and target in stdout
+
+
+def test_burst_args_are_checked_before_anything_runs() -> None:
+    """A burst size given at one pace twice is refused at once, not after the main run."""
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench.py"), "--burst-args",
+         "--bursts 2 --full-load-bursts 2 --tpot-ms 7 --full-load-tpot-ms 7"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "give the size once" in result.stderr, result.stderr

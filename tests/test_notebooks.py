@@ -21,7 +21,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 def seeded(database_url: str) -> str:
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "seed_demo_data.py"), "--conversations", "6",
-         "--crashes", "1", "--failures", "2", "--tokens", "30",
+         "--crashes", "1", "--failures", "2", "--tokens", "12",
          "--comparisons", "6"],
         env={**os.environ, "DATABASE_URL": database_url}, cwd=ROOT, capture_output=True,
         text=True, timeout=600)
