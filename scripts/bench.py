@@ -648,8 +648,11 @@ def burst_options(args: argparse.Namespace) -> argparse.Namespace:
 
     burst_parser = argparse.ArgumentParser(prog="bench.py --burst-args")
     bench_burst.add_arguments(burst_parser)
-    burst_args = burst_parser.parse_args(["--app-root", str(args.app_root),
-                                          *shlex.split(args.burst_args)])
+    try:
+        options = shlex.split(args.burst_args)
+    except ValueError as exc:
+        burst_parser.error(f"{exc}: {args.burst_args!r}")
+    burst_args = burst_parser.parse_args(["--app-root", str(args.app_root), *options])
     bench_burst.check_bursts(burst_parser, burst_args)
     return burst_args
 

@@ -235,7 +235,8 @@ class Seeder:
                 self.judge_rng.random() >= chance:
             return
         quick = 0.25 if (reply.get("ttft_ms") or 1e9) < 150 else -0.15
-        wordy = 0.1 if len(reply.get("content") or "") > 250 else -0.1
+        # Longer than a typical reply (about 4 characters a token at --tokens 60).
+        wordy = 0.1 if len(reply.get("content") or "") > 4 * self.args.tokens else -0.1
         self.rate(cid, reply, 1 if self.judge_rng.random() < 0.6 + quick + wordy else -1)
 
     def comparison_sides(self, k: int) -> tuple[dict[str, Any], dict[str, Any]]:

@@ -37,12 +37,18 @@ def page(browser: Browser, request: pytest.FixtureRequest) -> Iterator[Page]:
     p = context.new_page()
     p.set_default_timeout(20_000)
     yield p
+    screenshot(p, f"{request.node.name}.png", full_page=True)
+    context.close()
+
+
+def screenshot(page: Page, name: str, full_page: bool = False) -> None:
+    """A picture in test-artifacts/ for the record, never the test's verdict: Chromium
+    sometimes cannot take one ("Unable to capture screenshot")."""
     ARTIFACTS.mkdir(exist_ok=True)
     try:
-        p.screenshot(path=str(ARTIFACTS / f"{request.node.name}.png"), full_page=True)
-    except PlaywrightError as error:  # a picture for the record, never the test's verdict
-        print(f"no screenshot of {request.node.name}: {error.message}")
-    context.close()
+        page.screenshot(path=str(ARTIFACTS / name), full_page=full_page)
+    except PlaywrightError as error:
+        print(f"no screenshot {name}: {error.message}")
 
 
 def open_app(page: Page, url: str) -> None:

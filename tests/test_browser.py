@@ -12,8 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Route
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.browser_support import (ARTIFACTS, bot_text, browser, open_app, page, send,
-                                   watch_reply)
+from tests.browser_support import bot_text, browser, open_app, page, screenshot, send, watch_reply
 from tests.helpers import AppProcess, InProcessApp, base_env, query, wait_until
 
 pytestmark = pytest.mark.slow  # the real app in a headless browser
@@ -152,7 +151,6 @@ def test_restart_during_a_reply_and_reload(browser: Browser, database_url: str,
                      " 'survive a restart') ORDER BY seq, role DESC")
         assert rows == [("user", "complete"), ("assistant", "complete")]
     finally:
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / "test_restart_during_a_reply_and_reload.png"))
+        screenshot(page, "test_restart_during_a_reply_and_reload.png")
         context.close()
         app.stop()

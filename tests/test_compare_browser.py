@@ -12,7 +12,7 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from chat_core.testing.emulated_llm import EmulatedLLM, EmulatorSettings
-from tests.browser_support import ARTIFACTS, browser, open_app, page, wait_shown
+from tests.browser_support import browser, open_app, page, screenshot, wait_shown
 from tests.helpers import InProcessApp, app_on, emulated_servers, wait_until
 
 pytestmark = pytest.mark.slow  # the real app in a headless browser
@@ -243,8 +243,7 @@ def test_on_a_phone_the_panes_stack(browser: Browser, two_model_app: InProcessAp
         page_width = phone.evaluate("document.documentElement.scrollWidth")
         assert page_width <= 390, "the page scrolls sideways"
     finally:
-        ARTIFACTS.mkdir(exist_ok=True)
-        phone.screenshot(path=str(ARTIFACTS / "compare_phone.png"), full_page=True)
+        screenshot(phone, "compare_phone.png", full_page=True)
         context.close()
 
 

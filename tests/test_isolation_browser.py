@@ -13,7 +13,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page
 
-from tests.browser_support import (ARTIFACTS, browser, send, wait_idle,  # noqa: F401
+from tests.browser_support import (browser, screenshot, send, wait_idle,  # noqa: F401
                                    wait_loaded, watch_reply)
 from tests.helpers import ROOM, AppProcess, query
 from tests.test_gradio_events_hostile import body_for, join_queue
@@ -59,9 +59,8 @@ def test_three_people_each_see_only_their_own(browser: Browser,  # noqa: F811
             assert not any(f"{o}s private" in t for t in titles for o in others), (name, titles)
             assert not any(f"{o}s private" in page.content() for o in others)
     finally:
-        ARTIFACTS.mkdir(exist_ok=True)
         for name, page in pages.items():
-            page.screenshot(path=str(ARTIFACTS / f"isolation-{name}.png"))
+            screenshot(page, f"isolation-{name}.png")
             page.context.close()
 
 

@@ -16,8 +16,8 @@ import pytest
 from playwright.sync_api import Browser, Page
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.browser_support import (ARTIFACTS, browser, open_app, page, send,
-                                   user_texts, wait_idle, watch_reply)
+from tests.browser_support import (browser, open_app, page, screenshot, send, user_texts,
+                                   wait_idle, watch_reply)
 from tests.helpers import ROOT, InProcessApp, wait_until
 
 pytestmark = pytest.mark.slow  # the real app in a headless browser
@@ -36,8 +36,7 @@ def phone(browser: Browser) -> Iterator[Page]:
     p = context.new_page()
     p.set_default_timeout(20_000)
     yield p
-    ARTIFACTS.mkdir(exist_ok=True)
-    p.screenshot(path=str(ARTIFACTS / "phone.png"))
+    screenshot(p, "phone.png")
     context.close()
 
 

@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Request, Route
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.browser_support import ARTIFACTS, browser, send, user_texts, wait_idle
+from tests.browser_support import browser, screenshot, send, user_texts, wait_idle
 from tests.helpers import InProcessApp, base_env
 from tests.test_render import HOSTILE, NORMAL
 
@@ -143,8 +143,7 @@ def test_hostile_replies_render_inert_in_the_browser(browser: Browser, served: I
         _edit_last_message(page, " (edited)")
         shown = page.evaluate(_INSPECT, FORBIDDEN)
     finally:
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / f"render-browser-{mode}.png"), full_page=True)
+        screenshot(page, f"render-browser-{mode}.png", full_page=True)
         context.close()
     assert outside == []
     assert shown["messages"] >= 2 * (replies + 1)  # every user message and reply was inspected

@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Browser
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.browser_support import ARTIFACTS, browser
+from tests.browser_support import browser, screenshot
 from tests.helpers import InProcessApp, base_env
 from tests.test_render import HOSTILE, NORMAL
 
@@ -84,8 +84,7 @@ def test_the_shared_page_is_inert_and_fits_a_phone(browser: Browser, served: InP
         assert response is not None and response.status == 200
         shown = page.evaluate(_INSPECT, FORBIDDEN)
     finally:
-        ARTIFACTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(ARTIFACTS / f"shared-page-{mode}.png"), full_page=True)
+        screenshot(page, f"shared-page-{mode}.png", full_page=True)
         context.close()
     assert [u for u in requests if urlsplit(u).netloc != own] == []
     assert requests == [served.url + path]  # the page itself, and nothing it pulls in

@@ -30,10 +30,14 @@ def _kill_leftovers() -> None:
     before its stop(), a script interrupted): nothing else would, since a forked app's parent
     is this process, and they would outlive it, serving and polling their database."""
     for app in _started:
-        if app.proc is not None and app.proc.poll() is None:
-            print(f"killing an app left running (its log: {app.log_path})", file=sys.stderr)
-            app.proc.kill()
-            app.proc.wait()
+        try:
+            if app.proc is not None and app.proc.poll() is None:
+                print(f"killing an app left running (its log: {app.log_path})",
+                      file=sys.stderr)
+                app.proc.kill()
+                app.proc.wait()
+        except OSError:  # reaped elsewhere meanwhile: the others still get theirs
+            continue
 
 
 atexit.register(_kill_leftovers)
