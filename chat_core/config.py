@@ -80,6 +80,9 @@ class Settings:
     # Turns let through their steps before the LLM request at once, in arrival order, so that
     # in a burst the first to arrive is the first to the LLM (turns/start_order.py); 0: all.
     turn_start_concurrency: int = 4
+    # Send a new message's LLM request as the turn is accepted, before its durable steps, and
+    # let its LLM step adopt it (turns/head_start.py): in a burst, the first tokens come sooner.
+    turn_head_start: bool = True
     db_pool_max: int = 20
     # "user:password[,user2:password2]": one account each (required by --share unless
     # SHARE_INVITE is set); any of the SHARE_* accounts settings turns login on.

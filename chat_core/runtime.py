@@ -36,6 +36,7 @@ from chat_core.secrets_mask import mask_secrets, mask_url
 from chat_core.store.migrations import apply_migrations
 from chat_core.service import ChatService
 from chat_core.turns.progress import TurnHub
+from chat_core.turns.head_start import HeadStarts
 from chat_core.turns.start_order import StartOrder
 from chat_core.turns.wakeups import TurnWakeups
 from chat_core.turns import workflow as turn_workflow
@@ -162,7 +163,9 @@ class ChatRuntime:
         turn_workflow.bind(turn_workflow.TurnDeps(settings=s, store=store, llm=self.llm, hub=hub,
                                                   slots=self.slots, wakeups=self.wakeups,
                                                   start_order=start_order,
-                                                  servers=self.servers))
+                                                  servers=self.servers,
+                                                  head_starts=HeadStarts()
+                                                  if s.turn_head_start else None))
         self.service = ChatService(s, store.scoped(LOCAL), self.llm, hub, backend,
                                    people=self.accounts, servers=self.servers)
 

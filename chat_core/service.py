@@ -34,7 +34,8 @@ from chat_core.llm.client import LLMClient
 from chat_core.llm.servers import LLMServers
 from chat_core.turns.payloads import TurnParams, TurnRequest
 from chat_core.turns.progress import Snapshot, TurnHub
-from chat_core.turns.workflow import chat_turn, reply_id_for, user_message_id_for
+from chat_core.turns.workflow import (begin_head_start, chat_turn, reply_id_for,
+                                      user_message_id_for)
 from chat_core.data import conversation_export, dataset_export
 from chat_core.states import (ANSWERED, CANCELLED, ERROR, IN_FLIGHT, MAX_SEARCH_CHARS,
                               MAX_TITLE_CHARS, WORKFLOW_ACTIVE, WORKFLOW_FAILED)
@@ -269,13 +270,15 @@ class ChatService:
                           setting="MAX_MESSAGE_CHARS")
         key = self.check_idempotency_key(idempotency_key) if idempotency_key is not None \
             else str(uuid.uuid4())
-        conversation = await self.store.get_conversation(cid)
+        conversation = await self.store.conversation_for_turn(cid)
         turn_id = turn_id_for(cid, key)
         user_id = user_message_id_for(turn_id)
         request: TurnRequest = {"conversation_id": str(cid), "content": text,
                                 "user_message_id": str(user_id),
                                 "params": self.params_for(conversation)}
-        turn = await self._start(turn_id, request, str(user_id))
+        # A repeated key may name a turn that has run already: only a new turn gets a head start.
+        turn = await self._start(turn_id, request, str(user_id),
+                                 next_seq=None if idempotency_key else conversation["next_seq"])
         if idempotency_key is not None:
             await self._check_key_reuse(turn_id, text)
         return turn
@@ -530,7 +533,10 @@ class ChatService:
         return public_conversation(await self.store.import_conversation(conversation, messages,
                                                                          ratings))
 
-    async def _start(self, turn_id: str, request: TurnRequest, user_id: str) -> Turn:
+    async def _start(self, turn_id: str, request: TurnRequest, user_id: str,
+                     next_seq: int | None = None) -> Turn:
+        """Start the turn's workflow; `next_seq`: where a new message goes in a conversation
+        with no turn in flight (ChatStore.conversation_for_turn), for its head start."""
         self._refuse_if_closing()
         reply_id = str(reply_id_for(turn_id))
         if self.person.id is not None:
@@ -540,7 +546,8 @@ class ChatService:
             handle = await DBOS.start_workflow_async(chat_turn, request)
         if isinstance(handle, WorkflowHandleAsyncTask):
             # Runs here: watchers can follow it from the first token on.
-            self.hub.track(turn_id, reply_id, request.get("owner", ""))
+            progress = self.hub.track(turn_id, reply_id, request.get("owner", ""))
+            begin_head_start(turn_id, request, progress, next_seq)
         return Turn(turn_id, request["conversation_id"], user_id, reply_id, handle)
 
     async def admit_turn(self, turn_id: str, conversation_id: str, reply_id: str,

@@ -44,6 +44,7 @@ Case = Callable[[ChatStore, World], Awaitable[Any]]
 # Every public method that takes an id (or a person's words), and how to call it.
 CASES: dict[str, Case] = {
     "get_conversation": lambda s, w: s.get_conversation(w.conversation),
+    "conversation_for_turn": lambda s, w: s.conversation_for_turn(w.conversation),
     "update_conversation": lambda s, w: s.update_conversation(w.conversation, title="mine"),
     "delete_conversation": lambda s, w: s.delete_conversation(w.conversation),
     "list_conversations": lambda s, w: s.list_conversations(1000, 0, owner=w.owner),

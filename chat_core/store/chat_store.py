@@ -170,6 +170,23 @@ class ChatStore(PersonScoped):
         return row
 
     @retry_transient
+    async def conversation_for_turn(self, conversation_id: uuid.UUID) -> Row:
+        """The conversation a message is sent to, with where the message would go: `next_seq`
+        if no turn of it is in flight, else None (what a head start reads its history up to,
+        turns/head_start.py)."""
+        async with self.db.connection() as conn:
+            cur = await conn.execute(
+                f"SELECT {_CONVERSATION_VIEW}, CASE WHEN NOT EXISTS (SELECT 1 FROM messages m"
+                f" WHERE m.conversation_id = c.id AND m.status IN {_IN_FLIGHT})"
+                " THEN c.last_seq + 1 END AS next_seq"
+                f" FROM conversations c WHERE c.id = %(cid)s AND {OWNED}",
+                self._p(cid=conversation_id))
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound(f"conversation {conversation_id} does not exist")
+        return row
+
+    @retry_transient
     async def list_conversations(self, limit: int = 100, offset: int = 0,
                                  owner: uuid.UUID | None = None) -> list[Row]:
         """Newest first; `owner` narrows an admin's view of everyone's to one person's."""

@@ -40,10 +40,11 @@ from chat_core.llm.slots import GlobalLLMSlots
 from chat_core.llm.token_estimate import estimate_message_tokens, upper_bound_tokens
 from chat_core.turns.payloads import (LLMOutput, Outcome, Prompt, SavedTurn, TurnParams,
                                       TurnRequest, TurnResult)
+from chat_core.turns.head_start import Ask, HeadStart, HeadStarts
 from chat_core.turns.progress import TurnHub, TurnProgress
 from chat_core.turns.start_order import StartOrder
 from chat_core.turns.wakeups import TurnWakeups, Waiter
-from chat_core.states import CANCELLED, COMPLETE, ERROR, STOPPED, WORKFLOW_ACTIVE
+from chat_core.states import CANCELLED, COMPLETE, ERROR, PENDING, STOPPED, WORKFLOW_ACTIVE
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ class TurnDeps:
     # Every LLM server (VLLM_BASE_URL's list; `llm` is the first): a turn whose params name a
     # model goes to the server that lists it (None: every turn goes to `llm`).
     servers: LLMServers | None = None
+    # LLM requests sent as turns are accepted (TURN_HEAD_START; None: off).
+    head_starts: HeadStarts | None = None
 
 
 _deps: TurnDeps | None = None
@@ -151,6 +154,8 @@ async def chat_turn(request: TurnRequest) -> TurnResult:
         raise
     finally:
         _running.discard(task)  # type: ignore[arg-type]
+        if _d().head_starts is not None:
+            await _d().head_starts.drop(turn_id)
 
 
 async def wait_running(timeout: float) -> int:
@@ -318,13 +323,25 @@ async def read_history(saved: SavedTurn, request: TurnRequest) -> Prompt:
     if request.get("continue_reply_id"):
         reply = await d.store.get_message(uuid.UUID(request["continue_reply_id"]))
         continue_text = reply["content"] if reply else ""
+    prompt = await _fitted_prompt(conversation_id, user["seq"], user["content"], params,
+                                  continue_text)
+    crash_point("read_history:done")
+    return prompt
+
+
+async def _fitted_prompt(conversation_id: uuid.UUID, seq: int, content: str,
+                         params: TurnParams, continue_text: str = "", read: bool = True
+                         ) -> Prompt:
+    """The newest turns up to the message at `seq` that fit the model's window (the message
+    itself added when it is not saved yet: a head start's; `read` False: nothing before it)."""
     route = await _route_for_fitting(params)
     context_tokens = await _context_tokens(route)
     # Enough text to fill the window even at 6 characters per token.
-    rows = await d.store.history(conversation_id, user["seq"], max_chars=context_tokens * 6)
+    rows = await _d().store.history(conversation_id, seq, max_chars=context_tokens * 6) \
+        if read else []
     history = [{"role": r["role"], "content": r["content"]} for r in rows]
     if not history or history[-1]["role"] != "user":
-        history.append({"role": "user", "content": user["content"]})
+        history.append({"role": "user", "content": content})
     # A continued reply's text is sent too: it takes its share of the window.
     reserve = upper_bound_tokens(continue_text) + 8 if continue_text else 0
     fitted = await _fit(history, params.get("system_prompt") or "", context_tokens - reserve,
@@ -332,7 +349,6 @@ async def read_history(saved: SavedTurn, request: TurnRequest) -> Prompt:
     prompt = cast(Prompt, {**fitted.to_dict(), "params": params, "continue_text": continue_text})
     if continue_text:
         prompt["messages"].append({"role": "assistant", "content": continue_text})
-    crash_point("read_history:done")
     return prompt
 
 
@@ -502,6 +518,50 @@ async def _closed_if_dead(row: dict[str, Any]) -> bool:
     return True
 
 
+# -- the head start (head_start.py) ------------------------------------------------------------
+
+
+def begin_head_start(turn_id: str, request: TurnRequest, progress: TurnProgress,
+                     next_seq: int | None) -> bool:
+    """Send the turn's LLM request now, ahead of its steps (TURN_HEAD_START): for a new
+    message whose workflow runs here and has not reached its LLM step, in a conversation
+    whose next message goes to `next_seq` (None: a turn of it is in flight, no head start).
+    True if begun."""
+    d = _d()
+    if d.head_starts is None or next_seq is None or request.get("content") is None or \
+            request.get("continue_reply_id") or turn_id.endswith(OVERRIDE_SUFFIX) or \
+            progress.status != PENDING:
+        return False
+    return d.head_starts.begin(
+        turn_id, progress, lambda head: _head_start(head, request, next_seq)) is not None
+
+
+async def _head_start(head: HeadStart, request: TurnRequest, seq: int) -> Completion:
+    """The request the LLM step would send if the conversation stays as it is: its history
+    now (none to read for a first message), the message added."""
+    d = _d()
+    params = request["params"]
+    prompt = await _fitted_prompt(uuid.UUID(request["conversation_id"]), seq,
+                                  request["content"] or "", params, read=seq > 1)
+    messages, room = _messages_for(prompt, params), _reply_room(prompt, params)
+    route = await _route(params)
+    head.ask = Ask.of(messages, params, room, cast(dict[str, Any], params).get("model") or None)
+    slots = d.slots
+    claim = (lambda: slots.slot(head.turn_id)) if slots is not None else None
+    async with route.client.gate.turn(head.progress.owner, head.progress.waiting, claim
+                                      ) as place:
+        head.let_in(place)
+        head.progress.start_attempt()
+        return await route.client.stream_chat(
+            messages, temperature=float(params["temperature"]), max_tokens=room,
+            top_p=float(params["top_p"]), on_delta=head.on_delta, model=route.model)
+
+
+async def _cancel(head: HeadStart | None) -> None:
+    if head is not None:
+        await head.cancel()
+
+
 # -- step 3 ------------------------------------------------------------------------------------
 
 
@@ -512,19 +572,30 @@ async def call_llm(turn_id: str, saved: SavedTurn, prompt: Prompt, params: TurnP
     LLMRejected (not retried)."""
     # From this workflow's id, not from step 1's output: a fork copies that output.
     reply_id = reply_id_for(turn_id)
+    heads = _d().head_starts
+    head = heads.take(turn_id) if heads is not None else None
     progress = _d().hub.track(turn_id, str(reply_id))
     state = await _reply_state(turn_id, reply_id, saved)
     if state["stop_requested"]:
-        # Stopped before a crash: keep what was checkpointed, do not generate again.
-        return _stopped(state["content"], prompt, 0, None, 0.0, _model_name(params))
+        # Stopped before a crash (or during a head start): keep what was written, do not
+        # generate again.
+        text = state["content"] or (progress.text if head is not None else "")
+        await _cancel(head)
+        return _stopped(text, prompt, 0, None, 0.0, _model_name(params))
     params = await effective_params(turn_id, {**params, **prompt.get("params", {})})
     continue_text = prompt.get("continue_text") or ""
-    progress.start_attempt()
-    if continue_text:
-        progress.append(continue_text)
+    messages, room = _messages_for(prompt, params), _reply_room(prompt, params)
+    if head is not None and (continue_text or head.ask != Ask.of(
+            messages, params, room, cast(dict[str, Any], params).get("model") or None)):
+        await _cancel(head)  # asked something else: the watchers are told it starts over
+        head = None
+    if head is None:
+        progress.start_attempt()
+        if continue_text:
+            progress.append(continue_text)
     stream = _ReplyStream(turn_id, reply_id, progress)
-    generation = asyncio.ensure_future(stream.generate(
-        _messages_for(prompt, params), params, _reply_room(prompt, params), continue_text))
+    generation = asyncio.ensure_future(stream.generate(messages, params, room, continue_text,
+                                                       head))
     stop_watch = asyncio.ensure_future(progress.stop_event.wait())
     try:
         done, _ = await asyncio.wait({generation, stop_watch},
@@ -591,46 +662,37 @@ class _ReplyStream:
         # The gate's place of the request in flight, and whether it was given up.
         self.place: Place | None = None
         self.yielded = False
+        self.crash_checked = False
         # The server and model of this attempt (_route), once known.
         self.route = ModelRoute(_d().llm)
 
     async def generate(self, messages: list[dict[str, str]], params: TurnParams,
-                       max_tokens: int, continue_text: str) -> Completion:
+                       max_tokens: int, continue_text: str, head: HeadStart | None = None
+                       ) -> Completion:
         """Wait for the LLM in the owner's queue (llm/fair_gate.py), telling the chat how many
         turns are ahead, then (with LLM_GLOBAL_CONCURRENCY) claim a global slot, then stream.
         A turn asked to give its place to someone holding fewer stops, queues again ahead of
         its owner's later turns, and goes on from its text so far when let in again: one
-        reply, in several requests."""
+        reply, in several requests. `head`: the first request, sent as the turn was accepted
+        (head_start.py), adopted."""
         d = _d()
-        self.route = route = await _route(params)
-        llm = route.client
-        slots = d.slots
-        claim = (lambda: slots.slot(self.turn_id)) if slots is not None else None
+        self.route = await _route(params)
         asked = messages[:-1] if continue_text else messages
         parts: list[Completion] = []
         seq: int | None = None
         room = max_tokens
         while True:
-            so_far = continue_text + "".join(p.text for p in parts)
-            async with llm.gate.turn(self.progress.owner, self.progress.waiting, claim,
-                                       seq) as place:
-                seq, self.place, self.yielded = place.seq, place, place.preempted
-                if not self.yielded:  # else asked back while claiming: no request to waste
-                    try:
-                        parts.append(await llm.stream_chat(
-                            asked + [{"role": "assistant", "content": so_far}] if so_far
-                            else asked, temperature=float(params["temperature"]),
-                            max_tokens=room, top_p=float(params["top_p"]),
-                            on_delta=self.on_delta, continue_final=bool(so_far),
-                            model=route.model))
-                    except LLMRejected as exc:
-                        if not parts:
-                            raise
-                        # Going on was refused: keep what was written, as a stopped reply
-                        # the person can continue.
-                        log.warning("turn %s: going on after yielding was refused: %s",
-                                    self.turn_id, exc.message)
-                        return _joined(parts, "stopped", self.model_name())
+            if head is not None:
+                seq = await self._adopt(head)
+                adopted = await head.result()
+                assert adopted is not None  # adopted only once it had asked (call_llm)
+                parts.append(adopted)
+                head = None
+            else:
+                seq, refused = await self._request(asked, continue_text, parts, params, room,
+                                                   seq)
+                if refused:
+                    return _joined(parts, "stopped", self.model_name())
             if parts and not (self.yielded and parts[-1].finish_reason == "stopped") or \
                     self.progress.stop_requested:
                 return _joined(parts, None, self.model_name())
@@ -640,6 +702,43 @@ class _ReplyStream:
             if await d.store.checkpoint_partial(self.reply_id, self.progress.text):
                 self.progress.request_stop()  # stopped from another process meanwhile
                 return _joined(parts, None, self.model_name())
+
+    async def _request(self, asked: list[dict[str, str]], continue_text: str,
+                       parts: list[Completion], params: TurnParams, room: int,
+                       seq: int | None) -> tuple[int, bool]:
+        """One request, once let in (added to `parts`); its place's arrival number, and True
+        when going on after yielding was refused (what was written is kept, as a stopped
+        reply the person can continue)."""
+        llm, slots = self.route.client, _d().slots
+        claim = (lambda: slots.slot(self.turn_id)) if slots is not None else None
+        so_far = continue_text + "".join(p.text for p in parts)
+        async with llm.gate.turn(self.progress.owner, self.progress.waiting, claim,
+                                 seq) as place:
+            self.place, self.yielded = place, place.preempted
+            if self.yielded:  # asked back while claiming: no request to waste
+                return place.seq, False
+            try:
+                parts.append(await llm.stream_chat(
+                    asked + [{"role": "assistant", "content": so_far}] if so_far else asked,
+                    temperature=float(params["temperature"]), max_tokens=room,
+                    top_p=float(params["top_p"]), on_delta=self.on_delta,
+                    continue_final=bool(so_far), model=self.route.model))
+            except LLMRejected as exc:
+                if not parts:
+                    raise
+                log.warning("turn %s: going on after yielding was refused: %s",
+                            self.turn_id, exc.message)
+                return place.seq, True
+        return place.seq, False
+
+    async def _adopt(self, head: HeadStart) -> int | None:
+        """Take a head start's request over (its later deltas come to on_delta, its place
+        is this stream's); the place's arrival number, None if it ended before it got one."""
+        place = await head.adopt(self.on_delta)
+        if place is None:
+            return None
+        self.place, self.yielded = place, self.yielded or place.preempted
+        return place.seq
 
     async def _tokens_written(self, continue_text: str, parts: list[Completion]) -> int:
         """What the reply's requests have written, in tokens: the next request may write the
@@ -657,7 +756,8 @@ class _ReplyStream:
         if self.first_token is None:
             self.first_token = time.perf_counter()
         progress.append(delta)
-        if progress.chunks == 2:
+        if progress.chunks >= 2 and not self.crash_checked:  # adopted: maybe past 2 already
+            self.crash_checked = True
             crash_point("call_llm:streaming")
         if progress.stop_requested:
             return True

@@ -1,0 +1,248 @@
+"""The head start (TURN_HEAD_START, on by default): a new message's LLM request leaves as the
+turn is accepted, its tokens reach the person while the durable steps run, and the LLM step
+adopts it; a head start that asked something else than the step would is dropped, and the
+watchers are told the text starts over. Either way the reply is saved once, from the request
+the step kept; a kill -9 costs the LLM one request more, nothing else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import httpx
+import pytest
+
+from chat_core.testing.emulated_llm import EmulatedLLM
+from chat_core.turns import workflow
+from tests.helpers import AppProcess, InProcessApp, base_env, query, wait_until
+
+pytestmark = pytest.mark.slow  # the real app on PostgreSQL
+
+
+@pytest.fixture(scope="module")
+def head_app(database_url: str, llm: EmulatedLLM, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[InProcessApp]:
+    tmp: Path = tmp_path_factory.mktemp("head")
+    server = InProcessApp(base_env(database_url, llm.base_url, tmp,
+                                   TURN_HEAD_START="1")).start()
+    yield server
+    server.stop()
+
+
+class HeldSaves:
+    """Holds every turn's first step (saving its message) until released."""
+
+    def __init__(self, app: InProcessApp) -> None:
+        self.app = app
+        self.store = workflow._d().store
+        self.original = self.store.save_user_turn
+        self.released: asyncio.Event | None = None
+
+    def __enter__(self) -> "HeldSaves":
+        async def make() -> asyncio.Event:
+            return asyncio.Event()
+
+        self.released = self.app.call(make())
+        released = self.released
+
+        async def held(*args: Any, **kwargs: Any) -> Any:
+            await released.wait()
+            return await self.original(*args, **kwargs)
+
+        self.store.save_user_turn = held  # type: ignore[method-assign]
+        return self
+
+    def release(self) -> None:
+        assert self.app.loop is not None and self.released is not None
+        self.app.loop.call_soon_threadsafe(self.released.set)
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+        self.store.save_user_turn = self.original  # type: ignore[method-assign]
+
+
+class Stream:
+    """POST .../messages?stream=true on a thread: the events as they come."""
+
+    def __init__(self, app: InProcessApp, cid: str, text: str) -> None:
+        self.events: list[tuple[str, Any]] = []
+        self.thread = threading.Thread(target=self._read, args=(app.url, cid, text),
+                                       daemon=True)
+        self.thread.start()
+
+    def _read(self, url: str, cid: str, text: str) -> None:
+        event = ""
+        with httpx.stream("POST", f"{url}/api/conversations/{cid}/messages?stream=true",
+                          json={"content": text}, timeout=60) as response:
+            for line in response.iter_lines():
+                if line.startswith("event: "):
+                    event = line[7:]
+                elif line.startswith("data: "):
+                    self.events.append((event, json.loads(line[6:])))
+
+    def names(self) -> list[str]:
+        return [name for name, _ in self.events]
+
+    def text(self) -> str:
+        """The reply as the events built it."""
+        text = ""
+        for name, data in self.events:
+            if name == "reset":
+                text = ""
+            elif name == "delta":
+                text += data["text"]
+        return text
+
+
+def _conversation(app: InProcessApp) -> str:
+    return str(httpx.post(f"{app.url}/api/conversations", timeout=10).json()["id"])
+
+
+def _saved(app: InProcessApp, cid: str) -> list[tuple[str, str, str]]:
+    return [tuple(r) for r in query(  # type: ignore[misc]
+        app.settings.database_url or "", "SELECT role, status, content FROM messages"
+        " WHERE conversation_id = %s ORDER BY seq, role DESC", (cid,))]
+
+
+def test_the_request_leaves_and_streams_before_the_message_is_saved(
+        head_app: InProcessApp, llm: EmulatedLLM) -> None:
+    llm.settings.reply_tokens = 12
+    llm.settings.tpot_ms = 20
+    cid = _conversation(head_app)
+    with HeldSaves(head_app) as saves:
+        stream = Stream(head_app, cid, "hurry, please")
+        # The LLM has the request and the person has its first words, while the message
+        # is not saved yet.
+        wait_until(lambda: "delta" in stream.names(), timeout=20)
+        assert [r["messages"][-1]["content"] for r in llm.requests] == ["hurry, please"]
+        assert _saved(head_app, cid) == []
+        saves.release()
+        stream.thread.join(30)
+    reply = stream.text()
+    assert reply.startswith("Reply to [hurry, please]") and reply.endswith(" w10")
+    assert "reset" not in stream.names() and stream.names()[-1] == "done"
+    assert len(llm.requests) == 1  # adopted by the LLM step, not asked again
+    assert _saved(head_app, cid) == [("user", "complete", "hurry, please"),
+                                     ("assistant", "complete", reply)]
+
+
+def test_a_head_start_that_asked_otherwise_is_dropped_and_the_text_starts_over(
+        head_app: InProcessApp, llm: EmulatedLLM) -> None:
+    """Two messages sent together: both head starts read the conversation empty. The second
+    turn's step reads the first turn's exchange too, so it sends its own request."""
+    llm.settings.reply_tokens = 20
+    llm.settings.tpot_ms = 20
+    cid = _conversation(head_app)
+    with HeldSaves(head_app) as saves:
+        first = Stream(head_app, cid, "first")
+        wait_until(lambda: len(llm.requests) == 1, timeout=20)
+        second = Stream(head_app, cid, "second")
+        wait_until(lambda: "delta" in second.names(), timeout=20)
+        saves.release()
+        first.thread.join(30)
+        second.thread.join(30)
+    asked = [[m["content"] for m in r["messages"]] for r in llm.requests]
+    first_reply = first.text()
+    assert asked[:2] == [["first"], ["second"]]
+    assert asked[2:] == [["first", first_reply, "second"]], asked  # the step's own request
+    assert "reset" in second.names() and second.names()[-1] == "done"
+    assert "reset" not in first.names()
+    second_reply = second.text()
+    assert second_reply.startswith("Reply to [second]")
+    assert _saved(head_app, cid) == [
+        ("user", "complete", "first"), ("assistant", "complete", first_reply),
+        ("user", "complete", "second"), ("assistant", "complete", second_reply)]
+
+
+def test_stop_during_a_head_start_keeps_the_words_shown(head_app: InProcessApp,
+                                                        llm: EmulatedLLM) -> None:
+    """Stopped before the message is even saved: the reply is the text the person saw,
+    marked stopped, from the one request."""
+    llm.settings.reply_tokens = 200
+    llm.settings.tpot_ms = 20
+    cid = _conversation(head_app)
+    with HeldSaves(head_app) as saves:
+        stream = Stream(head_app, cid, "long story")
+        wait_until(lambda: stream.names().count("delta") >= 3, timeout=20)
+        turn_id = stream.events[0][1]["turn_id"]
+        stopped = httpx.post(f"{head_app.url}/api/turns/{turn_id}/stop", timeout=10)
+        assert stopped.status_code == 200, stopped.text
+        saves.release()
+        stream.thread.join(30)
+    shown = stream.text()
+    assert shown.startswith("Reply to [long story]") and not shown.endswith(" w198")
+    assert _saved(head_app, cid) == [("user", "complete", "long story"),
+                                     ("assistant", "stopped", shown)]
+    assert len(llm.requests) == 1
+
+
+def test_a_repeated_request_sends_nothing_new_to_the_llm(head_app: InProcessApp,
+                                                         llm: EmulatedLLM) -> None:
+    """An Idempotency-Key may name a turn that has finished, long enough ago that this
+    process has forgotten following it: its repeat answers the first reply, and no request
+    may leave for it (nothing would ever take it)."""
+    cid = _conversation(head_app)
+    url = f"{head_app.url}/api/conversations/{cid}/messages"
+    first = httpx.post(url, json={"content": "once"}, headers={"Idempotency-Key": "k-once"},
+                       timeout=30)
+    assert first.status_code == 200 and len(llm.requests) == 1
+    turn_id = first.json()["assistant_message"]["workflow_id"]
+
+    async def forget() -> None:  # as the hub does 30 s after a turn ends
+        hub = workflow._d().hub
+        progress = hub.get(turn_id)
+        assert progress is not None
+        hub._forget(turn_id, progress)
+
+    head_app.call(forget())
+    again = httpx.post(url, json={"content": "once"}, headers={"Idempotency-Key": "k-once"},
+                       timeout=30)
+    assert again.json()["assistant_message"] == first.json()["assistant_message"]
+    heads = workflow._d().head_starts
+    assert heads is not None and len(heads) == 0  # none begun: begin() is synchronous
+    assert len(llm.requests) == 1
+
+
+@pytest.fixture(scope="module")
+def crashing_app(database_url: str, llm: EmulatedLLM, tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[AppProcess]:
+    tmp: Path = tmp_path_factory.mktemp("head-crash")
+    app = AppProcess(base_env(database_url, llm.base_url, tmp, TURN_HEAD_START="1",
+                              CHAT_FAULT_FILE=str(tmp / "fault")), tmp / "app.log").start()
+    yield app
+    app.stop()
+
+
+@pytest.mark.parametrize("point", ["save_user_message:committed", "read_history:done",
+                                   "call_llm:streaming"])
+def test_a_kill_9_during_a_head_start_leaves_one_answered_turn(
+        crashing_app: AppProcess, llm: EmulatedLLM, database_url: str, point: str) -> None:
+    """The head start's request dies with the process; the recovered turn sends its own,
+    and the message and its reply are saved once."""
+    llm.settings.reply_tokens = 40
+    llm.settings.tpot_ms = 10  # still streaming when the steps reach the crash point
+    app = crashing_app
+    cid = httpx.post(f"{app.url}/api/conversations", timeout=10).json()["id"]
+    Path(app.env["CHAT_FAULT_FILE"]).write_text(point)
+    text = f"head start, then crash at {point}"
+
+    def post() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # the app dies under this request
+            httpx.post(f"{app.url}/api/conversations/{cid}/messages", json={"content": text},
+                       timeout=60)
+
+    threading.Thread(target=post, daemon=True).start()
+    assert app.wait_exit(30) == 137, app.log()
+    app.start()
+    wait_until(lambda: query(database_url, "SELECT count(*) FROM dbos.workflow_status"
+                             " WHERE status IN ('PENDING', 'ENQUEUED')")[0][0] == 0, timeout=60)
+    rows = query(database_url, "SELECT role, status, content FROM messages"
+                 " WHERE conversation_id = %s ORDER BY seq, role DESC", (cid,))
+    assert [(r[0], r[1]) for r in rows] == [("user", "complete"), ("assistant", "complete")]
+    assert rows[0][2] == text and rows[1][2].startswith(f"Reply to [{text}]")
+    # The head start's request, then the recovered turn's own.
+    assert llm.user_messages_seen() == [text] * 2
