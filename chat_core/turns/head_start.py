@@ -87,9 +87,12 @@ class HeadStart:
         return await self.task
 
     async def cancel(self) -> None:
-        if self.task is not None and not self.task.done():
+        """Stop it; an error it ended with is dropped with it (the step reports its own)."""
+        if self.task is None:
+            return
+        if not self.task.done():
             self.task.cancel()
-            await asyncio.gather(self.task, return_exceptions=True)
+        await asyncio.gather(self.task, return_exceptions=True)
 
 
 class HeadStarts:

@@ -330,17 +330,19 @@ async def read_history(saved: SavedTurn, request: TurnRequest) -> Prompt:
 
 
 async def _fitted_prompt(conversation_id: uuid.UUID, seq: int, content: str,
-                         params: TurnParams, continue_text: str = "", read: bool = True
+                         params: TurnParams, continue_text: str = "", saved: bool = True
                          ) -> Prompt:
-    """The newest turns up to the message at `seq` that fit the model's window (the message
-    itself added when it is not saved yet: a head start's; `read` False: nothing before it)."""
+    """The newest turns up to the message at `seq` that fit the model's window. `saved`
+    False: the message is not saved yet (a head start's), the turns before it are read and
+    it is added."""
     route = await _route_for_fitting(params)
     context_tokens = await _context_tokens(route)
     # Enough text to fill the window even at 6 characters per token.
+    # (Not saved: the rows before `seq`, its position; a first message has none.)
     rows = await _d().store.history(conversation_id, seq, max_chars=context_tokens * 6) \
-        if read else []
+        if saved or seq > 1 else []
     history = [{"role": r["role"], "content": r["content"]} for r in rows]
-    if not history or history[-1]["role"] != "user":
+    if not saved or not history or history[-1]["role"] != "user":
         history.append({"role": "user", "content": content})
     # A continued reply's text is sent too: it takes its share of the window.
     reserve = upper_bound_tokens(continue_text) + 8 if continue_text else 0
@@ -542,7 +544,7 @@ async def _head_start(head: HeadStart, request: TurnRequest, seq: int) -> Comple
     d = _d()
     params = request["params"]
     prompt = await _fitted_prompt(uuid.UUID(request["conversation_id"]), seq,
-                                  request["content"] or "", params, read=seq > 1)
+                                  request["content"] or "", params, saved=False)
     messages, room = _messages_for(prompt, params), _reply_room(prompt, params)
     route = await _route(params)
     head.ask = Ask.of(messages, params, room, cast(dict[str, Any], params).get("model") or None)
@@ -575,14 +577,18 @@ async def call_llm(turn_id: str, saved: SavedTurn, prompt: Prompt, params: TurnP
     heads = _d().head_starts
     head = heads.take(turn_id) if heads is not None else None
     progress = _d().hub.track(turn_id, str(reply_id))
-    state = await _reply_state(turn_id, reply_id, saved)
-    if state["stop_requested"]:
-        # Stopped before a crash (or during a head start): keep what was written, do not
-        # generate again.
-        text = state["content"] or (progress.text if head is not None else "")
+    try:
+        state = await _reply_state(turn_id, reply_id, saved)
+        if state["stop_requested"]:
+            # Stopped before a crash (or during a head start): keep what was written, do not
+            # generate again.
+            text = state["content"] or (progress.text if head is not None else "")
+            await _cancel(head)
+            return _stopped(text, prompt, 0, None, 0.0, _model_name(params))
+        params = await effective_params(turn_id, {**params, **prompt.get("params", {})})
+    except BaseException:
         await _cancel(head)
-        return _stopped(text, prompt, 0, None, 0.0, _model_name(params))
-    params = await effective_params(turn_id, {**params, **prompt.get("params", {})})
+        raise
     continue_text = prompt.get("continue_text") or ""
     messages, room = _messages_for(prompt, params), _reply_room(prompt, params)
     if head is not None and (continue_text or head.ask != Ask.of(
@@ -683,10 +689,12 @@ class _ReplyStream:
         room = max_tokens
         while True:
             if head is not None:
-                seq = await self._adopt(head)
-                adopted = await head.result()
-                assert adopted is not None  # adopted only once it had asked (call_llm)
-                parts.append(adopted)
+                try:
+                    seq = await self._adopt(head)
+                    parts.append(await head.result())
+                except BaseException:  # stopped, cancelled: nothing may go on asking
+                    await head.cancel()
+                    raise
                 head = None
             else:
                 seq, refused = await self._request(asked, continue_text, parts, params, room,
