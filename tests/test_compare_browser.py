@@ -58,8 +58,11 @@ def open_compare(page: Page, app: InProcessApp, setup: bool = True) -> None:
     fields = [f"#compare-{part}-{side} {field}" for side in SIDES
               for part, field in (("model", "input"), ("label", "textarea"),
                                   ("temperature", "input"), ("system", "textarea"))]
-    wait_shown(page, "#compare-box textarea", *(["#compare-blind input", *fields] if setup
-                                                else []))
+    # The slowest to load too (the panes, the leaderboard's table and plot, the list): the
+    # values Gradio sets once every one has loaded would land on a round already streaming.
+    wait_shown(page, "#compare-box textarea", "#compare-list input", "#compare-pane-a",
+               "#compare-pane-b", "#leaderboard", "#leaderboard-plot",
+               *(["#compare-blind input", *fields] if setup else []))
 
 
 def pick_models(page: Page) -> None:
