@@ -41,10 +41,11 @@ class Ask:
     model: str | None
 
     @classmethod
-    def of(cls, messages: list[dict[str, str]], params: Any, max_tokens: int,
-           model: str | None) -> "Ask":
+    def of(cls, messages: list[dict[str, str]], params: Any, max_tokens: int) -> "Ask":
+        """`params`: the turn's (its model "" or absent: the default)."""
         return cls(tuple((m["role"], m["content"]) for m in messages),
-                   float(params["temperature"]), float(params["top_p"]), int(max_tokens), model)
+                   float(params["temperature"]), float(params["top_p"]), int(max_tokens),
+                   params.get("model") or None)
 
 
 @dataclass

@@ -541,22 +541,26 @@ def begin_head_start(turn_id: str, request: TurnRequest, progress: TurnProgress,
 async def _head_start(head: HeadStart, request: TurnRequest, seq: int) -> Completion:
     """The request the LLM step would send if the conversation stays as it is: its history
     now (none to read for a first message), the message added."""
-    d = _d()
     params = request["params"]
     prompt = await _fitted_prompt(uuid.UUID(request["conversation_id"]), seq,
                                   request["content"] or "", params, saved=False)
     messages, room = _messages_for(prompt, params), _reply_room(prompt, params)
     route = await _route(params)
-    head.ask = Ask.of(messages, params, room, cast(dict[str, Any], params).get("model") or None)
-    slots = d.slots
-    claim = (lambda: slots.slot(head.turn_id)) if slots is not None else None
-    async with route.client.gate.turn(head.progress.owner, head.progress.waiting, claim
-                                      ) as place:
+    head.ask = Ask.of(messages, params, room)
+    async with route.client.gate.turn(head.progress.owner, head.progress.waiting,
+                                      _claim(head.turn_id)) as place:
         head.let_in(place)
         head.progress.start_attempt()
         return await route.client.stream_chat(
             messages, temperature=float(params["temperature"]), max_tokens=room,
             top_p=float(params["top_p"]), on_delta=head.on_delta, model=route.model)
+
+
+def _claim(turn_id: str) -> Any:
+    """With LLM_GLOBAL_CONCURRENCY, what claims the turn's global slot once the gate lets it
+    in (None without)."""
+    slots = _d().slots
+    return (lambda: slots.slot(turn_id)) if slots is not None else None
 
 
 async def _cancel(head: HeadStart | None) -> None:
@@ -591,8 +595,7 @@ async def call_llm(turn_id: str, saved: SavedTurn, prompt: Prompt, params: TurnP
         raise
     continue_text = prompt.get("continue_text") or ""
     messages, room = _messages_for(prompt, params), _reply_room(prompt, params)
-    if head is not None and (continue_text or head.ask != Ask.of(
-            messages, params, room, cast(dict[str, Any], params).get("model") or None)):
+    if head is not None and (continue_text or head.ask != Ask.of(messages, params, room)):
         await _cancel(head)  # asked something else: the watchers are told it starts over
         head = None
     if head is None:
@@ -717,11 +720,10 @@ class _ReplyStream:
         """One request, once let in (added to `parts`); its place's arrival number, and True
         when going on after yielding was refused (what was written is kept, as a stopped
         reply the person can continue)."""
-        llm, slots = self.route.client, _d().slots
-        claim = (lambda: slots.slot(self.turn_id)) if slots is not None else None
+        llm = self.route.client
         so_far = continue_text + "".join(p.text for p in parts)
-        async with llm.gate.turn(self.progress.owner, self.progress.waiting, claim,
-                                 seq) as place:
+        async with llm.gate.turn(self.progress.owner, self.progress.waiting,
+                                 _claim(self.turn_id), seq) as place:
             self.place, self.yielded = place, place.preempted
             if self.yielded:  # asked back while claiming: no request to waste
                 return place.seq, False
@@ -745,7 +747,7 @@ class _ReplyStream:
         place = await head.adopt(self.on_delta)
         if place is None:
             return None
-        self.place, self.yielded = place, self.yielded or place.preempted
+        self.place, self.yielded = place, place.preempted
         return place.seq
 
     async def _tokens_written(self, continue_text: str, parts: list[Completion]) -> int:
