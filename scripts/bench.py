@@ -294,12 +294,17 @@ class GradioPageClient:
     that box's submit triggers, one after the other as the page chains them (`.then()`), each
     joined on Gradio's queue and followed on the session's event stream (or, for a step that
     skips the queue, posted to its route), with the values the page would send. Works against
-    any version of the page: it reads the chain from /config."""
+    any version of the page: it reads the chain from /config.
+
+    Each conversation is a page opened first: its load events run (which is when Gradio
+    builds the session's state, a copy of the page's configuration) before any message is sent,
+    as for a room of people who have the page open when they press Enter together."""
 
     def __init__(self, base_url: str) -> None:
         self.http = httpx.AsyncClient(base_url=base_url, timeout=600,
                                       limits=httpx.Limits(max_connections=None))
         self.chain: list[dict[str, Any]] = []
+        self.on_load: list[dict[str, Any]] = []
 
     async def _load_chain(self) -> None:
         config = (await self.http.get("/config")).json()
@@ -309,15 +314,20 @@ class GradioPageClient:
         self.conversation = next(c["id"] for c in config["components"]
                                  if c.get("type") == "browserstate")
         deps = config["dependencies"]
+        self.on_load = [d for d in deps if any(t[1] == "load" for t in d["targets"])]
         step = next(d for d in deps if [self.box, "submit"] in d["targets"])
         while step is not None:
             self.chain.append(step)
             step = next((d for d in deps if d.get("trigger_after") == step["id"]), None)
 
     async def new_conversation(self) -> dict[str, Any]:
+        """A page opened by a new visitor (nothing in its browser storage)."""
         if not self.chain:
             await self._load_chain()
-        return {"id": None, "session": uuid.uuid4().hex}
+        conv: dict[str, Any] = {"id": None, "session": uuid.uuid4().hex}
+        for step in self.on_load:
+            await self._run_step(step, [None] * len(step["inputs"]), conv, [])
+        return conv
 
     async def turn(self, conv: dict[str, Any], index: int, n: int) -> Sample:
         started = time.perf_counter()
@@ -331,8 +341,9 @@ class GradioPageClient:
 
     async def _run_step(self, step: dict[str, Any], data: list[Any], conv: dict[str, Any],
                         first: list[float]) -> None:
+        trigger = step["targets"][0][0] if step in self.on_load else self.box
         body = {"data": data, "event_data": None, "fn_index": step["id"],
-                "trigger_id": self.box, "session_hash": conv["session"]}
+                "trigger_id": trigger, "session_hash": conv["session"]}
         if step.get("queue") is False:  # the page posts these straight to the event's route
             answer = await self.http.post(f"/gradio_api/run/{step['api_name']}", json=body)
             answer.raise_for_status()
