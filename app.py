@@ -30,6 +30,7 @@ import uvicorn
 from chat_core.config import ConfigError, Settings, load_settings
 from chat_core.errors import ChatError
 from chat_core.secrets_mask import install_log_masking
+from chat_core.web.event_loop import http_protocol, run as run_loop
 
 log = logging.getLogger("app")
 
@@ -218,6 +219,7 @@ async def serve(settings: Settings, share: bool = False) -> None:
         server = _Server(uvicorn.Config(guard, host=settings.host, port=settings.port,
                                         log_level="warning", lifespan="on",
                                         timeout_keep_alive=75,
+                                        http=http_protocol(settings.fast_io),
                                         # The client address is the socket's: X-Forwarded-For
                                         # is believed only from the share tunnel
                                         # (login_throttle.client_address), not from any local
@@ -262,7 +264,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     try:
-        asyncio.run(serve(settings, share=args.share))
+        run_loop(serve(settings, share=args.share), fast=settings.fast_io)
     except (ChatError, RuntimeError, OSError, ValueError) as exc:
         message = exc.message if isinstance(exc, ChatError) else str(exc)
         print(f"error: {message}", file=sys.stderr)

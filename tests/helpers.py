@@ -24,6 +24,7 @@ from chat_core.runtime import ChatRuntime
 from chat_core.service import ChatService
 from chat_core.ui.page import build_ui
 from chat_core.web.app import build_web_app
+from chat_core.web.event_loop import http_protocol, run as run_loop
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("TEST_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
@@ -95,7 +96,7 @@ class InProcessApp:
 
     def _run(self) -> None:
         try:
-            asyncio.run(self._main())
+            run_loop(self._main(), fast=self.settings.fast_io)
         except BaseException as exc:  # surfaced by start()
             self._error = exc
             self._ready.set()
@@ -109,7 +110,8 @@ class InProcessApp:
                                 share_mode=self.share)
             self._server = uvicorn.Server(uvicorn.Config(
                 app, host="127.0.0.1", port=self.settings.port, log_level="warning",
-                lifespan="on", timeout_graceful_shutdown=1, proxy_headers=False))
+                lifespan="on", timeout_graceful_shutdown=1, proxy_headers=False,
+                http=http_protocol(self.settings.fast_io)))
             self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
             serving = asyncio.ensure_future(self._server.serve())
             while not self._server.started and not serving.done():
