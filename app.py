@@ -30,7 +30,7 @@ import uvicorn
 from chat_core.config import ConfigError, Settings, load_settings
 from chat_core.errors import ChatError
 from chat_core.secrets_mask import install_log_masking
-from chat_core.web.event_loop import http_protocol, run as run_loop
+from chat_core.web.event_loop import describe, http_protocol, run as run_loop
 
 log = logging.getLogger("app")
 
@@ -231,6 +231,7 @@ async def serve(settings: Settings, share: bool = False) -> None:
         while not server.started and not serving.done():
             await asyncio.sleep(0.05)
         if server.started:
+            log.info("serving on %s", describe(server.config))
             login = ", login required" if settings.accounts_enabled else ""
             print(f"* Durable chat on http://{settings.host}:{settings.port}  "
                   f"(model {service.backend.get('model', '?')}, {service.backend.get('kind')} "

@@ -314,7 +314,8 @@ class GradioPageClient:
         self.conversation = next(c["id"] for c in config["components"]
                                  if c.get("type") == "browserstate")
         deps = config["dependencies"]
-        self.on_load = [d for d in deps if any(t[1] == "load" for t in d["targets"])]
+        self.on_load = [d for d in deps if d.get("backend_fn")
+                        and any(t[1] == "load" for t in d["targets"])]
         step = next(d for d in deps if [self.box, "submit"] in d["targets"])
         while step is not None:
             self.chain.append(step)
@@ -341,7 +342,8 @@ class GradioPageClient:
 
     async def _run_step(self, step: dict[str, Any], data: list[Any], conv: dict[str, Any],
                         first: list[float]) -> None:
-        trigger = step["targets"][0][0] if step in self.on_load else self.box
+        trigger = next(t[0] for t in step["targets"] if t[1] == "load") \
+            if step in self.on_load else self.box
         body = {"data": data, "event_data": None, "fn_index": step["id"],
                 "trigger_id": trigger, "session_hash": conv["session"]}
         if step.get("queue") is False:  # the page posts these straight to the event's route

@@ -1,17 +1,19 @@
-"""FAST_IO: the app serves on uvloop and httptools by default, and on the standard library's
-loop and h11 with FAST_IO=0, streaming the same turn either way."""
+"""FAST_IO: the app serves on uvloop and httptools with FAST_IO=1, and on the standard library's
+loop and h11 with FAST_IO=0; either way it streams a turn, and refuses a request whose line
+and headers pass h11's 16 KiB (httptools alone sets no limit)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from pathlib import Path
 
 import httpx
 import pytest
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from chat_core.web.event_loop import http_protocol, run
+from chat_core.web.event_loop import MAX_REQUEST_HEAD_BYTES, BoundedHttpTools, http_protocol, run
 from tests.helpers import AppProcess, base_env
 
 
@@ -22,7 +24,7 @@ async def _loop_module() -> str:
 def test_the_fast_loop_is_uvloop_and_the_other_asyncio_s() -> None:
     assert run(_loop_module(), fast=True).startswith("uvloop")
     assert run(_loop_module(), fast=False).startswith("asyncio")
-    assert (http_protocol(True), http_protocol(False)) == ("httptools", "h11")
+    assert (http_protocol(True), http_protocol(False)) == (BoundedHttpTools, "h11")
 
 
 def _streamed_reply(url: str) -> tuple[list[str], str, str]:
@@ -30,7 +32,7 @@ def _streamed_reply(url: str) -> tuple[list[str], str, str]:
         cid = http.post("/api/conversations").json()["id"]
         kinds, deltas, done = [], "", {}
         with http.stream("POST", f"/api/conversations/{cid}/messages?stream=true",
-                         json={"content": "over h11"}) as response:
+                         json={"content": "either way"}) as response:
             event = ""
             for line in response.iter_lines():
                 if line.startswith("event: "):
@@ -43,17 +45,38 @@ def _streamed_reply(url: str) -> tuple[list[str], str, str]:
     return kinds, deltas, done["assistant_message"]["content"]
 
 
+def _answer_to_head_of(url: str, header_bytes: int) -> bytes:
+    """The server's answer to a request whose one header holds `header_bytes` bytes, sent
+    without the blank line that would end the head."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Big: "
+                     + b"a" * header_bytes)
+        answer = b""
+        while chunk := sock.recv(4096):
+            answer += chunk
+    return answer
+
+
 @pytest.mark.slow
-def test_fast_io_off_streams_a_turn_on_asyncio_and_h11(database_url: str, llm: EmulatedLLM,
-                                                       tmp_path: Path) -> None:
-    llm.settings.reply_tokens, llm.settings.tpot_ms = 6, 20
-    env = base_env(database_url, llm.base_url, tmp_path, FAST_IO="0", LOG_LEVEL="INFO")
+@pytest.mark.parametrize("fast_io, serving, refused", [
+    ("0", "asyncio's event loop, H11Protocol", b"HTTP/1.1 400 "),
+    ("1", "uvloop's event loop, BoundedHttpTools", b"HTTP/1.1 431 "),
+])
+def test_both_loops_stream_a_turn_and_refuse_an_oversized_head(
+        database_url: str, llm: EmulatedLLM, tmp_path: Path, fast_io: str, serving: str,
+        refused: bytes) -> None:
+    llm.settings.reply_tokens, llm.settings.tpot_ms = 6, 30
+    env = base_env(database_url, llm.base_url, tmp_path, FAST_IO=fast_io, LOG_LEVEL="INFO")
     app = AppProcess(env, tmp_path / "app.log").start()
     try:
         kinds, deltas, reply = _streamed_reply(app.url)
+        answer = _answer_to_head_of(app.url, MAX_REQUEST_HEAD_BYTES + 4096)
+        healthy = httpx.get(f"{app.url}/healthz", timeout=10).status_code
     finally:
         app.stop()
     assert kinds[0] == "turn" and kinds[-1] == "done" and kinds.count("delta") >= 2
-    assert deltas == reply and reply.startswith("Reply to [over h11]")
-    log = (tmp_path / "app.log").read_text()
-    assert "serving on asyncio's event loop with the h11 HTTP parser" in log
+    assert deltas == reply and reply.startswith("Reply to [either way]")
+    assert answer.startswith(refused), answer[:200]
+    assert healthy == 200
+    assert f"serving on {serving}" in (tmp_path / "app.log").read_text()
