@@ -194,6 +194,17 @@ def wait_until(predicate: Any, timeout: float = 30, interval: float = 0.05) -> A
         time.sleep(interval)
 
 
+def in_flight_reply(url: str, conversation_id: str) -> str:
+    """The workflow id of the conversation's reply in flight, once its row is saved. A new
+    message's LLM request can leave before its workflow's first step saves the rows (the head
+    start), so a test that saw the request waits for the row here before acting on the turn."""
+    rows = wait_until(lambda: query(url, "SELECT workflow_id FROM messages WHERE"
+                                    " conversation_id = %s AND role = 'assistant' AND status"
+                                    " IN ('pending', 'streaming')", (conversation_id,)))
+    assert len(rows) == 1, rows
+    return rows[0][0]
+
+
 # Three people sharing one app (share mode): alice, the first, is its admin.
 ROOM = {"alice": "alice-password-1", "bob": "bob-password-22", "carol": "carol-password-333"}
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.helpers import InProcessApp, query, wait_until
+from tests.helpers import InProcessApp, in_flight_reply, query, wait_until
 
 pytestmark = pytest.mark.slow  # the real app on PostgreSQL
 
@@ -119,6 +119,7 @@ def test_delete_cancels_a_turn_in_flight_first(app: InProcessApp, llm: EmulatedL
         llm.script({"action": "hang", "max_sec": 60})
         turn = app.call(app.service.start_turn(cid, "still generating"))
         wait_until(lambda: len(llm.requests) == 2)
+        assert in_flight_reply(app.settings.database_url or "", cid) == turn.turn_id
         deleted = http.delete(f"/api/conversations/{cid}")
         assert deleted.status_code == 200, deleted.text
         assert deleted.json()["cancelled_turns"] == [turn.turn_id]

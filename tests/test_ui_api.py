@@ -12,7 +12,7 @@ import pytest
 from gradio_client import Client
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from tests.helpers import InProcessApp, close_soon, query, wait_until
+from tests.helpers import InProcessApp, close_soon, in_flight_reply, query, wait_until
 
 pytestmark = pytest.mark.slow  # the real app through the Gradio client
 
@@ -163,8 +163,7 @@ def test_fork_and_cancel_from_the_workflows_tab(client: Client, app: InProcessAp
     llm.script({"action": "hang", "max_sec": 60})
     job = client.submit("cancel me", conv, api_name="/send")
     wait_until(lambda: len(llm.requests) == 3)
-    running = query(db, "SELECT workflow_id FROM messages WHERE conversation_id = %s AND"
-                    " status IN ('pending', 'streaming')", (conv,))[0][0]
+    running = in_flight_reply(db, conv)
     message, _, _ = client.predict(running, 3, "all", api_name="/cancel_workflow")
     assert "now CANCELLED" in message
     wait_until(job.done, timeout=20)
