@@ -65,6 +65,8 @@ def base_env(database_url: str, llm_url: str, tmp: Path, **extra: str) -> dict[s
         "STREAM_CHECKPOINT_SEC": "0.2",
         "LOG_LEVEL": "WARNING",
     }
+    if os.environ.get("FAST_IO"):  # the whole suite can run on either event loop
+        env["FAST_IO"] = os.environ["FAST_IO"]
     env.update(extra)
     return env
 

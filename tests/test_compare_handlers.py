@@ -36,8 +36,9 @@ def people(migrated_database_url: str, monkeypatch: pytest.MonkeyPatch) -> Itera
         yield r
 
 
-def alices_comparison(r: Room) -> dict[str, str]:
-    """Alice's blind comparison with one finished round: the ids the others try."""
+def alices_comparison(r: Room, finished: bool = True) -> dict[str, str]:
+    """Alice's blind comparison with one round, finished or still being written: the ids the
+    others try."""
     cid = uuid.uuid4()
     sides = {s: SideRow(uuid.uuid4(), f"model-{s}", f"{SECRET}-{s}", {}) for s in "ab"}
     store = ComparisonStore(r.system.db, r.alice)
@@ -45,7 +46,7 @@ def alices_comparison(r: Room) -> dict[str, str]:
     ids = {"comparison": str(cid)}
     for s, side in sides.items():
         turn, _, _ = r.turn(r.alice, str(side.conversation_id), f"{SECRET} prompt",
-                            f"{SECRET} reply {s}")
+                            f"{SECRET} reply {s}" if finished else None)
         ids[f"turn_{s}"], ids[f"conversation_{s}"] = turn, str(side.conversation_id)
     return ids
 
@@ -139,3 +140,23 @@ def test_the_owner_gets_it_through_the_same_steps(layout: Any, people: Room) -> 
     voted = answered(r, mine["vote"]).replace("\\", "")  # (Markdown escapes)
     assert f"A: {SECRET}-a 🏆" in voted  # the vote shows the sides' names
 
+
+
+def test_a_round_opened_twice_at_once_is_followed_whichever_answer_gradio_keeps(
+        layout: Any, people: Room) -> None:
+    """A page can open the same comparison twice at once (a pick from the list can fire its
+    event twice). Gradio keeps whichever call's state it stores last for the stream step, which
+    need not be the call that marked its round shown last: either must be followed, or the
+    replies being written never show (seen in a browser test, 1 run in 4)."""
+    r = people
+    handlers = CompareHandlers(r.service, layout, share_mode=True)
+    ids = alices_comparison(r, finished=False)
+    req = caller(r.alice)
+    first, second = (r.run(handlers.open(ids["comparison"], req))[layout.following]
+                     for _ in range(2))
+    assert first["turns"] == second["turns"] == {s: ids[f"turn_{s}"] for s in "ab"}
+    assert handlers.still_shown(req, first) and handlers.still_shown(req, second)
+    # A later round is another: the earlier round's stream stops drawing once it is shown.
+    later = alices_comparison(r, finished=False)
+    r.run(handlers.open(later["comparison"], req))
+    assert not handlers.still_shown(req, first)

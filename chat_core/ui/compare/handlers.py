@@ -112,9 +112,14 @@ class CompareHandlers:
     def following_state(self, view: dict[str, Any], turns: dict[str, str],
                         shown: dict[str, Pane]) -> dict[str, Any]:
         """What the stream step follows: the round's turns, the panes before their replies,
-        and a token that tells this round's end from a later one's."""
+        and a token that tells this round's end from a later one's. The token names the round
+        (its turns), not the call: a page may open the same comparison twice at once (a list's
+        pick can fire twice), and the stream step reads whichever call's state Gradio stored
+        last, which need not be the call that marked its round shown last."""
         sides = view.get("sides") or {}
-        return {"token": uuid.uuid4().hex, "comparison": view["id"], "turns": turns,
+        token = uuid.uuid5(uuid.NAMESPACE_URL, "compare-round:" + view["id"] + ":" + ",".join(
+            f"{side}={turns[side]}" for side in sorted(turns))).hex
+        return {"token": token, "comparison": view["id"], "turns": turns,
                 "conversations": {s: (sides.get(s) or {}).get("conversation_id")
                                   for s in turns},
                 "shown": shown}
