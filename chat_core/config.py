@@ -84,9 +84,8 @@ class Settings:
     # let its LLM step adopt it (turns/head_start.py): in a burst, the first tokens come sooner.
     turn_head_start: bool = True
     # Serve on uvloop's event loop and uvicorn's httptools parser (web/event_loop.py): about an
-    # eighth less CPU per token. Off until a browser test that fails 1 run in 4 on uvloop (and
-    # never on asyncio's loop) is understood (docs/performance.md).
-    fast_io: bool = False
+    # eighth less CPU per token (docs/performance.md). FAST_IO=0: asyncio's loop and h11.
+    fast_io: bool = True
     db_pool_max: int = 20
     # "user:password[,user2:password2]": one account each (required by --share unless
     # SHARE_INVITE is set); any of the SHARE_* accounts settings turns login on.
