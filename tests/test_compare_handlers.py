@@ -160,3 +160,19 @@ def test_a_round_opened_twice_at_once_is_followed_whichever_answer_gradio_keeps(
     later = alices_comparison(r, finished=False)
     r.run(handlers.open(later["comparison"], req))
     assert not handlers.still_shown(req, first)
+
+
+def test_picking_the_open_comparison_again_leaves_the_page_as_it_is(layout: Any,
+                                                                   people: Room) -> None:
+    """The list fires its event again when closed on the same choice. A second read of the
+    comparison, made just before a vote, could land after the vote's answer and draw it
+    unjudged again (a browser test saw the names never show after the vote): the comparison
+    already open is left as it is, and only another one is opened."""
+    r = people
+    handlers = CompareHandlers(r.service, layout, share_mode=True)
+    shown, other = alices_comparison(r), alices_comparison(r)
+    req = caller(r.alice)
+    again = r.run(handlers.pick(shown["comparison"], shown["comparison"], req))
+    assert again == gr.skip()  # nothing on the page changes
+    opened = r.run(handlers.pick(other["comparison"], shown["comparison"], req))
+    assert opened[layout.comparison] == other["comparison"]

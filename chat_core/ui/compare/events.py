@@ -47,7 +47,8 @@ class CompareEvents:
         tab.select(h.board, outputs=self.leaderboard, **QUIET)
         # Another comparison shown: the round streamed so far stops drawing into its panes.
         # (`input`: the person's choice, not the list's update by a handler.)
-        self._follow(ui.history.input(h.open, inputs=[ui.history], outputs=self.opened,
+        self._follow(ui.history.input(h.pick, inputs=[ui.history, ui.comparison],
+                                      outputs=self.opened,
                                       cancels=streams, **UNCAPPED, **PRIVATE))
         ui.new.click(h.new_comparison, outputs=self.opened, cancels=streams, **QUIET)
         for winner, button in ui.votes.items():

@@ -155,6 +155,15 @@ class CompareHandlers:
             return gr.skip()
         return await self.opened(cs, view, request)
 
+    async def pick(self, comparison_id: Any, shown_id: Any, request: Caller = None) -> Any:
+        """A comparison chosen in the list. The one already open is left as it is: the list
+        fires its event again when it is closed on the same choice, and a read of the
+        comparison made just before a vote could land after the vote's answer and draw the
+        comparison as it was, unjudged, over it."""
+        if isinstance(comparison_id, str) and comparison_id and comparison_id == shown_id:
+            return gr.skip()
+        return await self.open(comparison_id, request)
+
     async def opened(self, cs: ComparisonService, view: dict[str, Any],
                      request: Caller = None) -> Changes:
         ui, writing = self.ui, in_flight(view)
