@@ -121,6 +121,13 @@ class ChatService:
             raise InvalidInput("limit must be 1..1000 and offset 0 or more")
         return [public_conversation(r) for r in await self.store.list_conversations(limit, offset)]
 
+    async def conversation_titles(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest conversations' ids and titles (and owners, for an admin seeing
+        everyone's): what a list of them shows, for a fraction of list_conversations' cost."""
+        return [{"id": str(r["id"]), "title": r["title"],
+                 **({"owner": r["owner_name"]} if r["owner_name"] is not None else {})}
+                for r in await self.store.list_conversation_titles(limit)]
+
     async def get_conversation(self, conversation_id: str | uuid.UUID) -> dict[str, Any]:
         return public_conversation(await self.store.get_conversation(parse_id(conversation_id)))
 

@@ -141,8 +141,6 @@ async def cost(mode: str, meter: CpuMeter, args: argparse.Namespace,
     turns, profile = args.cost_turns, args.profile
     per_turn, open_ms = {}, 0.0
     for tokens in (SHORT, LONG):
-        spy = _profiler(meter.app.pid, profile / f"{mode.replace(' ', '_')}-{tokens}.txt") \
-            if profile else None
         # Tokens 10 ms apart: each still its own read and event, four waves in seconds.
         httpx.post(f"{args.llm_url}/_control",
                    json={"reply_tokens": tokens, "tpot_ms": args.cost_tpot_ms}
@@ -151,6 +149,9 @@ async def cost(mode: str, meter: CpuMeter, args: argparse.Namespace,
         conversations = [await new() for _ in range(turns)]
         if tokens == SHORT:
             open_ms = (meter.read()[0] - opened0) / turns * 1000
+        # Profiled as metered: the turns, not the opening of their pages.
+        spy = _profiler(meter.app.pid, profile / f"{mode.replace(' ', '_')}-{tokens}.txt") \
+            if profile else None
         limit = asyncio.Semaphore(args.cost_concurrency)
 
         async def one(i: int, conv: Any) -> None:

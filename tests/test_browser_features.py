@@ -322,3 +322,35 @@ def test_export_and_import(page: Page, app: InProcessApp, tmp_path: Path) -> Non
     _upload(page, bad)
     page.locator("#notice").get_by_text("not valid JSON").wait_for()
     assert query(app.settings.database_url or "", "SELECT count(*) FROM conversations") == before
+
+
+def _thumbs(page: Page) -> list[str]:
+    """Each reply's thumbs as the page shows them: "Liked", "Disliked" or "" (none lit). The
+    Chatbot draws a Dislike and a Like button under each reply."""
+    labels = page.locator("#chatbot button").evaluate_all(
+        "(buttons) => buttons.map((b) => b.getAttribute('aria-label') || '')")
+    pairs = [label for label in labels if label.rstrip("d") in ("Like", "Dislike")]
+    return ["".join(label for label in pairs[i:i + 2] if label.endswith("d"))
+            for i in range(0, len(pairs), 2)]
+
+
+def test_a_pressed_thumb_stays_with_its_reply_and_no_other_conversation(
+        page: Page, app: InProcessApp) -> None:
+    """A thumb pressed (the page lights it itself) stays on its reply through later turns and
+    when the conversation is opened again, and lights nothing in another conversation, whose
+    replies take the same positions in the pane."""
+    _chat(page, app, "a reply to like")
+    page.locator('#chatbot button[aria-label="Like"]').last.click()
+    page.locator('#chatbot button[aria-label="Liked"]').wait_for()
+    page.click("#new-chat")
+    send(page, "another")
+    watch_reply(page, "Reply to [another]")
+    wait_idle(page)
+    wait_until(lambda: _thumbs(page) == [""], timeout=10)  # not the last conversation's
+    page.locator("#sidebar label").filter(has_text="a reply to like").click()
+    wait_until(lambda: _thumbs(page) == ["Liked"], timeout=10)
+    for n, text in enumerate(("second", "third"), start=2):
+        send(page, text)
+        watch_reply(page, f"Reply to [{text}]")
+        wait_idle(page)
+        wait_until(lambda: _thumbs(page) == ["Liked"] + [""] * (n - 1), timeout=10)

@@ -156,10 +156,13 @@ def test_a_round_opened_twice_at_once_is_followed_whichever_answer_gradio_keeps(
                      for _ in range(2))
     assert first["turns"] == second["turns"] == {s: ids[f"turn_{s}"] for s in "ab"}
     assert handlers.still_shown(req, first) and handlers.still_shown(req, second)
-    # A later round is another: the earlier round's stream stops drawing once it is shown.
-    later = alices_comparison(r, finished=False)
-    r.run(handlers.open(later["comparison"], req))
-    assert not handlers.still_shown(req, first)
+    # The comparison's next round is another: the earlier round's stream stops drawing once
+    # the next is shown.
+    for s in "ab":
+        r.turn(r.alice, ids[f"conversation_{s}"], f"{SECRET} next prompt")
+    later = r.run(handlers.open(ids["comparison"], req))[layout.following]
+    assert later["turns"] != first["turns"]
+    assert handlers.still_shown(req, later) and not handlers.still_shown(req, first)
 
 
 def test_picking_the_open_comparison_again_leaves_the_page_as_it_is(layout: Any,

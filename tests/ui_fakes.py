@@ -68,6 +68,9 @@ class FakeService:
     async def list_conversations(self, limit: int = 100) -> list[dict[str, Any]]:
         return list(self.conversations.values())[:limit]
 
+    async def conversation_titles(self, limit: int = 100) -> list[dict[str, Any]]:
+        return [{"id": c["id"], "title": c["title"]} for c in await self.list_conversations(limit)]
+
     async def list_messages(self, conversation_id: str, last_turns: int | None = None
                             ) -> list[dict[str, Any]]:
         await self.get_conversation(conversation_id)

@@ -45,6 +45,10 @@ _CONVERSATION_VIEW = """
     c.origin_message_id, c.owner_id, (SELECT a.name FROM accounts a WHERE a.id = c.owner_id)
     AS owner_name
 """
+_TITLE_VIEW = """
+    c.id, c.title, CASE WHEN %(sees_all)s THEN
+        (SELECT a.name FROM accounts a WHERE a.id = c.owner_id) END AS owner_name
+"""
 # The ownership clause: the conversation `c` is the person's, or the person sees all; and it
 # is not a blind comparison's side before the vote (sealed, migrations/009), unless the person
 # is the system or the comparison service, which masks the names.
@@ -190,9 +194,20 @@ class ChatStore(PersonScoped):
     async def list_conversations(self, limit: int = 100, offset: int = 0,
                                  owner: uuid.UUID | None = None) -> list[Row]:
         """Newest first; `owner` narrows an admin's view of everyone's to one person's."""
+        return await self._listed(_CONVERSATION_VIEW, limit, offset, owner)
+
+    @retry_transient
+    async def list_conversation_titles(self, limit: int = 100) -> list[Row]:
+        """The same list with only what a sidebar shows (id, title, owner_name): it is drawn on
+        every new conversation's first message, where the whole rows cost the chat tab a tenth
+        of a turn's CPU (docs/performance.md)."""
+        return await self._listed(_TITLE_VIEW, limit, 0, None)
+
+    async def _listed(self, columns: str, limit: int, offset: int, owner: uuid.UUID | None
+                      ) -> list[Row]:
         async with self.db.connection() as conn:
             cur = await conn.execute(
-                f"SELECT {_CONVERSATION_VIEW} FROM conversations c WHERE {OWNED}"
+                f"SELECT {columns} FROM conversations c WHERE {OWNED}"
                 " AND (%(only)s::uuid IS NULL OR c.owner_id = %(only)s)"
                 # A comparison's sides are listed by the Compare tab, not among the chats.
                 " AND c.comparison_id IS NULL"

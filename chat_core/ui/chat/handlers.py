@@ -97,7 +97,7 @@ class ChatHandlers:
         the message, which may not have happened yet: it is listed with the title it will get.
         Everyone's (an admin's choice) are listed with their owner."""
         everyone = self.lists_everyone(service)
-        rows = await self.listing(service).list_conversations(limit=100)
+        rows = await self.listing(service).conversation_titles(limit=100)
         choices = []
         for c in rows:
             title = c["title"] or (self.service.title_for(first_message) if first_message and
