@@ -204,7 +204,7 @@ def test_an_unexpected_error_in_the_ui_shows_no_exception_text(
         raise psycopg.errors.UndefinedTable(
             'relation "conversations" does not exist\nLINE 1: SELECT id, title FROM conversations')
 
-    monkeypatch.setattr(secret_app.service, "list_conversations", broken)
+    monkeypatch.setattr(secret_app.service, "conversation_titles", broken)  # the sidebar
     client = Client(secret_app.url, auth=(USER, SHARE_PASSWORD), verbose=False)
     try:
         with pytest.raises(Exception) as caught:
