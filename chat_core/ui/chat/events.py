@@ -63,19 +63,13 @@ class ChatEvents:
             listener(h.everyone_shown, outputs=[h.everyone], show_progress="hidden", **PRIVATE,
                      **DIRECT)
 
-    def _follow(self, first: Any, lit: bool = True) -> None:
-        """Chain the stream and settle steps after an event that may have started a turn, and
-        then (`lit`) the thumbs. A new message needs no thumbs: the replies before it keep
-        their places, and the new one's place had none (the pane's thumbs were set when the
-        conversation was shown); the thumbs' step names the Chatbot, which Gradio rebuilds
-        with its API schema, a few ms of every turn (docs/performance.md)."""
+    def _follow(self, first: Any) -> None:
+        """Chain the stream and settle steps after an event that may have started a turn."""
         h, ui = self.handlers, self.handlers.ui
-        settled = first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.ended],
+        self._lit(first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.ended],
                              **PRIVATE, **UNCAPPED).then(
             h.settle, inputs=[ui.turn, ui.ended], outputs=self.settled,
-            show_progress="hidden", **PRIVATE, **DIRECT)
-        if lit:
-            self._lit(settled)
+            show_progress="hidden", **PRIVATE, **DIRECT))
 
     def _lit(self, event: Any) -> Any:
         """After an event that changed the pane's view: light the thumbs of the rated replies
@@ -92,7 +86,7 @@ class ChatEvents:
         context = [ui.conversation, ui.view]
         # The page's first steps are private: their public names belong to the API's events.
         self._follow(ui.box.submit(h.send, inputs=[ui.box, *context], outputs=self.started,
-                                   api_name="page_send", **PRIVATE, **DIRECT), lit=False)
+                                   api_name="page_send", **PRIVATE, **DIRECT))
         for button, handler, name in ((ui.retry, h.retry, "retry"),
                                       (ui.regenerate, h.retry, "regenerate"),
                                       (ui.proceed, h.continue_reply, "continue")):
