@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page
 
+from chat_core.data.conversation_export import FORMAT, VERSION
 from chat_core.testing.emulated_llm import EmulatedLLM
+from chat_core.ui.chat.view import SHOWN_TURNS
 from tests.browser_support import (bot_text, browser, open_app, page, reply_text, send,
                                    user_texts, wait_idle, wait_shown, watch_reply)
 from tests.helpers import InProcessApp, query, wait_until
@@ -354,3 +356,27 @@ def test_a_pressed_thumb_stays_with_its_reply_and_no_other_conversation(
         watch_reply(page, f"Reply to [{text}]")
         wait_idle(page)
         wait_until(lambda: _thumbs(page) == ["Liked"] + [""] * (n - 1), timeout=10)
+
+
+def test_past_the_panes_turns_each_thumb_stays_with_its_reply(page: Page,
+                                                                app: InProcessApp) -> None:
+    """The pane shows the newest SHOWN_TURNS turns: a new one pushes the oldest out and every
+    reply moves up one place, while the page keeps its thumbs by place. The rated reply's
+    thumb must move with it, not stay lit on the place the new reply takes."""
+    messages: list[dict[str, object]] = []
+    for n in range(SHOWN_TURNS):
+        messages += [{"role": "user", "content": f"question {n}"},
+                     {"role": "assistant", "content": f"answer {n}",
+                      "rating": {"value": 1} if n == SHOWN_TURNS - 1 else None}]
+    assert app.service is not None
+    app.call(app.service.import_conversation({
+        "format": FORMAT, "version": VERSION, "messages": messages,
+        "conversation": {"title": "a full pane"}}))
+    open_app(page, app.url)
+    page.locator("#sidebar label").filter(has_text="a full pane").click()
+    wait_until(lambda: _thumbs(page)[-1:] == ["Liked"], timeout=20)
+    send(page, "one more")
+    watch_reply(page, "Reply to [one more]")
+    wait_idle(page)
+    wait_until(lambda: _thumbs(page)[-2:] == ["Liked", ""], timeout=10)
+    assert _thumbs(page).count("Liked") == 1
