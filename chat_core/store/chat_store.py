@@ -40,15 +40,12 @@ _CONVERSATION_COLUMNS = """
     owner_id
 """
 # The same, qualified by c and with the owner's name (for an admin's view of everyone's).
-_CONVERSATION_VIEW = """
+_OWNER_NAME = "(SELECT a.name FROM accounts a WHERE a.id = c.owner_id)"
+_CONVERSATION_VIEW = f"""
     c.id, c.title, c.created_at, c.updated_at, c.settings, c.origin_conversation_id,
-    c.origin_message_id, c.owner_id, (SELECT a.name FROM accounts a WHERE a.id = c.owner_id)
-    AS owner_name
+    c.origin_message_id, c.owner_id, {_OWNER_NAME} AS owner_name
 """
-_TITLE_VIEW = """
-    c.id, c.title, CASE WHEN %(sees_all)s THEN
-        (SELECT a.name FROM accounts a WHERE a.id = c.owner_id) END AS owner_name
-"""
+_TITLE_VIEW = f"c.id, c.title, CASE WHEN %(sees_all)s THEN {_OWNER_NAME} END AS owner_name"
 # The ownership clause: the conversation `c` is the person's, or the person sees all; and it
 # is not a blind comparison's side before the vote (sealed, migrations/009), unless the person
 # is the system or the comparison service, which masks the names.
@@ -199,8 +196,8 @@ class ChatStore(PersonScoped):
     @retry_transient
     async def list_conversation_titles(self, limit: int = 100) -> list[Row]:
         """The same list with only what a sidebar shows (id, title, owner_name): it is drawn on
-        every new conversation's first message, where the whole rows cost the chat tab a tenth
-        of a turn's CPU (docs/performance.md)."""
+        every new conversation's first message, where the whole rows cost 1.5 ms of CPU for 100
+        conversations and these 0.5 ms (docs/performance.md)."""
         return await self._listed(_TITLE_VIEW, limit, 0, None)
 
     async def _listed(self, columns: str, limit: int, offset: int, owner: uuid.UUID | None
