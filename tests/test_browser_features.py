@@ -380,3 +380,28 @@ def test_past_the_panes_turns_each_thumb_stays_with_its_reply(page: Page,
     wait_idle(page)
     wait_until(lambda: _thumbs(page)[-2:] == ["Liked", ""], timeout=10)
     assert _thumbs(page).count("Liked") == 1
+
+
+def test_a_regenerated_reply_does_not_take_the_thumb_of_the_one_it_replaces(
+        page: Page, app: InProcessApp, llm: EmulatedLLM) -> None:
+    """A new alternative takes the rated reply's place in the pane: the page must not light
+    the old one's thumb on it, while it is written or after; the old one keeps its thumb.
+    (The thumb is lit by the server here, the conversation opened again after the rating: one
+    the page lit itself goes when the reply's text changes.)"""
+    _chat(page, app, "an answer to regenerate")
+    page.locator('#chatbot button[aria-label="Like"]').last.click()
+    page.locator('#chatbot button[aria-label="Liked"]').wait_for()
+    page.click("#new-chat")
+    wait_until(lambda: _thumbs(page) == [], timeout=10)
+    page.locator("#sidebar label").filter(has_text="an answer to regenerate").click()
+    wait_until(lambda: _thumbs(page) == ["Liked"], timeout=10)
+    llm.script({"action": "hang"})
+    page.click("#regenerate")
+    wait_until(lambda: len(llm.requests) == 2)
+    wait_until(lambda: _thumbs(page) == [""], timeout=10)  # while it is being written
+    llm.release()
+    wait_idle(page)
+    page.locator("#alt-position").get_by_text("2 / 2").wait_for()
+    assert _thumbs(page) == [""]
+    page.click("#alt-prev")
+    wait_until(lambda: _thumbs(page) == ["Liked"], timeout=10)

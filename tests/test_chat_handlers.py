@@ -151,9 +151,18 @@ def test_the_stream_ends_on_the_stored_pane_when_they_differ(
     started = run(chat.send("Hi", None, {}))
     turn = started[tab.ui.turn]
     service.add_turn(turn["conversation"], "from another tab", "answered there")
-    pane, _ = collect(chat.stream(turn))[-1]
-    assert [m["content"] for m in pane] == [
+    last, _ = collect(chat.stream(turn))[-1]
+    assert [m["content"] for m in last["value"]] == [
         "Hi", "<p>Hello</p>", "from another tab", "<p>answered there</p>"]
+    # The page keeps its thumbs by place: redrawn, the pane takes them anew, one per reply.
+    assert last["feedback_value"] == [None, None]
+
+
+def test_a_stream_that_lines_up_leaves_the_thumbs_as_the_page_has_them(
+        tab: ChatTab, chat: ChatHandlers) -> None:
+    started = run(chat.send("Hi", None, {}))
+    last, _ = collect(chat.stream(started[tab.ui.turn]))[-1]
+    assert [m["content"] for m in last] == ["Hi", "<p>Hello</p>"]  # a value, no thumbs
 
 
 def test_a_failed_reply_offers_retry(tab: ChatTab, chat: ChatHandlers,
@@ -319,8 +328,9 @@ def test_a_watch_error_redraws_the_stored_pane_and_keeps_its_notice(
     service.watch_error = NotFound("turn turn-x does not exist")
     started = run(chat.send("Hi", None, {}))
     steps = collect(chat.stream(started[tab.ui.turn]))
-    pane, turn = steps[-1]
-    assert [m["content"] for m in pane] == ["Hi", "<p>partial</p>"]  # as stored
+    last, turn = steps[-1]
+    assert [m["content"] for m in last["value"]] == ["Hi", "<p>partial</p>"]  # as stored
+    assert last["feedback_value"] == [None]
     assert run(chat.settle(started[tab.ui.turn], turn))[tab.ui.notice] == \
         "⚠️ turn turn\\-x does not exist"
 

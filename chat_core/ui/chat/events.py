@@ -63,13 +63,19 @@ class ChatEvents:
             listener(h.everyone_shown, outputs=[h.everyone], show_progress="hidden", **PRIVATE,
                      **DIRECT)
 
-    def _follow(self, first: Any) -> None:
-        """Chain the stream and settle steps after an event that may have started a turn."""
+    def _follow(self, first: Any, lit: bool = True) -> None:
+        """Chain the stream and settle steps after an event that may have started a turn, and
+        the thumbs' step after them when the first step showed other replies (`lit`). The
+        steps that start a turn light the thumbs themselves, only where places change
+        (handlers.started, handlers.stream): one request to Gradio, and a rebuild of the
+        Chatbot, fewer for each message sent."""
         h, ui = self.handlers, self.handlers.ui
-        self._lit(first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.ended],
-                             **PRIVATE, **UNCAPPED).then(
+        chain = first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.ended],
+                           **PRIVATE, **UNCAPPED).then(
             h.settle, inputs=[ui.turn, ui.ended], outputs=self.settled,
-            show_progress="hidden", **PRIVATE, **DIRECT))
+            show_progress="hidden", **PRIVATE, **DIRECT)
+        if lit:
+            self._lit(chain)
 
     def _lit(self, event: Any) -> Any:
         """After an event that changed the pane's view: light the thumbs of the rated replies
@@ -86,12 +92,12 @@ class ChatEvents:
         context = [ui.conversation, ui.view]
         # The page's first steps are private: their public names belong to the API's events.
         self._follow(ui.box.submit(h.send, inputs=[ui.box, *context], outputs=self.started,
-                                   api_name="page_send", **PRIVATE, **DIRECT))
+                                   api_name="page_send", **PRIVATE, **DIRECT), lit=False)
         for button, handler, name in ((ui.retry, h.retry, "retry"),
                                       (ui.regenerate, h.retry, "regenerate"),
                                       (ui.proceed, h.continue_reply, "continue")):
             self._follow(button.click(handler, inputs=context, outputs=self.again,
-                                      api_name=f"page_{name}", **PRIVATE, **DIRECT))
+                                      api_name=f"page_{name}", **PRIVATE, **DIRECT), lit=False)
         self._follow(ui.chatbot.edit(h.edit, inputs=context, outputs=self.shown,
                                      api_name="edit", **UNCAPPED))
         ui.stop.click(h.stop, inputs=[ui.turn], api_name="stop", **UNCAPPED)

@@ -33,12 +33,19 @@ from chat_core.ui.chat.view import (BEING_WRITTEN_NOTICE, BRANCHED_NOTICE, BUSY_
                                     SHOWN_TURNS, Following, Pane, TurnActions,
                                     earlier_turns_note, edit_text, feedback_of, following,
                                     like_index, like_value, pane_lines_up, sendable,
-                                    without_last_reply)
+                                    thumbs_for, thumbs_moved, without_last_reply)
 from chat_core.ui.people import own_only, sees_others, service_for
 from chat_core.ui.render import conversation_view, safe_markdown, user_html, warning
 
 Changes = dict[Any, Any]  # component -> value or gr.update(...)
 Caller = gr.Request | None  # None: a call from a test or a notebook, never from Gradio
+
+
+def lit(pane: Pane, thumbs: list[str | None]) -> Any:
+    """The pane with its replies' thumbs lit as rated. A property update: Gradio builds the
+    Chatbot anew for it (about 2.5 ms of CPU), so the steps after which every place keeps its
+    reply send the pane's value alone."""
+    return gr.update(value=pane, feedback_value=thumbs)
 
 
 def refusal(exc: ChatError) -> str:
@@ -142,11 +149,15 @@ class ChatHandlers:
                 ui.actions: gr.update(elem_classes=BUSY_ACTIONS)}
 
     def started(self, conversation_id: str, turn_id: str, reply_id: str, shown: Pane,
-                note: str = "") -> Changes:
-        """A turn just accepted: its message shown with a pending reply, the input locked."""
+                note: str = "", thumbs: list[str | None] | None = None) -> Changes:
+        """A turn just accepted: its message shown with a pending reply, the input locked.
+        `thumbs` light the replies of `shown` where the pending reply takes a rated one's
+        place (a retry); a new message's place had no reply, and its pane is sent as a value
+        alone (see lit)."""
         turn = following(turn_id, conversation_id, shown, reply_id)
-        return {self.ui.chatbot: shown + [dict(PENDING_REPLY)], self.ui.notice: note,
-                **self.busy(turn)}
+        pane = shown + [dict(PENDING_REPLY)]
+        return {self.ui.chatbot: pane if thumbs is None else lit(pane, thumbs),
+                self.ui.notice: note, **self.busy(turn)}
 
     # -- showing a conversation ---------------------------------------------------------------
 
@@ -214,16 +225,18 @@ class ChatHandlers:
                     request: Caller = None) -> Any:
         """Retry a failed reply, or regenerate one: a new alternative to the newest turn."""
         return await self.again(await self.service_for(request), conversation_id, view,
-                                "retry")
+                                "retry", thumbs=True)
 
     async def continue_reply(self, conversation_id: str | None, view: dict[str, Any] | None,
                              request: Caller = None) -> Any:
         """Continue a reply that was stopped or cut at max tokens."""
         return await self.again(await self.service_for(request), conversation_id, view,
-                                "continue")
+                                "continue", thumbs=True)
 
     async def again(self, service: ChatService, conversation_id: str | None,
-                    view: dict[str, Any] | None, action: str) -> Any:
+                    view: dict[str, Any] | None, action: str, thumbs: bool = False) -> Any:
+        """Start a retry or a continuation of the newest turn. The page's (`thumbs`) takes the
+        thumb of the reply it replaces off its place; API clients get no thumbs."""
         view = view or {}
         if conversation_id is None or not view.get("last_user"):
             return gr.skip()
@@ -233,11 +246,13 @@ class ChatHandlers:
                 turn = await service.continue_reply(conversation_id, reply)
             else:
                 turn = await service.retry_turn(conversation_id, view["last_user"])
-            shown, _, _ = await self.load(service, conversation_id)
+            shown, loaded, _ = await self.load(service, conversation_id)
         except ChatError as exc:
             return {self.ui.notice: refusal(exc)}
-        return self.started(conversation_id, turn.turn_id, turn.reply_id,
-                            without_last_reply(shown))
+        shown = without_last_reply(shown)
+        # The new reply takes the last one's place: its thumb goes out with it.
+        return self.started(conversation_id, turn.turn_id, turn.reply_id, shown, thumbs=(
+            thumbs_for(shown, loaded.get("feedback") or []) if thumbs else None))
 
     async def edit(self, conversation_id: str | None, view: dict[str, Any] | None,
                    evt: gr.EditData, request: Caller = None) -> Any:
@@ -298,7 +313,8 @@ class ChatHandlers:
             return
         lines_up = pane is not None and pane_lines_up(view, stored, shown, state)
         # Lined up, only the reply is drawn again: as stored, with the line of its facts.
-        yield (shown + stored[-1:] if lines_up else stored), {**state, "view": view}
+        yield (shown + stored[-1:] if lines_up else stored), {**state, "view": view,
+                                                               "redrawn": not lines_up}
 
     async def stream(self, turn: Following | None, request: Caller = None
                      ) -> AsyncIterator[Any]:
@@ -320,6 +336,8 @@ class ChatHandlers:
             if held is not None:
                 yield [held, gr.skip()]
             held = gr.skip() if pane is None else pane
+        if isinstance(held, list) and thumbs_moved(state):
+            held = lit(held, (state.get("view") or {}).get("feedback") or [])
         yield [gr.skip() if held is None else held, state]
 
     async def settle(self, turn: Following | None, ended: Following | None) -> Any:
