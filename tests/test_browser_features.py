@@ -382,6 +382,39 @@ def test_past_the_panes_turns_each_thumb_stays_with_its_reply(page: Page,
     assert _thumbs(page).count("Liked") == 1
 
 
+
+def _reply_ids(app: InProcessApp, conversation_title: str) -> tuple[str, list[str]]:
+    rows = query(app.settings.database_url or "",
+                 "SELECT c.id::text, m.id::text FROM messages m JOIN conversations c"
+                 " ON c.id = m.conversation_id WHERE c.title = %s AND m.role = 'assistant'"
+                 " ORDER BY m.seq", (conversation_title,))
+    return rows[0][0], [reply for _, reply in rows]
+
+
+def test_after_a_send_the_thumbs_are_as_stored(page: Page, app: InProcessApp) -> None:
+    """The Chatbot takes each reply's thumb from the server again when the pane changes: a
+    thumb pressed on the page, taken back, or given in another tab must show as stored once
+    the next reply is written; and an earlier rating's tags box is put away."""
+    _chat(page, app, "press then send")
+    page.locator('#chatbot button[aria-label="Like"]').last.click()
+    page.locator('#chatbot button[aria-label="Liked"]').wait_for()
+    page.locator("#rating-details").wait_for(state="visible")
+    send(page, "the next message")
+    watch_reply(page, "Reply to [the next message]")
+    wait_idle(page)
+    assert _thumbs(page) == ["Liked", ""]
+    assert not page.locator("#rating-details").is_visible()
+    page.locator('#chatbot button[aria-label="Liked"]').click()  # taken back
+    page.locator("#notice").get_by_text("Rating removed").wait_for()
+    conversation, replies = _reply_ids(app, "press then send")
+    assert app.service is not None
+    app.call(app.service.rate_reply(conversation, replies[1], -1))  # another tab's thumb
+    send(page, "a third")
+    watch_reply(page, "Reply to [a third]")
+    wait_idle(page)
+    assert _thumbs(page) == ["", "Disliked", ""]
+
+
 def test_a_regenerated_reply_does_not_take_the_thumb_of_the_one_it_replaces(
         page: Page, app: InProcessApp, llm: EmulatedLLM) -> None:
     """A new alternative takes the rated reply's place in the pane: the page must not light
@@ -395,13 +428,17 @@ def test_a_regenerated_reply_does_not_take_the_thumb_of_the_one_it_replaces(
     wait_until(lambda: _thumbs(page) == [], timeout=10)
     page.locator("#sidebar label").filter(has_text="an answer to regenerate").click()
     wait_until(lambda: _thumbs(page) == ["Liked"], timeout=10)
+    page.locator('#chatbot button[aria-label="Dislike"]').click()  # changed: its tags open
+    page.locator("#rating-details").wait_for(state="visible")
     llm.script({"action": "hang"})
     page.click("#regenerate")
     wait_until(lambda: len(llm.requests) == 2)
     wait_until(lambda: _thumbs(page) == [""], timeout=10)  # while it is being written
+    # The tags box named the reply replaced: it goes, or its Save would rate a hidden reply.
+    assert not page.locator("#rating-details").is_visible()
     llm.release()
     wait_idle(page)
     page.locator("#alt-position").get_by_text("2 / 2").wait_for()
     assert _thumbs(page) == [""]
     page.click("#alt-prev")
-    wait_until(lambda: _thumbs(page) == ["Liked"], timeout=10)
+    wait_until(lambda: _thumbs(page) == ["Disliked"], timeout=10)

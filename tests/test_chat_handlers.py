@@ -132,8 +132,10 @@ def test_stream_redraws_only_the_pane_then_settle_gives_the_input_back(
     ui = tab.ui
     started = run(chat.send("Hi", None, {}))
     steps = collect(chat.stream(started[ui.turn]))
-    assert [pane[-1]["content"] for pane, _ in steps] == ["<p>Hel</p>", "<p>Hello</p>"]
-    assert all(pane[:-1] == [{"role": "user", "content": "Hi"}] for pane, _ in steps)
+    # The last update carries the thumbs too (test_the_stream_ends_with_the_thumbs_as_stored).
+    panes = [pane for pane, _ in steps[:-1]] + [steps[-1][0]["value"]]
+    assert [pane[-1]["content"] for pane in panes] == ["<p>Hel</p>", "<p>Hello</p>"]
+    assert all(pane[:-1] == [{"role": "user", "content": "Hi"}] for pane in panes)
     assert all(ended == SKIP for _, ended in steps[:-1])  # written once, with the last update
     ended = steps[-1][1]
     assert ended["status"] == COMPLETE and ended["finished"]
@@ -158,11 +160,22 @@ def test_the_stream_ends_on_the_stored_pane_when_they_differ(
     assert last["feedback_value"] == [None, None]
 
 
-def test_a_stream_that_lines_up_leaves_the_thumbs_as_the_page_has_them(
-        tab: ChatTab, chat: ChatHandlers) -> None:
-    started = run(chat.send("Hi", None, {}))
+def test_the_stream_ends_with_the_thumbs_as_stored(tab: ChatTab, chat: ChatHandlers,
+                                                   service: FakeService) -> None:
+    """The Chatbot takes each reply's thumb from its feedback_value again when the pane
+    changes: a rating made while the reply was written (pressed on the page, or in another
+    tab) must be in the stream's last update, or the page would drop it."""
+    conversation = run(service.create_conversation())["id"]
+    earlier = service.add_turn(conversation, "earlier", "an answer")
+    opened = run(chat.open(conversation))
+    started = run(chat.send("Hi", conversation, opened[tab.ui.view]))
+    assert started[tab.ui.rating_row] == gr.update(visible=False)  # an earlier rating's tags
+    next(m for m in service.messages[conversation]
+         if m["id"] == earlier.reply_id)["rating"] = {"value": 1}
     last, _ = collect(chat.stream(started[tab.ui.turn]))[-1]
-    assert [m["content"] for m in last] == ["Hi", "<p>Hello</p>"]  # a value, no thumbs
+    assert [m["content"] for m in last["value"]] == [
+        "earlier", "<p>an answer</p>", "Hi", "<p>Hello</p>"]
+    assert last["feedback_value"] == ["Like", None]
 
 
 def test_a_failed_reply_offers_retry(tab: ChatTab, chat: ChatHandlers,

@@ -39,10 +39,10 @@ class ChatEvents:
         # alternative reply shown.
         self.shown = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box,
                       ui.title, ui.actions, ui.position, *ui.settings_fields, ui.model, ui.turn,
-                      ui.view]
+                      ui.view, ui.rating_row]
         self.started = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box,
-                        ui.title, ui.actions, ui.turn]
-        self.again = [ui.chatbot, ui.notice, ui.box, ui.actions, ui.turn]
+                        ui.title, ui.actions, ui.turn, ui.rating_row]
+        self.again = [ui.chatbot, ui.notice, ui.box, ui.actions, ui.turn, ui.rating_row]
         self.settled = [ui.notice, ui.box, ui.actions, ui.position, ui.turn, ui.view]
         self.browsed = [ui.chatbot, *self.settled]
 
@@ -65,10 +65,10 @@ class ChatEvents:
 
     def _follow(self, first: Any, lit: bool = True) -> None:
         """Chain the stream and settle steps after an event that may have started a turn, and
-        the thumbs' step after them when the first step showed other replies (`lit`). The
-        steps that start a turn light the thumbs themselves, only where places change
-        (handlers.started, handlers.stream): one request to Gradio, and a rebuild of the
-        Chatbot, fewer for each message sent."""
+        the thumbs' step after them when the first step showed other replies (`lit`). A
+        turn's own chain lights the thumbs itself (a retry's first step, the stream's last
+        update: handlers.started, handlers.stream): one request to Gradio fewer for each
+        message sent."""
         h, ui = self.handlers, self.handlers.ui
         chain = first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.ended],
                            **PRIVATE, **UNCAPPED).then(

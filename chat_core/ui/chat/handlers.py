@@ -33,7 +33,7 @@ from chat_core.ui.chat.view import (BEING_WRITTEN_NOTICE, BRANCHED_NOTICE, BUSY_
                                     SHOWN_TURNS, Following, Pane, TurnActions,
                                     earlier_turns_note, edit_text, feedback_of, following,
                                     like_index, like_value, pane_lines_up, sendable,
-                                    thumbs_for, thumbs_moved, without_last_reply)
+                                    thumbs_for, without_last_reply)
 from chat_core.ui.people import own_only, sees_others, service_for
 from chat_core.ui.render import conversation_view, safe_markdown, user_html, warning
 
@@ -150,14 +150,16 @@ class ChatHandlers:
 
     def started(self, conversation_id: str, turn_id: str, reply_id: str, shown: Pane,
                 note: str = "", thumbs: list[str | None] | None = None) -> Changes:
-        """A turn just accepted: its message shown with a pending reply, the input locked.
+        """A turn just accepted: its message shown with a pending reply, the input locked, an
+        earlier rating's tags put away (after a retry they would name the reply replaced).
         `thumbs` light the replies of `shown` where the pending reply takes a rated one's
-        place (a retry); a new message's place had no reply, and its pane is sent as a value
-        alone (see lit)."""
+        place (a retry); a new message's place had none, and its pane goes out as a value
+        alone (see lit; the stream's last update sends the thumbs as stored)."""
         turn = following(turn_id, conversation_id, shown, reply_id)
         pane = shown + [dict(PENDING_REPLY)]
         return {self.ui.chatbot: pane if thumbs is None else lit(pane, thumbs),
-                self.ui.notice: note, **self.busy(turn)}
+                self.ui.notice: note, self.ui.rating_row: gr.update(visible=False),
+                **self.busy(turn)}
 
     # -- showing a conversation ---------------------------------------------------------------
 
@@ -313,8 +315,7 @@ class ChatHandlers:
             return
         lines_up = pane is not None and pane_lines_up(view, stored, shown, state)
         # Lined up, only the reply is drawn again: as stored, with the line of its facts.
-        yield (shown + stored[-1:] if lines_up else stored), {**state, "view": view,
-                                                               "redrawn": not lines_up}
+        yield (shown + stored[-1:] if lines_up else stored), {**state, "view": view}
 
     async def stream(self, turn: Following | None, request: Caller = None
                      ) -> AsyncIterator[Any]:
@@ -336,8 +337,11 @@ class ChatHandlers:
             if held is not None:
                 yield [held, gr.skip()]
             held = gr.skip() if pane is None else pane
-        if isinstance(held, list) and thumbs_moved(state):
-            held = lit(held, (state.get("view") or {}).get("feedback") or [])
+        feedback = (state.get("view") or {}).get("feedback")
+        if isinstance(held, list) and isinstance(feedback, list):
+            # The Chatbot takes every reply's thumb from here again when the pane changes,
+            # so a thumb pressed on the page since (or in another tab) is sent as stored.
+            held = lit(held, feedback)
         yield [gr.skip() if held is None else held, state]
 
     async def settle(self, turn: Following | None, ended: Following | None) -> Any:
@@ -443,8 +447,8 @@ class ChatHandlers:
 
     async def feedback_shown(self, view: dict[str, Any] | None) -> Any:
         """Light the thumbs of the replies shown as they are rated, and put the tags box of
-        an earlier rating away: chained after each step that changes the pane's view
-        (events._lit: a conversation shown, a turn settled, an alternative shown). (Async
+        an earlier rating away: chained after each step that shows another conversation or
+        alternative (events._lit; a turn's chain does both itself). (Async
         with nothing to await: Gradio runs a plain function on a worker thread.)"""
         feedback = (view or {}).get("feedback")
         # No conversation (a new chat): no thumb lit, or the last one's would light the next.

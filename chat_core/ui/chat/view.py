@@ -29,8 +29,7 @@ class Following(TypedDict, total=False):
     """The `turn` state while a reply streams: enough for Stop, and for the stream step to draw
     the reply after `shown`. The stream step adds how the reply ended (`status`, `finished`,
     `reply_id`, a `notice` when it could not be followed to its end) and the conversation's
-    `view` once it ended, for the settle step, and whether the pane was then `redrawn` from
-    storage rather than as streamed."""
+    `view` once it ended, for the settle step."""
     id: str
     conversation: str
     reply_id: str | None
@@ -39,7 +38,6 @@ class Following(TypedDict, total=False):
     finished: bool
     notice: str
     view: dict[str, Any]
-    redrawn: bool
 
 
 def following(turn_id: str, conversation: str, shown: Pane, reply_id: str | None = None
@@ -184,11 +182,3 @@ def thumbs_for(pane: Pane, feedback: list[str | None]) -> list[str | None]:
     (replies left out at its end, such as the one a retry replaces, get none)."""
     return list(feedback[:sum(1 for m in pane if m.get("role") == "assistant")])
 
-
-def thumbs_moved(ended: Following) -> bool:
-    """Whether the page's thumbs, which the Chatbot keeps by place, no longer match the pane
-    a finished turn leaves: the pane was redrawn from storage (its replies may have moved up
-    a place: view.pane_lines_up), or the newest reply is rated (a continued reply keeps its
-    rating). Otherwise each place keeps its reply and the new one's place had none."""
-    feedback = (ended.get("view") or {}).get("feedback") or []
-    return bool(ended.get("redrawn")) or bool(feedback and feedback[-1])
