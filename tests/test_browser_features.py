@@ -442,3 +442,25 @@ def test_a_regenerated_reply_does_not_take_the_thumb_of_the_one_it_replaces(
     assert _thumbs(page) == [""]
     page.click("#alt-prev")
     wait_until(lambda: _thumbs(page) == ["Disliked"], timeout=10)
+
+
+def test_a_new_chat_while_a_reply_streams_is_not_drawn_over(page: Page, app: InProcessApp,
+                                                              llm: EmulatedLLM) -> None:
+    """Leaving a conversation while its reply is written (New chat, then a message there):
+    the old reply goes on, but its stream must stop drawing into the pane, or the page
+    would show the old conversation while it sends to the new one."""
+    _chat(page, app, "a first question")
+    llm.script({"action": "slow", "tpot_ms": 300})
+    send(page, "a slow one")
+    watch_reply(page, "Reply to")  # its first words
+    page.click("#new-chat")
+    send(page, "in the new chat")
+    watch_reply(page, "Reply to [in the new chat]")
+    wait_idle(page)
+    conversation, _ = _reply_ids(app, "a first question")
+    wait_until(lambda: query(app.settings.database_url or "",
+                             "SELECT count(*) FROM messages WHERE conversation_id = %s AND"
+                             " role = 'assistant' AND status = 'complete'",
+                             (conversation,))[0][0] == 2, timeout=60)
+    users = page.locator('#chatbot [data-testid="user"]').all_inner_texts()
+    assert users == ["in the new chat"], users
