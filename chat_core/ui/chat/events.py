@@ -120,7 +120,8 @@ class ChatEvents:
         # The thumbs on replies: the pane position is resolved in the pane as the server drew
         # it for this page (the view, a State; handlers.rate).
         ui.chatbot.like(h.rate, inputs=[ui.conversation, ui.view, ui.turn], outputs=[
-            ui.notice, ui.rated, ui.rating_row, ui.rating_tags, ui.rating_comment],
+            ui.notice, ui.rated, ui.rating_row, ui.rating_tags, ui.rating_comment, ui.chatbot,
+            ui.view],
             api_name="page_rate", show_progress="hidden", **PRIVATE, **DIRECT)
         for trigger in (ui.save_rating.click, ui.rating_tags.submit, ui.rating_comment.submit):
             trigger(h.save_rating, inputs=[ui.rated, ui.rating_tags, ui.rating_comment],

@@ -33,7 +33,7 @@ from chat_core.ui.chat.view import (BEING_WRITTEN_NOTICE, BRANCHED_NOTICE, BUSY_
                                     SHOWN_TURNS, Following, Pane, TurnActions,
                                     earlier_turns_note, edit_text, feedback_of, following,
                                     like_index, like_value, pane_lines_up, sendable,
-                                    thumbs_for, without_last_reply)
+                                    thumb_of, thumbs_for, thumbs_stand, without_last_reply)
 from chat_core.ui.people import own_only, sees_others, service_for
 from chat_core.ui.render import conversation_view, safe_markdown, user_html, warning
 
@@ -86,7 +86,7 @@ class ChatHandlers:
         messages = await service.list_messages(conversation_id, last_turns=SHOWN_TURNS)
         shown, view = conversation_view(messages, self.share_mode)
         view["shown"] = shown
-        view["feedback"] = feedback_of(messages, view["ids"])
+        view["feedback"], view["replies"] = feedback_of(messages, view["ids"])
         return shown, view, earlier_turns_note(messages[0]["seq"] if messages else None)
 
     def lists_everyone(self, service: ChatService) -> bool:
@@ -149,16 +149,18 @@ class ChatHandlers:
                 ui.actions: gr.update(elem_classes=BUSY_ACTIONS)}
 
     def started(self, conversation_id: str, turn_id: str, reply_id: str, shown: Pane,
-                note: str = "", thumbs: list[str | None] | None = None) -> Changes:
+                note: str = "", thumbs: list[str | None] | None = None,
+                send_thumbs: bool = False) -> Changes:
         """A turn just accepted: its message shown with a pending reply, the input locked, an
         earlier rating's tags put away (after a retry they would name the reply replaced).
-        `thumbs` light the replies of `shown` where the pending reply takes a rated one's
-        place (a retry); a new message's place had none, and its pane goes out as a value
-        alone (see lit; the stream's last update sends the thumbs as stored)."""
-        turn = following(turn_id, conversation_id, shown, reply_id)
+        `thumbs`: the thumbs the page holds for the replies of `shown` (None: not known),
+        sent with the pane when the pending reply takes a rated one's place (`send_thumbs`,
+        a retry). A new message's place had none: its pane goes out as a value alone (see
+        lit), and the stream's last update sends the thumbs only if storage has others."""
+        turn = following(turn_id, conversation_id, shown, reply_id, thumbs)
         pane = shown + [dict(PENDING_REPLY)]
-        return {self.ui.chatbot: pane if thumbs is None else lit(pane, thumbs),
-                self.ui.notice: note, self.ui.rating_row: gr.update(visible=False),
+        return {self.ui.chatbot: lit(pane, thumbs) if send_thumbs and thumbs is not None
+                else pane, self.ui.notice: note, self.ui.rating_row: gr.update(visible=False),
                 **self.busy(turn)}
 
     # -- showing a conversation ---------------------------------------------------------------
@@ -216,7 +218,10 @@ class ChatHandlers:
             return {ui.notice: refusal(exc), ui.turn: None,
                     **({ui.box: text} if sendable(text) else {})}
         shown.append({"role": "user", "content": user_html(text)})
-        out = self.started(conversation_id, turn.turn_id, turn.reply_id, shown)
+        # A new chat's Chatbot holds no thumbs (events._lit), an open conversation's its view's.
+        thumbs = [] if new else (view or {}).get("feedback")
+        out = self.started(conversation_id, turn.turn_id, turn.reply_id, shown,
+                           thumbs=thumbs if isinstance(thumbs, list) else None)
         if new:  # remember it, list it, title it
             out.update({ui.conversation: conversation_id,
                         ui.conversations: await self.sidebar(service, conversation_id, text),
@@ -253,8 +258,9 @@ class ChatHandlers:
             return {self.ui.notice: refusal(exc)}
         shown = without_last_reply(shown)
         # The new reply takes the last one's place: its thumb goes out with it.
-        return self.started(conversation_id, turn.turn_id, turn.reply_id, shown, thumbs=(
-            thumbs_for(shown, loaded.get("feedback") or []) if thumbs else None))
+        return self.started(conversation_id, turn.turn_id, turn.reply_id, shown,
+                            thumbs=thumbs_for(shown, loaded.get("feedback") or []),
+                            send_thumbs=thumbs)
 
     async def edit(self, conversation_id: str | None, view: dict[str, Any] | None,
                    evt: gr.EditData, request: Caller = None) -> Any:
@@ -315,7 +321,8 @@ class ChatHandlers:
             return
         lines_up = pane is not None and pane_lines_up(view, stored, shown, state)
         # Lined up, only the reply is drawn again: as stored, with the line of its facts.
-        yield (shown + stored[-1:] if lines_up else stored), {**state, "view": view}
+        yield (shown + stored[-1:] if lines_up else stored), {**state, "view": view,
+                                                               "redrawn": not lines_up}
 
     async def stream(self, turn: Following | None, request: Caller = None
                      ) -> AsyncIterator[Any]:
@@ -338,9 +345,11 @@ class ChatHandlers:
                 yield [held, gr.skip()]
             held = gr.skip() if pane is None else pane
         feedback = (state.get("view") or {}).get("feedback")
-        if isinstance(held, list) and isinstance(feedback, list):
-            # The Chatbot takes every reply's thumb from here again when the pane changes,
-            # so a thumb pressed on the page since (or in another tab) is sent as stored.
+        if isinstance(held, list) and isinstance(feedback, list) and (
+                state.get("redrawn") or not thumbs_stand(feedback, state.get("thumbs"))):
+            # The Chatbot takes every reply's thumb from its feedback_value again when the
+            # pane changes: sent when storage has others than the page (rated in another
+            # tab, or while the reply was written) or the replies moved.
             held = lit(held, feedback)
         yield [gr.skip() if held is None else held, state]
 
@@ -426,7 +435,21 @@ class ChatHandlers:
         rated = {"conversation": conversation_id, "message": ids[index], "value": value}
         return {ui.notice: RATED_NOTICE[value], ui.rated: rated if value else None,
                 ui.rating_row: gr.update(visible=bool(value)),
-                ui.rating_tags: ", ".join(rating["tags"]), ui.rating_comment: rating["comment"]}
+                ui.rating_tags: ", ".join(rating["tags"]), ui.rating_comment: rating["comment"],
+                **self.thumbs_held(view, ids[index], value)}
+
+    def thumbs_held(self, view: dict[str, Any], reply: str, value: int) -> Changes:
+        """The page lit the pressed thumb itself; its Chatbot and view take it too, so that the
+        thumbs the page holds stay those stored and a turn's end need not send them (stream).
+        Nothing when the reply is not one the view lists: the turn's end sends them then."""
+        feedback, replies = view.get("feedback"), view.get("replies")
+        if not isinstance(feedback, list) or not isinstance(replies, list) \
+                or reply not in replies or len(feedback) != len(replies):
+            return {}
+        feedback = list(feedback)
+        feedback[replies.index(reply)] = thumb_of(value)
+        return {self.ui.chatbot: gr.update(feedback_value=feedback),
+                self.ui.view: {**view, "feedback": feedback}}
 
     async def save_rating(self, rated: dict[str, Any] | None, tags: Any, comment: Any,
                           request: Caller = None) -> Changes:

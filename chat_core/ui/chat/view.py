@@ -29,7 +29,9 @@ class Following(TypedDict, total=False):
     """The `turn` state while a reply streams: enough for Stop, and for the stream step to draw
     the reply after `shown`. The stream step adds how the reply ended (`status`, `finished`,
     `reply_id`, a `notice` when it could not be followed to its end) and the conversation's
-    `view` once it ended, for the settle step."""
+    `view` once it ended, for the settle step, and whether the pane was then `redrawn` from
+    storage rather than as streamed. `thumbs`: the thumbs the page's Chatbot holds for the
+    replies of `shown` when the turn began (None: not known)."""
     id: str
     conversation: str
     reply_id: str | None
@@ -38,11 +40,14 @@ class Following(TypedDict, total=False):
     finished: bool
     notice: str
     view: dict[str, Any]
+    redrawn: bool
+    thumbs: list[str | None] | None
 
 
-def following(turn_id: str, conversation: str, shown: Pane, reply_id: str | None = None
-              ) -> Following:
-    return Following(id=turn_id, conversation=conversation, reply_id=reply_id, shown=shown)
+def following(turn_id: str, conversation: str, shown: Pane, reply_id: str | None = None,
+              thumbs: list[str | None] | None = None) -> Following:
+    return Following(id=turn_id, conversation=conversation, reply_id=reply_id, shown=shown,
+                     thumbs=thumbs)
 
 
 def live_entry(snap: Snapshot, share_mode: bool) -> dict[str, str]:
@@ -169,12 +174,25 @@ def like_index(index: Any) -> int | None:
     return index
 
 
-def feedback_of(messages: list[dict[str, Any]], ids: list[str]) -> list[str | None]:
+def feedback_of(messages: list[dict[str, Any]], ids: list[str]
+                ) -> tuple[list[str | None], list[str]]:
     """The thumbs to light, one per reply in the pane (`ids`, the pane's message ids), as the
-    Chatbot's feedback_value takes them."""
+    Chatbot's feedback_value takes them; and those replies' ids, in the same order."""
     ratings = {m["id"]: (m.get("rating") or {}).get("value") for m in messages
                if m["role"] == "assistant"}
-    return [_FEEDBACK.get(ratings[i]) for i in ids if i in ratings]
+    replies = [i for i in ids if i in ratings]
+    return [_FEEDBACK.get(ratings[i]) for i in replies], replies
+
+
+def thumb_of(value: int) -> str | None:
+    """The thumb a rating lights (none for a rating taken back)."""
+    return _FEEDBACK.get(value)
+
+
+def thumbs_stand(stored: list[str | None], page: list[str | None] | None) -> bool:
+    """Whether a Chatbot holding the thumbs `page` shows `stored` (one per reply of a pane
+    whose replies kept their places, with new ones after them) without being sent them."""
+    return page is not None and stored[:len(page)] == page and not any(stored[len(page):])
 
 
 def thumbs_for(pane: Pane, feedback: list[str | None]) -> list[str | None]:
