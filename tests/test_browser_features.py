@@ -14,7 +14,8 @@ from chat_core.data.conversation_export import FORMAT, VERSION
 from chat_core.testing.emulated_llm import EmulatedLLM
 from chat_core.ui.chat.view import SHOWN_TURNS
 from tests.browser_support import (bot_text, browser, open_app, page, reply_text, send,
-                                   user_texts, wait_idle, wait_shown, watch_reply)
+                                   user_texts, wait_idle, wait_loaded, wait_shown,
+                                   watch_reply)
 from tests.helpers import InProcessApp, query, wait_until
 
 pytestmark = pytest.mark.slow  # the real app in a headless browser
@@ -444,23 +445,54 @@ def test_a_regenerated_reply_does_not_take_the_thumb_of_the_one_it_replaces(
     wait_until(lambda: _thumbs(page) == ["Disliked"], timeout=10)
 
 
-def test_a_new_chat_while_a_reply_streams_is_not_drawn_over(page: Page, app: InProcessApp,
-                                                              llm: EmulatedLLM) -> None:
+@pytest.mark.parametrize("reload", [False, True], ids=["sent", "followed-after-a-reload"])
+def test_a_new_chat_while_a_reply_streams_is_not_drawn_over(
+        page: Page, app: InProcessApp, llm: EmulatedLLM, reload: bool) -> None:
     """Leaving a conversation while its reply is written (New chat, then a message there):
     the old reply goes on, but its stream must stop drawing into the pane, or the page
-    would show the old conversation while it sends to the new one."""
-    _chat(page, app, "a first question")
+    would show the old conversation while it sends to the new one. Also when the page
+    followed the reply again after a reload (another chain of events)."""
+    first = f"a first question ({'reloaded' if reload else 'sent'})"
+    _chat(page, app, first)
+    llm.settings.reply_tokens = 30  # still being written when the new chat's reply is done
     llm.script({"action": "slow", "tpot_ms": 300})
     send(page, "a slow one")
     watch_reply(page, "Reply to")  # its first words
+    if reload:
+        page.reload()
+        wait_loaded(page)
+        watch_reply(page, "Reply to")  # followed again
     page.click("#new-chat")
     send(page, "in the new chat")
     watch_reply(page, "Reply to [in the new chat]")
     wait_idle(page)
-    conversation, _ = _reply_ids(app, "a first question")
+    conversation, _ = _reply_ids(app, first)
     wait_until(lambda: query(app.settings.database_url or "",
                              "SELECT count(*) FROM messages WHERE conversation_id = %s AND"
                              " role = 'assistant' AND status = 'complete'",
                              (conversation,))[0][0] == 2, timeout=60)
-    users = page.locator('#chatbot [data-testid="user"]').all_inner_texts()
-    assert users == ["in the new chat"], users
+    assert user_texts(page) == ["in the new chat"]
+
+
+def test_opening_one_reply_in_flight_after_another_follows_the_second(
+        page: Page, app: InProcessApp, llm: EmulatedLLM) -> None:
+    """Two conversations with replies being written; open one from the list (the page
+    follows its reply), then the other while the first still streams: the page must follow
+    the second to its end and give the input back (its step used to be skipped while the
+    first's same step ran, leaving the box locked)."""
+    _chat(page, app, "S one")
+    llm.settings.reply_tokens = 30  # both still being written when the second is opened
+    for title in ("S two slow", "S three slow"):
+        page.click("#new-chat")
+        llm.script({"action": "slow", "tpot_ms": 300})
+        send(page, title)
+        watch_reply(page, "Reply to")
+        page.locator("#sidebar label").filter(has_text="S one").click()
+        wait_until(lambda: user_texts(page)[:1] == ["S one"], timeout=10)
+        wait_idle(page)
+    page.locator("#sidebar label").filter(has_text="S two slow").click()
+    wait_until(lambda: "Reply to [S two slow]" in bot_text(page), timeout=10)
+    page.locator("#sidebar label").filter(has_text="S three slow").click()
+    watch_reply(page, "Reply to [S three slow]")
+    wait_idle(page)
+    assert user_texts(page) == ["S three slow"]

@@ -45,27 +45,12 @@ class ChatEvents:
         self.again = [ui.chatbot, ui.notice, ui.box, ui.actions, ui.turn, ui.rating_row]
         self.settled = [ui.notice, ui.box, ui.actions, ui.position, ui.turn, ui.view]
         self.browsed = [ui.chatbot, *self.settled]
-        # Every stream step of the page's chains: a step that shows another conversation
-        # stops following the one shown before (_moved_on).
-        self.streams: list[Any] = []
 
     def wire(self) -> None:
         self._turns()
         self._conversations()
         self._header()
         self._everyone()
-        self._moved_on()
-
-    def _moved_on(self) -> None:
-        """Stop following a reply when the page shows another conversation (a new chat, one
-        picked from the list, imported, a branch, the open one deleted): its stream step
-        would go on drawing the old conversation over the new one, and the one to end last
-        would stay on the page. The turn goes on; opening its conversation follows it again.
-        (Gradio's own cancel: the page asks the server to end those steps of this session.)"""
-        ui = self.handlers.ui
-        for trigger in (ui.new_chat.click, ui.conversations.select, ui.upload.upload,
-                        ui.confirm.click, ui.chatbot.edit):
-            trigger(None, cancels=self.streams, **PRIVATE)
 
     def show_on(self, listener: Callable[..., Any], **kwargs: Any) -> None:
         """Show the open conversation when `listener`'s event fires (the page loading, the
@@ -85,11 +70,13 @@ class ChatEvents:
         update: handlers.started, handlers.stream): one request to Gradio fewer for each
         message sent."""
         h, ui = self.handlers, self.handlers.ui
-        stream = first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.ended],
-                            **PRIVATE, **UNCAPPED)
-        self.streams.append(stream)
-        chain = stream.then(h.settle, inputs=[ui.turn, ui.ended], outputs=self.settled,
-                            show_progress="hidden", **PRIVATE, **DIRECT)
+        # `multiple`: a chain's stream step must start even while the same step of an earlier
+        # chain still runs (a conversation picked while another one's reply streams); that
+        # one stops drawing itself (handlers.stream).
+        chain = first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.ended],
+                           trigger_mode="multiple", **PRIVATE, **UNCAPPED).then(
+            h.settle, inputs=[ui.turn, ui.ended], outputs=self.settled,
+            show_progress="hidden", **PRIVATE, **DIRECT)
         if lit:
             self._lit(chain)
 

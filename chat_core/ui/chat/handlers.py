@@ -17,10 +17,12 @@ so a call resolves its person once."""
 from __future__ import annotations
 
 import html
+from contextlib import aclosing
 from typing import Any, AsyncIterator
 
 import gradio as gr
 
+from chat_core.accounts.expiring_cache import ExpiringCache
 from chat_core.errors import ChatError, TooManyTurns
 from chat_core.service import ChatService
 from chat_core.states import ERROR
@@ -39,6 +41,9 @@ from chat_core.ui.render import conversation_view, safe_markdown, user_html, war
 
 Changes = dict[Any, Any]  # component -> value or gr.update(...)
 Caller = gr.Request | None  # None: a call from a test or a notebook, never from Gradio
+# How long, and for how many pages, ChatHandlers.followed remembers what a page follows.
+FOLLOWED_SEC = 24 * 3600.0
+MAX_PAGES = 10_000
 
 
 def lit(pane: Pane, thumbs: list[str | None]) -> Any:
@@ -71,6 +76,10 @@ class ChatHandlers:
         # the public API gains an input for it.
         self.everyone = everyone
         self.everyone_chosen: set[Any] = set()
+        # The turn each page (Gradio session) follows now, as its last chain left it (None:
+        # nothing in flight shown), so that an older chain's stream step stops drawing once
+        # its page has moved on (stream). Bounded; a page forgotten here follows on.
+        self.followed: ExpiringCache[str | None] = ExpiringCache(FOLLOWED_SEC, MAX_PAGES)
 
     async def service_for(self, request: Caller) -> ChatService:
         return await service_for(self.service, request)
@@ -168,7 +177,8 @@ class ChatHandlers:
     async def open(self, conversation_id: str | None, request: Caller = None) -> Changes:
         """Show a conversation (or none: a new chat). If one of its replies is being generated,
         the page shows it pending and the stream step follows it (a reload re-attaches)."""
-        return await self.show(await self.service_for(request), conversation_id)
+        return self.shows(request, await self.show(await self.service_for(request),
+                                                   conversation_id))
 
     async def show(self, service: ChatService, conversation_id: str | None, note: str = ""
                    ) -> Changes:
@@ -200,7 +210,8 @@ class ChatHandlers:
 
     async def send(self, text: str, conversation_id: str | None, view: dict[str, Any] | None,
                    request: Caller = None) -> Changes:
-        return await self.start(await self.service_for(request), text, conversation_id, view)
+        return self.shows(request, await self.start(await self.service_for(request), text,
+                                                    conversation_id, view))
 
     async def start(self, service: ChatService, text: str, conversation_id: str | None,
                     view: dict[str, Any] | None) -> Changes:
@@ -231,14 +242,14 @@ class ChatHandlers:
     async def retry(self, conversation_id: str | None, view: dict[str, Any] | None,
                     request: Caller = None) -> Any:
         """Retry a failed reply, or regenerate one: a new alternative to the newest turn."""
-        return await self.again(await self.service_for(request), conversation_id, view,
-                                "retry", thumbs=True)
+        return self.shows(request, await self.again(
+            await self.service_for(request), conversation_id, view, "retry", thumbs=True))
 
     async def continue_reply(self, conversation_id: str | None, view: dict[str, Any] | None,
                              request: Caller = None) -> Any:
         """Continue a reply that was stopped or cut at max tokens."""
-        return await self.again(await self.service_for(request), conversation_id, view,
-                                "continue", thumbs=True)
+        return self.shows(request, await self.again(
+            await self.service_for(request), conversation_id, view, "continue", thumbs=True))
 
     async def again(self, service: ChatService, conversation_id: str | None,
                     view: dict[str, Any] | None, action: str, thumbs: bool = False) -> Any:
@@ -265,6 +276,10 @@ class ChatHandlers:
     async def edit(self, conversation_id: str | None, view: dict[str, Any] | None,
                    evt: gr.EditData, request: Caller = None) -> Any:
         """Editing a message of yours branches the conversation there; the original stays."""
+        return self.shows(request, await self.branch(conversation_id, view, evt, request))
+
+    async def branch(self, conversation_id: str | None, view: dict[str, Any] | None,
+                     evt: gr.EditData, request: Caller) -> Any:
         index = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         ids = (view or {}).get("ids") or []
         if conversation_id is None or not isinstance(index, int) or not 0 <= index < len(ids):
@@ -338,12 +353,18 @@ class ChatHandlers:
         service = await self.service_for(request)
         held: Any = None
         state: Following = turn
-        async for pane, state in self.follow(service, turn):
-            if state.get("status") == RESTARTING and pane is None:
-                gr.Warning(state.get("notice"), duration=None)
-            if held is not None:
-                yield [held, gr.skip()]
-            held = gr.skip() if pane is None else pane
+        async with aclosing(self.follow(service, turn)) as steps:
+            async for pane, state in steps:
+                if self.moved_on(request, turn):
+                    # Another conversation (or turn) is shown: drawing this one would cover
+                    # it. The reply goes on; opening its conversation follows it again.
+                    yield [gr.skip(), gr.skip()]
+                    return
+                if state.get("status") == RESTARTING and pane is None:
+                    gr.Warning(state.get("notice"), duration=None)
+                if held is not None:
+                    yield [held, gr.skip()]
+                held = gr.skip() if pane is None else pane
         feedback = (state.get("view") or {}).get("feedback")
         if isinstance(held, list) and isinstance(feedback, list) and (
                 state.get("redrawn") or not thumbs_stand(feedback, state.get("thumbs"))):
@@ -352,6 +373,19 @@ class ChatHandlers:
             # tab, or while the reply was written) or the replies moved.
             held = lit(held, feedback)
         yield [gr.skip() if held is None else held, state]
+
+    def shows(self, request: Caller, out: Any) -> Any:
+        """Remember the turn the page follows after a step that shows a conversation or
+        starts a turn (its `turn` output; see stream). Returns `out`."""
+        page = getattr(request, "session_hash", None)
+        if page and isinstance(out, dict) and self.ui.turn in out:
+            turn = out[self.ui.turn]
+            self.followed.put(page, turn.get("id") if isinstance(turn, dict) else None)
+        return out
+
+    def moved_on(self, request: Caller, turn: Following) -> bool:
+        page = getattr(request, "session_hash", None)
+        return bool(page) and self.followed.get(page, turn.get("id")) != turn.get("id")
 
     async def settle(self, turn: Following | None, ended: Following | None) -> Any:
         """After the stream: the input back, the newest turn's actions, and a notice if the
@@ -496,6 +530,9 @@ class ChatHandlers:
 
     async def delete(self, conversation_id: str | None, request: Caller = None) -> Changes:
         """Delete for good (its reply in progress is cancelled first), then show a new chat."""
+        return self.shows(request, await self.deleted(conversation_id, request))
+
+    async def deleted(self, conversation_id: str | None, request: Caller) -> Changes:
         service = await self.service_for(request)
         note = ""
         if conversation_id is not None:
@@ -571,9 +608,9 @@ class ChatHandlers:
         try:
             conversation = await service.import_conversation(read_import(file))
         except ChatError as exc:
-            return await self.show(service, None, warning(exc))
-        return await self.show(service, conversation["id"],
-                               f"Imported as “{safe_markdown(conversation['title'])}”.")
+            return self.shows(request, await self.show(service, None, warning(exc)))
+        return self.shows(request, await self.show(
+            service, conversation["id"], f"Imported as “{safe_markdown(conversation['title'])}”."))
 
     # -- an admin's choice of what the sidebar lists --------------------------------------------
 
