@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 import warnings
+from types import SimpleNamespace
 from typing import Any, AsyncIterator, Iterator
 
 import gradio as gr
@@ -113,7 +114,7 @@ def test_a_refused_message_stays_in_the_box(tab: ChatTab, chat: ChatHandlers,
     conversation = run(service.create_conversation())["id"]
     out = run(chat.send("   ", conversation, {}))
     assert out == {tab.ui.notice: "⚠️ the message is empty\\: type something to send",
-                   tab.ui.turn: None, tab.ui.box: "   "}
+                   tab.ui.box: "   "}
     # Text that cannot go back out on the event stream (a lone surrogate) is left alone.
     assert tab.ui.box not in run(chat.send("\ud800", "no-such-conversation", {}))
 
@@ -363,7 +364,7 @@ def test_over_the_limits_the_notice_says_when_and_the_text_stays(
     monkeypatch.setattr(service, "start_turn", refuse)
     conversation = run(service.create_conversation())["id"]
     out = run(chat.send("my long message", conversation, {}))
-    assert out[tab.ui.box] == "my long message" and out[tab.ui.turn] is None
+    assert out[tab.ui.box] == "my long message" and tab.ui.turn not in out
     notice = out[tab.ui.notice]
     assert notice.startswith("⏳ Not sent") and when in notice.replace("\\", "")
     assert "still in the box" in notice
@@ -524,3 +525,27 @@ def test_an_edit_over_the_limits_keeps_its_text(tab: ChatTab, chat: ChatHandlers
     assert out[tab.ui.conversation] == conversation  # the original, unchanged
     assert out[tab.ui.box] == gr.update(value="first, edited", interactive=True)
     assert out[tab.ui.notice].startswith("⏳ Not sent")
+
+
+def test_a_refused_message_leaves_the_reply_shown_followed(
+        tab: ChatTab, chat: ChatHandlers, service: FakeService,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A page's older stream step stops drawing once the page follows another turn; a
+    refused message starts none, so the reply the page shows goes on being drawn."""
+    page = SimpleNamespace(username=None, session_hash="a page")
+    conversation = run(service.create_conversation("Busy"))["id"]
+    turn = service.add_turn(conversation, "a question", "half", status=STREAMING)
+    service.in_flight_turns[conversation] = [{"workflow_id": turn.turn_id}]
+    opened = run(chat.open(conversation, page))
+    assert opened[tab.ui.turn]["id"] == turn.turn_id
+
+    async def refuse(conversation_id: str, content: Any) -> Any:
+        raise TooManyTurns("you have 1 reply being written already", retry_after_sec=5,
+                           limit=1)
+    monkeypatch.setattr(service, "start_turn", refuse)
+    assert tab.ui.turn not in run(chat.send("another", conversation, opened[tab.ui.view], page))
+    steps = collect(chat.stream(opened[tab.ui.turn], page))
+    assert any(pane != SKIP for pane, _ in steps)
+    # A page that opened another conversation since no longer gets this one drawn.
+    run(chat.new_chat(page))
+    assert all(pane == SKIP for pane, _ in collect(chat.stream(opened[tab.ui.turn], page)))

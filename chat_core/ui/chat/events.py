@@ -27,6 +27,9 @@ PRIVATE: dict[str, Any] = {"api_visibility": "private"}
 # The page's own steps that answer once skip Gradio's queue, as ChatInterface's do: one
 # request, where a queued event costs a join, an event stream and the queue's bookkeeping.
 DIRECT: dict[str, Any] = {"queue": False}
+# For chained steps: Gradio's default ("once") skips a step while the same step of another
+# chain of the page is pending.
+MULTIPLE: dict[str, Any] = {"trigger_mode": "multiple"}
 
 
 class ChatEvents:
@@ -70,13 +73,13 @@ class ChatEvents:
         update: handlers.started, handlers.stream): one request to Gradio fewer for each
         message sent."""
         h, ui = self.handlers, self.handlers.ui
-        # `multiple`: a chain's stream step must start even while the same step of an earlier
-        # chain still runs (a conversation picked while another one's reply streams); that
-        # one stops drawing itself (handlers.stream).
+        # MULTIPLE: a chain's steps must run even while the same steps of an earlier chain
+        # still run (a conversation picked while another one's reply streams); that one's
+        # stream stops drawing itself (handlers.stream) and its settle does nothing.
         chain = first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.ended],
-                           trigger_mode="multiple", **PRIVATE, **UNCAPPED).then(
+                           **MULTIPLE, **PRIVATE, **UNCAPPED).then(
             h.settle, inputs=[ui.turn, ui.ended], outputs=self.settled,
-            show_progress="hidden", **PRIVATE, **DIRECT)
+            show_progress="hidden", **MULTIPLE, **PRIVATE, **DIRECT)
         if lit:
             self._lit(chain)
 
@@ -88,7 +91,7 @@ class ChatEvents:
         h, ui = self.handlers, self.handlers.ui
         return event.then(h.feedback_shown, inputs=[ui.view],
                           outputs=[ui.chatbot, ui.rating_row], show_progress="hidden",
-                          **PRIVATE, **DIRECT)
+                          **MULTIPLE, **PRIVATE, **DIRECT)
 
     def _turns(self) -> None:
         h, ui, api = self.handlers, self.handlers.ui, self.api

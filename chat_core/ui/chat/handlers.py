@@ -226,8 +226,8 @@ class ChatHandlers:
             # Nothing is lost: the text stays in the box, the notice says what to change (or,
             # over the person's limits, when to send it again). Text that cannot be sent back
             # (see view.sendable) is left where it is.
-            return {ui.notice: refusal(exc), ui.turn: None,
-                    **({ui.box: text} if sendable(text) else {})}
+            # The turn the page follows (if any) is left alone: a refusal starts nothing.
+            return {ui.notice: refusal(exc), **({ui.box: text} if sendable(text) else {})}
         shown.append({"role": "user", "content": user_html(text)})
         # A new chat's Chatbot holds no thumbs (events._lit), an open conversation's its view's.
         thumbs = [] if new else (view or {}).get("feedback")
