@@ -22,11 +22,11 @@ from typing import Any, AsyncIterator
 
 import gradio as gr
 
-from chat_core.accounts.expiring_cache import ExpiringCache
 from chat_core.errors import ChatError, TooManyTurns
 from chat_core.service import ChatService
 from chat_core.states import ERROR
 from chat_core.ui.chat.files import read_import, write_export
+from chat_core.ui.chat.followed import FollowedTurns
 from chat_core.ui.chat.layout import ChatLayout
 from chat_core.ui.chat.streaming import RESTARTING, follow_reply
 from chat_core.ui.chat.view import (BEING_WRITTEN_NOTICE, BRANCHED_NOTICE, BUSY_ACTIONS,
@@ -41,9 +41,6 @@ from chat_core.ui.render import conversation_view, safe_markdown, user_html, war
 
 Changes = dict[Any, Any]  # component -> value or gr.update(...)
 Caller = gr.Request | None  # None: a call from a test or a notebook, never from Gradio
-# How long, and for how many pages, ChatHandlers.followed remembers what a page follows.
-FOLLOWED_SEC = 24 * 3600.0
-MAX_PAGES = 10_000
 
 
 def lit(pane: Pane, thumbs: list[str | None]) -> Any:
@@ -76,10 +73,7 @@ class ChatHandlers:
         # the public API gains an input for it.
         self.everyone = everyone
         self.everyone_chosen: set[Any] = set()
-        # The turn each page (Gradio session) follows now, as its last chain left it (None:
-        # nothing in flight shown), so that an older chain's stream step stops drawing once
-        # its page has moved on (stream). Bounded; a page forgotten here follows on.
-        self.followed: ExpiringCache[str | None] = ExpiringCache(FOLLOWED_SEC, MAX_PAGES)
+        self.followed = FollowedTurns()  # the turn each page follows now (followed.py)
 
     async def service_for(self, request: Caller) -> ChatService:
         return await service_for(self.service, request)
@@ -355,7 +349,7 @@ class ChatHandlers:
         state: Following = turn
         async with aclosing(self.follow(service, turn)) as steps:
             async for pane, state in steps:
-                if self.moved_on(request, turn):
+                if self.followed.moved_on(request, turn):
                     # Another conversation (or turn) is shown: drawing this one would cover
                     # it. The reply goes on; opening its conversation follows it again.
                     yield [gr.skip(), gr.skip()]
@@ -377,15 +371,9 @@ class ChatHandlers:
     def shows(self, request: Caller, out: Any) -> Any:
         """Remember the turn the page follows after a step that shows a conversation or
         starts a turn (its `turn` output; see stream). Returns `out`."""
-        page = getattr(request, "session_hash", None)
-        if page and isinstance(out, dict) and self.ui.turn in out:
-            turn = out[self.ui.turn]
-            self.followed.put(page, turn.get("id") if isinstance(turn, dict) else None)
+        if isinstance(out, dict) and self.ui.turn in out:
+            self.followed.record(request, out[self.ui.turn])
         return out
-
-    def moved_on(self, request: Caller, turn: Following) -> bool:
-        page = getattr(request, "session_hash", None)
-        return bool(page) and self.followed.get(page, turn.get("id")) != turn.get("id")
 
     async def settle(self, turn: Following | None, ended: Following | None) -> Any:
         """After the stream: the input back, the newest turn's actions, and a notice if the
