@@ -29,7 +29,7 @@ import uvicorn
 
 from chat_core.config import ConfigError, Settings, load_settings
 from chat_core.errors import ChatError
-from chat_core.secrets_mask import install_log_masking
+from chat_core.logging_setup import configure_logging
 from chat_core.web.event_loop import describe, http_protocol, run as run_loop
 
 log = logging.getLogger("app")
@@ -179,16 +179,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="also publish a public Gradio share link; needs accounts: "
                         "SHARE_AUTH=user:password (environment or .env)")
     return parser.parse_args(argv)
-
-
-def configure_logging(level: str) -> None:
-    """Root logging, with secrets masked in every record (secrets_mask.py): the explicit masking
-    at each call site is the rule, this is the net for what a library logs on its own."""
-    logging.basicConfig(level=level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    install_log_masking()
-    for noisy in ("httpx", "httpx2", "httpcore", "openai", "matplotlib"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 async def serve(settings: Settings, share: bool = False) -> None:

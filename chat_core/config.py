@@ -25,6 +25,7 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # replay. DBOS only recovers workflows of the running application_version, so this must be a
 # fixed string: DBOS's default (a hash of the source) would orphan in-flight turns on any edit.
 WORKFLOW_VERSION = "chat-turn-1"
+MAX_TURN_WORKERS = 64
 
 
 class ConfigError(ValueError):
@@ -86,6 +87,10 @@ class Settings:
     # Serve on uvloop's event loop and uvicorn's httptools parser (web/event_loop.py): about an
     # eighth less CPU per token (docs/performance.md). FAST_IO=0: asyncio's loop and h11.
     fast_io: bool = True
+    # Processes that run the turns, besides the web process (turns/worker_pool.py): past one
+    # core's worth of turns and tokens (docs/performance.md#turn-workers-2026-12-01). 0: the
+    # web process runs them itself; "auto" (scripts/run.sh): by the machine's cores.
+    turn_workers: int = 0
     db_pool_max: int = 20
     # "user:password[,user2:password2]": one account each (required by --share unless
     # SHARE_INVITE is set); any of the SHARE_* accounts settings turns login on.
@@ -234,8 +239,19 @@ def url_credentials(url: str | None) -> list[str]:
     return [user] if url.lower().startswith(("http://", "https://")) else []
 
 
+def auto_turn_workers(cores: int | None = None) -> int:
+    """TURN_WORKERS=auto (what scripts/run.sh sets): none below 4 cores, where the web
+    process, PostgreSQL and the LLM server's own process already share them and a worker
+    would only add the relay's cost (docs/performance.md#turn-workers-2026-12-01); above,
+    one per 4 cores, at most 8."""
+    cores = cores or os.cpu_count() or 1
+    return 0 if cores < 4 else min(cores // 4, 8)
+
+
 def _parse(name: str, raw: str, default: object) -> object:
     env = _env_name(name)
+    if name == "turn_workers" and raw.lower() == "auto":
+        return auto_turn_workers()
     if name in ("database_url", "vllm_base_url", "llm_model", "llm_context_tokens"):
         if name == "llm_context_tokens":
             return _parse_int(env, raw, minimum=256)
@@ -290,6 +306,9 @@ def _validate(s: Settings) -> None:
                               " list each server once, or unset it to use the local CPU model")
     if s.llm_max_attempts < 1:
         raise ConfigError("LLM_MAX_ATTEMPTS must be at least 1")
+    if s.turn_workers > MAX_TURN_WORKERS:
+        raise ConfigError(f"TURN_WORKERS must be at most {MAX_TURN_WORKERS} (one per core is "
+                          f"plenty), got {s.turn_workers}")
     if s.turn_start_concurrency < 0:
         raise ConfigError("TURN_START_CONCURRENCY must be 0 (no limit) or more")
     if s.llm_max_concurrency < 1:

@@ -22,7 +22,7 @@ from dbos import DBOS
 
 from chat_core.accounts.directory import AccountDirectory
 from chat_core.accounts.person import LOCAL
-from chat_core.store.chat_store import ChatStore
+from chat_core.store.chat_store import STOP_CHANNEL, ChatStore
 from chat_core.config import Settings
 from chat_core.errors import LLMUnavailable, TurnFailed
 from chat_core.store.database import (Database, ensure_database_exists, sqlalchemy_url,
@@ -39,11 +39,17 @@ from chat_core.turns.progress import TurnHub
 from chat_core.turns.head_start import HeadStarts
 from chat_core.turns.start_order import StartOrder
 from chat_core.turns.wakeups import TurnWakeups
+from chat_core.turns import turn_queue
+from chat_core.turns.relay import PROGRESS_CHANNEL, ProgressPublisher, ProgressRelay, stop_heard
+from chat_core.turns.worker_pool import TurnWorkers
 from chat_core.turns import workflow as turn_workflow
 
 log = logging.getLogger(__name__)
 
 APP_NAME = "durable-chat"
+# What a process of the app does: WEB serves people and runs the turns itself, or with
+# TURN_WORKERS hands them to WORKER processes (turns/worker_pool.py).
+WEB, WORKER = "web", "worker"
 
 
 class _WorkflowsCutByShutdown(logging.Filter):
@@ -104,8 +110,15 @@ def _one_line(record: logging.LogRecord, message: str) -> None:
 
 
 class ChatRuntime:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, role: str = WEB,
+                 local_llm_url: str | None = None) -> None:
         self.settings = settings
+        self.role = role
+        # A turn worker uses the local model server its web process started.
+        self.local_llm_url = local_llm_url
+        self.workers: TurnWorkers | None = None
+        self.publisher: ProgressPublisher | None = None
+        self.relay: ProgressRelay | None = None
         self.embedded: EmbeddedPostgres | None = None
         self.local_llm: LocalLLMServer | None = None
         self.db: Database | None = None
@@ -151,14 +164,16 @@ class ChatRuntime:
             self.slots = GlobalLLMSlots(self.db, s.llm_global_concurrency, s.executor_id)
             await self.slots.start()
 
+        store = ChatStore(self.db)  # the workflows': SYSTEM, sealed sides too
+        hub = TurnHub()
         # Listening before DBOS recovers turns, so that none of their wake-ups is missed.
         self.wakeups = TurnWakeups(self.db.url)
+        self.wakeups.hear(STOP_CHANNEL, lambda turn_id: stop_heard(hub, turn_id))
+        await self._start_relay(hub, store)
         await self.wakeups.start()
 
         self.llm, backend = await self._start_llm()
         s = self.settings
-        store = ChatStore(self.db)  # the workflows': SYSTEM, sealed sides too
-        hub = TurnHub()
         start_order = StartOrder(s.turn_start_concurrency) if s.turn_start_concurrency else None
         turn_workflow.bind(turn_workflow.TurnDeps(settings=s, store=store, llm=self.llm, hub=hub,
                                                   slots=self.slots, wakeups=self.wakeups,
@@ -171,6 +186,37 @@ class ChatRuntime:
 
         treat_failed_connects_as_disconnects()
         logging.getLogger("dbos").addFilter(self._attempt_lines)
+        self._launch_dbos()
+        # DBOS 3.4 keeps the previous instance's executor as this loop's default after a
+        # relaunch in one process (tests do that); any async DBOS call resets it.
+        await DBOS.list_workflows_async(limit=1, load_input=False, load_output=False)
+        await turn_queue.register()
+        if self.role == WEB and await turn_queue.take_over_leftovers(s.executor_id,
+                                                                     s.turn_workers):
+            log.info("took over the turns left to turn workers this run does not have")
+        if self.role == WEB and s.turn_workers:
+            self.workers = TurnWorkers(self.settings, self.database_url, self.local_llm and
+                                       self.local_llm.base_url, self._worker_exited)
+            await self.workers.start()
+        return self.service
+
+    async def _start_relay(self, hub: TurnHub, store: ChatStore) -> None:
+        """A worker publishes its turns' progress; a web process with workers follows it."""
+        if self.role == WORKER:
+            self.publisher = ProgressPublisher(self.db.url,  # type: ignore[union-attr]
+                                               self.settings.executor_id)
+            hub.observer = self.publisher.observe
+            await self.publisher.start()
+        elif self.settings.turn_workers:
+            self.relay = ProgressRelay(hub, store)
+            self.wakeups.hear(PROGRESS_CHANNEL, self.relay.heard)  # type: ignore[union-attr]
+
+    def _worker_exited(self, executor_id: str) -> None:
+        if self.relay is not None:
+            self.relay.worker_exited(executor_id)
+
+    def _launch_dbos(self) -> None:
+        s = self.settings
         DBOS(config={
             "name": APP_NAME,
             # One database for the app's tables (schema public) and DBOS's (schema dbos): one
@@ -185,14 +231,12 @@ class ChatRuntime:
             "db_engine_kwargs": {"pool_pre_ping": False, "pool_size": s.db_pool_max * 2,
                                  "connect_args": {"application_name": "durable-chat-dbos"}},
         })
+        # DBOS's own queues (recovery, Resume, forks) everywhere; the turn queue in workers.
+        DBOS.listen_queues([turn_queue.QUEUE_NAME] if self.role == WORKER else [])
         DBOS.launch()
         self._dbos_launched = True
-        # DBOS 3.4 keeps the previous instance's executor as this loop's default after a
-        # relaunch in one process (tests do that); any async DBOS call resets it.
-        await DBOS.list_workflows_async(limit=1, load_input=False, load_output=False)
         log.info("DBOS launched: executor %s, version %s, database %s", s.executor_id,
                  s.app_version, mask_url(self.database_url))
-        return self.service
 
     async def _start_llm(self) -> tuple[LLMClient, dict[str, Any]]:
         """One client per LLM server (VLLM_BASE_URL's list, or the local model), in the
@@ -208,6 +252,11 @@ class ChatRuntime:
             hint = ("Start the server with scripts/start_vllm.sh, or unset VLLM_BASE_URL to use "
                     "the local CPU model")
             context = s.llm_context_tokens
+        elif self.local_llm_url:
+            urls = [self.local_llm_url]
+            backend = {"kind": "local", "base_url": urls[0]}
+            hint = "The local model server is not answering; see the app's log and restart it"
+            context = s.llm_context_tokens or CONTEXT_TOKENS
         else:
             self.local_llm = await asyncio.to_thread(start_local_llm, s.data_dir)
             urls = [self.local_llm.base_url]
@@ -221,7 +270,8 @@ class ChatRuntime:
             url, api_key=s.llm_api_key,
             # LLM_MODEL picks the default server's default model; the others' is the first
             # they list (a conversation names any model by its settings).
-            model=(s.llm_model or (MODEL_ALIAS if self.local_llm else None)) if i == 0 else None,
+            model=(s.llm_model or (MODEL_ALIAS if backend["kind"] == "local" else None))
+            if i == 0 else None,
             connect_timeout_sec=s.llm_connect_timeout_sec, read_timeout_sec=s.llm_read_timeout_sec,
             max_concurrency=s.llm_max_concurrency, fix_hint=hint, fair_share=s.llm_fair_share,
             preempt=s.llm_preempt and backend["kind"] == "vllm",
@@ -273,9 +323,15 @@ class ChatRuntime:
     async def stop(self, grace_sec: float = 5.0) -> None:
         """Stop accepting work; turns still running stay PENDING in PostgreSQL and resume when
         the app starts again."""
+        if self.workers is not None:
+            await self.workers.stop()
+            self.workers = None
         if self._dbos_launched:
             self._dbos_launched = False
             await self._stop_turns(grace_sec)
+        if self.publisher is not None:
+            await self.publisher.stop()
+            self.publisher = None
         logging.getLogger("dbos").removeFilter(self._attempt_lines)
         turn_workflow.bind(None)
         if self.wakeups is not None:

@@ -34,6 +34,7 @@ from chat_core.llm.client import LLMClient
 from chat_core.llm.servers import LLMServers
 from chat_core.turns.payloads import TurnParams, TurnRequest
 from chat_core.turns.progress import Snapshot, TurnHub
+from chat_core.turns import turn_queue
 from chat_core.turns.workflow import (begin_head_start, chat_turn, reply_id_for,
                                       user_message_id_for)
 from chat_core.data import conversation_export, dataset_export
@@ -285,7 +286,8 @@ class ChatService:
                                 "params": self.params_for(conversation)}
         # A repeated key may name a turn that has run already: only a new turn gets a head start.
         turn = await self._start(turn_id, request, str(user_id),
-                                 next_seq=None if idempotency_key else conversation["next_seq"])
+                                 next_seq=None if idempotency_key else conversation["next_seq"],
+                                 new=idempotency_key is None)
         if idempotency_key is not None:
             await self._check_key_reuse(turn_id, text)
         return turn
@@ -541,20 +543,36 @@ class ChatService:
                                                                          ratings))
 
     async def _start(self, turn_id: str, request: TurnRequest, user_id: str,
-                     next_seq: int | None = None) -> Turn:
+                     next_seq: int | None = None, new: bool = True) -> Turn:
         """Start the turn's workflow; `next_seq`: where a new message goes in a conversation
-        with no turn in flight (ChatStore.conversation_for_turn), for its head start."""
+        with no turn in flight (ChatStore.conversation_for_turn), for its head start; `new`:
+        False when `turn_id` may name a turn started before (a repeated Idempotency-Key)."""
         self._refuse_if_closing()
         reply_id = str(reply_id_for(turn_id))
         if self.person.id is not None:
             request["owner"] = self.person.key
         await self.admit_turn(turn_id, request["conversation_id"], reply_id)
+        if self.settings.turn_workers:
+            return await self._enqueue(turn_id, request, user_id, reply_id, next_seq, new)
         with SetWorkflowID(turn_id):
             handle = await DBOS.start_workflow_async(chat_turn, request)
         if isinstance(handle, WorkflowHandleAsyncTask):
             # Runs here: watchers can follow it from the first token on.
             progress = self.hub.track(turn_id, reply_id, request.get("owner", ""))
             begin_head_start(turn_id, request, progress, next_seq)
+        return Turn(turn_id, request["conversation_id"], user_id, reply_id, handle)
+
+    async def _enqueue(self, turn_id: str, request: TurnRequest, user_id: str, reply_id: str,
+                       next_seq: int | None, new: bool) -> Turn:
+        """The turn for a turn worker (TURN_WORKERS), followed here as the worker relays it
+        (turns/relay.py); a turn that existed already is followed from the database, since
+        a finished one has nothing left to relay."""
+        existed = not new and await DBOS.get_workflow_status_async(turn_id) is not None
+        if next_seq is not None:
+            request["head_seq"] = next_seq  # the worker gives it the head start
+        handle = await turn_queue.enqueue(turn_id, request)
+        if not existed:
+            self.hub.track(turn_id, reply_id, request.get("owner", ""))
         return Turn(turn_id, request["conversation_id"], user_id, reply_id, handle)
 
     async def admit_turn(self, turn_id: str, conversation_id: str, reply_id: str,

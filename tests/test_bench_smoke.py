@@ -49,8 +49,28 @@ def _check_burst_report(report: dict[str, Any], stdout: str) -> None:
     printed = "\n".join(report["targets"])
     assert "burst of 2 at 7 ms/token, chat tab: TTFT p50 within 100 ms" in printed
     for target in ("TTFT p50 within 100 ms", "TTFT p99 within 300 ms", "throughput >= 0.95",
-                   "CPU per turn, rest, <= engine floor", "CPU per streamed token, REST SSE"):
+                   "CPU per turn, rest, <= engine floor", "CPU per streamed token, rest (SSE)"):
         assert target in printed and target in stdout
+
+
+def test_burst_bench_compares_worker_counts(tmp_path: Path) -> None:
+    """--workers runs the bursts and the cost runs once per TURN_WORKERS count, each row named
+    by its count, direct's once: the table docs/performance.md shows for turn workers."""
+    out = tmp_path / "burst.json"
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_burst.py"), "--workers", "0,1",
+         "--bursts", "3", "--full-load-bursts", "", "--tokens", "4", "--tpot-ms", "5",
+         "--ttft-ms", "10", "--cost-turns", "3", "--cost-concurrency", "3",
+         "--cost-tpot-ms", "0", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(out.read_text())
+    assert sorted(b["mode"] for b in report["bursts"]) == [
+        "chat tab w0", "chat tab w1", "direct", "rest w0", "rest w1"]
+    assert all(b["errors"] == 0 for b in report["bursts"])
+    assert [c["mode"] for c in report["costs"]] == ["rest w0", "chat tab w0", "rest w1",
+                                                    "chat tab w1"]
+    assert "burst of 3 at 5 ms/token, chat tab w1: TTFT p50 within 100 ms" in result.stdout
 
 
 def test_burst_args_are_checked_before_anything_runs() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from chat_core.config import ConfigError, load_settings, redact_url
+from chat_core.config import ConfigError, auto_turn_workers, load_settings, redact_url
 
 
 def test_defaults_need_nothing(tmp_path: Path) -> None:
@@ -108,3 +108,14 @@ def test_a_comma_in_a_server_password_stays_in_its_url_and_is_never_shown(tmp_pa
         load_settings({"VLLM_BASE_URL": "http://alice:longsecret,@gpu-b:50x0"},
                       env_file=tmp_path / "missing.env")
     assert "longsecret" not in str(error.value) and "50x0" in str(error.value)
+
+
+def test_turn_workers_auto_follows_the_cores_and_bad_values_are_refused(tmp_path: Path) -> None:
+    assert [auto_turn_workers(c) for c in (1, 2, 3, 4, 8, 16, 64)] == [0, 0, 0, 1, 2, 4, 8]
+    missing = tmp_path / "missing.env"
+    assert load_settings({}, env_file=missing).turn_workers == 0  # python app.py: in-process
+    assert load_settings({"TURN_WORKERS": "AUTO"}, env_file=missing).turn_workers == \
+        auto_turn_workers()
+    for bad, words in (("two", "whole number"), ("-1", "at least 0"), ("65", "at most 64")):
+        with pytest.raises(ConfigError, match=words):
+            load_settings({"TURN_WORKERS": bad}, env_file=missing)

@@ -28,6 +28,8 @@ Row = dict[str, Any]
 
 # Reply states as SQL literals (states.sql_list): the partial indexes use the same text.
 _IN_FLIGHT = sql_list(IN_FLIGHT)
+# Where request_stop tells the process generating a reply to stop (turns/relay.py hears it).
+STOP_CHANNEL = "chat_turn_stop"
 _ANSWERED = sql_list(ANSWERED)
 
 _MESSAGE_COLUMNS = """
@@ -574,11 +576,14 @@ class ChatStore(PersonScoped):
 
     @retry_transient
     async def request_stop(self, reply_id: uuid.UUID) -> bool:
+        """Flag the reply stopped; the process generating it hears so on STOP_CHANNEL and
+        stops at once (otherwise at its next checkpoint, which reads the flag)."""
         async with self.db.connection() as conn:
             cur = await conn.execute(
                 "UPDATE messages m SET stop_requested = true WHERE id = %(rid)s"
-                f" AND status IN {_IN_FLIGHT} AND {OWNED_MESSAGE} RETURNING id",
-                self._p(rid=reply_id),
+                f" AND status IN {_IN_FLIGHT} AND {OWNED_MESSAGE}"
+                " RETURNING id, pg_notify(%(channel)s, coalesce(m.workflow_id, ''))",
+                self._p(rid=reply_id, channel=STOP_CHANNEL),
             )
             return await cur.fetchone() is not None
 

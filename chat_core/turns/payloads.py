@@ -37,6 +37,9 @@ class TurnRequest(TypedDict):
     # A blind comparison's side ("Model A"): what a failed reply's error text names its model
     # as, so the Workflows tab and re-attached streams never show which model it was.
     blind_as: NotRequired[str]
+    # With turn workers: where the new message will go in a conversation with no turn in
+    # flight when it was accepted, for the head start the worker gives it (head_start.py).
+    head_seq: NotRequired[int]
 
 
 class SavedTurn(TypedDict):

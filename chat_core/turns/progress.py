@@ -13,7 +13,7 @@ from chat_core.states import FINAL, PENDING, STREAMING
 import asyncio
 import time
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
 # Watchers of a streaming reply are woken at most this often: tokens that come faster (a GPU at
 # low load writes 100 a second) go out together, one wake-up and one event for several, where
@@ -63,6 +63,9 @@ class TurnProgress:
         self._wake: asyncio.TimerHandle | None = None
         # Set when the process stops: watchers end (the turn goes on in the next process).
         self.closing = False
+        # Told of every change watchers are told of (turns/relay.py publishes it to the web
+        # process when this process is a turn worker).
+        self.observer: Callable[[TurnProgress], None] | None = None
 
     @property
     def text(self) -> str:
@@ -84,6 +87,8 @@ class TurnProgress:
         self._notified_at = time.monotonic()
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
+        if self.observer is not None:
+            self.observer(self)
 
     def start_attempt(self) -> None:
         if self._pieces or self.attempt > 0 or self.status != PENDING:
@@ -120,6 +125,25 @@ class TurnProgress:
         self._text, self._joined = text, 1
         self._finished.set()
         self._notify()
+
+    def mirror(self, attempt: int, offset: int, delta: str, status: str,
+               ahead: int | None) -> bool:
+        """Apply what the process running this turn published (turns/relay.py): `delta` is
+        the text from `offset` on of attempt `attempt`. False when it does not follow on from
+        what this copy holds (a notification was lost): the copy can no longer be trusted."""
+        if attempt < self.attempt:
+            return True  # a late word about an attempt already replaced
+        if attempt > self.attempt:
+            self.attempt = attempt
+            self._pieces.clear()
+            self._text, self._joined = "", 0
+        if offset != len(self.text):
+            return False
+        if delta:
+            self._pieces.append(delta)
+        self.status, self.ahead = status, ahead
+        self._notify()
+        return True
 
     @property
     def stop_requested(self) -> bool:
@@ -170,13 +194,16 @@ class TurnProgress:
 
 
 class TurnHub:
-    """Registry of the turns in flight in this process."""
+    """Registry of the turns in flight in this process, or followed here while a turn worker
+    runs them (turns/relay.py)."""
 
     def __init__(self, keep_finished_sec: float = 30.0) -> None:
         self._turns: dict[str, TurnProgress] = {}
         self._keep_finished_sec = keep_finished_sec
         self.closing = False
         self.closed = asyncio.Event()
+        # Given to every turn tracked from now on (see TurnProgress.observer).
+        self.observer: Callable[[TurnProgress], None] | None = None
 
     def close(self) -> None:
         """The process is stopping: every watcher of an unfinished turn stops waiting now."""
@@ -191,7 +218,19 @@ class TurnHub:
         if progress is None:
             progress = self._turns[turn_id] = TurnProgress(turn_id, reply_id, owner)
             progress.closing = self.closing
+            progress.observer = self.observer
         return progress
+
+    def detach(self, turn_id: str) -> None:
+        """Stop following a turn here: its watchers end their wait and read the database
+        instead (service.watch_turn), as for a turn run by another process."""
+        progress = self._turns.pop(turn_id, None)
+        if progress is not None and not progress.snapshot().finished:
+            progress.closing = True
+            progress._notify()
+
+    def unfinished(self) -> list[str]:
+        return [t for t, p in self._turns.items() if not p.snapshot().finished]
 
     def get(self, turn_id: str) -> TurnProgress | None:
         return self._turns.get(turn_id)

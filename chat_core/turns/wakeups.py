@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import AsyncIterator, Iterable, Iterator
+from typing import AsyncIterator, Callable, Iterable, Iterator
 
 import psycopg
 
@@ -84,12 +84,17 @@ class Waiter:
 
 
 class TurnWakeups:
-    """The LISTEN connection of this process, and the turns waiting here, by conversation."""
+    """The LISTEN connection of this process, and the turns waiting here, by conversation.
+
+    Other channels can be heard on the same connection (`hear`, before `start`): turns/relay.py
+    hears a turn worker's progress and a request to stop a turn there. Their handlers are told
+    `None` after a reconnect, since what was sent meanwhile is lost."""
 
     def __init__(self, url: str, reconnect_sec: float = 1.0) -> None:
         self.url = url
         self.reconnect_sec = reconnect_sec
         self._waiters: dict[str, set[Waiter]] = {}
+        self._heard: dict[str, Callable[[str | None], None]] = {}
         self._task: asyncio.Task[None] | None = None
         self._listening = asyncio.Event()
         # For tests and diagnostics.
@@ -106,6 +111,9 @@ class TurnWakeups:
         except TimeoutError:
             log.warning("not listening for finished turns yet (PostgreSQL slow?); waiting "
                         "turns look again on their own meanwhile")
+
+    def hear(self, channel: str, handler: Callable[[str | None], None]) -> None:
+        self._heard[channel] = handler
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -150,9 +158,12 @@ class TurnWakeups:
         since notifications sent meanwhile are lost."""
         while True:
             try:
-                async for payload in self._notifications():
-                    self.notifications += 1
-                    self.dispatch(payload)
+                async for channel, payload in self._notifications():
+                    if channel == CHANNEL:
+                        self.notifications += 1
+                        self.dispatch(payload)
+                    else:
+                        self._hand(channel, payload)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -162,12 +173,21 @@ class TurnWakeups:
                 self._listening.clear()
             await asyncio.sleep(self.reconnect_sec)
 
-    async def _notifications(self) -> AsyncIterator[str]:
+    def _hand(self, channel: str, payload: str | None) -> None:
+        try:
+            self._heard[channel](payload)
+        except Exception:  # a bug in one handler must not deafen the turns waiting here
+            log.exception("handling a notification on %s failed", channel)
+
+    async def _notifications(self) -> AsyncIterator[tuple[str, str]]:
         async with await psycopg.AsyncConnection.connect(
                 self.url, autocommit=True, application_name="durable-chat-wakeups") as conn:
-            await conn.execute(f"LISTEN {CHANNEL}")
+            for channel in (CHANNEL, *self._heard):
+                await conn.execute(f"LISTEN {channel}")
             self.connects += 1
             self._listening.set()
             self._wake_all()
+            for channel in self._heard:
+                self._hand(channel, None)
             async for note in conn.notifies():
-                yield note.payload
+                yield note.channel, note.payload

@@ -140,7 +140,9 @@ async def chat_turn(request: TurnRequest) -> TurnResult:
         _running.add(task)
     # A turn recovered at start (or resumed) is followed in memory like one started here:
     # whoever re-attaches to it waits on the hub instead of polling its row.
-    _d().hub.track(turn_id, str(reply_id_for(turn_id)), request.get("owner", ""))
+    progress = _d().hub.track(turn_id, str(reply_id_for(turn_id)), request.get("owner", ""))
+    if "head_seq" in request:  # accepted by a web process, run here by a turn worker
+        begin_head_start(turn_id, request, progress, request["head_seq"])
     try:
         return await _run_turn(turn_id, request)
     except dbos_error.DBOSWorkflowCancelledError:
