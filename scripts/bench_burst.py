@@ -75,6 +75,9 @@ class Cost:
     # The app's CPU to open each turn's conversation beforehand (not in the per-turn figure):
     # on the chat tab a page opened (its load events: Gradio builds the session's state).
     open_ms: float = 0.0
+    # Of the app's figures, the web process's own (the rest is its turn workers').
+    web_ms_per_turn: float = 0.0
+    web_ms_per_token: float = 0.0
 
 
 class CpuMeter:
@@ -83,9 +86,9 @@ class CpuMeter:
     def __init__(self, app_pid: int) -> None:
         self.app = psutil.Process(app_pid)
 
-    def _app(self) -> float:
+    def _app(self, alone: bool = False) -> float:
         total = 0.0
-        for p in [self.app, *self.app.children(recursive=True)]:
+        for p in [self.app] if alone else [self.app, *self.app.children(recursive=True)]:
             try:
                 t = p.cpu_times()
                 total += t.user + t.system
@@ -107,6 +110,10 @@ class CpuMeter:
 
     def read(self) -> tuple[float, float]:
         return self._app(), self._postgres()
+
+    def web(self) -> float:
+        """The web process alone (without its turn workers)."""
+        return self._app(alone=True)
 
 
 TurnFn = Callable[[Any, int, int], Awaitable[Sample]]
@@ -158,15 +165,17 @@ async def cost(mode: str, meter: CpuMeter, args: argparse.Namespace,
             async with limit:
                 await turn(conv, i, 0)
 
-        app0, pg0 = meter.read()
+        (app0, pg0), web0 = meter.read(), meter.web()
         await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations)))
-        app1, pg1 = meter.read()
+        (app1, pg1), web1 = meter.read(), meter.web()
         if spy is not None:
             spy.send_signal(2)  # py-spy writes its file on SIGINT
             spy.wait(60)
-        per_turn[tokens] = ((app1 - app0) / turns * 1000, (pg1 - pg0) / turns * 1000)
+        per_turn[tokens] = ((app1 - app0) / turns * 1000, (pg1 - pg0) / turns * 1000,
+                            (web1 - web0) / turns * 1000)
     return Cost(mode, per_turn[SHORT][0], per_turn[SHORT][1],
-                (per_turn[LONG][0] - per_turn[SHORT][0]) / (LONG - SHORT), open_ms)
+                (per_turn[LONG][0] - per_turn[SHORT][0]) / (LONG - SHORT), open_ms,
+                per_turn[SHORT][2], (per_turn[LONG][2] - per_turn[SHORT][2]) / (LONG - SHORT))
 
 
 def _profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -309,9 +318,10 @@ def print_report(bursts: list[Burst], costs: list[Cost], floor: float,
           f"{floor:.1f} ms CPU per empty turn)")
     for c in costs:
         print(f"{c.mode:>9}: app {c.app_ms_per_turn:.1f} ms CPU/turn, "
-              f"{c.ms_per_token:.3f} ms CPU/token; PostgreSQL {c.pg_ms_per_turn:.1f} ms/turn; "
-              f"opening its {'page' if c.mode == 'chat tab' else 'conversation'} before: "
-              f"{c.open_ms:.1f} ms")
+              f"{c.ms_per_token:.3f} ms CPU/token (the web process alone {c.web_ms_per_turn:.1f}"
+              f" / {c.web_ms_per_token:.3f}); PostgreSQL {c.pg_ms_per_turn:.1f} ms/turn; "
+              f"opening its {'page' if c.mode.startswith('chat tab') else 'conversation'} "
+              f"before: {c.open_ms:.1f} ms")
     checks = targets(bursts, costs, floor)
     print("\nTargets (issue 16):")
     print("\n".join(checks))
