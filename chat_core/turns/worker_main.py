@@ -29,9 +29,15 @@ async def _serve(settings: Settings, local_llm_url: str | None) -> None:
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
+        try:
+            loop.add_signal_handler(sig, stopping.set)
+        except NotImplementedError:  # Windows' event loops
+            signal.signal(sig, lambda *_: loop.call_soon_threadsafe(stopping.set))
     sys.stdout.write("ready\n")
     sys.stdout.flush()
+    # Nobody reads the pipe after that line: anything printed later goes where logs go,
+    # rather than filling the pipe until a print blocks the worker.
+    os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     parent = os.getppid()
     try:
         while not stopping.is_set():
