@@ -244,8 +244,16 @@ def auto_turn_workers(cores: int | None = None) -> int:
     process, PostgreSQL and the LLM server's own process already share them and a worker
     would only add the relay's cost (docs/performance.md#turn-workers-2026-12-01); above,
     one per 4 cores, at most 8."""
-    cores = cores or os.cpu_count() or 1
+    cores = cores or _usable_cores()
     return 0 if cores < 4 else min(cores // 4, 8)
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (a container's or taskset's), not the machine's."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 def _parse(name: str, raw: str, default: object) -> object:

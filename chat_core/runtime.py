@@ -119,6 +119,7 @@ class ChatRuntime:
         self.workers: TurnWorkers | None = None
         self.publisher: ProgressPublisher | None = None
         self.relay: ProgressRelay | None = None
+        self._watchdog: asyncio.Task[None] | None = None
         self.embedded: EmbeddedPostgres | None = None
         self.local_llm: LocalLLMServer | None = None
         self.db: Database | None = None
@@ -160,6 +161,9 @@ class ChatRuntime:
             # Before any turn is recovered: rows without an owner go to the first admin.
             self.accounts = AccountDirectory(self.db, s)
             await self.accounts.start()
+        if self.role == WEB and s.turn_workers and not s.llm_global_concurrency:
+            # LLM_MAX_CONCURRENCY is the whole app's: with workers, counted across processes.
+            s = self.settings = replace(s, llm_global_concurrency=s.llm_max_concurrency)
         if s.llm_global_concurrency > 0:
             self.slots = GlobalLLMSlots(self.db, s.llm_global_concurrency, s.executor_id)
             await self.slots.start()
@@ -198,6 +202,7 @@ class ChatRuntime:
             self.workers = TurnWorkers(self.settings, self.database_url, self.local_llm and
                                        self.local_llm.base_url, self._worker_exited)
             await self.workers.start()
+            self.service.turn_workers_running = self.workers.running
         return self.service
 
     async def _start_relay(self, hub: TurnHub, store: ChatStore) -> None:
@@ -209,7 +214,10 @@ class ChatRuntime:
             await self.publisher.start()
         elif self.settings.turn_workers:
             self.relay = ProgressRelay(hub, store)
+            self.relay.resend_stop = store.notify_stop
             self.wakeups.hear(PROGRESS_CHANNEL, self.relay.heard)  # type: ignore[union-attr]
+            self._watchdog = asyncio.create_task(self.relay.watch_silent(),
+                                                 name="relay-watchdog")
 
     def _worker_exited(self, executor_id: str) -> None:
         if self.relay is not None:
@@ -326,6 +334,9 @@ class ChatRuntime:
         if self.workers is not None:
             await self.workers.stop()
             self.workers = None
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if self._dbos_launched:
             self._dbos_launched = False
             await self._stop_turns(grace_sec)

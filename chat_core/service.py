@@ -9,7 +9,7 @@ import copy
 import dataclasses
 import uuid
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, AsyncIterator
+from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
 from dbos import DBOS, SetWorkflowID, WorkflowStatusString
 # Private: DBOS has no public way to tell a workflow started here from one already running
@@ -72,6 +72,10 @@ def turn_id_for(conversation_id: uuid.UUID, idempotency_key: str) -> str:
     return f"{TURN_ID_PREFIX}{digest}"
 
 
+# A reply followed from its row checks its workflow every this many polls (watch_turn).
+WORKFLOW_CHECK_POLLS = 8
+
+
 class ChatService:
     """The service for one person: `for_person` gives each caller their own, whose store
     answers only what they may see. The one built at start-up serves the local person (no
@@ -94,6 +98,8 @@ class ChatService:
         self.people = people
         self.person = LOCAL
         self.workflows = WorkflowAdmin(store, hub, self.person, self.admit_turn)
+        # With TURN_WORKERS: how many are running now (set by the runtime), for /healthz.
+        self.turn_workers_running: Callable[[], int] | None = None
 
     def for_person(self, person: Person) -> "ChatService":
         """This service as `person` sees it: every query scoped to them (an admin's to
@@ -568,12 +574,25 @@ class ChatService:
         (turns/relay.py); a turn that existed already is followed from the database, since
         a finished one has nothing left to relay."""
         existed = not new and await DBOS.get_workflow_status_async(turn_id) is not None
-        if next_seq is not None:
+        cid = request["conversation_id"]
+        if next_seq is not None and not self._queued_in(cid):
             request["head_seq"] = next_seq  # the worker gives it the head start
-        handle = await turn_queue.enqueue(turn_id, request)
-        if not existed:
-            self.hub.track(turn_id, reply_id, request.get("owner", ""))
-        return Turn(turn_id, request["conversation_id"], user_id, reply_id, handle)
+        progress = None
+        if not existed:  # followed from before it is enqueued: no word of it can come first
+            progress = self.hub.track(turn_id, reply_id, request.get("owner", ""))
+            progress.conversation_id = cid
+        try:
+            handle = await turn_queue.enqueue(turn_id, request)
+        except BaseException:
+            if progress is not None:
+                self.hub.detach(turn_id)
+            raise
+        return Turn(turn_id, cid, user_id, reply_id, handle)
+
+    def _queued_in(self, conversation_id: str) -> bool:
+        """A turn of the conversation handed to a worker and not finished: it may have no
+        rows yet (still queued), so the conversation's next place is not known for sure."""
+        return any(p.conversation_id == conversation_id for p in self.hub.in_flight())
 
     async def admit_turn(self, turn_id: str, conversation_id: str, reply_id: str,
                          rerun: bool = False) -> None:
@@ -685,6 +704,7 @@ class ChatService:
         await self.check_turn_visible(turn_id)
         reply_id = str(reply_id_for(turn_id))
         last: Snapshot | None = None
+        polls = 0
         while True:
             # Once the process is stopping, only the database is read: a finished turn is still
             # answered, one in flight goes on in the next process.
@@ -718,7 +738,19 @@ class ChatService:
                 return
             if self.hub.closing:
                 raise self._shutting_down(turn_id)
+            polls += 1
+            if polls % WORKFLOW_CHECK_POLLS == 0 and await self._ended_unsaved(turn_id):
+                yield Snapshot(turn_id, reply_id, ERROR, snap.text, 0, "the turn failed before "
+                               "its reply was saved; see the Workflows tab, where Resume runs "
+                               "it again")
+                return
             await asyncio.sleep(poll_sec)
+
+    async def _ended_unsaved(self, turn_id: str) -> bool:
+        """The turn's workflow failed or was cancelled while its reply stays in flight (it
+        failed before its last step): nothing will finish that reply now."""
+        status = await DBOS.get_workflow_status_async(turn_id)
+        return status is not None and status.status in WORKFLOW_FAILED
 
     def _turn_rows_store(self) -> ChatStore:
         """The person's store with their blind comparisons' sides in view, for what the turn
@@ -732,11 +764,16 @@ class ChatService:
         await self.check_turn_visible(turn_id)
         reply_id = reply_id_for(turn_id)
         progress = self.hub.get(turn_id)
-        if progress is not None and not progress.snapshot().finished:
-            progress.request_stop()
+        live = progress is not None and not progress.snapshot().finished
+        if live:
+            progress.request_stop()  # type: ignore[union-attr]
         # Also in the database: the turn may run in another process, or crash and resume.
         flagged = await self._turn_rows_store().request_stop(reply_id)
-        return flagged or (progress is not None and not progress.snapshot().finished)
+        if live and not flagged:
+            # Its reply not saved yet (a turn worker may be starting it): told directly, and
+            # again by the relay once the worker is heard from (turns/relay.py).
+            await self.store.notify_stop(turn_id)
+        return flagged or live
 
     async def check_turn_visible(self, turn_id: str) -> None:
         """NotFound unless the turn is this person's (or they see all): someone else's turn
@@ -789,6 +826,14 @@ class ChatService:
         except (ChatError, asyncio.TimeoutError) as exc:
             out["status"] = "degraded"
             out["llm_error"] = exc.message if isinstance(exc, ChatError) else "timeout"
+        if self.turn_workers_running is not None:
+            running = self.turn_workers_running()
+            out["turn_workers"] = {"running": running,
+                                   "configured": self.settings.turn_workers}
+            if not running:
+                out["status"] = "degraded"
+                out["turn_workers_error"] = ("no turn worker is running: turns wait on the "
+                                             "queue until one is back; see the app's log")
         # Every server's state; one that is down makes its models unavailable, not the app
         # (status follows the database and the default server alone).
         if self.servers is not None:

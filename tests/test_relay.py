@@ -116,7 +116,7 @@ def test_the_end_is_the_saved_reply_not_what_was_relayed() -> None:
                                 "error": None}
         turn.finish("complete", "the whole reply")
         events = publisher.events(turn)
-        assert events == [{"t": "turn-1", "f": "complete"}]
+        assert events == [{"t": "turn-1", "f": "complete", "e": None}]
         relay.heard(orjson.dumps(events).decode())
         copy = web_hub.get("turn-1")
         assert copy is not None
@@ -148,3 +148,38 @@ def test_events_join_into_as_few_payloads_as_fit() -> None:
     assert 2 <= len(payloads) <= 4
     assert [e for p in payloads for e in orjson.loads(p)] == events
     assert pack([]) == []
+
+
+def test_a_turn_that_failed_before_saving_its_reply_ends_as_the_worker_saw_it() -> None:
+    async def main() -> None:
+        publisher, worker_hub, web_hub, relay, saved = _pair()
+        reply_id = uuid.uuid4()
+        turn = worker_hub.track("turn-1", str(reply_id))
+        turn.waiting(None)
+        _relayed(publisher, turn, relay)
+        saved.rows[reply_id] = {"status": "pending", "content": "", "error": None}
+        turn.finish("error", "", "waited too long for the turn before it")
+        _relayed(publisher, turn, relay)
+        copy = web_hub.get("turn-1")
+        assert copy is not None
+        async with asyncio.timeout(1):
+            final = [s async for s in copy.watch()][-1]
+        assert (final.status, final.error) == ("error", "waited too long for the turn before it")
+    asyncio.run(main())
+
+
+def test_a_failed_send_goes_again_whole() -> None:
+    async def main() -> None:
+        publisher, worker_hub, web_hub, relay, _ = _pair()
+        turn = worker_hub.track("turn-1", str(uuid.uuid4()))
+        turn.start_attempt()
+        turn.append("heard ")
+        _relayed(publisher, turn, relay)
+        turn.append("lost with its connection")
+        publisher.events(turn)  # sent on a connection that failed...
+        publisher._resend({"turn-1": turn})  # ...so it goes again, from the start
+        _relayed(publisher, turn, relay)
+        copy = web_hub.get("turn-1")
+        assert copy is not None and copy.text == "heard lost with its connection"
+        assert relay.gaps == 0
+    asyncio.run(main())

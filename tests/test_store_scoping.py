@@ -73,6 +73,9 @@ UNSCOPED = {
     "finish_reply": {"turns/workflow.py"}, "turn_overrides": {"turns/workflow.py"},
     "mark_interrupted": {"turns/workflow.py", "turns/admin.py"},
     "reopen_reply": {"turns/admin.py"}, "save_turn_overrides": {"turns/admin.py"},
+    # Reads and changes no row: a notification naming a turn, sent by ChatService.stop_turn
+    # once check_turn_visible has passed (and by the turn workers' relay, for the same stop).
+    "notify_stop": {"service.py"},
 }
 
 

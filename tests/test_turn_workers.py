@@ -26,6 +26,8 @@ from tests.helpers import (AppProcess, base_env, create_database, drop_database,
 
 pytestmark = pytest.mark.slow  # an app with two worker processes
 
+CAP = 4  # LLM_MAX_CONCURRENCY: the whole app's, whichever worker runs a turn
+
 __all__ = ["browser", "page"]  # fixtures
 
 
@@ -34,7 +36,8 @@ def workers_app(database_url: str, llm: EmulatedLLM,
                 tmp_path_factory: pytest.TempPathFactory) -> Iterator[AppProcess]:
     tmp = tmp_path_factory.mktemp("workers")
     app = AppProcess(base_env(database_url, llm.base_url, tmp, TURN_WORKERS="2",
-                              STREAM_CHECKPOINT_SEC="30"), tmp / "app.log")
+                              STREAM_CHECKPOINT_SEC="30", LLM_MAX_CONCURRENCY=str(CAP)),
+                     tmp / "app.log")
     app.start()
     yield app
     app.stop()
@@ -131,6 +134,7 @@ def test_a_burst_is_shared_by_both_workers_and_every_reply_arrives(
         workers_app: AppProcess, llm: EmulatedLLM, database_url: str) -> None:
     llm.settings.reply_tokens = 10
     llm.settings.tpot_ms = 30
+    llm.max_active_streams = 0
 
     def one(i: int) -> tuple[str, str]:
         events = list(_stream(workers_app.url, f"burst {i}"))
@@ -141,6 +145,47 @@ def test_a_burst_is_shared_by_both_workers_and_every_reply_arrives(
     assert all(text.startswith(f"Reply to [burst {i}]") for i, (_, text) in enumerate(results))
     executors = {_executor(database_url, turn_id)[-3:] for turn_id, _ in results}
     assert executors == {"-w1", "-w2"}
+    assert llm.max_active_streams == CAP  # the app's cap, not one per worker
+
+
+def test_the_health_check_counts_the_running_workers(workers_app: AppProcess) -> None:
+    health = httpx.get(f"{workers_app.url}/healthz", timeout=10).json()
+    assert health["turn_workers"] == {"running": 2, "configured": 2}
+
+
+def test_a_relay_connection_lost_mid_reply_still_ends_the_stream(
+        workers_app: AppProcess, llm: EmulatedLLM, database_url: str) -> None:
+    llm.settings.reply_tokens = 400
+    llm.settings.tpot_ms = 40
+    events = _stream(workers_app.url, "lose the relay")
+    turn_id = next(events)["turn_id"]
+    next(e for e in events if e.get("text"))
+    query(database_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
+          " application_name = 'durable-chat-relay'")
+    assert httpx.post(f"{workers_app.url}/api/turns/{turn_id}/stop",
+                      timeout=10).status_code == 200
+    final = [e for e in events][-1]  # the end reaches the page, or the stream would hang
+    assert final["assistant_message"]["status"] == "stopped", final
+
+
+def test_stop_before_any_worker_has_the_turn(workers_app: AppProcess,
+                                             llm: EmulatedLLM) -> None:
+    llm.settings.reply_tokens = 400
+    llm.settings.tpot_ms = 40
+    workers = list(_workers(workers_app).values())
+    for pid in workers:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        events = _stream(workers_app.url, "stop me while queued")
+        turn_id = next(events)["turn_id"]
+        assert httpx.post(f"{workers_app.url}/api/turns/{turn_id}/stop",
+                          timeout=10).status_code == 200
+    finally:
+        for pid in workers:
+            os.kill(pid, signal.SIGCONT)
+    final = [e for e in events][-1]
+    assert final["assistant_message"]["status"] == "stopped", final
+    assert len(final["assistant_message"]["content"].split()) < 60
 
 
 def test_messages_sent_together_to_one_conversation_answer_in_order(
@@ -209,7 +254,7 @@ def test_a_killed_worker_is_replaced_and_its_turn_finishes_once(
                  (turn_id,)) == [("SUCCESS", True)]
 
 
-def test_the_workers_die_with_the_app_and_its_next_start_finishes_their_turns(
+def test_the_workers_die_with_the_app_and_a_start_without_workers_finishes_their_turns(
         llm: EmulatedLLM, tmp_path: Path) -> None:
     llm.settings.reply_tokens = 40
     llm.settings.tpot_ms = 100
@@ -226,11 +271,14 @@ def test_the_workers_die_with_the_app_and_its_next_start_finishes_their_turns(
         app.kill9()
         wait_until(lambda: _gone(worker))
         events.close()
+        # Started again without workers: the web process takes the dead worker's turn over.
+        app = AppProcess(base_env(database_url, llm.base_url, tmp_path, TURN_WORKERS="0",
+                                  EXECUTOR_ID=app.env["EXECUTOR_ID"]), tmp_path / "app.log")
         app.start()
         wait_until(lambda: query(database_url, "SELECT status FROM messages WHERE workflow_id"
                                  " = %s AND role = 'assistant'", (turn_id,)) == [("complete",)],
                    timeout=60)
-        assert _executor(database_url, turn_id).endswith("-w1")
+        assert _executor(database_url, turn_id) == app.env["EXECUTOR_ID"]
     finally:
         app.stop()
         drop_database(database_url)

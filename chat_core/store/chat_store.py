@@ -575,6 +575,11 @@ class ChatStore(PersonScoped):
             return await cur.fetchone()
 
     @retry_transient
+    async def notify_stop(self, turn_id: str) -> None:
+        """Tell the process running a turn to stop it (its reply row may not exist yet)."""
+        async with self.db.connection() as conn:
+            await conn.execute("SELECT pg_notify(%s, %s)", (STOP_CHANNEL, turn_id))
+
     async def request_stop(self, reply_id: uuid.UUID) -> bool:
         """Flag the reply stopped; the process generating it hears so on STOP_CHANNEL and
         stops at once (otherwise at its next checkpoint, which reads the flag)."""

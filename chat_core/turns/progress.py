@@ -48,6 +48,8 @@ class TurnProgress:
         # The person whose turn this is (their account id; "" in local mode): whom the turn's
         # live progress may be shown to, and whose share of the LLM it waits in.
         self.owner = owner
+        # Its conversation, where known (a turn a web process hands to a worker).
+        self.conversation_id = ""
         self.status = PENDING
         self.error: str | None = None
         self.attempt = 0
@@ -133,7 +135,7 @@ class TurnProgress:
         what this copy holds (a notification was lost): the copy can no longer be trusted."""
         if attempt < self.attempt:
             return True  # a late word about an attempt already replaced
-        if attempt > self.attempt:
+        if attempt > self.attempt or offset == 0:  # a new attempt, or the whole text again
             self.attempt = attempt
             self._pieces.clear()
             self._text, self._joined = "", 0
@@ -232,6 +234,9 @@ class TurnHub:
     def unfinished(self) -> list[str]:
         return [t for t, p in self._turns.items() if not p.snapshot().finished]
 
+    def in_flight(self) -> list[TurnProgress]:
+        return [p for p in self._turns.values() if p.status not in FINAL]
+
     def get(self, turn_id: str) -> TurnProgress | None:
         return self._turns.get(turn_id)
 
@@ -243,6 +248,10 @@ class TurnHub:
         # Late watchers (a page reloaded just now) still find the final state for a while.
         asyncio.get_running_loop().call_later(
             self._keep_finished_sec, self._forget, turn_id, progress)
+
+    def forget(self, turn_id: str) -> None:
+        """Drop a finished turn now (it is running again: resumed)."""
+        self._turns.pop(turn_id, None)
 
     def _forget(self, turn_id: str, progress: TurnProgress) -> None:
         if self._turns.get(turn_id) is progress:

@@ -27,13 +27,14 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Awaitable, Callable
 
 import orjson
 import psycopg
+from dbos import DBOS
 
-from chat_core.states import FINAL
-from chat_core.store.chat_store import STOP_CHANNEL, ChatStore
+from chat_core.states import FINAL, WORKFLOW_ACTIVE
+from chat_core.store.chat_store import ChatStore
 from chat_core.turns.progress import TurnHub, TurnProgress
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ MAX_PAYLOAD_BYTES = 7_800
 PIECE_CHARS = 1_000
 # A worker sends what changed at most this often (see ProgressPublisher._publish).
 SEND_EVERY_SEC = 0.01
+# A copy not heard from for this long is checked against the database (check_silent).
+SILENT_CHECK_SEC = 5.0
 
 
 @dataclass
@@ -109,10 +112,21 @@ class ProgressPublisher:
             sent_at = time.monotonic()
             changed, self._changed = self._changed, {}
             payloads = pack([e for p in changed.values() for e in self.events(p)])
-            if payloads:
-                await conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
-                                   (PROGRESS_CHANNEL, payloads))
-                self.notifications += len(payloads)
+            try:
+                if payloads:
+                    await conn.execute("SELECT pg_notify(%s, p) FROM unnest(%s::text[]) AS p",
+                                       (PROGRESS_CHANNEL, payloads))
+                    self.notifications += len(payloads)
+            except BaseException:
+                self._resend(changed)
+                raise
+
+    def _resend(self, changed: dict[str, TurnProgress]) -> None:
+        """A send failed: those turns go again, whole (from offset 0), with the next one."""
+        for turn_id, progress in changed.items():
+            self._sent.pop(turn_id, None)
+            self._changed.setdefault(turn_id, progress)
+        self._wake.set()
 
     def events(self, progress: TurnProgress) -> list[dict[str, Any]]:
         """What changed since the last events of this turn: its new text in pieces, its
@@ -121,7 +135,7 @@ class ProgressPublisher:
         sent = self._sent.get(snap.turn_id)
         if snap.finished:
             self._sent.pop(snap.turn_id, None)
-            return [{"t": snap.turn_id, "f": snap.status}]
+            return [{"t": snap.turn_id, "f": snap.status, "e": snap.error}]
         if sent is None or sent.attempt != snap.attempt:
             sent = self._sent[snap.turn_id] = _Sent(snap.attempt, 0, "", None)
         text = snap.text
@@ -166,6 +180,11 @@ class ProgressRelay:
         self._finishing: set[asyncio.Task[None]] = set()
         # The executor (worker) each followed turn runs in, from its events.
         self._where: dict[str, str] = {}
+        # When each copy last heard from its worker (for check_silent).
+        self._heard_at: dict[str, float] = {}
+        # Copies someone stopped before their worker was heard from: the stop is sent again
+        # once it is (the worker may not have had the turn when it was first sent).
+        self.resend_stop: Callable[[str], Awaitable[None]] | None = None
         self.gaps = 0  # copies dropped for a lost notification, for tests and diagnostics
 
     def heard(self, payload: str | None) -> None:
@@ -186,6 +205,7 @@ class ProgressRelay:
 
     def _drop(self, turn_id: str) -> None:
         self._where.pop(turn_id, None)
+        self._heard_at.pop(turn_id, None)
         self.hub.detach(turn_id)
 
     def _apply(self, event: dict[str, Any]) -> None:
@@ -195,31 +215,80 @@ class ProgressRelay:
             self._where[turn_id] = event["x"]
         if "f" in event:
             self._where.pop(turn_id, None)
+            self._heard_at.pop(turn_id, None)
             if progress is not None and not progress.snapshot().finished:
-                task = asyncio.create_task(self._finish(progress))
-                self._finishing.add(task)
-                task.add_done_callback(self._finishing.discard)
+                self._spawn(self._finish(progress, event["f"], event.get("e")))
             return
+        if progress is not None and progress.snapshot().finished and event["o"] == 0:
+            self.hub.forget(turn_id)  # run again (resumed): followed anew
+            progress = None
         if progress is None:
             if event["o"] != 0 or "r" not in event:
                 return  # joined mid-reply: the database has it
             progress = self.hub.track(turn_id, event["r"], event["w"])
         if progress.snapshot().finished:
             return
+        if turn_id not in self._heard_at and progress.stop_requested and self.resend_stop:
+            self._spawn(self.resend_stop(turn_id))
+        self._heard_at[turn_id] = time.monotonic()
         if not progress.mirror(event["a"], event["o"], event["d"], event["s"], event["h"]):
             self.gaps += 1
             self._drop(turn_id)
 
-    async def _finish(self, progress: TurnProgress) -> None:
-        """The saved reply is the end of the turn, whatever was relayed before it."""
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._finishing.add(task)
+        task.add_done_callback(self._finishing.discard)
+
+    async def _finish(self, progress: TurnProgress, status: str, error: str | None) -> None:
+        """The saved reply is the end of the turn, whatever was relayed before it; a turn
+        that ended without saving one (it failed before its last step) ends as the worker
+        saw it end."""
         try:
             row = await self.store.get_message(uuid.UUID(progress.reply_id))
         except Exception:
             row = None
         if row is not None and row["status"] in FINAL:
             self.hub.finish(progress.turn_id, row["status"], row["content"], row["error"])
+        elif status in FINAL:
+            self.hub.finish(progress.turn_id, status, progress.text, error)
         else:
             self.hub.detach(progress.turn_id)
+
+    async def check_silent(self, after_sec: float) -> None:
+        """Copies not heard from for `after_sec` whose turn is over or no longer running (its
+        end never relayed: a worker's connection lost at that moment, or the turn taken over
+        by a process that does not relay) are ended from the database, or dropped so that
+        their watchers read it; a turn still running, or queued, stays followed."""
+        now = time.monotonic()
+        silent = [t for t in self.hub.unfinished()
+                  if now - self._heard_at.get(t, self._first_seen(t, now)) >= after_sec]
+        for turn_id in silent:
+            progress = self.hub.get(turn_id)
+            if progress is None:
+                continue
+            row = await self.store.get_message(uuid.UUID(progress.reply_id))
+            if row is not None and row["status"] in FINAL:
+                self.hub.finish(turn_id, row["status"], row["content"], row["error"])
+                self._heard_at.pop(turn_id, None)
+                continue
+            status = await DBOS.get_workflow_status_async(turn_id)
+            if status is None or status.status not in WORKFLOW_ACTIVE:
+                self._drop(turn_id)
+            else:
+                self._heard_at[turn_id] = now  # running or queued: look again later
+
+    def _first_seen(self, turn_id: str, now: float) -> float:
+        return self._heard_at.setdefault(turn_id, now)
+
+    async def watch_silent(self, every_sec: float = SILENT_CHECK_SEC) -> None:
+        while True:
+            await asyncio.sleep(every_sec)
+            try:
+                await self.check_silent(every_sec)
+            except Exception as exc:  # the database away: the next round looks again
+                log.warning("could not check the turns followed from workers (%s)",
+                            type(exc).__name__)
 
 
 def stop_heard(hub: TurnHub, payload: str | None) -> None:

@@ -44,14 +44,13 @@ async def enqueue(turn_id: str, request: TurnRequest) -> WorkflowHandleAsync[Any
 
 
 async def take_over_leftovers(executor_id: str, workers: int) -> int:
-    """At a web process's start: the turns an earlier run left to workers this run does not
-    have (TURN_WORKERS lowered since, or 0) would wait on the queue for ever. They go on from
-    their last step: on the queue again for the workers there are, or to DBOS's own queue,
-    which the web process runs, when there are none. A worker that is started again recovers
-    its own turns itself, as DBOS does for any executor. Returns how many were taken over."""
-    pending = await DBOS.list_workflows_async(status=["PENDING", "ENQUEUED"],
-                                              queue_name=QUEUE_NAME, load_input=False,
-                                              load_output=False)
+    """At a web process's start: what an earlier run left to workers this run does not have
+    (TURN_WORKERS lowered since, or 0) would wait for ever: the turns still on the turn queue
+    when there are no workers, and whatever a retired worker was running, from any queue
+    (turns, and the resumed, forked or recovered workflows it took from DBOS's own queue).
+    They go on from their last step, on their queue again when it has workers, else on DBOS's
+    own, which every process runs. A worker that is started again recovers its own work
+    itself, as DBOS does for any executor. Returns how many were taken over."""
     prefix = f"{executor_id}-w"
 
     def retired(executor: str | None) -> bool:
@@ -59,9 +58,15 @@ async def take_over_leftovers(executor_id: str, workers: int) -> int:
         return bool(executor and executor.startswith(prefix) and index.isdigit()
                     and int(index) > workers)
 
-    left = [w.workflow_id for w in pending
-            if (w.status == "ENQUEUED" and not workers)
-            or (w.status == "PENDING" and retired(w.executor_id))]
-    if left:
-        await DBOS.resume_workflows_async(left, queue_name=QUEUE_NAME if workers else None)
+    pending = await DBOS.list_workflows_async(status="PENDING", load_input=False,
+                                              load_output=False)
+    queued = [] if workers else await DBOS.list_workflows_async(
+        status="ENQUEUED", queue_name=QUEUE_NAME, load_input=False, load_output=False)
+    left = [w for w in pending if retired(w.executor_id)] + queued
+    to_turn_queue = [w.workflow_id for w in left if workers and w.queue_name == QUEUE_NAME]
+    to_dbos_queue = [w.workflow_id for w in left if w.workflow_id not in to_turn_queue]
+    if to_turn_queue:
+        await DBOS.resume_workflows_async(to_turn_queue, queue_name=QUEUE_NAME)
+    if to_dbos_queue:
+        await DBOS.resume_workflows_async(to_dbos_queue)
     return len(left)

@@ -24,6 +24,7 @@ import math
 import os
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -34,8 +35,11 @@ log = logging.getLogger(__name__)
 READY = b"ready\n"
 START_TIMEOUT_SEC = 120.0
 STOP_TIMEOUT_SEC = 10.0
-# A worker that keeps dying is started again after a growing pause, up to this.
+# A worker that keeps dying is started again after a growing pause, up to this; one that ran
+# for STEADY_SEC before it died is started again after the shortest pause.
 MAX_RESTART_PAUSE_SEC = 30.0
+STEADY_SEC = 60.0
+MIN_POOL = 5
 
 
 def worker_executor_id(executor_id: str, index: int) -> str:
@@ -44,14 +48,16 @@ def worker_executor_id(executor_id: str, index: int) -> str:
 
 def worker_env(settings: Settings, database_url: str, index: int) -> dict[str, str]:
     """A worker's settings: the web process's, with its own executor id, the database the web
-    process found or started, and its share of the LLM cap (LLM_MAX_CONCURRENCY counts the
-    requests of the whole app)."""
+    process found or started, the app's cap on LLM requests counted across its processes in
+    PostgreSQL (runtime.py sets LLM_GLOBAL_CONCURRENCY with workers), and its share of the
+    connection pool (every process has its own; PostgreSQL's default is 100 connections)."""
     return {**os.environ,
             "DATABASE_URL": database_url,
             "EXECUTOR_ID": worker_executor_id(settings.executor_id, index),
             "TURN_WORKERS": "0",
-            "LLM_MAX_CONCURRENCY": str(max(1, math.ceil(
-                settings.llm_max_concurrency / settings.turn_workers))),
+            "LLM_GLOBAL_CONCURRENCY": str(settings.llm_global_concurrency),
+            "DB_POOL_MAX": str(max(MIN_POOL, math.ceil(
+                settings.db_pool_max / settings.turn_workers))),
             "LLM_CONTEXT_TOKENS": str(settings.llm_context_tokens or ""),
             "DATA_DIR": str(settings.data_dir),
             "PYTHONUNBUFFERED": "1"}
@@ -109,10 +115,13 @@ class TurnWorkers:
     async def _keep(self, worker: _Worker) -> None:
         pause = 1.0
         while not self._stopping:
+            started = time.monotonic()
             code = await self._run_once(worker)
             if self._stopping:
                 return
             worker.ready.clear()
+            if time.monotonic() - started >= STEADY_SEC:
+                pause = 1.0
             log.warning("turn worker %d exited (code %s); starting it again in %.0f s: its "
                         "unfinished turns resume there", worker.index, code, pause)
             self.on_exit(worker_executor_id(self.settings.executor_id, worker.index))

@@ -141,7 +141,9 @@ async def chat_turn(request: TurnRequest) -> TurnResult:
     # A turn recovered at start (or resumed) is followed in memory like one started here:
     # whoever re-attaches to it waits on the hub instead of polling its row.
     progress = _d().hub.track(turn_id, str(reply_id_for(turn_id)), request.get("owner", ""))
-    if "head_seq" in request:  # accepted by a web process, run here by a turn worker
+    if "head_seq" in request and await _still_next(request):
+        # Accepted by a web process, run here by a turn worker: its first run, and the
+        # conversation as it was when the message was accepted.
         begin_head_start(turn_id, request, progress, request["head_seq"])
     try:
         return await _run_turn(turn_id, request)
@@ -158,6 +160,19 @@ async def chat_turn(request: TurnRequest) -> TurnResult:
         _running.discard(task)  # type: ignore[arg-type]
         if _d().head_starts is not None:
             await _d().head_starts.drop(turn_id)
+
+
+async def _still_next(request: TurnRequest) -> bool:
+    """The message still goes where it would have when accepted, with no turn of its
+    conversation in flight: not so once this turn's first step ran (it is recovered or
+    resumed), nor when another turn got there first."""
+    if _d().head_starts is None:
+        return False
+    try:
+        row = await _d().store.conversation_for_turn(uuid.UUID(request["conversation_id"]))
+    except ChatError:
+        return False
+    return row["next_seq"] == request.get("head_seq")
 
 
 async def wait_running(timeout: float) -> int:
