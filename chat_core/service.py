@@ -38,7 +38,7 @@ from chat_core.turns import turn_queue
 from chat_core.turns.workflow import (begin_head_start, chat_turn, reply_id_for,
                                       user_message_id_for)
 from chat_core.data import conversation_export, dataset_export
-from chat_core.states import (ANSWERED, CANCELLED, ERROR, IN_FLIGHT, MAX_SEARCH_CHARS,
+from chat_core.states import (FINAL, ANSWERED, CANCELLED, ERROR, IN_FLIGHT, MAX_SEARCH_CHARS,
                               MAX_TITLE_CHARS, WORKFLOW_ACTIVE, WORKFLOW_FAILED)
 from chat_core.validation import check_settings, check_text, parse_id
 from chat_core.turns.admin import TURN_ID_PREFIX, WorkflowAdmin, check_turn_id
@@ -662,11 +662,18 @@ class ChatService:
                     dbos_error.DBOSWorkflowCancelledError):
                 raise TurnCancelled("the turn was cancelled before its reply was finished",
                                     turn_id=turn.turn_id, **await self._turn_rows(turn)) from None
-        # Started elsewhere (or a repeated request): follow the reply to its end, then read it.
-        async for snap in self.watch_turn(turn.turn_id):
-            if snap.finished:
+        # Started elsewhere (a turn worker, a repeated request): follow the reply to its end,
+        # then read it.
+        last: Snapshot | None = None
+        async for last in self.watch_turn(turn.turn_id):
+            if last.finished:
                 break
-        return await self._saved_turn(turn)
+        rows = await self._saved_turn(turn)
+        if last is not None and last.status == ERROR and \
+                (rows["assistant_message"] or {}).get("status") not in FINAL:
+            # It failed before its last step, which would have saved the error.
+            raise TurnFailed(last.error or "the turn failed", turn_id=turn.turn_id, **rows)
+        return rows
 
     async def _saved_turn(self, turn: Turn) -> dict[str, Any]:
         """A finished turn as the database holds it (raising as wait_turn does)."""
@@ -740,9 +747,7 @@ class ChatService:
                 raise self._shutting_down(turn_id)
             polls += 1
             if polls % WORKFLOW_CHECK_POLLS == 0 and await self._ended_unsaved(turn_id):
-                yield Snapshot(turn_id, reply_id, ERROR, snap.text, 0, "the turn failed before "
-                               "its reply was saved; see the Workflows tab, where Resume runs "
-                               "it again")
+                yield await self._unsaved_end(turn_id, snap)
                 return
             await asyncio.sleep(poll_sec)
 
@@ -751,6 +756,17 @@ class ChatService:
         failed before its last step): nothing will finish that reply now."""
         status = await DBOS.get_workflow_status_async(turn_id)
         return status is not None and status.status in WORKFLOW_FAILED
+
+    async def _unsaved_end(self, turn_id: str, last: Snapshot) -> Snapshot:
+        """The end of a turn whose workflow ended with its reply in flight: the row as it is
+        now if it was closed meanwhile (a cancel closes it just after cancelling), else an
+        error that says where to go on."""
+        row = await self._turn_rows_store().get_message(uuid.UUID(last.reply_id))
+        if row is not None and row["status"] in FINAL:
+            return Snapshot(turn_id, last.reply_id, row["status"], row["content"], 0,
+                            row["error"])
+        return Snapshot(turn_id, last.reply_id, ERROR, last.text, 0, "the turn failed before "
+                        "its reply was saved; see the Workflows tab, where Resume runs it again")
 
     def _turn_rows_store(self) -> ChatStore:
         """The person's store with their blind comparisons' sides in view, for what the turn

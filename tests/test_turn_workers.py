@@ -282,3 +282,34 @@ def test_the_workers_die_with_the_app_and_a_start_without_workers_finishes_their
     finally:
         app.stop()
         drop_database(database_url)
+
+
+def test_a_turn_failing_before_its_reply_is_saved_ends_its_stream_and_a_reattach(
+        llm: EmulatedLLM, tmp_path: Path) -> None:
+    """A turn that waits too long for the one before it fails in its history step, with its
+    reply unsaved: the person's stream ends with the error, and so does a re-attach."""
+    database_url = create_database()
+    app = AppProcess(base_env(database_url, llm.base_url, tmp_path, TURN_WORKERS="1",
+                              TURN_ORDER_WAIT_SEC="1", STREAM_CHECKPOINT_SEC="30"),
+                     tmp_path / "app.log")
+    app.start()
+    try:
+        llm.settings.reply_tokens = 400
+        llm.settings.tpot_ms = 40  # 16 s: the second turn gives up waiting for it
+        cid = httpx.post(f"{app.url}/api/conversations", timeout=10).json()["id"]
+        url = f"{app.url}/api/conversations/{cid}/messages?stream=true"
+        with httpx.stream("POST", url, json={"content": "slow first"}, timeout=60) as one:
+            lines = one.iter_lines()
+            first = json.loads(next(x for x in lines if x.startswith("data:"))[5:])
+            with httpx.stream("POST", url, json={"content": "second"}, timeout=60) as two:
+                events = [x for x in two.iter_lines() if x.startswith(("event:", "data:"))]
+            second = json.loads(events[1][5:])["turn_id"]
+            assert events[-2] == "event: error", events[-4:]
+            assert "has not finished after" in events[-1], events[-1]
+            again = [x for x in httpx.get(f"{app.url}/api/turns/{second}/events",
+                                          timeout=30).text.splitlines() if x]
+            assert again[-2] == "event: done" and '"status": "error"' in again[-1], again[-3:]
+            httpx.post(f"{app.url}/api/turns/{first['turn_id']}/stop", timeout=10)
+    finally:
+        app.stop()
+        drop_database(database_url)

@@ -141,10 +141,8 @@ async def chat_turn(request: TurnRequest) -> TurnResult:
     # A turn recovered at start (or resumed) is followed in memory like one started here:
     # whoever re-attaches to it waits on the hub instead of polling its row.
     progress = _d().hub.track(turn_id, str(reply_id_for(turn_id)), request.get("owner", ""))
-    if "head_seq" in request and await _still_next(request):
-        # Accepted by a web process, run here by a turn worker: its first run, and the
-        # conversation as it was when the message was accepted.
-        begin_head_start(turn_id, request, progress, request["head_seq"])
+    if "head_seq" in request:  # accepted by a web process, run here by a turn worker
+        begin_head_start(turn_id, request, progress, request["head_seq"], recheck=True)
     try:
         return await _run_turn(turn_id, request)
     except dbos_error.DBOSWorkflowCancelledError:
@@ -166,8 +164,6 @@ async def _still_next(request: TurnRequest) -> bool:
     """The message still goes where it would have when accepted, with no turn of its
     conversation in flight: not so once this turn's first step ran (it is recovered or
     resumed), nor when another turn got there first."""
-    if _d().head_starts is None:
-        return False
     try:
         row = await _d().store.conversation_for_turn(uuid.UUID(request["conversation_id"]))
     except ChatError:
@@ -541,23 +537,30 @@ async def _closed_if_dead(row: dict[str, Any]) -> bool:
 
 
 def begin_head_start(turn_id: str, request: TurnRequest, progress: TurnProgress,
-                     next_seq: int | None) -> bool:
+                     next_seq: int | None, recheck: bool = False) -> bool:
     """Send the turn's LLM request now, ahead of its steps (TURN_HEAD_START): for a new
     message whose workflow runs here and has not reached its LLM step, in a conversation
     whose next message goes to `next_seq` (None: a turn of it is in flight, no head start).
-    True if begun."""
+    `recheck`: read first whether it still does (a turn worker, which got the turn after a
+    while, perhaps again after a crash); in the head start's own task, so that the turn's
+    steps keep their place in the start order. True if begun."""
     d = _d()
     if d.head_starts is None or next_seq is None or request.get("content") is None or \
             request.get("continue_reply_id") or turn_id.endswith(OVERRIDE_SUFFIX) or \
             progress.status != PENDING:
         return False
     return d.head_starts.begin(
-        turn_id, progress, lambda head: _head_start(head, request, next_seq)) is not None
+        turn_id, progress, lambda head: _head_start(head, request, next_seq, recheck)) \
+        is not None
 
 
-async def _head_start(head: HeadStart, request: TurnRequest, seq: int) -> Completion:
+async def _head_start(head: HeadStart, request: TurnRequest, seq: int,
+                      recheck: bool = False) -> Completion:
     """The request the LLM step would send if the conversation stays as it is: its history
-    now (none to read for a first message), the message added."""
+    now (none to read for a first message), the message added. Without `ask` set (no longer
+    the next message, on a recheck) the step never adopts it."""
+    if recheck and not await _still_next(request):
+        raise asyncio.CancelledError  # no head start: the step sends its own request
     params = request["params"]
     prompt = await _fitted_prompt(uuid.UUID(request["conversation_id"]), seq,
                                   request["content"] or "", params, saved=False)
