@@ -19,6 +19,7 @@ from dataclasses import replace
 from typing import Any
 
 from dbos import DBOS
+from dbos import error as dbos_error
 
 from chat_core.accounts.directory import AccountDirectory
 from chat_core.accounts.person import LOCAL
@@ -162,8 +163,10 @@ class ChatRuntime:
             self.accounts = AccountDirectory(self.db, s)
             await self.accounts.start()
         if self.role == WEB and s.turn_workers and not s.llm_global_concurrency:
-            # LLM_MAX_CONCURRENCY is the whole app's: with workers, counted across processes.
-            s = self.settings = replace(s, llm_global_concurrency=s.llm_max_concurrency)
+            # LLM_MAX_CONCURRENCY (per server) is the whole app's: with workers, counted
+            # across its processes, for all its servers together.
+            s = self.settings = replace(s, llm_global_concurrency=s.llm_max_concurrency
+                                        * max(1, len(s.vllm_base_urls)))
         if s.llm_global_concurrency > 0:
             self.slots = GlobalLLMSlots(self.db, s.llm_global_concurrency, s.executor_id)
             await self.slots.start()
@@ -240,7 +243,12 @@ class ChatRuntime:
                                  "connect_args": {"application_name": "durable-chat-dbos"}},
         })
         # DBOS's own queues (recovery, Resume, forks) everywhere; the turn queue in workers.
-        DBOS.listen_queues([turn_queue.QUEUE_NAME] if self.role == WORKER else [])
+        try:
+            DBOS.listen_queues([turn_queue.QUEUE_NAME] if self.role == WORKER else [])
+        except dbos_error.DBOSException:
+            # DBOS is one per process and launched already: a second runtime in one process
+            # (tests run two apps so) shares it as it is.
+            pass
         DBOS.launch()
         self._dbos_launched = True
         log.info("DBOS launched: executor %s, version %s, database %s", s.executor_id,

@@ -580,7 +580,7 @@ class ChatService:
         progress = None
         if not existed:  # followed from before it is enqueued: no word of it can come first
             progress = self.hub.track(turn_id, reply_id, request.get("owner", ""))
-            progress.conversation_id = cid
+            progress.conversation_id, progress.relayed = cid, True
         try:
             handle = await turn_queue.enqueue(turn_id, request)
         except BaseException:
@@ -766,7 +766,7 @@ class ChatService:
             return Snapshot(turn_id, last.reply_id, row["status"], row["content"], 0,
                             row["error"])
         return Snapshot(turn_id, last.reply_id, ERROR, last.text, 0, "the turn failed before "
-                        "its reply was saved; see the Workflows tab, where Resume runs it again")
+                        "its reply was saved (the Workflows tab says why); Retry asks again")
 
     def _turn_rows_store(self) -> ChatStore:
         """The person's store with their blind comparisons' sides in view, for what the turn

@@ -580,6 +580,7 @@ class ChatStore(PersonScoped):
         async with self.db.connection() as conn:
             await conn.execute("SELECT pg_notify(%s, %s)", (STOP_CHANNEL, turn_id))
 
+    @retry_transient
     async def request_stop(self, reply_id: uuid.UUID) -> bool:
         """Flag the reply stopped; the process generating it hears so on STOP_CHANNEL and
         stops at once (otherwise at its next checkpoint, which reads the flag)."""

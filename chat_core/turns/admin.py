@@ -164,6 +164,7 @@ class WorkflowAdmin:
             await self.admit(workflow_id, info["conversation_id"],
                              str(reply_id_for(workflow_id)), True)
         await self.store.reopen_reply(reply_id_for(workflow_id))
+        self.hub.forget(workflow_id)  # its end, kept for late watchers, is no longer the end
         await DBOS.resume_workflow_async(workflow_id)
         return await self.get(workflow_id)
 

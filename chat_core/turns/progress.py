@@ -50,6 +50,8 @@ class TurnProgress:
         self.owner = owner
         # Its conversation, where known (a turn a web process hands to a worker).
         self.conversation_id = ""
+        # A copy of a turn run by a turn worker (turns/relay.py), not run here.
+        self.relayed = False
         self.status = PENDING
         self.error: str | None = None
         self.attempt = 0
@@ -250,8 +252,10 @@ class TurnHub:
             self._keep_finished_sec, self._forget, turn_id, progress)
 
     def forget(self, turn_id: str) -> None:
-        """Drop a finished turn now (it is running again: resumed)."""
-        self._turns.pop(turn_id, None)
+        """Drop a finished turn now (it is to run again: resumed)."""
+        progress = self._turns.get(turn_id)
+        if progress is not None and progress.snapshot().finished:
+            del self._turns[turn_id]
 
     def _forget(self, turn_id: str, progress: TurnProgress) -> None:
         if self._turns.get(turn_id) is progress:

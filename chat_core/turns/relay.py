@@ -135,7 +135,7 @@ class ProgressPublisher:
         sent = self._sent.get(snap.turn_id)
         if snap.finished:
             self._sent.pop(snap.turn_id, None)
-            return [{"t": snap.turn_id, "f": snap.status, "e": snap.error}]
+            return [{"t": snap.turn_id, "f": snap.status}]
         if sent is None or sent.attempt != snap.attempt:
             sent = self._sent[snap.turn_id] = _Sent(snap.attempt, 0, "", None)
         text = snap.text
@@ -180,8 +180,10 @@ class ProgressRelay:
         self._finishing: set[asyncio.Task[None]] = set()
         # The executor (worker) each followed turn runs in, from its events.
         self._where: dict[str, str] = {}
-        # When each copy last heard from its worker (for check_silent).
+        # When each copy last heard from its worker, or was last checked (check_silent).
         self._heard_at: dict[str, float] = {}
+        # Copies that have heard from their worker at least once (for resend_stop).
+        self._heard: set[str] = set()
         # Copies someone stopped before their worker was heard from: the stop is sent again
         # once it is (the worker may not have had the turn when it was first sent).
         self.resend_stop: Callable[[str], Awaitable[None]] | None = None
@@ -204,9 +206,13 @@ class ProgressRelay:
             self._drop(turn_id)
 
     def _drop(self, turn_id: str) -> None:
+        self._forget(turn_id)
+        self.hub.detach(turn_id)
+
+    def _forget(self, turn_id: str) -> None:
         self._where.pop(turn_id, None)
         self._heard_at.pop(turn_id, None)
-        self.hub.detach(turn_id)
+        self._heard.discard(turn_id)
 
     def _apply(self, event: dict[str, Any]) -> None:
         turn_id = event["t"]
@@ -214,22 +220,20 @@ class ProgressRelay:
         if "x" in event:
             self._where[turn_id] = event["x"]
         if "f" in event:
-            self._where.pop(turn_id, None)
-            self._heard_at.pop(turn_id, None)
+            self._forget(turn_id)
             if progress is not None and not progress.snapshot().finished:
-                self._spawn(self._finish(progress, event["f"], event.get("e")))
+                self._spawn(self._finish(progress))
             return
-        if progress is not None and progress.snapshot().finished and event["o"] == 0:
-            self.hub.forget(turn_id)  # run again (resumed): followed anew
-            progress = None
         if progress is None:
             if event["o"] != 0 or "r" not in event:
                 return  # joined mid-reply: the database has it
             progress = self.hub.track(turn_id, event["r"], event["w"])
+            progress.relayed = True
         if progress.snapshot().finished:
-            return
-        if turn_id not in self._heard_at and progress.stop_requested and self.resend_stop:
+            return  # ended here (cancelled): the worker has yet to notice
+        if turn_id not in self._heard and progress.stop_requested and self.resend_stop:
             self._spawn(self.resend_stop(turn_id))
+        self._heard.add(turn_id)
         self._heard_at[turn_id] = time.monotonic()
         if not progress.mirror(event["a"], event["o"], event["d"], event["s"], event["h"]):
             self.gaps += 1
@@ -240,18 +244,18 @@ class ProgressRelay:
         self._finishing.add(task)
         task.add_done_callback(self._finishing.discard)
 
-    async def _finish(self, progress: TurnProgress, status: str, error: str | None) -> None:
-        """The saved reply is the end of the turn, whatever was relayed before it; a turn
-        that ended without saving one (it failed before its last step) ends as the worker
-        saw it end."""
+    async def _finish(self, progress: TurnProgress) -> None:
+        """The saved reply is the end of the turn, whatever was relayed before it (a turn
+        that fails closes its reply with the error before it ends, workflow.chat_turn); no
+        saved end yet, the copy is dropped and its watchers read the database."""
         try:
             row = await self.store.get_message(uuid.UUID(progress.reply_id))
         except Exception:
             row = None
+        if self.hub.get(progress.turn_id) is not progress:
+            return
         if row is not None and row["status"] in FINAL:
             self.hub.finish(progress.turn_id, row["status"], row["content"], row["error"])
-        elif status in FINAL:
-            self.hub.finish(progress.turn_id, status, progress.text, error)
         else:
             self.hub.detach(progress.turn_id)
 
@@ -261,25 +265,24 @@ class ProgressRelay:
         by a process that does not relay) are ended from the database, or dropped so that
         their watchers read it; a turn still running, or queued, stays followed."""
         now = time.monotonic()
-        silent = [t for t in self.hub.unfinished()
-                  if now - self._heard_at.get(t, self._first_seen(t, now)) >= after_sec]
-        for turn_id in silent:
-            progress = self.hub.get(turn_id)
-            if progress is None:
+        copies = {p.turn_id: p for p in self.hub.in_flight() if p.relayed}
+        for turn_id in set(self._heard_at) - set(copies):  # ended here meanwhile
+            self._forget(turn_id)
+        for turn_id, progress in copies.items():
+            if now - self._heard_at.setdefault(turn_id, now) < after_sec:
                 continue
             row = await self.store.get_message(uuid.UUID(progress.reply_id))
-            if row is not None and row["status"] in FINAL:
+            ended = row is not None and row["status"] in FINAL
+            status = None if ended else await DBOS.get_workflow_status_async(turn_id)
+            if self.hub.get(turn_id) is not progress:
+                continue  # followed anew meanwhile (resumed)
+            if ended:
+                self._forget(turn_id)
                 self.hub.finish(turn_id, row["status"], row["content"], row["error"])
-                self._heard_at.pop(turn_id, None)
-                continue
-            status = await DBOS.get_workflow_status_async(turn_id)
-            if status is None or status.status not in WORKFLOW_ACTIVE:
+            elif status is None or status.status not in WORKFLOW_ACTIVE:
                 self._drop(turn_id)
             else:
                 self._heard_at[turn_id] = now  # running or queued: look again later
-
-    def _first_seen(self, turn_id: str, now: float) -> float:
-        return self._heard_at.setdefault(turn_id, now)
 
     async def watch_silent(self, every_sec: float = SILENT_CHECK_SEC) -> None:
         while True:

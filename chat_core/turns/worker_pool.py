@@ -49,8 +49,9 @@ def worker_executor_id(executor_id: str, index: int) -> str:
 def worker_env(settings: Settings, database_url: str, index: int) -> dict[str, str]:
     """A worker's settings: the web process's, with its own executor id, the database the web
     process found or started, the app's cap on LLM requests counted across its processes in
-    PostgreSQL (runtime.py sets LLM_GLOBAL_CONCURRENCY with workers), and its share of the
-    connection pool (every process has its own; PostgreSQL's default is 100 connections)."""
+    PostgreSQL (runtime.py sets LLM_GLOBAL_CONCURRENCY with workers), and a share of
+    DB_POOL_MAX (every process has its own pools, ours and DBOS's at twice it: without the
+    share, each worker would add as many connections as the web process)."""
     return {**os.environ,
             "DATABASE_URL": database_url,
             "EXECUTOR_ID": worker_executor_id(settings.executor_id, index),

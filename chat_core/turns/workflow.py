@@ -148,6 +148,11 @@ async def chat_turn(request: TurnRequest) -> TurnResult:
     except dbos_error.DBOSWorkflowCancelledError:
         await _close_cancelled(turn_id)
         raise
+    except ChatError as exc:
+        # Ours, and final (an earlier turn that never finished, a database refusal): the
+        # reply is closed with it, then this process's watchers are told.
+        await _close_failed(turn_id, _message(exc))
+        raise
     except BaseException as exc:
         # Watchers in this process must not wait for a reply that will not come (at shutdown
         # it will come, from the next process).
@@ -250,6 +255,18 @@ async def _llm_outcome(turn_id: str, saved: SavedTurn, prompt: Prompt,
                          "retry the turn once the server is back)"}
     except ChatError as exc:
         return {"status": ERROR, "error": exc.message, "attempts": 1}
+
+
+async def _close_failed(turn_id: str, message: str) -> None:
+    """A turn that failed before its last step (which saves an error itself): its reply
+    would stay in flight for ever, counted against the person's limits and followed by
+    whoever re-attaches."""
+    d = _d()
+    try:
+        await d.store.mark_interrupted([reply_id_for(turn_id)], ERROR, message)
+    except Exception:  # the database away: a later turn of the conversation closes it
+        log.warning("could not close the reply of failed turn %s", turn_id)
+    d.hub.finish(turn_id, ERROR, "", message)
 
 
 async def _close_cancelled(turn_id: str) -> None:
