@@ -72,6 +72,14 @@ def _stream(url: str, text: str, timeout: float = 60) -> Iterator[dict[str, Any]
                 yield json.loads(line[5:])
 
 
+def _streaming(url: str, text: str) -> tuple[Iterator[dict[str, Any]], str]:
+    """A message sent with ?stream=true whose reply has begun: its events, and its turn."""
+    events = _stream(url, text)
+    turn_id = next(events)["turn_id"]
+    next(e for e in events if e.get("text"))
+    return events, turn_id
+
+
 def _executor(database_url: str, turn_id: str) -> str:
     return query(database_url, "SELECT executor_id FROM dbos.workflow_status WHERE"
                  " workflow_uuid = %s", (turn_id,))[0][0]
@@ -157,9 +165,7 @@ def test_a_relay_connection_lost_mid_reply_still_ends_the_stream(
         workers_app: AppProcess, llm: EmulatedLLM, database_url: str) -> None:
     llm.settings.reply_tokens = 400
     llm.settings.tpot_ms = 40
-    events = _stream(workers_app.url, "lose the relay")
-    turn_id = next(events)["turn_id"]
-    next(e for e in events if e.get("text"))
+    events, turn_id = _streaming(workers_app.url, "lose the relay")
     query(database_url, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE"
           " application_name = 'durable-chat-relay'")
     assert httpx.post(f"{workers_app.url}/api/turns/{turn_id}/stop",
@@ -218,9 +224,7 @@ def test_stop_reaches_the_worker_at_once(workers_app: AppProcess, llm: EmulatedL
                                          database_url: str) -> None:
     llm.settings.reply_tokens = 400
     llm.settings.tpot_ms = 50  # 20 s for the whole reply
-    events = _stream(workers_app.url, "stop me")
-    turn_id = next(events)["turn_id"]
-    next(e for e in events if e.get("text"))
+    events, turn_id = _streaming(workers_app.url, "stop me")
     stopped = httpx.post(f"{workers_app.url}/api/turns/{turn_id}/stop", timeout=10)
     assert stopped.status_code == 200, stopped.text
     final = [e for e in events][-1]
@@ -234,9 +238,7 @@ def test_a_killed_worker_is_replaced_and_its_turn_finishes_once(
         workers_app: AppProcess, llm: EmulatedLLM, database_url: str) -> None:
     llm.settings.reply_tokens = 40
     llm.settings.tpot_ms = 50
-    events = _stream(workers_app.url, "survive a worker crash")
-    turn_id = next(events)["turn_id"]
-    next(e for e in events if e.get("text"))
+    events, turn_id = _streaming(workers_app.url, "survive a worker crash")
     worker = "worker-" + _executor(database_url, turn_id)[-1]
     before = _workers(workers_app)
     os.kill(before[worker], signal.SIGKILL)
@@ -264,9 +266,7 @@ def test_the_workers_die_with_the_app_and_a_start_without_workers_finishes_their
                      tmp_path / "app.log")
     app.start()
     try:
-        events = _stream(app.url, "outlive the app")
-        turn_id = next(events)["turn_id"]
-        next(e for e in events if e.get("text"))
+        events, turn_id = _streaming(app.url, "outlive the app")
         worker = _workers(app)["worker-1"]
         app.kill9()
         wait_until(lambda: _gone(worker))
