@@ -80,6 +80,11 @@ class TurnProgress:
             self._joined = len(pieces)
         return self._text
 
+    @property
+    def finished(self) -> bool:
+        """Without building a snapshot, which joins the text: asked for every relayed event."""
+        return self.status in FINAL
+
     def snapshot(self) -> Snapshot:
         return Snapshot(self.turn_id, self.reply_id, self.status, self.text, self.attempt,
                         self.error, self.ahead)
@@ -229,15 +234,15 @@ class TurnHub:
         """Stop following a turn here: its watchers end their wait and read the database
         instead (service.watch_turn), as for a turn run by another process."""
         progress = self._turns.pop(turn_id, None)
-        if progress is not None and not progress.snapshot().finished:
+        if progress is not None and not progress.finished:
             progress.closing = True
             progress._notify()
 
     def unfinished(self) -> list[str]:
-        return [t for t, p in self._turns.items() if not p.snapshot().finished]
+        return [p.turn_id for p in self.in_flight()]
 
     def in_flight(self) -> list[TurnProgress]:
-        return [p for p in self._turns.values() if p.status not in FINAL]
+        return [p for p in self._turns.values() if not p.finished]
 
     def get(self, turn_id: str) -> TurnProgress | None:
         return self._turns.get(turn_id)
@@ -254,7 +259,7 @@ class TurnHub:
     def forget(self, turn_id: str) -> None:
         """Drop a finished turn now (it is to run again: resumed)."""
         progress = self._turns.get(turn_id)
-        if progress is not None and progress.snapshot().finished:
+        if progress is not None and progress.finished:
             del self._turns[turn_id]
 
     def _forget(self, turn_id: str, progress: TurnProgress) -> None:

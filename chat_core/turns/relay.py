@@ -221,7 +221,7 @@ class ProgressRelay:
             self._where[turn_id] = event["x"]
         if "f" in event:
             self._forget(turn_id)
-            if progress is not None and not progress.snapshot().finished:
+            if progress is not None and not progress.finished:
                 self._spawn(self._finish(progress))
             return
         if progress is None:
@@ -229,7 +229,7 @@ class ProgressRelay:
                 return  # joined mid-reply: the database has it
             progress = self.hub.track(turn_id, event["r"], event["w"])
             progress.relayed = True
-        if progress.snapshot().finished:
+        if progress.finished:
             return  # ended here (cancelled): the worker has yet to notice
         if turn_id not in self._heard and progress.stop_requested and self.resend_stop:
             self._spawn(self.resend_stop(turn_id))
