@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -49,6 +50,8 @@ from chat_core.testing.app_process import AppProcess, free_port  # noqa: E402
 from chat_core.config import load_settings  # noqa: E402
 from chat_core.llm.client import LLMClient  # noqa: E402
 from chat_core.runtime import ChatRuntime  # noqa: E402
+from chat_core.ui.chat.streaming import WAITING_MARK  # noqa: E402
+from chat_core.ui.chat.view import PENDING_TEXT  # noqa: E402
 
 PG_ADMIN = os.environ.get("BENCH_PG_ADMIN_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -279,7 +282,7 @@ class GradioClient:
                         if first is None and len(outputs) >= 2:
                             text = outputs[-1]["content"]
                             text = text[0]["text"] if isinstance(text, list) else text
-                            if text and text != "…":
+                            if shows_words(text):
                                 first = time.perf_counter()
                 elif event == "error":
                     raise RuntimeError(line[:200])
@@ -298,7 +301,9 @@ class GradioPageClient:
 
     Each conversation is a page opened first: its load events run (which is when Gradio
     builds the session's state, a copy of the page's configuration) before any message is sent,
-    as for a room of people who have the page open when they press Enter together."""
+    as for a room of people who have the page open when they press Enter together. A step the
+    page runs as its own script (no server side) is the reply drawn from the app's event
+    stream (chat_core/ui/chat/live_reply.py): the client reads that stream as the page does."""
 
     def __init__(self, base_url: str) -> None:
         self.http = httpx.AsyncClient(base_url=base_url, timeout=600,
@@ -311,6 +316,7 @@ class GradioPageClient:
         ids = {c["props"].get("elem_id"): c["id"] for c in config["components"]
                if isinstance(c.get("props"), dict)}
         self.box, self.chatbot = ids["message-box"], ids["chatbot"]
+        self.live = ids.get("live-turn")
         self.conversation = next(c["id"] for c in config["components"]
                                  if c.get("type") == "browserstate")
         deps = config["dependencies"]
@@ -335,13 +341,18 @@ class GradioPageClient:
         first: list[float] = []
         for step in self.chain:
             data = [text_for(index, n) if i == self.box else
-                    conv["id"] if i == self.conversation else None for i in step["inputs"]]
+                    conv["id"] if i == self.conversation else
+                    conv.get("live") if i == self.live else None for i in step["inputs"]]
             await self._run_step(step, data, conv, first)
         ended = time.perf_counter()
         return Sample(((first[0] if first else ended) - started) * 1000, (ended - started) * 1000)
 
     async def _run_step(self, step: dict[str, Any], data: list[Any], conv: dict[str, Any],
                         first: list[float]) -> None:
+        if not step.get("backend_fn"):
+            if step.get("js") and conv.get("live"):
+                await self._follow_live(conv["live"], first)
+            return
         trigger = next(t[0] for t in step["targets"] if t[1] == "load") \
             if step in self.on_load else self.box
         body = {"data": data, "event_data": None, "fn_index": step["id"],
@@ -372,21 +383,41 @@ class GradioPageClient:
                 if message.get("msg") == "process_completed":
                     return
 
+    async def _follow_live(self, turn_id: str, first: list[float]) -> None:
+        async with self.http.stream("GET", f"/api/turns/{turn_id}/events",
+                                    params={"render": "html"}) as response:
+            async for line in response.aiter_lines():
+                if line.startswith("data: ") and not first and shows_words(
+                        json.loads(line[6:]).get("html")):
+                    first.append(time.perf_counter())
+
     def _note(self, step: dict[str, Any], outputs: list[Any], conv: dict[str, Any],
               first: list[float]) -> None:
-        """The conversation's id once known, and when the reply first shows text."""
+        """The conversation's id and the turn the page follows once known, and when the reply
+        first shows text."""
         for component, value in zip(step["outputs"], outputs):
             value = value.get("value") if isinstance(value, dict) and \
                 value.get("__type__") == "update" else value
             if component == self.conversation and isinstance(value, str):
                 conv["id"] = value
+            elif component == self.live and isinstance(value, str):
+                conv["live"] = value
             elif component == self.chatbot and isinstance(value, list) and value and \
                     not first and value[-1].get("role") == "assistant":
                 content = value[-1]["content"]
                 text = content[0].get("text") if isinstance(content, list) and content \
                     else content
-                if text and text != "…":
+                if shows_words(text):
                     first.append(time.perf_counter())
+
+
+def shows_words(content: Any) -> bool:
+    """Whether a reply's entry in the pane shows some of its words: not the pending mark, not
+    the place in the LLM's line (streaming.waiting_entry)."""
+    if not isinstance(content, str):
+        return False
+    text = re.sub(r"<[^>]*>", "", content).strip()
+    return bool(text) and text != PENDING_TEXT and not text.startswith(WAITING_MARK)
 
 
 def _apply_outputs(current: list[Any], data: Any) -> list[Any]:

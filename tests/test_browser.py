@@ -24,9 +24,17 @@ def test_chat_streams_and_finishes(page: Page, app: InProcessApp, llm: EmulatedL
     llm.settings.tpot_ms = 40
     open_app(page, app.url)
     page.click("#new-chat")
+    asked: list[str] = []
+    page.on("request", lambda r: asked.append(r.url.removeprefix(app.url)))
     send(page, "Hello from the browser")
     seen = watch_reply(page, "w28")
     assert len([s for s in seen if s.startswith("Reply to [Hello from the browser]")]) >= 3
+    # The page drew the words from the app's own event stream: Gradio was asked to send the
+    # message and to end the turn, not for each update (ui/chat/live_reply.py).
+    streams = [u for u in asked if u.startswith("/api/turns/")]
+    assert len(streams) == 1 and streams[0].endswith("/events?render=html")
+    gradio_calls = [u for u in asked if u.startswith(("/gradio_api/run", "/gradio_api/queue/join"))]
+    assert len(gradio_calls) <= 3, gradio_calls
     assert page.locator('#chatbot [data-testid="user"]').last.inner_text() == \
         "Hello from the browser"
     # The input was disabled while the reply streamed, and is usable again after.
@@ -69,6 +77,73 @@ def test_stop_button_keeps_the_partial_reply(page: Page, app: InProcessApp,
     wait_until(lambda: page.locator("#message-box textarea").is_enabled(), timeout=10)
 
 
+def test_a_dropped_stream_is_taken_up_again(page: Page, app: InProcessApp,
+                                            llm: EmulatedLLM) -> None:
+    """A phone's connection drops under a reply: the browser opens the stream again and the
+    page goes on drawing from where the reply is (each event is the whole reply so far)."""
+    llm.settings.reply_tokens = 80
+    llm.settings.tpot_ms = 50
+    dropped: list[str] = []
+
+    def drop_first(route: Route) -> None:
+        if not dropped:  # one event, then the connection ends
+            dropped.append(route.request.url)
+            route.fulfill(status=200, content_type="text/event-stream",
+                          body='event: html\ndata: {"html": "<p>cut short</p>"}\n\n')
+        else:
+            route.continue_()
+
+    page.route("**/events?render=html", drop_first)
+    open_app(page, app.url)
+    page.click("#new-chat")
+    send(page, "through a bad connection")
+    seen = watch_reply(page, " w78", timeout=40)
+    assert dropped, "the stream was not opened"
+    assert "cut short" in seen[:2]
+    assert any(" w10" in s and " w78" not in s for s in seen), "did not see it stream"
+    wait_until(lambda: page.locator("#message-box textarea").is_enabled(), timeout=10)
+
+
+def test_another_conversation_ends_the_stream_and_the_reply_goes_on(
+        page: Page, app: InProcessApp, llm: EmulatedLLM) -> None:
+    """A page follows one reply at a time: a conversation opened while a reply is written
+    closes that reply's stream (a phone keeps no stream open per visit), no error shows, and
+    the reply, still written, is followed again when its conversation is opened again."""
+    llm.settings.reply_tokens = 200
+    llm.settings.tpot_ms = 50
+    open_app(page, app.url)
+    page.click("#new-chat")
+    send(page, "keep writing while I look elsewhere")
+    wait_until(lambda: " w5" in bot_text(page), timeout=20)
+    # Closed by the page (an aborted request), while the reply is still being written.
+    with page.expect_event("requestfailed", lambda r: "render=html" in r.url, timeout=5000):
+        page.click("#new-chat")
+    assert query(app.settings.database_url or "", "SELECT a.status FROM messages a JOIN messages"
+                 " u ON u.conversation_id = a.conversation_id WHERE a.role = 'assistant' AND"
+                 " u.content = 'keep writing while I look elsewhere'") == [("streaming",)]
+    page.locator("#sidebar label").filter(has_text="keep writing").click()
+    seen = watch_reply(page, " w198", timeout=30)
+    assert any(" w150" not in s for s in seen), "did not see it stream again"
+    wait_until(lambda: page.locator("#message-box textarea").is_enabled(), timeout=10)
+    assert page.locator(".toast-body").count() == 0  # no error shown for the closed stream
+    assert len(llm.requests) == 1
+
+
+def test_the_pane_stays_at_the_end_of_a_growing_reply(page: Page, app: InProcessApp,
+                                                      llm: EmulatedLLM) -> None:
+    llm.settings.reply_tokens = 200
+    llm.settings.tpot_ms = 40
+    open_app(page, app.url)
+    page.click("#new-chat")
+    send(page, "\n\n".join(f"paragraph {i}" for i in range(30)))  # echoed: a tall reply
+    wait_until(lambda: " w60" in bot_text(page), timeout=20)
+    below = "el => el.scrollHeight - el.scrollTop - el.clientHeight"
+    log = page.locator('#chatbot [role="log"]')
+    assert page.evaluate("el => el.scrollHeight > 2 * el.clientHeight", log.element_handle())
+    wait_until(lambda: " w120" in bot_text(page), timeout=20)
+    assert log.evaluate(below) < 100  # still at the end, halfway through the reply
+
+
 def test_workflows_tab_shows_the_turn(page: Page, app: InProcessApp, llm: EmulatedLLM) -> None:
     open_app(page, app.url)
     page.click("#new-chat")
@@ -108,10 +183,19 @@ def test_hostile_content_renders_inert(page: Page, app: InProcessApp, llm: Emula
                if "evil.example" in route.request.url else route.continue_())
     dialogs: list[str] = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+    llm.settings.reply_tokens = 40
+    llm.settings.tpot_ms = 50
     open_app(page, app.url)
     page.click("#new-chat")
     send(page, HOSTILE)
-    watch_reply(page, "Reply to [")
+    # While the reply is written the page draws it from the app's event stream, then as stored:
+    # both inert.
+    watch_reply(page, " w5")
+    assert page.locator("#chatbot .live-reply").count() == 1
+    assert page.evaluate("window.__pwned") is None
+    assert page.locator("#chatbot img, #chatbot iframe, #chatbot script").count() == 0
+    assert "[image: leak]" in bot_text(page)
+    watch_reply(page, " w38")
     page.wait_for_timeout(1000)
     assert page.evaluate("window.__pwned") is None
     assert dialogs == [] and outside == []

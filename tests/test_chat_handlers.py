@@ -21,6 +21,7 @@ from chat_core.states import (COMPLETE, ERROR, MAX_SEARCH_CHARS, MAX_SYSTEM_PROM
                               MAX_TITLE_CHARS, SETTING_LIMITS, SETTING_STEP, STOPPED, STREAMING)
 from chat_core.ui.chat import ChatHandlers, ChatTab
 from chat_core.ui.chat.api import ApiAnswers
+from chat_core.ui.chat.live_reply import LIVE_CLASS, placeholder
 from chat_core.ui.chat.view import FAILED_NOTICE, PENDING_REPLY, RESTARTING_NOTICE, TurnActions
 from chat_core.ui.page import build_ui
 from tests.ui_fakes import FakeService, Room, caller, room
@@ -68,6 +69,15 @@ def within(changes: dict[Any, Any], outputs: list[Any]) -> bool:
     return set(map(id, changes)) <= set(map(id, outputs))
 
 
+def finish(chat: ChatHandlers, turn: Any, request: Any = None) -> Any:
+    """The finish step after the page's script followed `turn` to its end."""
+    return run(chat.finish(turn, turn["id"] if turn else "", request))
+
+
+def pane_of(change: Any) -> list[str]:
+    return [m["content"] for m in value(change)]
+
+
 # -- the page's events --------------------------------------------------------------------------
 
 def test_the_public_api_keeps_its_names_and_the_chain_steps_are_private() -> None:
@@ -75,11 +85,19 @@ def test_the_public_api_keeps_its_names_and_the_chain_steps_are_private() -> Non
     public = [fn.api_name for fn in demo.fns.values() if fn.api_visibility == "public"]
     assert sorted(public) == sorted(PUBLIC_NAMES)  # each once: no name taken by another event
     chained = [fn for fn in demo.fns.values() if fn.trigger_after is not None
-               and fn.api_name.startswith(("stream", "settle"))]
+               and (fn.fn is None or fn.name in ("finish", "feedback_shown"))]
     assert chained and all(fn.api_visibility == "private" for fn in chained)
-    # The stream step redraws the pane only (and the turn, a State sent nowhere).
-    assert all([type(b).__name__ for b in fn.outputs] == ["Chatbot", "State"]
-               for fn in chained if fn.api_name.startswith("stream"))
+    # The page draws a reply being written with its own script: a step with no server side
+    # and no input but the turn's id (the page's `live` Textbox); `finish` then ends it.
+    scripts = [fn for fn in chained if fn.js and fn.fn is None]
+    follows = [fn for fn in scripts if fn.inputs]
+    assert follows and all([type(b).__name__ for b in fn.inputs] == ["Textbox"]
+                           for fn in follows)
+    # The others only end the page's stream: nothing in, nothing out.
+    stops = [fn for fn in scripts if fn not in follows]
+    assert len(stops) == 3 and not any(fn.outputs for fn in stops)  # new chat, import, delete
+    ends = [fn for fn in chained if fn.name == "finish"]
+    assert ends and all(fn.trigger_after in {s._id for s in follows} for fn in ends)
 
 
 def test_limits_come_from_the_shared_states(tab: ChatTab) -> None:
@@ -102,7 +120,9 @@ def test_send_in_a_new_conversation_shows_it_pending_and_lists_it(
     assert conversation in service.conversations
     assert value(out[ui.conversations]) == conversation
     assert out[ui.conversations]["choices"] == [("Hello there", conversation)]
-    assert out[ui.chatbot] == [{"role": "user", "content": "Hello there"}, PENDING_REPLY]
+    assert out[ui.chatbot] == [{"role": "user", "content": "Hello there"},
+                               placeholder(out[ui.turn]["id"])]
+    assert out[ui.live] == out[ui.turn]["id"]  # what the page's script follows
     assert out[ui.box] == gr.update(value="", interactive=False)
     assert out[ui.actions] == gr.update(elem_classes=["busy"])  # Stop, and nothing else
     assert out[ui.turn]["conversation"] == conversation
@@ -128,44 +148,47 @@ def test_nothing_to_retry_changes_nothing(chat: ChatHandlers) -> None:
 
 # -- following it -------------------------------------------------------------------------------
 
-def test_stream_redraws_only_the_pane_then_settle_gives_the_input_back(
+def test_the_pending_reply_is_a_block_named_for_its_turn() -> None:
+    """The page's script draws into the element of this id (live_reply.FOLLOW_JS); an id is
+    written as text, whatever it holds."""
+    entry = placeholder('turn-1"><script>')
+    assert entry["content"] == (f'<div class="{LIVE_CLASS}" id="live-turn-1&quot;&gt;'
+                                '&lt;script&gt;">…</div>')
+
+
+def test_finish_draws_the_reply_as_stored_and_gives_the_input_back(
         tab: ChatTab, chat: ChatHandlers) -> None:
     ui = tab.ui
     started = run(chat.send("Hi", None, {}))
-    steps = collect(chat.stream(started[ui.turn]))
-    # Values alone: the page's thumbs (none) are those stored, so the Chatbot is not rebuilt
-    # (test_the_stream_ends_with_the_thumbs_as_stored).
-    assert [pane[-1]["content"] for pane, _ in steps] == ["<p>Hel</p>", "<p>Hello</p>"]
-    assert all(pane[:-1] == [{"role": "user", "content": "Hi"}] for pane, _ in steps)
-    assert all(ended == SKIP for _, ended in steps[:-1])  # written once, with the last update
-    ended = steps[-1][1]
-    assert ended["status"] == COMPLETE and ended["finished"]
-    assert ended["view"]["ids"][-1] == ended["reply_id"]  # checked against what is stored
-
-    settled = run(chat.settle(started[ui.turn], ended))
-    assert within(settled, tab.events.settled)
-    assert settled[ui.box] == gr.update(interactive=True) and settled[ui.turn] is None
-    assert settled[ui.actions] == gr.update(elem_classes=["regenerate"])
-    assert ui.notice not in settled
+    out = finish(chat, started[ui.turn])
+    assert within(out, [ui.chatbot, *tab.events.settled])
+    # A value alone: the page's thumbs (none) are those stored, so the Chatbot is not rebuilt
+    # (test_finish_sends_the_thumbs_as_stored).
+    assert out[ui.chatbot] == [{"role": "user", "content": "Hi"},
+                               {"role": "assistant", "content": "<p>Hello</p>"}]
+    assert out[ui.box] == gr.update(interactive=True) and out[ui.turn] is None
+    assert out[ui.live] == ""  # nothing left for the page's script to follow
+    assert out[ui.actions] == gr.update(elem_classes=["regenerate"])
+    assert out[ui.view]["ids"][-1] == started[ui.turn]["reply_id"]  # as stored
+    assert ui.notice not in out
 
 
-def test_the_stream_ends_on_the_stored_pane_when_they_differ(
+def test_finish_draws_the_stored_pane_when_they_differ(
         tab: ChatTab, chat: ChatHandlers, service: FakeService) -> None:
     started = run(chat.send("Hi", None, {}))
     turn = started[tab.ui.turn]
     service.add_turn(turn["conversation"], "from another tab", "answered there")
-    last, _ = collect(chat.stream(turn))[-1]
-    assert [m["content"] for m in last["value"]] == [
-        "Hi", "<p>Hello</p>", "from another tab", "<p>answered there</p>"]
+    last = finish(chat, turn)[tab.ui.chatbot]
+    assert pane_of(last) == ["Hi", "<p>Hello</p>", "from another tab", "<p>answered there</p>"]
     # The page keeps its thumbs by place: redrawn, the pane takes them anew, one per reply.
     assert last["feedback_value"] == [None, None]
 
 
-def test_the_stream_ends_with_the_thumbs_as_stored(tab: ChatTab, chat: ChatHandlers,
-                                                   service: FakeService) -> None:
+def test_finish_sends_the_thumbs_as_stored(tab: ChatTab, chat: ChatHandlers,
+                                           service: FakeService) -> None:
     """The Chatbot takes each reply's thumb from its feedback_value again when the pane
     changes: a rating made while the reply was written (pressed on the page, or in another
-    tab) must be in the stream's last update, or the page would drop it."""
+    tab) must be in finish's pane, or the page would drop it."""
     conversation = run(service.create_conversation())["id"]
     earlier = service.add_turn(conversation, "earlier", "an answer")
     opened = run(chat.open(conversation))
@@ -173,9 +196,8 @@ def test_the_stream_ends_with_the_thumbs_as_stored(tab: ChatTab, chat: ChatHandl
     assert started[tab.ui.rating_row] == gr.update(visible=False)  # an earlier rating's tags
     next(m for m in service.messages[conversation]
          if m["id"] == earlier.reply_id)["rating"] = {"value": 1}
-    last, _ = collect(chat.stream(started[tab.ui.turn]))[-1]
-    assert [m["content"] for m in last["value"]] == [
-        "earlier", "<p>an answer</p>", "Hi", "<p>Hello</p>"]
+    last = finish(chat, started[tab.ui.turn])[tab.ui.chatbot]
+    assert pane_of(last) == ["earlier", "<p>an answer</p>", "Hi", "<p>Hello</p>"]
     assert last["feedback_value"] == ["Like", None]
 
 
@@ -183,25 +205,19 @@ def test_a_failed_reply_offers_retry(tab: ChatTab, chat: ChatHandlers,
                                      service: FakeService) -> None:
     service.snapshots = [(ERROR, "")]
     started = run(chat.send("Hi", None, {}))
-    ended = collect(chat.stream(started[tab.ui.turn]))[-1][1]
-    settled = run(chat.settle(started[tab.ui.turn], ended))
-    assert settled[tab.ui.notice] == FAILED_NOTICE
-    assert settled[tab.ui.actions] == gr.update(elem_classes=["retry"])
+    out = finish(chat, started[tab.ui.turn])
+    assert out[tab.ui.notice] == FAILED_NOTICE
+    assert out[tab.ui.actions] == gr.update(elem_classes=["retry"])
 
 
-def test_when_the_app_stops_the_stream_step_warns_itself(
-        tab: ChatTab, chat: ChatHandlers, service: FakeService) -> None:
-    """The step after the stream cannot reach a stopping app: the warning goes out from the
-    stream step, and the turn carries it for the settle step and the API."""
+def test_when_the_app_stops_finish_says_so(tab: ChatTab, chat: ChatHandlers,
+                                           service: FakeService) -> None:
     service.snapshots = [(STREAMING, "partial")]
     service.watch_error = ShuttingDown("shutting down")
     started = run(chat.send("Hi", None, {}))
-    with pytest.warns(UserWarning, match="restarting"):
-        steps = collect(chat.stream(started[tab.ui.turn]))
-    assert [pane for pane, _ in steps][1] == SKIP  # the warning's step leaves the pane
-    assert steps[-1][1]["notice"] == RESTARTING_NOTICE
-    assert run(chat.settle(started[tab.ui.turn], steps[-1][1]))[tab.ui.notice] == \
-        RESTARTING_NOTICE
+    out = finish(chat, started[tab.ui.turn])
+    assert out[tab.ui.notice] == RESTARTING_NOTICE
+    assert out[tab.ui.box] == gr.update(interactive=True)
 
 
 def test_a_conversation_gone_meanwhile_gives_the_input_back(
@@ -211,16 +227,16 @@ def test_a_conversation_gone_meanwhile_gives_the_input_back(
     started = run(chat.send("Hi", None, {}))
     turn = started[tab.ui.turn]
     run(service.delete_conversation(turn["conversation"]))
-    steps = collect(chat.stream(turn))
-    assert steps[-1][0] == SKIP  # the deleted conversation's text is not drawn again
-    settled = run(chat.settle(turn, steps[-1][1]))
-    assert settled[tab.ui.notice].startswith("⚠️ conversation")
-    assert settled[tab.ui.box] == gr.update(interactive=True)
+    out = finish(chat, turn)
+    assert tab.ui.chatbot not in out  # the deleted conversation's text is not drawn again
+    assert out[tab.ui.notice].startswith("⚠️ conversation")
+    assert out[tab.ui.box] == gr.update(interactive=True)
 
 
 def test_no_turn_to_follow_changes_nothing(chat: ChatHandlers) -> None:
-    assert collect(chat.stream(None)) == [SKIP]
-    assert run(chat.settle(None, None)) == SKIP
+    assert finish(chat, None) == SKIP
+    assert run(chat.finish({"id": "turn-1"}, "", None)) == SKIP  # the script followed none
+    assert chat.settle(None, None) == SKIP
 
 
 def test_a_chain_that_ended_after_another_began_leaves_the_page_to_it(
@@ -230,10 +246,9 @@ def test_a_chain_that_ended_after_another_began_leaves_the_page_to_it(
     and Stop must keep naming the second."""
     first = run(chat.send("one", None, {}))[tab.ui.turn]
     second = run(chat.send("two", None, {}))[tab.ui.turn]  # the page's `turn` is now this one
-    first_ended = collect(chat.stream(first))[-1][1]
-    assert run(chat.settle(second, first_ended)) == SKIP
-    settled = run(chat.settle(second, collect(chat.stream(second))[-1][1]))
-    assert settled[tab.ui.box] == gr.update(interactive=True)
+    # The first chain's script resolves with the turn it followed; the page's turn is another.
+    assert run(chat.finish(second, first["id"])) == SKIP
+    assert finish(chat, second)[tab.ui.box] == gr.update(interactive=True)
 
 
 def test_stop_stops_the_turn_being_followed(chat: ChatHandlers, service: FakeService) -> None:
@@ -252,8 +267,11 @@ def test_opening_a_conversation_with_a_reply_in_flight_follows_it(
     service.in_flight_turns[conversation] = [{"workflow_id": turn.turn_id}]
     out = run(chat.open(conversation))
     assert within(out, tab.events.shown)
-    assert out[ui.chatbot] == [{"role": "user", "content": "question"}]
+    assert out[ui.chatbot] == [{"role": "user", "content": "question"},
+                               placeholder(turn.turn_id)]
     assert out[ui.turn]["id"] == turn.turn_id and out[ui.actions]["elem_classes"] == ["busy"]
+    assert out[ui.live] == turn.turn_id
+    assert run(chat.open(None))[ui.live] == ""  # nothing for the page's script to follow
     assert out[ui.title] == "Busy" and out[ui.temperature] == 0.7
 
 
@@ -321,6 +339,7 @@ def test_the_api_send_answers_with_the_whole_turn_in_plain_values(
     assert [m["content"] for m in pane] == ["Hi", "<p>Hello</p>"] and notice == ""
     assert box == gr.update(interactive=True) and turn is None and view["ids"]
     assert [r[2][-1]["content"] for r in rows[1:-1]] == ["<p>Hel</p>", "<p>Hello</p>"]
+    assert rows[0][2][-1] == PENDING_REPLY  # the page's markup for its script is the page's
     # A refused message: one row, the text still in the box.
     refused = collect(api.send("   ", conversation, view))
     assert len(refused) == 1 and refused[0][3].startswith("⚠️") and refused[0][4] == "   "
@@ -341,12 +360,11 @@ def test_a_watch_error_redraws_the_stored_pane_and_keeps_its_notice(
     service.snapshots = [(STREAMING, "partial")]
     service.watch_error = NotFound("turn turn-x does not exist")
     started = run(chat.send("Hi", None, {}))
-    steps = collect(chat.stream(started[tab.ui.turn]))
-    last, turn = steps[-1]
-    assert [m["content"] for m in last["value"]] == ["Hi", "<p>partial</p>"]  # as stored
+    out = finish(chat, started[tab.ui.turn])
+    last = out[tab.ui.chatbot]
+    assert pane_of(last) == ["Hi", "<p>partial</p>"]  # as stored
     assert last["feedback_value"] == [None]
-    assert run(chat.settle(started[tab.ui.turn], turn))[tab.ui.notice] == \
-        "⚠️ turn turn\\-x does not exist"
+    assert out[tab.ui.notice] == "⚠️ turn turn\\-x does not exist"
 
 
 # -- over a person's limits ---------------------------------------------------------------------
@@ -448,14 +466,13 @@ def test_someone_elses_turn_answers_like_a_missing_one(shared: ChatHandlers,
     assert r.run(r.system.reply_state(uuid.UUID(reply_id)))["stop_requested"] is True
     # Finished, so that a stream that reached it would show it rather than wait.
     r.run(r.system.finish_reply(uuid.UUID(reply_id), content="flamingos", status=COMPLETE))
-    streams = [masked(r.run(_drain(shared.stream(
-        {"id": turn, "conversation": cid, "shown": []}, bob))), turn, cid)
-        for turn in (turn_id, unknown)]
-    assert streams[0] == streams[1] and "does not exist" in streams[0]
-    assert "flamingo" not in streams[0]
-    hers = r.run(_drain(shared.stream({"id": turn_id, "conversation": cid, "shown": []},
-                                      caller(r.alice))))
-    assert "flamingos" in repr(hers[-1])
+    ends = [masked(r.run(shared.finish({"id": turn, "conversation": cid, "shown": []}, turn,
+                                       bob)), turn, cid) for turn in (turn_id, unknown)]
+    assert ends[0] == ends[1] and "reply failed" in ends[0]
+    assert "flamingo" not in ends[0]
+    hers = r.run(shared.finish({"id": turn_id, "conversation": cid, "shown": []}, turn_id,
+                               caller(r.alice)))
+    assert "flamingos" in repr(hers)
 
 
 async def _drain(stream: AsyncIterator[Any]) -> list[Any]:
@@ -530,7 +547,7 @@ def test_an_edit_over_the_limits_keeps_its_text(tab: ChatTab, chat: ChatHandlers
 def test_a_refused_message_leaves_the_reply_shown_followed(
         tab: ChatTab, chat: ChatHandlers, service: FakeService,
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """A page's older stream step stops drawing once the page follows another turn; a
+    """A page's older finish step does nothing once the page follows another turn; a
     refused message starts none, so the reply the page shows goes on being drawn."""
     page = SimpleNamespace(username=None, session_hash="a page")
     conversation = run(service.create_conversation("Busy"))["id"]
@@ -544,8 +561,7 @@ def test_a_refused_message_leaves_the_reply_shown_followed(
                            limit=1)
     monkeypatch.setattr(service, "start_turn", refuse)
     assert tab.ui.turn not in run(chat.send("another", conversation, opened[tab.ui.view], page))
-    steps = collect(chat.stream(opened[tab.ui.turn], page))
-    assert any(pane != SKIP for pane, _ in steps)
+    assert tab.ui.chatbot in run(chat.finish(opened[tab.ui.turn], turn.turn_id, page))
     # A page that opened another conversation since no longer gets this one drawn.
     run(chat.new_chat(page))
-    assert all(pane == SKIP for pane, _ in collect(chat.stream(opened[tab.ui.turn], page)))
+    assert run(chat.finish(opened[tab.ui.turn], turn.turn_id, page)) == SKIP

@@ -63,6 +63,7 @@ def endpoints(ids: dict[str, str]) -> list[tuple[str, str, Any]]:
         ("POST", f"/api/conversations/{c}/links", {}),
         ("DELETE", f"/api/conversations/{c}/links/{ids['link']}", None),
         ("GET", f"/api/turns/{t}/events", None),
+        ("GET", f"/api/turns/{t}/events?render=html", None),
         ("POST", f"/api/turns/{t}/stop", None),
         ("GET", f"/api/workflows/{t}", None),
         ("GET", f"/api/workflows/{t}/steps", None),

@@ -5,8 +5,9 @@ http(s) (none at all in share mode). A normal reply still shows bold text and a 
 
 One browser, one app per mode, one page load per mode: the corpus is imported as one
 conversation through the REST API, and one more reply, echoing hostile text, streams in live
-from the emulated LLM (the streaming path renders too); editing that message saves it as
-typed, not as the escaped text the pane shows."""
+from the emulated LLM: the page draws it from the app's event stream (ui/chat/live_reply.py),
+inspected while it is written as well as once stored; editing that message saves it as typed,
+not as the escaped text the pane shows."""
 
 from __future__ import annotations
 
@@ -137,8 +138,10 @@ def test_hostile_replies_render_inert_in_the_browser(browser: Browser, served: I
         page.wait_for_function(
             "n => document.querySelectorAll('#chatbot [data-testid=bot] .md').length >= n"
             " && document.querySelector('#chatbot [data-testid=bot] .md pre code')", arg=replies)
+        llm.settings.reply_tokens, llm.settings.tpot_ms = 60, 50  # 3 s: seen while written
         send(page, ECHOED)  # the streamed reply echoes it
-        page.locator('#chatbot [data-testid="bot"]').filter(has_text="Reply to [echo").wait_for()
+        page.locator("#chatbot .live-reply").filter(has_text="Reply to [echo").wait_for()
+        live = page.evaluate(_INSPECT, FORBIDDEN)
         wait_idle(page)
         _edit_last_message(page, " (edited)")
         shown = page.evaluate(_INSPECT, FORBIDDEN)
@@ -147,9 +150,9 @@ def test_hostile_replies_render_inert_in_the_browser(browser: Browser, served: I
         context.close()
     assert outside == []
     assert shown["messages"] >= 2 * (replies + 1)  # every user message and reply was inspected
-    assert shown["forbidden"] == []
+    assert shown["forbidden"] == [] and live["forbidden"] == []
     if served.share:
-        assert shown["hrefs"] == []
+        assert shown["hrefs"] == [] and live["hrefs"] == []
     else:
         assert shown["hrefs"], "the normal reply's link is a link locally"
         assert all(urlsplit(h).scheme in ("http", "https") and urlsplit(h).hostname

@@ -57,6 +57,7 @@ def build_web_app(service: ChatService, ui: gr.Blocks, *,
     # app.state: what the login pages share with AccountAuth; tests move the throttle's clock.
     app.state.accounts = accounts
     app.state.trusted_proxies = trusted
+    app.state.share_mode = share_mode  # how replies are rendered for the page (api/turns.py)
     throttle = app.state.login_throttle = LoginThrottle()
     basic_cache = app.state.basic_auth_cache = ExpiringCache[str](BASIC_CACHE_SEC)
     app.include_router(login_pages.router)
@@ -77,10 +78,10 @@ def mount_ui(app: FastAPI, ui: gr.Blocks, *, share_mode: bool = False,
     at once: a streamed reply keeps its event running for the whole reply."""
     # Gradio's queue runs at most `max_threads` events at once (40 unless launch() is told
     # otherwise), whatever each event's concurrency_limit says, and it reads the number when
-    # queue() makes it. A page's `stream` step holds one of them until its reply ends, so in a
-    # room of 64 sending at once the 41st page's stream began only when a whole reply had
-    # ended: 24 people saw nothing for ~15 s, then the finished reply (docs/performance.md,
-    # issue 16). We never call launch(), so it is set here, to what the queue holds. The same
+    # queue() makes it. A streamed event (an API client's /send, the Compare tab's stream; the
+    # Chat tab's page used to stream so too) holds one of them until its reply ends, so in a
+    # room of 64 sending at once the 41st stream began only when a whole reply had ended: 24
+    # people saw nothing for ~15 s, then the finished reply (docs/performance.md, issue 16). We never call launch(), so it is set here, to what the queue holds. The same
     # number sizes Gradio's own thread limiter (sync handlers, postprocessing hops); its pool
     # starts a thread only when no idle one is free, so it holds as many as run at once.
     ui.max_threads = QUEUE_MAX_SIZE

@@ -1,7 +1,7 @@
 """One call per action, for API clients (gradio_client, /gradio_api/call/): they do not follow the
 page's `.then()` chains, so the actions that start a turn answer them from a single event that
-runs the same handlers as the page, start to end: the turn accepted, the reply as it grows, the
-turn settled. As Gradio's own ChatInterface does for its /chat endpoint, these events hang on a
+runs the same handlers as the page, start to end: the turn accepted, the reply as it grows
+(which the page itself takes from the app's event stream, live_reply.py), the turn settled. As Gradio's own ChatInterface does for its /chat endpoint, these events hang on a
 button that is never shown, and skip Gradio's postprocessing: they send plain values (the
 pane's messages as {"role", "content"} with the content as HTML), so a streamed update costs
 next to nothing; a handler's property update (the sidebar's new choices) goes out once as is.
@@ -38,7 +38,7 @@ class ApiAnswers:
     async def send(self, text: str, conversation_id: str | None, view: dict[str, Any] | None,
                    request: Caller = None) -> AsyncIterator[Row]:
         service = await self.handlers.service_for(request)
-        first = await self.handlers.start(service, text, conversation_id, view)
+        first = await self.handlers.start(service, text, conversation_id, view, page=False)
         async for row in self._through(service, first, conversation_id, view):
             yield row
 
@@ -81,7 +81,7 @@ class ApiAnswers:
             if state.get("notice"):
                 values[ui.notice] = state["notice"]
             yield self._row(values)
-        settled = await self.handlers.settle(turn, values[ui.turn])
+        settled = self.handlers.settle(turn, values[ui.turn])
         yield self._row(values, _apply(values, settled))
 
     def _row(self, values: dict[Any, Any], updates: Changes | None = None) -> Row:

@@ -3,9 +3,11 @@ its handler may change, and only those: Gradio rebuilds each output an event nam
 not, so a streamed update that named the whole page would cost a dozen rebuilds.
 
 Starting a turn on the page is a chain, as in Gradio's chatbot demos: the first step accepts
-the turn and shows it pending (the input locked, Stop offered), `stream` then only redraws the
-pane, and `settle` gives the input back with the newest turn's actions. Opening a conversation
-is the same chain: its first step shows it, and follows a reply still being generated.
+the turn and shows it pending (the input locked, Stop offered); the page's own script then
+draws the reply as it is written, from the app's event stream (live_reply.py: no request to
+Gradio per update); and `finish` draws it as stored and gives the input back with the newest
+turn's actions. Opening a conversation is the same chain: its first step shows it, and
+follows a reply still being generated.
 
 The public API names (`api_name`) stay those the page always had; the chain steps after the
 first are private. API clients call one event per action; those that start a turn get the
@@ -19,6 +21,7 @@ import gradio as gr
 
 from chat_core.ui.chat.api import ApiAnswers
 from chat_core.ui.chat.handlers import ChatHandlers
+from chat_core.ui.chat.live_reply import FOLLOW_JS, STOP_JS
 
 # Chat events are not capped by Gradio: each waits on the service, and the LLM client's
 # semaphore is the real cap (LLM_MAX_CONCURRENCY).
@@ -42,11 +45,12 @@ class ChatEvents:
         # alternative reply shown.
         self.shown = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box,
                       ui.title, ui.actions, ui.position, *ui.settings_fields, ui.model, ui.turn,
-                      ui.view, ui.rating_row]
+                      ui.live, ui.view, ui.rating_row]
         self.started = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box,
-                        ui.title, ui.actions, ui.turn, ui.rating_row]
-        self.again = [ui.chatbot, ui.notice, ui.box, ui.actions, ui.turn, ui.rating_row]
-        self.settled = [ui.notice, ui.box, ui.actions, ui.position, ui.turn, ui.view]
+                        ui.title, ui.actions, ui.turn, ui.live, ui.rating_row]
+        self.again = [ui.chatbot, ui.notice, ui.box, ui.actions, ui.turn, ui.live,
+                      ui.rating_row]
+        self.settled = [ui.notice, ui.box, ui.actions, ui.position, ui.turn, ui.live, ui.view]
         self.browsed = [ui.chatbot, *self.settled]
 
     def wire(self) -> None:
@@ -67,21 +71,29 @@ class ChatEvents:
                      **DIRECT)
 
     def _follow(self, first: Any, lit: bool = True) -> None:
-        """Chain the stream and settle steps after an event that may have started a turn, and
-        the thumbs' step after them when the first step showed other replies (`lit`). A
-        turn's own chain lights the thumbs itself (a retry's first step, the stream's last
-        update: handlers.started, handlers.stream): one request to Gradio fewer for each
-        message sent."""
+        """Chain the page's drawing of the reply and the finish step after an event that may
+        have started a turn, and the thumbs' step after them when the first step showed other
+        replies (`lit`). A turn's own chain lights the thumbs itself (a retry's first step,
+        finish: handlers.started, handlers.lit_if_moved): one request to Gradio fewer for
+        each message sent."""
         h, ui = self.handlers, self.handlers.ui
         # MULTIPLE: a chain's steps must run even while the same steps of an earlier chain
         # still run (a conversation picked while another one's reply streams); that one's
-        # stream stops drawing itself (handlers.stream) and its settle does nothing.
-        chain = first.then(h.stream, inputs=[ui.turn], outputs=[ui.chatbot, ui.ended],
-                           **MULTIPLE, **PRIVATE, **UNCAPPED).then(
-            h.settle, inputs=[ui.turn, ui.ended], outputs=self.settled,
+        # script draws nowhere (its reply is no longer in the pane) and its finish does
+        # nothing. The script's step has no server side: it names no input Gradio sends.
+        chain = first.then(None, inputs=[ui.live], outputs=[ui.live, ui.notice], js=FOLLOW_JS,
+                           show_progress="hidden", **MULTIPLE, **PRIVATE).then(
+            h.finish, inputs=[ui.turn, ui.live], outputs=[ui.chatbot, *self.settled],
             show_progress="hidden", **MULTIPLE, **PRIVATE, **DIRECT)
         if lit:
             self._lit(chain)
+
+    def _shown(self, event: Any) -> None:
+        """After a step that shows a conversation with no reply to follow (a new chat, an
+        import, a delete): the page's stream of the reply it showed before ends (no request to
+        the server), and the thumbs are lit."""
+        event.then(None, js=STOP_JS, show_progress="hidden", **MULTIPLE, **PRIVATE)
+        self._lit(event)
 
     def _lit(self, event: Any) -> Any:
         """After an event that changed the pane's view: light the thumbs of the rated replies
@@ -133,12 +145,12 @@ class ChatEvents:
         self._follow(ui.conversations.select(h.open, inputs=[ui.conversations],
                                              outputs=self.shown, api_name="select",
                                              **UNCAPPED))
-        self._lit(ui.new_chat.click(h.new_chat, outputs=self.shown, api_name="new_chat",
-                                    **UNCAPPED))
+        self._shown(ui.new_chat.click(h.new_chat, outputs=self.shown, api_name="new_chat",
+                                      **UNCAPPED))
         ui.search.submit(h.search, inputs=[ui.search], outputs=[ui.conversations, ui.notice],
                          api_name="search")
-        self._lit(ui.upload.upload(h.import_file, inputs=[ui.upload], outputs=self.shown,
-                                   api_name="import", **UNCAPPED))
+        self._shown(ui.upload.upload(h.import_file, inputs=[ui.upload], outputs=self.shown,
+                                     api_name="import", **UNCAPPED))
 
     def _everyone(self) -> None:
         h, ui = self.handlers, self.handlers.ui
@@ -154,9 +166,9 @@ class ChatEvents:
         ui.delete.click(h.ask_delete, inputs=[ui.conversation], outputs=[ui.confirm_row],
                         **PRIVATE)
         ui.keep.click(lambda: gr.update(visible=False), outputs=[ui.confirm_row], **PRIVATE)
-        self._lit(ui.confirm.click(h.delete, inputs=[ui.conversation],
-                                   outputs=[*self.shown, ui.confirm_row], api_name="delete",
-                                   **UNCAPPED))
+        self._shown(ui.confirm.click(h.delete, inputs=[ui.conversation],
+                                     outputs=[*self.shown, ui.confirm_row], api_name="delete",
+                                     **UNCAPPED))
         # The fields are filled whenever a conversation is shown. Opening the panel does not
         # read them again: that answer could land after the user began typing and overwrite
         # it (seen as a flaky browser test under load).

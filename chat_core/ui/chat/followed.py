@@ -1,12 +1,12 @@
-"""Which turn each open page follows now: what the page's own state cannot tell a stream step
-that is still running for an earlier chain of the same page.
+"""Which turn each open page follows now: what the page's own state cannot tell the finish step
+of an earlier chain of the same page.
 
-A page (one Gradio session) may have several stream steps running: one per chain that began
-following a reply (a message sent, a conversation opened or re-opened). Only the newest may
+A page (one Gradio session) may have several chains following a reply: one per chain that
+began following one (a message sent, a conversation opened or re-opened). Only the newest may
 draw into the pane; an older one drawing would cover the conversation the page shows now, and
 whichever ended last would stay. The steps that show a conversation or start a turn record the
-turn the page follows (None: nothing in flight shown); a stream step checks it at each
-snapshot (handlers.stream)."""
+turn the page follows (None: nothing in flight shown); a finish step checks it before drawing
+(handlers.finish)."""
 
 from __future__ import annotations
 

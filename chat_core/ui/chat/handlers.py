@@ -5,8 +5,9 @@ do) and its answer read by component, without launching Gradio.
 
 Starting a turn is three steps, chained on the page (events.py): a handler here that starts it
 and shows the message with a pending reply (`send`, `retry`, `continue_reply`, `edit`, or
-`open` when a reply is already being generated), `stream`, which only draws the pane, then
-`settle`, which gives the input back with the newest turn's actions.
+`open` when a reply is already being generated); the page's own script, which draws the reply
+as it is written (live_reply.py); then `finish`, which draws it as stored and gives the input
+back with the newest turn's actions.
 
 Each handler that reads or changes data takes the call's `gr.Request` (Gradio passes it; it is
 not an input of the event) and works with the service as that person sees it
@@ -28,7 +29,8 @@ from chat_core.states import ERROR
 from chat_core.ui.chat.files import read_import, write_export
 from chat_core.ui.chat.followed import FollowedTurns
 from chat_core.ui.chat.layout import ChatLayout
-from chat_core.ui.chat.streaming import RESTARTING, follow_reply
+from chat_core.ui.chat.live_reply import placeholder
+from chat_core.ui.chat.streaming import follow_reply
 from chat_core.ui.chat.view import (BEING_WRITTEN_NOTICE, BRANCHED_NOTICE, BUSY_ACTIONS,
                                     FAILED_NOTICE, GONE_NOTICE, NOT_RATED, PENDING_REPLY,
                                     RATED_NOTICE,
@@ -142,26 +144,26 @@ class ChatHandlers:
     def idle(self, view: dict[str, Any]) -> Changes:
         """The input enabled, and the actions the newest turn offers."""
         ui, offer = self.ui, TurnActions.of(view)
-        return {ui.box: gr.update(interactive=True), ui.turn: None, ui.view: view,
+        return {ui.box: gr.update(interactive=True), ui.turn: None, ui.live: "", ui.view: view,
                 ui.actions: gr.update(elem_classes=offer.classes), ui.position: offer.position}
 
     def busy(self, turn: Following) -> Changes:
         """The input locked and Stop offered while `turn`'s reply is generated."""
         ui = self.ui
         return {ui.box: gr.update(value="", interactive=False), ui.turn: turn,
-                ui.actions: gr.update(elem_classes=BUSY_ACTIONS)}
+                ui.live: turn["id"], ui.actions: gr.update(elem_classes=BUSY_ACTIONS)}
 
     def started(self, conversation_id: str, turn_id: str, reply_id: str, shown: Pane,
                 note: str = "", thumbs: list[str | None] | None = None,
-                send_thumbs: bool = False) -> Changes:
+                send_thumbs: bool = False, page: bool = True) -> Changes:
         """A turn just accepted: its message shown with a pending reply, the input locked, an
         earlier rating's tags put away (after a retry they would name the reply replaced).
         `thumbs`: the thumbs the page holds for the replies of `shown` (None: not known),
         sent with the pane when the pending reply takes a rated one's place (`send_thumbs`,
         a retry). A new message's place had none: its pane goes out as a value alone (see
-        lit), and the stream's last update sends the thumbs only if storage has others."""
+        lit), and `finish` sends the thumbs only if storage has others."""
         turn = following(turn_id, conversation_id, shown, reply_id, thumbs)
-        pane = shown + [dict(PENDING_REPLY)]
+        pane = shown + [placeholder(turn_id) if page else dict(PENDING_REPLY)]
         return {self.ui.chatbot: lit(pane, thumbs) if send_thumbs and thumbs is not None
                 else pane, self.ui.notice: note, self.ui.rating_row: gr.update(visible=False),
                 **self.busy(turn)}
@@ -170,7 +172,7 @@ class ChatHandlers:
 
     async def open(self, conversation_id: str | None, request: Caller = None) -> Changes:
         """Show a conversation (or none: a new chat). If one of its replies is being generated,
-        the page shows it pending and the stream step follows it (a reload re-attaches)."""
+        the page shows it pending and its script follows it (a reload re-attaches)."""
         return self.shows(request, await self.show(await self.service_for(request),
                                                    conversation_id))
 
@@ -195,7 +197,8 @@ class ChatHandlers:
             return {**out, ui.chatbot: shown, **self.idle(view)}
         shown = without_last_reply(shown)
         turn = following(in_flight[-1]["workflow_id"], conversation_id, shown)
-        return {**out, ui.chatbot: shown, ui.view: view, **self.busy(turn)}
+        return {**out, ui.chatbot: shown + [placeholder(turn["id"])], ui.view: view,
+                **self.busy(turn)}
 
     async def new_chat(self, request: Caller = None) -> Changes:
         return await self.open(None, request)
@@ -208,7 +211,7 @@ class ChatHandlers:
                                                     conversation_id, view))
 
     async def start(self, service: ChatService, text: str, conversation_id: str | None,
-                    view: dict[str, Any] | None) -> Changes:
+                    view: dict[str, Any] | None, page: bool = True) -> Changes:
         ui = self.ui
         new = conversation_id is None
         shown = [] if new else list((view or {}).get("shown") or [])
@@ -226,7 +229,7 @@ class ChatHandlers:
         # A new chat's Chatbot holds no thumbs (events._lit), an open conversation's its view's.
         thumbs = [] if new else (view or {}).get("feedback")
         out = self.started(conversation_id, turn.turn_id, turn.reply_id, shown,
-                           thumbs=thumbs if isinstance(thumbs, list) else None)
+                           thumbs=thumbs if isinstance(thumbs, list) else None, page=page)
         if new:  # remember it, list it, title it
             out.update({ui.conversation: conversation_id,
                         ui.conversations: await self.sidebar(service, conversation_id, text),
@@ -237,18 +240,19 @@ class ChatHandlers:
                     request: Caller = None) -> Any:
         """Retry a failed reply, or regenerate one: a new alternative to the newest turn."""
         return self.shows(request, await self.again(
-            await self.service_for(request), conversation_id, view, "retry", thumbs=True))
+            await self.service_for(request), conversation_id, view, "retry", page=True))
 
     async def continue_reply(self, conversation_id: str | None, view: dict[str, Any] | None,
                              request: Caller = None) -> Any:
         """Continue a reply that was stopped or cut at max tokens."""
         return self.shows(request, await self.again(
-            await self.service_for(request), conversation_id, view, "continue", thumbs=True))
+            await self.service_for(request), conversation_id, view, "continue", page=True))
 
     async def again(self, service: ChatService, conversation_id: str | None,
-                    view: dict[str, Any] | None, action: str, thumbs: bool = False) -> Any:
-        """Start a retry or a continuation of the newest turn. The page's (`thumbs`) takes the
-        thumb of the reply it replaces off its place; API clients get no thumbs."""
+                    view: dict[str, Any] | None, action: str, page: bool = False) -> Any:
+        """Start a retry or a continuation of the newest turn. The page's (`page`) takes the
+        thumb of the reply it replaces off its place, and its pending reply is where the page's
+        script draws it; API clients get no thumbs and a plain pending reply."""
         view = view or {}
         if conversation_id is None or not view.get("last_user"):
             return gr.skip()
@@ -265,7 +269,7 @@ class ChatHandlers:
         # The new reply takes the last one's place: its thumb goes out with it.
         return self.started(conversation_id, turn.turn_id, turn.reply_id, shown,
                             thumbs=thumbs_for(shown, loaded.get("feedback") or []),
-                            send_thumbs=thumbs)
+                            send_thumbs=page, page=page)
 
     async def edit(self, conversation_id: str | None, view: dict[str, Any] | None,
                    evt: gr.EditData, request: Caller = None) -> Any:
@@ -333,54 +337,51 @@ class ChatHandlers:
         yield (shown + stored[-1:] if lines_up else stored), {**state, "view": view,
                                                                "redrawn": not lines_up}
 
-    async def stream(self, turn: Following | None, request: Caller = None
-                     ) -> AsyncIterator[Any]:
-        """Draw the reply into the pane as it grows: outputs [chatbot, ended]. `ended` (a State,
-        sent nowhere) is written once, with the last update: how the reply ended and the
-        conversation's view, for `settle`. `turn` is left alone: several chains of one page
-        may stream at once (a new chat sent while the last one streams), and Stop must stop
-        the one shown. When the app begins to stop, the next step cannot reach it: the
-        warning goes out from here, and stays until the page is reloaded."""
-        if not turn:
-            yield gr.skip()  # (an empty generator would blank its outputs on the page)
-            return
+    async def finish(self, turn: Following | None, live: Any, request: Caller = None) -> Any:
+        """After the page has drawn the reply from the app's event stream (live_reply.py): the
+        pane as stored, the input back, the newest turn's actions, and a notice if the reply
+        failed or could not be followed (settle). Nothing when the page has moved on since this
+        chain began: `live`, the turn its script followed, is no longer the page's `turn`, or
+        another chain of the page follows another one (followed.py). Should the script not
+        have followed it (its stream refused), this waits for the reply's end."""
+        if not turn or live != turn.get("id") or self.followed.moved_on(request, turn):
+            return gr.skip()
         service = await self.service_for(request)
-        held: Any = None
+        pane: Pane | None = None
         state: Following = turn
         async with aclosing(self.follow(service, turn)) as steps:
             async for pane, state in steps:
-                if self.followed.moved_on(request, turn):
-                    # Another conversation (or turn) is shown: drawing this one would cover
-                    # it. The reply goes on; opening its conversation follows it again.
-                    yield [gr.skip(), gr.skip()]
-                    return
-                if state.get("status") == RESTARTING and pane is None:
-                    gr.Warning(state.get("notice"), duration=None)
-                if held is not None:
-                    yield [held, gr.skip()]
-                held = gr.skip() if pane is None else pane
+                pass
+        if self.followed.moved_on(request, turn):
+            return gr.skip()
+        out = self.settle(turn, state)
+        if pane is not None:
+            out[self.ui.chatbot] = self.lit_if_moved(pane, state)
+        return out
+
+    def lit_if_moved(self, pane: Pane, state: Following) -> Any:
+        """The final pane, with the thumbs when the Chatbot's would be wrong without them: it
+        takes every reply's thumb from its feedback_value again when the pane changes, so they
+        go with it when storage has others than the page (rated in another tab, or while the
+        reply was written) or the replies moved (the pane redrawn from storage)."""
         feedback = (state.get("view") or {}).get("feedback")
-        if isinstance(held, list) and isinstance(feedback, list) and (
+        if isinstance(feedback, list) and (
                 state.get("redrawn") or not thumbs_stand(feedback, state.get("thumbs"))):
-            # The Chatbot takes every reply's thumb from its feedback_value again when the
-            # pane changes: sent when storage has others than the page (rated in another
-            # tab, or while the reply was written) or the replies moved.
-            held = lit(held, feedback)
-        yield [gr.skip() if held is None else held, state]
+            return lit(pane, feedback)
+        return pane
 
     def shows(self, request: Caller, out: Any) -> Any:
         """Remember the turn the page follows after a step that shows a conversation or
-        starts a turn (its `turn` output; see stream). Returns `out`."""
+        starts a turn (its `turn` output; see finish). Returns `out`."""
         if isinstance(out, dict) and self.ui.turn in out:
             self.followed.record(request, out[self.ui.turn])
         return out
 
-    async def settle(self, turn: Following | None, ended: Following | None) -> Any:
-        """After the stream: the input back, the newest turn's actions, and a notice if the
+    def settle(self, turn: Following | None, ended: Following | None) -> Any:
+        """After the reply: the input back, the newest turn's actions, and a notice if the
         reply failed or could not be followed; nothing when the page has moved on to another
         turn or conversation since this chain began (`turn` no longer names the one that
-        `ended`). (Async with nothing to await: Gradio runs a plain function on a worker
-        thread.)"""
+        `ended`)."""
         if not turn or not ended or ended.get("id") != turn.get("id"):
             return gr.skip()
         ui = self.ui
@@ -462,7 +463,7 @@ class ChatHandlers:
 
     def thumbs_held(self, view: dict[str, Any], reply: str, value: int) -> Changes:
         """The page lit the pressed thumb itself; its Chatbot and view take it too, so that the
-        thumbs the page holds stay those stored and a turn's end need not send them (stream).
+        thumbs the page holds stay those stored and a turn's end need not send them (finish).
         Nothing when the reply is not one the view lists: the turn's end sends them then."""
         feedback, replies = view.get("feedback"), view.get("replies")
         if not isinstance(feedback, list) or not isinstance(replies, list) \

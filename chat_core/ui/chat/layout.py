@@ -27,11 +27,12 @@ CONVERSATION_KEY = "durable-chat-conversation"
 class ChatLayout:
     # What the page remembers. The open conversation survives reloads and app restarts in the
     # browser's localStorage; `turn` is the reply being streamed (for Stop and the steps after
-    # it); `ended` is how it ended, from the stream step to the settle step; `view` is what the
-    # pane shows: message ids and the newest turn's alternatives.
+    # it); `live` is its id where the page's script can read it (live_reply.py: a State's
+    # value never leaves the server); `view` is what the pane shows: message ids and the
+    # newest turn's alternatives.
     conversation: gr.BrowserState
     turn: gr.State
-    ended: gr.State
+    live: gr.Textbox
     view: gr.State
     # The sidebar.
     new_chat: gr.Button
@@ -92,7 +93,7 @@ def build_layout(max_message_chars: int) -> ChatLayout:
                                         secret="durable-chat/open-conversation"),
         "turn": gr.State(None),
         "rated": gr.State(None),
-        "ended": gr.State(None),
+        "live": gr.Textbox("", visible=False, elem_id="live-turn"),
         "view": gr.State({}),
     }
     # On a phone the list column is a drawer (page.PHONE_CSS) opened by the toggle next to the

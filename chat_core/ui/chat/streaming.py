@@ -1,9 +1,10 @@
-"""Following one reply into the chat pane, at a pace the process can afford.
+"""Following one reply for a page, at a pace the process can afford.
 
 A streaming reply updates the page at most every UI_UPDATE_SEC: 10 updates a second read as
-smooth streaming. Each update costs Gradio a few milliseconds of CPU (it re-sends the pane's
-messages), so with many streams at once the interval grows to keep the whole process under
-UI_MAX_UPDATES_PER_SEC; the first words and the final text are never delayed. A reply slow to
+smooth streaming. Each update renders the whole reply again (Markdown, then the sanitizer) and
+goes out on the page's event stream (live_reply.py), so with many streams at once the interval
+grows to keep the whole process under UI_MAX_UPDATES_PER_SEC; the first words and the final
+text are never delayed. A reply slow to
 render (Markdown built to be costly: 20,000 "[" take 0.4 s) is drawn less often, so that one
 stream never holds the event loop for more than 1 / RENDER_BUDGET_FACTOR of the time. While the
 turn waits for the LLM the placeholder says how many turns are ahead of it (waiting_entry)."""
@@ -23,6 +24,7 @@ UI_UPDATE_SEC = 0.1
 UI_MAX_UPDATES_PER_SEC = 150
 RENDER_BUDGET_FACTOR = 10
 RESTARTING = "restarting"  # how a reply ended for this page when the app began to stop
+WAITING_MARK = "⏳ waiting"
 
 
 class Streams:
@@ -38,7 +40,7 @@ def waiting_entry(ahead: int) -> dict[str, str]:
     """The pane's entry for a reply whose turn waits for the LLM (its cap reached): where it
     stands, so a full room reads as a queue that moves, not as a hang."""
     where = "next in line" if ahead == 0 else f"{ahead} ahead"
-    return {"role": "assistant", "content": f"<p><em>⏳ waiting, {where}</em></p>"}
+    return {"role": "assistant", "content": f"<p><em>{WAITING_MARK}, {where}</em></p>"}
 
 
 async def follow_reply(service: ChatService, turn: Following, share_mode: bool

@@ -17,7 +17,8 @@ from chat_core.ui.render import reply_markdown
 Pane = list[dict[str, str]]
 # Turns a conversation shows when opened; the whole history stays in the database and the API.
 SHOWN_TURNS = 100
-PENDING_REPLY = {"role": "assistant", "content": "…"}
+PENDING_TEXT = "…"  # a reply's place before its first words
+PENDING_REPLY = {"role": "assistant", "content": PENDING_TEXT}
 
 FAILED_NOTICE = "⚠️ The reply failed; your message is saved. Press Retry to try again."
 RESTARTING_NOTICE = ("⚠️ The app is restarting. Your message and the reply so far are saved; the "
@@ -26,10 +27,10 @@ BRANCHED_NOTICE = "Edited in a new branch; the original conversation is unchange
 
 
 class Following(TypedDict, total=False):
-    """The `turn` state while a reply streams: enough for Stop, and for the stream step to draw
-    the reply after `shown`. The stream step adds how the reply ended (`status`, `finished`,
+    """The `turn` state while a reply streams: enough for Stop, and for the finish step to draw
+    the reply after `shown`. Following it adds how the reply ended (`status`, `finished`,
     `reply_id`, a `notice` when it could not be followed to its end) and the conversation's
-    `view` once it ended, for the settle step, and whether the pane was then `redrawn` from
+    `view` once it ended, for `settle`, and whether the pane was then `redrawn` from
     storage rather than as streamed. `thumbs`: the thumbs the page's Chatbot holds for the
     replies of `shown` when the turn began (None: not known)."""
     id: str

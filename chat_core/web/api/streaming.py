@@ -4,7 +4,12 @@ turns will start before this one; sent again when that number changes), `delta` 
 `reset` (an attempt failed and the text starts over), then `done` (both messages) or `error`.
 
 Once the stream has started its status is 200, so an error ends it with an `error` event
-carrying the body and status the plain request would have answered."""
+carrying the body and status the plain request would have answered.
+
+With ?render=html (re-attaching only) a turn's events are the reply as the chat page draws it:
+`html` (the whole reply so far as sanitized HTML, ui/render.py, at the page's pace,
+ui/chat/streaming.py) and `done` (`status`, and the page's `notice` when the reply could not be
+followed to its end). The chat page draws its replies from these (ui/chat/live_reply.py)."""
 
 from __future__ import annotations
 
@@ -15,6 +20,8 @@ from fastapi import Response
 from fastapi.responses import StreamingResponse
 
 from chat_core.service import ChatService, Turn
+from chat_core.ui.chat.streaming import follow_reply
+from chat_core.ui.chat.view import following
 from chat_core.web.api.errors import as_chat_error
 
 
@@ -54,9 +61,28 @@ async def turn_events(service: ChatService, turn: Turn | None,
         yield _sse("error", {**error.to_json(), "status": error.status})
 
 
-def sse_response(service: ChatService, turn: Turn | None, turn_id: str) -> Response:
-    return StreamingResponse(turn_events(service, turn, turn_id), media_type="text/event-stream",
+async def rendered_events(service: ChatService, turn_id: str,
+                          share_mode: bool) -> AsyncIterator[bytes]:
+    """The reply as the page draws it: whole each time (an update may change what came
+    before: a list closed, a table grown), so a client that reconnects loses nothing."""
+    state = following(turn_id, "", [])
+    try:
+        async for entry, state in follow_reply(service, state, share_mode):
+            if entry is not None:
+                yield _sse("html", {"html": entry["content"]})
+        yield _sse("done", {"status": state.get("status"), "notice": state.get("notice")})
+    except Exception as exc:  # the status line is sent: the error goes in the stream
+        error = as_chat_error(exc, "rendered_events")
+        yield _sse("error", {**error.to_json(), "status": error.status})
+
+
+def event_stream(events: AsyncIterator[bytes]) -> Response:
+    return StreamingResponse(events, media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache"})
+
+
+def sse_response(service: ChatService, turn: Turn | None, turn_id: str) -> Response:
+    return event_stream(turn_events(service, turn, turn_id))
 
 
 async def turn_answer(service: ChatService, turn: Turn, stream: bool,
