@@ -89,7 +89,7 @@ class Settings:
     fast_io: bool = True
     # Processes that run the turns, besides the web process (turns/worker_pool.py): past one
     # core's worth of turns and tokens (docs/performance.md#turn-workers-2026-12-01). 0: the
-    # web process runs them itself; "auto" (scripts/run.sh): by the machine's cores.
+    # web process runs them itself; "auto": by the machine's cores (opt-in: operations.md).
     turn_workers: int = 0
     db_pool_max: int = 20
     # "user:password[,user2:password2]": one account each (required by --share unless
