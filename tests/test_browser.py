@@ -33,8 +33,10 @@ def test_chat_streams_and_finishes(page: Page, app: InProcessApp, llm: EmulatedL
     # message and to end the turn, not for each update (ui/chat/live_reply.py).
     streams = [u for u in asked if u.startswith("/api/turns/")]
     assert len(streams) == 1 and streams[0].endswith("/events?render=html")
-    gradio_calls = [u for u in asked if u.startswith(("/gradio_api/run", "/gradio_api/queue/join"))]
-    assert len(gradio_calls) <= 3, gradio_calls
+    # (The page streamed through Gradio's queue before: a join and its event stream per turn.)
+    assert [u for u in asked if u.startswith("/gradio_api/queue")] == []
+    # The send and the end, and the new chat's thumbs step if it was still on its way.
+    assert 2 <= len([u for u in asked if u.startswith("/gradio_api/run")]) <= 3
     assert page.locator('#chatbot [data-testid="user"]').last.inner_text() == \
         "Hello from the browser"
     # The input was disabled while the reply streamed, and is usable again after.
