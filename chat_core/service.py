@@ -34,7 +34,7 @@ from chat_core.llm.client import LLMClient
 from chat_core.llm.servers import LLMServers
 from chat_core.turns.payloads import TurnParams, TurnRequest
 from chat_core.turns.progress import Snapshot, TurnHub
-from chat_core.turns import turn_queue
+from chat_core.turns import queued_order, turn_queue
 from chat_core.turns.workflow import (begin_head_start, chat_turn, reply_id_for,
                                       user_message_id_for)
 from chat_core.data import conversation_export, dataset_export
@@ -575,7 +575,13 @@ class ChatService:
         a finished one has nothing left to relay."""
         existed = not new and await DBOS.get_workflow_status_async(turn_id) is not None
         cid = request["conversation_id"]
-        if next_seq is not None and not self._queued_in(cid):
+        # A turn of the conversation handed to a worker and not finished may have no rows yet
+        # (still queued): this one is saved after it (queued_order.py), and its place is not
+        # known for sure, so no head start.
+        earlier = queued_order.earlier_turns(self.hub.in_flight(), cid, turn_id)
+        if earlier:
+            request["after"] = earlier
+        elif next_seq is not None:
             request["head_seq"] = next_seq  # the worker gives it the head start
         progress = None
         if not existed:  # followed from before it is enqueued: no word of it can come first
@@ -588,11 +594,6 @@ class ChatService:
                 self.hub.detach(turn_id)
             raise
         return Turn(turn_id, cid, user_id, reply_id, handle)
-
-    def _queued_in(self, conversation_id: str) -> bool:
-        """A turn of the conversation handed to a worker and not finished: it may have no
-        rows yet (still queued), so the conversation's next place is not known for sure."""
-        return any(p.conversation_id == conversation_id for p in self.hub.in_flight())
 
     async def admit_turn(self, turn_id: str, conversation_id: str, reply_id: str,
                          rerun: bool = False) -> None:

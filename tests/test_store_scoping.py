@@ -69,7 +69,7 @@ CREATES = {"create_conversation", "import_conversation", "scoped"}
 UNSCOPED = {
     "save_user_turn": {"turns/workflow.py"}, "ensure_reply": {"turns/workflow.py"},
     "earlier_in_flight": {"turns/workflow.py"}, "history": {"turns/workflow.py"},
-    "checkpoint_partial": {"turns/workflow.py"}, "reply_state": {"turns/workflow.py"},
+    "checkpoint_partial": {"turns/workflow.py"}, "reply_state": {"turns/workflow.py", "turns/queued_order.py"},
     "finish_reply": {"turns/workflow.py"}, "turn_overrides": {"turns/workflow.py"},
     "mark_interrupted": {"turns/workflow.py", "turns/admin.py"},
     "reopen_reply": {"turns/admin.py"}, "save_turn_overrides": {"turns/admin.py"},

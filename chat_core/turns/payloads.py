@@ -40,6 +40,9 @@ class TurnRequest(TypedDict):
     # With turn workers: where the new message will go in a conversation with no turn in
     # flight when it was accepted, for the head start the worker gives it (head_start.py).
     head_seq: NotRequired[int]
+    # With turn workers: the turns of the conversation queued before this one and not finished
+    # then ([turn id, reply id] pairs), whose messages are saved before its (queued_order.py).
+    after: NotRequired[list[list[str]]]
 
 
 class SavedTurn(TypedDict):

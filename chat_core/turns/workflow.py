@@ -42,6 +42,7 @@ from chat_core.turns.payloads import (LLMOutput, Outcome, Prompt, SavedTurn, Tur
                                       TurnRequest, TurnResult)
 from chat_core.turns.head_start import Ask, HeadStart, HeadStarts
 from chat_core.turns.progress import TurnHub, TurnProgress
+from chat_core.turns.queued_order import wait_for_earlier_saves
 from chat_core.turns.start_order import StartOrder
 from chat_core.turns.wakeups import TurnWakeups, Waiter
 from chat_core.states import CANCELLED, COMPLETE, ERROR, PENDING, STOPPED, WORKFLOW_ACTIVE
@@ -144,6 +145,9 @@ async def chat_turn(request: TurnRequest) -> TurnResult:
     if "head_seq" in request:  # accepted by a web process, run here by a turn worker
         begin_head_start(turn_id, request, progress, request["head_seq"], recheck=True)
     try:
+        if "after" in request:  # queued by a web process behind turns not saved yet
+            await wait_for_earlier_saves(_d().store, request["after"],
+                                         _d().settings.turn_order_wait_sec)
         return await _run_turn(turn_id, request)
     except dbos_error.DBOSWorkflowCancelledError:
         await _close_cancelled(turn_id)
