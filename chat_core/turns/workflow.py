@@ -146,7 +146,7 @@ async def chat_turn(request: TurnRequest) -> TurnResult:
         begin_head_start(turn_id, request, progress, request["head_seq"], recheck=True)
     try:
         if "after" in request:  # queued by a web process behind turns not saved yet
-            await wait_for_earlier_saves(_d().store, request["after"],
+            await wait_for_earlier_saves(_d().store, request["after"], progress.reply_id,
                                          _d().settings.turn_order_wait_sec)
         return await _run_turn(turn_id, request)
     except dbos_error.DBOSWorkflowCancelledError:
