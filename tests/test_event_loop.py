@@ -66,7 +66,9 @@ def _answer_to_head_of(url: str, header_bytes: int) -> bytes:
 def test_both_loops_stream_a_turn_and_refuse_an_oversized_head(
         database_url: str, llm: EmulatedLLM, tmp_path: Path, fast_io: str, serving: str,
         refused: bytes) -> None:
-    llm.settings.reply_tokens, llm.settings.tpot_ms = 6, 30
+    # 1 s of tokens: a loaded CI machine once held the loop for all of 6 tokens 30 ms apart
+    # (180 ms), and they came as one delta.
+    llm.settings.reply_tokens, llm.settings.tpot_ms = 20, 50
     env = base_env(database_url, llm.base_url, tmp_path, FAST_IO=fast_io, LOG_LEVEL="INFO")
     app = AppProcess(env, tmp_path / "app.log").start()
     try:
