@@ -79,8 +79,8 @@ class ChatEvents:
         h, ui = self.handlers, self.handlers.ui
         # MULTIPLE: a chain's steps must run even while the same steps of an earlier chain
         # still run (a conversation picked while another one's reply streams); that one's
-        # script draws nowhere (its reply is no longer in the pane) and its finish does
-        # nothing. The script's step has no server side: it names no input Gradio sends.
+        # script then closes its stream and fails its step, so its finish never runs
+        # (live_reply.FOLLOW_JS). The script's step has no server side.
         chain = first.then(None, inputs=[ui.live], outputs=[ui.live, ui.notice], js=FOLLOW_JS,
                            show_progress="hidden", **MULTIPLE, **PRIVATE).then(
             h.finish, inputs=[ui.turn, ui.live], outputs=[ui.chatbot, *self.settled],
