@@ -165,8 +165,7 @@ async def chat_turn(request: TurnRequest) -> TurnResult:
         raise
     finally:
         _running.discard(task)  # type: ignore[arg-type]
-        if _d().head_starts is not None:
-            await _d().head_starts.drop(turn_id)
+        await drop_head_start(turn_id)
 
 
 async def _still_next(request: TurnRequest) -> bool:
@@ -573,6 +572,12 @@ def begin_head_start(turn_id: str, request: TurnRequest, progress: TurnProgress,
     return d.head_starts.begin(
         turn_id, progress, lambda head: _head_start(head, request, next_seq, recheck)) \
         is not None
+
+
+async def drop_head_start(turn_id: str) -> None:
+    """Cancel the turn's head start, if it has one (its workflow did not start)."""
+    if _d().head_starts is not None:
+        await _d().head_starts.drop(turn_id)
 
 
 async def _head_start(head: HeadStart, request: TurnRequest, seq: int,
