@@ -191,7 +191,8 @@ async def serve(settings: Settings, share: bool = False) -> None:
     # it before the runtime starts: an import holds the event loop, which then runs the turns
     # DBOS recovers.
     from chat_core.accounts.config_accounts import config_accounts
-    config_accounts(settings)  # every SHARE_* mistake is told before anything starts
+    config_accounts(settings)
+    from chat_core.heap import freeze_startup_heap  # every SHARE_* mistake is told before anything starts
     from chat_core.runtime import ChatRuntime
     from chat_core.ui.page import build_ui
     from chat_core.web.app import build_web_app
@@ -217,11 +218,13 @@ async def serve(settings: Settings, share: bool = False) -> None:
                                         proxy_headers=False,
                                         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SEC))
         server.on_shutdown = service.begin_shutdown
+        frozen = freeze_startup_heap()
         serving = asyncio.ensure_future(server.serve())
         while not server.started and not serving.done():
             await asyncio.sleep(0.05)
         if server.started:
-            log.info("serving on %s", describe(server.config))
+            log.info("serving on %s; %d objects from start-up frozen (left out of the garbage"
+                     " collector's passes)", describe(server.config), frozen)
             login = ", login required" if settings.accounts_enabled else ""
             print(f"* Durable chat on http://{settings.host}:{settings.port}  "
                   f"(model {service.backend.get('model', '?')}, {service.backend.get('kind')} "
