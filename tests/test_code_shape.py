@@ -4,8 +4,10 @@ through its public API, reply states spelled once. (Fast: reads the source, runs
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 from pathlib import Path
+from typing import Any
 
 from chat_core.config import PROJECT_ROOT
 from chat_core.states import REPLY_STATES
@@ -62,3 +64,32 @@ def test_reply_states_are_not_spelled_out_in_the_code() -> None:
             if quoted.search(code):
                 found.append(f"{path.relative_to(PROJECT_ROOT)}:{number}: {line.strip()}")
     assert not found, "use chat_core.states:\n" + "\n".join(found)
+
+
+def test_no_rest_route_depends_on_a_plain_function() -> None:
+    """FastAPI runs a plain `def` dependency (or route) on its thread pool: a hop per request
+    that was about a tenth of the REST API's CPU in a burst (chat_core/web/api/deps.py)."""
+    from fastapi import FastAPI
+    from fastapi.routing import APIRoute
+
+    from chat_core.web.api import install_rest_api
+
+    app = FastAPI()
+    install_rest_api(app, object())  # type: ignore[arg-type]
+
+    def plain(dependant: Any) -> list[str]:
+        found = [f"{dependant.call.__module__}.{dependant.call.__qualname__}"] \
+            if dependant.call is not None and not inspect.iscoroutinefunction(dependant.call) \
+            else []
+        return found + [name for sub in dependant.dependencies for name in plain(sub)]
+
+    def api_routes(routes: list[Any]) -> list[APIRoute]:
+        # FastAPI keeps an included router as one entry that holds the router's own routes.
+        return [r for route in routes for r in (
+            api_routes(route.original_router.routes) if hasattr(route, "original_router")
+            else [route] if isinstance(route, APIRoute) else [])]
+
+    routes = api_routes(list(app.routes))
+    assert len(routes) > 30
+    threaded = sorted({f"{name} (in {r.path})" for r in routes for name in plain(r.dependant)})
+    assert not threaded, f"make these async def: {threaded}"

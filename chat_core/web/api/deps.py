@@ -1,5 +1,9 @@
 """What the routes take besides their path: the person asking, the service as they see it, the
-account directory, the Idempotency-Key header, whether the client wants server-sent events."""
+account directory, the Idempotency-Key header, whether the client wants server-sent events.
+
+Each is `async def` although none waits for anything: FastAPI runs a plain `def` dependency on
+its thread pool, a hop through anyio per dependency per request that was about a tenth of the
+REST API's CPU in a burst (docs/performance.md)."""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ class NotLoggedIn(ChatError):
     code = "unauthorized"
 
 
-def get_person(request: Request) -> Person:
+async def get_person(request: Request) -> Person:
     """Who is asking: the person web/auth.AccountAuth found for this request (LOCAL with
     accounts off). A request that reached a route without one is refused, never served as
     anybody: that would be a bug in front of the routes, and it fails closed."""
@@ -34,7 +38,7 @@ def get_person(request: Request) -> Person:
 CurrentPerson = Annotated[Person, Depends(get_person)]
 
 
-def get_service(request: Request, person: CurrentPerson) -> ChatService:
+async def get_service(request: Request, person: CurrentPerson) -> ChatService:
     """The service `install_rest_api` put on the app, as the person asking sees it: every
     query answers only their data (an admin's, everyone's)."""
     service: ChatService = request.app.state.chat_service
@@ -46,7 +50,7 @@ def get_service(request: Request, person: CurrentPerson) -> ChatService:
 Service = Annotated[ChatService, Depends(get_service)]
 
 
-def get_accounts(request: Request) -> AccountDirectory | None:
+async def get_accounts(request: Request) -> AccountDirectory | None:
     """The account directory; None with accounts off."""
     return getattr(request.app.state, "accounts", None)
 
@@ -61,7 +65,7 @@ IdempotencyKey = Annotated[str | None, Header(
                 "retried request does not send the message twice")]
 
 
-def wants_stream(
+async def wants_stream(
         stream: Annotated[str, Query(description="true: answer with server-sent events")] = "",
         accept: Annotated[str, Header()] = "") -> bool:
     """?stream=true (or 1, yes), or an Accept header asking for text/event-stream."""
