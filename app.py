@@ -191,14 +191,16 @@ async def serve(settings: Settings, share: bool = False) -> None:
     # it before the runtime starts: an import holds the event loop, which then runs the turns
     # DBOS recovers.
     from chat_core.accounts.config_accounts import config_accounts
-    config_accounts(settings)
-    from chat_core.heap import freeze_startup_heap  # every SHARE_* mistake is told before anything starts
+    config_accounts(settings)  # every SHARE_* mistake is told before anything starts
+    from chat_core.heap import freeze_startup_heap
     from chat_core.runtime import ChatRuntime
     from chat_core.ui.page import build_ui
     from chat_core.web.app import build_web_app
     from chat_core.web.share_link import open_share_link
     # Gradio imports pyplot around its first event, a person's first reply: now instead.
     import matplotlib.pyplot  # noqa: F401
+    # Before the runtime starts: DBOS runs the turns it recovers from then on (heap.py).
+    frozen = freeze_startup_heap()
     runtime = ChatRuntime(settings)
     service = await runtime.start()
     try:
@@ -218,7 +220,6 @@ async def serve(settings: Settings, share: bool = False) -> None:
                                         proxy_headers=False,
                                         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SEC))
         server.on_shutdown = service.begin_shutdown
-        frozen = freeze_startup_heap()
         serving = asyncio.ensure_future(server.serve())
         while not server.started and not serving.done():
             await asyncio.sleep(0.05)

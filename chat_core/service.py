@@ -564,22 +564,30 @@ class ChatService:
         if new:
             # Followed, and its LLM request sent, before its workflow's row is written: in a
             # burst each turn's request then leaves after the conversation's read alone, not
-            # behind the burst's DBOS inserts too (docs/performance.md). A new turn's workflow
-            # always runs here.
+            # behind the burst's DBOS inserts too (docs/performance.md).
             progress = self.hub.track(turn_id, reply_id, request.get("owner", ""))
             begin_head_start(turn_id, request, progress, next_seq)
         try:
             with SetWorkflowID(turn_id):
                 handle = await DBOS.start_workflow_async(chat_turn, request)
         except BaseException:
-            if new:  # never accepted: its request goes, and its watchers are told
-                await drop_head_start(turn_id)
-                self.hub.detach(turn_id)
+            if new:
+                await self._unfollow(turn_id)
             raise
-        if not new and isinstance(handle, WorkflowHandleAsyncTask):
-            # Runs here (a repeated key whose turn is new after all): followed from now on.
-            self.hub.track(turn_id, reply_id, request.get("owner", ""))
+        if isinstance(handle, WorkflowHandleAsyncTask):
+            if not new:  # a repeated key whose turn is new after all: followed from now on
+                self.hub.track(turn_id, reply_id, request.get("owner", ""))
+        elif new:  # not run here (a new turn always is): nothing here will take its request
+            await self._unfollow(turn_id)
         return Turn(turn_id, request["conversation_id"], user_id, reply_id, handle)
+
+    async def _unfollow(self, turn_id: str) -> None:
+        """A new turn whose workflow did not start here: its watchers are told (first, so that
+        a second cancellation cannot skip it) and its head start's request goes. Its start may
+        still have written the row (a cancellation once DBOS's insert had begun): the turn then
+        runs at the next start's recovery, as before the head start existed."""
+        self.hub.detach(turn_id)
+        await drop_head_start(turn_id)
 
     async def _enqueue(self, turn_id: str, request: TurnRequest, user_id: str, reply_id: str,
                        next_seq: int | None, new: bool) -> Turn:

@@ -77,19 +77,30 @@ def test_no_rest_route_depends_on_a_plain_function() -> None:
     app = FastAPI()
     install_rest_api(app, object())  # type: ignore[arg-type]
 
+    def on_the_loop(call: Any) -> bool:
+        return inspect.iscoroutinefunction(call) or inspect.isasyncgenfunction(call)
+
     def plain(dependant: Any) -> list[str]:
-        found = [f"{dependant.call.__module__}.{dependant.call.__qualname__}"] \
-            if dependant.call is not None and not inspect.iscoroutinefunction(dependant.call) \
-            else []
+        call = dependant.call
+        found = [f"{call.__module__}.{call.__qualname__}"] \
+            if call is not None and not on_the_loop(call) else []
         return found + [name for sub in dependant.dependencies for name in plain(sub)]
 
-    def api_routes(routes: list[Any]) -> list[APIRoute]:
-        # FastAPI keeps an included router as one entry that holds the router's own routes.
-        return [r for route in routes for r in (
-            api_routes(route.original_router.routes) if hasattr(route, "original_router")
-            else [route] if isinstance(route, APIRoute) else [])]
+    routes: list[APIRoute] = []
+    # The app's own dependencies, and those given to include_router, apply to every route.
+    shared = [d.dependency for d in app.router.dependencies]
 
-    routes = api_routes(list(app.routes))
+    def walk(entries: list[Any]) -> None:
+        for entry in entries:
+            if hasattr(entry, "original_router"):  # FastAPI keeps an included router whole
+                shared.extend(d.dependency for d in entry.include_context.dependencies)
+                walk(entry.original_router.routes)
+            elif isinstance(entry, APIRoute):
+                routes.append(entry)
+
+    walk(list(app.routes))
     assert len(routes) > 30
-    threaded = sorted({f"{name} (in {r.path})" for r in routes for name in plain(r.dependant)})
+    threaded = sorted({f"{name} (in {r.path})" for r in routes for name in plain(r.dependant)}
+                      | {f"{d.__module__}.{d.__qualname__} (every route)" for d in shared
+                         if not on_the_loop(d)})
     assert not threaded, f"make these async def: {threaded}"

@@ -260,14 +260,16 @@ def test_a_turn_whose_workflow_cannot_start_takes_back_its_request(
     """The head start leaves before the turn's workflow row is written. Should that write fail
     (the database away), the turn was never accepted: the person gets the error, the request
     already at the LLM is taken back, nothing is saved, and the conversation goes on."""
-    llm.settings.reply_tokens = 400
+    llm.settings.reply_tokens = 3000  # a minute of tokens: only a taken-back request ends soon
     llm.settings.tpot_ms = 20
+    llm.requests.clear()
     cid = conversation(head_app)
     original = service_module.DBOS.start_workflow_async
 
     async def refused(*args: Any, **kwargs: Any) -> Any:
-        while not llm.active_streams:  # the head start's request is at the LLM
-            await asyncio.sleep(0.01)
+        deadline = asyncio.get_running_loop().time() + 10
+        while not llm.active_streams and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)  # until the head start's request is at the LLM
         raise RuntimeError("the database refused the workflow's row")
 
     monkeypatch.setattr(service_module.DBOS, "start_workflow_async", refused)
@@ -275,7 +277,10 @@ def test_a_turn_whose_workflow_cannot_start_takes_back_its_request(
                         json={"content": "never accepted"}, timeout=30)
     monkeypatch.setattr(service_module.DBOS, "start_workflow_async", original)
     assert answer.status_code == 500 and "refused" not in answer.text, answer.text
+    assert [r["messages"][-1]["content"] for r in llm.requests] == ["never accepted"]
     wait_until(lambda: llm.active_streams == 0, timeout=10)  # the request was taken back
+    assert len(workflow._d().head_starts) == 0  # type: ignore[arg-type]
+    assert workflow._d().hub.in_flight() == []  # nobody waits for a turn that never started
     assert _saved(head_app, cid) == []
     llm.settings.reply_tokens = 5
     llm.requests.clear()

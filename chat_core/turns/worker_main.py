@@ -25,9 +25,9 @@ PARENT_CHECK_SEC = 0.5
 async def _serve(settings: Settings, local_llm_url: str | None) -> None:
     from chat_core.heap import freeze_startup_heap
     from chat_core.runtime import WORKER, ChatRuntime
+    freeze_startup_heap()  # before DBOS hands this worker turns (heap.py)
     runtime = ChatRuntime(settings, role=WORKER, local_llm_url=local_llm_url)
     await runtime.start()
-    freeze_startup_heap()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
