@@ -35,8 +35,7 @@ from chat_core.llm.servers import LLMServers
 from chat_core.turns.payloads import TurnParams, TurnRequest
 from chat_core.turns.progress import Snapshot, TurnHub
 from chat_core.turns import queued_order, turn_queue
-from chat_core.turns.workflow import (begin_head_start, chat_turn, drop_head_start,
-                                      reply_id_for,
+from chat_core.turns.workflow import (begin_head_start, chat_turn, reply_id_for,
                                       user_message_id_for)
 from chat_core.data import conversation_export, dataset_export
 from chat_core.states import (FINAL, ANSWERED, CANCELLED, ERROR, IN_FLIGHT, MAX_SEARCH_CHARS,
@@ -561,33 +560,13 @@ class ChatService:
         await self.admit_turn(turn_id, request["conversation_id"], reply_id)
         if self.settings.turn_workers:
             return await self._enqueue(turn_id, request, user_id, reply_id, next_seq, new)
-        if new:
-            # Followed, and its LLM request sent, before its workflow's row is written: in a
-            # burst each turn's request then leaves after the conversation's read alone, not
-            # behind the burst's DBOS inserts too (docs/performance.md).
+        with SetWorkflowID(turn_id):
+            handle = await DBOS.start_workflow_async(chat_turn, request)
+        if isinstance(handle, WorkflowHandleAsyncTask):
+            # Runs here: watchers can follow it from the first token on.
             progress = self.hub.track(turn_id, reply_id, request.get("owner", ""))
             begin_head_start(turn_id, request, progress, next_seq)
-        try:
-            with SetWorkflowID(turn_id):
-                handle = await DBOS.start_workflow_async(chat_turn, request)
-        except BaseException:
-            if new:
-                await self._unfollow(turn_id)
-            raise
-        if isinstance(handle, WorkflowHandleAsyncTask):
-            if not new:  # a repeated key whose turn is new after all: followed from now on
-                self.hub.track(turn_id, reply_id, request.get("owner", ""))
-        elif new:  # not run here (a new turn always is): nothing here will take its request
-            await self._unfollow(turn_id)
         return Turn(turn_id, request["conversation_id"], user_id, reply_id, handle)
-
-    async def _unfollow(self, turn_id: str) -> None:
-        """A new turn whose workflow did not start here: its watchers are told (first, so that
-        a second cancellation cannot skip it) and its head start's request goes. Its start may
-        still have written the row (a cancellation once DBOS's insert had begun): the turn then
-        runs at the next start's recovery, as before the head start existed."""
-        self.hub.detach(turn_id)
-        await drop_head_start(turn_id)
 
     async def _enqueue(self, turn_id: str, request: TurnRequest, user_id: str, reply_id: str,
                        next_seq: int | None, new: bool) -> Turn:

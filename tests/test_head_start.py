@@ -17,7 +17,6 @@ import httpx
 import pytest
 
 from chat_core.testing.emulated_llm import EmulatedLLM
-from chat_core import service as service_module
 from chat_core.turns import workflow
 from tests.helpers import AppProcess, InProcessApp, base_env, query, wait_until
 
@@ -253,40 +252,3 @@ def test_after_a_failed_reply_the_head_start_asks_the_new_message(
     assert second.text().startswith("Reply to [asked again]")
     assert [[m["content"] for m in r["messages"]] for r in llm.requests] == \
         [["unanswered", "asked again"]]  # one request: the head start's, adopted
-
-
-def test_a_turn_whose_workflow_cannot_start_takes_back_its_request(
-        head_app: InProcessApp, llm: EmulatedLLM, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The head start leaves before the turn's workflow row is written. Should that write fail
-    (the database away), the turn was never accepted: the person gets the error, the request
-    already at the LLM is taken back, nothing is saved, and the conversation goes on."""
-    llm.settings.reply_tokens = 3000  # a minute of tokens: only a taken-back request ends soon
-    llm.settings.tpot_ms = 20
-    llm.requests.clear()
-    cid = conversation(head_app)
-    original = service_module.DBOS.start_workflow_async
-
-    async def refused(*args: Any, **kwargs: Any) -> Any:
-        deadline = asyncio.get_running_loop().time() + 10
-        while not llm.active_streams and asyncio.get_running_loop().time() < deadline:
-            await asyncio.sleep(0.01)  # until the head start's request is at the LLM
-        raise RuntimeError("the database refused the workflow's row")
-
-    monkeypatch.setattr(service_module.DBOS, "start_workflow_async", refused)
-    answer = httpx.post(f"{head_app.url}/api/conversations/{cid}/messages",
-                        json={"content": "never accepted"}, timeout=30)
-    monkeypatch.setattr(service_module.DBOS, "start_workflow_async", original)
-    assert answer.status_code == 500 and "refused" not in answer.text, answer.text
-    assert [r["messages"][-1]["content"] for r in llm.requests] == ["never accepted"]
-    wait_until(lambda: llm.active_streams == 0, timeout=10)  # the request was taken back
-    assert len(workflow._d().head_starts) == 0  # type: ignore[arg-type]
-    assert workflow._d().hub.in_flight() == []  # nobody waits for a turn that never started
-    assert _saved(head_app, cid) == []
-    llm.settings.reply_tokens = 5
-    llm.requests.clear()
-    after = Stream(head_app, cid, "and now?")
-    after.thread.join(30)
-    assert after.names()[-1] == "done" and "reset" not in after.names()
-    assert [[m["content"] for m in r["messages"]] for r in llm.requests] == [["and now?"]]
-    assert _saved(head_app, cid) == [("user", "complete", "and now?"),
-                                     ("assistant", "complete", after.text())]
