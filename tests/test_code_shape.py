@@ -68,7 +68,7 @@ def test_reply_states_are_not_spelled_out_in_the_code() -> None:
 
 def test_no_rest_route_depends_on_a_plain_function() -> None:
     """FastAPI runs a plain `def` dependency (or route) on its thread pool: a hop per request
-    that was about a tenth of the REST API's CPU in a burst (chat_core/web/api/deps.py)."""
+    (chat_core/web/api/deps.py)."""
     from fastapi import FastAPI
     from fastapi.routing import APIRoute
 

@@ -2,8 +2,8 @@
 account directory, the Idempotency-Key header, whether the client wants server-sent events.
 
 Each is `async def` although none waits for anything: FastAPI runs a plain `def` dependency on
-its thread pool, a hop through anyio per dependency per request that was about a tenth of the
-REST API's CPU in a burst (docs/performance.md)."""
+its thread pool, a hop through anyio per dependency per request (12 % of the samples in a
+profile of a REST burst, docs/performance.md)."""
 
 from __future__ import annotations
 
