@@ -11,10 +11,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, AsyncIterator, Callable
 
-from dbos import DBOS, SetWorkflowID, WorkflowStatusString
-# Private: DBOS has no public way to tell a workflow started here from one already running
-# elsewhere (both are WorkflowHandleAsync); only the former can be followed from its first token.
-from dbos._core import WorkflowHandleAsyncTask
+from dbos import DBOS, WorkflowStatusString
 from dbos import error as dbos_error
 
 from chat_core.accounts.person import LOCAL, Person
@@ -35,8 +32,8 @@ from chat_core.llm.servers import LLMServers
 from chat_core.turns.payloads import TurnParams, TurnRequest
 from chat_core.turns.progress import Snapshot, TurnHub
 from chat_core.turns import queued_order, turn_queue
-from chat_core.turns.workflow import (begin_head_start, chat_turn, reply_id_for,
-                                      user_message_id_for)
+from chat_core.turns.turn_start import follow_new, runs_here, start_here
+from chat_core.turns.workflow import reply_id_for, user_message_id_for
 from chat_core.data import conversation_export, dataset_export
 from chat_core.states import (FINAL, ANSWERED, CANCELLED, ERROR, IN_FLIGHT, MAX_SEARCH_CHARS,
                               MAX_TITLE_CHARS, WORKFLOW_ACTIVE, WORKFLOW_FAILED)
@@ -382,16 +379,27 @@ class ChatService:
         cid = parse_id(conversation_id)
         await self.store.get_conversation(cid)
         cancelled = []
-        for reply in await self.store.in_flight_replies(cid):
+        for turn_id in await self._turns_in_flight(cid):
             try:
-                await self.workflows.cancel(reply["workflow_id"])
-                cancelled.append(reply["workflow_id"])
+                await self.workflows.cancel(turn_id)
+                cancelled.append(turn_id)
             except ChatError:
                 pass  # finished meanwhile
         deleted = await self.store.delete_conversation(cid)
         if not deleted:
             raise NotFound(f"conversation {cid} does not exist")
         return {"deleted": str(cid), "cancelled_turns": cancelled}
+
+    async def _turns_in_flight(self, cid: uuid.UUID) -> list[str]:
+        """The conversation's turns still running: those with an unfinished reply, and those
+        started here that have none yet (a message sent just now), once DBOS has their
+        workflow, so that the cancel finds it. The conversation is the person's (checked by
+        the caller in the store); the cancel checks each turn as the Workflows tab does."""
+        turns = [reply["workflow_id"] for reply in await self.store.in_flight_replies(cid)]
+        for progress in self.hub.of_conversation(str(cid)):
+            await progress.recorded.wait()
+            turns.append(progress.turn_id)
+        return list(dict.fromkeys(turns))
 
     async def delete_my_data(self) -> dict[str, Any]:
         """Withdrawal: every conversation of this person (an admin's own only) with its
@@ -560,12 +568,7 @@ class ChatService:
         await self.admit_turn(turn_id, request["conversation_id"], reply_id)
         if self.settings.turn_workers:
             return await self._enqueue(turn_id, request, user_id, reply_id, next_seq, new)
-        with SetWorkflowID(turn_id):
-            handle = await DBOS.start_workflow_async(chat_turn, request)
-        if isinstance(handle, WorkflowHandleAsyncTask):
-            # Runs here: watchers can follow it from the first token on.
-            progress = self.hub.track(turn_id, reply_id, request.get("owner", ""))
-            begin_head_start(turn_id, request, progress, next_seq)
+        handle = await start_here(self.hub, turn_id, request, reply_id, next_seq, new)
         return Turn(turn_id, request["conversation_id"], user_id, reply_id, handle)
 
     async def _enqueue(self, turn_id: str, request: TurnRequest, user_id: str, reply_id: str,
@@ -585,14 +588,17 @@ class ChatService:
             request["head_seq"] = next_seq  # the worker gives it the head start
         progress = None
         if not existed:  # followed from before it is enqueued: no word of it can come first
-            progress = self.hub.track(turn_id, reply_id, request.get("owner", ""))
-            progress.conversation_id, progress.relayed = cid, True
+            progress = follow_new(self.hub, turn_id, reply_id, request)
+            progress.relayed = True
         try:
             handle = await turn_queue.enqueue(turn_id, request)
         except BaseException:
             if progress is not None:
                 self.hub.detach(turn_id)
             raise
+        finally:
+            if progress is not None:
+                progress.recorded.set()
         return Turn(turn_id, cid, user_id, reply_id, handle)
 
     async def admit_turn(self, turn_id: str, conversation_id: str, reply_id: str,
@@ -640,7 +646,7 @@ class ChatService:
         """The finished turn as {"user_message", "assistant_message"}; raises TurnFailed (the
         reply is a recorded error) or TurnCancelled, both carrying the saved rows, or
         ShuttingDown."""
-        if turn.handle is not None and isinstance(turn.handle, WorkflowHandleAsyncTask):
+        if runs_here(turn.handle):
             # DBOS shields the workflow from a cancelled get_result(): dropping it is safe.
             waiting = asyncio.ensure_future(turn.handle.get_result())
             closing = asyncio.ensure_future(self.hub.closed.wait())

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from chat_core.testing.emulated_llm import EmulatedLLM
+from chat_core import service as service_module
 from chat_core.turns import workflow
 from tests.helpers import AppProcess, InProcessApp, base_env, query, wait_until
 
@@ -252,3 +253,139 @@ def test_after_a_failed_reply_the_head_start_asks_the_new_message(
     assert second.text().startswith("Reply to [asked again]")
     assert [[m["content"] for m in r["messages"]] for r in llm.requests] == \
         [["unanswered", "asked again"]]  # one request: the head start's, adopted
+
+
+def test_a_turn_whose_workflow_cannot_start_takes_back_its_request(
+        head_app: InProcessApp, llm: EmulatedLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head start leaves before the turn's workflow row is written. Should that write fail
+    (the database away), the turn was never accepted: the person gets the error, the request
+    already at the LLM is taken back, nothing is saved, and the conversation goes on."""
+    llm.settings.reply_tokens = 3000  # a minute of tokens: only a taken-back request ends soon
+    llm.settings.tpot_ms = 20
+    llm.requests.clear()
+    cid = conversation(head_app)
+    original = service_module.DBOS.start_workflow_async
+
+    async def refused(*args: Any, **kwargs: Any) -> Any:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not llm.active_streams and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)  # until the head start's request is at the LLM
+        raise RuntimeError("the database refused the workflow's row")
+
+    monkeypatch.setattr(service_module.DBOS, "start_workflow_async", refused)
+    answer = httpx.post(f"{head_app.url}/api/conversations/{cid}/messages",
+                        json={"content": "never accepted"}, timeout=30)
+    monkeypatch.setattr(service_module.DBOS, "start_workflow_async", original)
+    assert answer.status_code == 500 and "refused" not in answer.text, answer.text
+    assert [r["messages"][-1]["content"] for r in llm.requests] == ["never accepted"]
+    wait_until(lambda: llm.active_streams == 0, timeout=10)  # the request was taken back
+    assert len(workflow._d().head_starts) == 0  # type: ignore[arg-type]
+    assert workflow._d().hub.in_flight() == []  # nobody waits for a turn that never started
+    assert _saved(head_app, cid) == []
+    llm.settings.reply_tokens = 5
+    llm.requests.clear()
+    after = Stream(head_app, cid, "and now?")
+    after.thread.join(30)
+    assert after.names()[-1] == "done" and "reset" not in after.names()
+    assert [[m["content"] for m in r["messages"]] for r in llm.requests] == [["and now?"]]
+    assert _saved(head_app, cid) == [("user", "complete", "and now?"),
+                                     ("assistant", "complete", after.text())]
+
+
+def test_a_conversation_deleted_before_its_turn_is_recorded_cancels_the_turn(
+        head_app: InProcessApp, llm: EmulatedLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The head start's request leaves before DBOS has written the turn's workflow row, and
+    before the turn has any message saved. A delete of the conversation in that moment finds
+    the turn all the same: it waits for the row, then cancels the turn; the request is taken
+    back and the turn is gone, as for a turn deleted mid-reply."""
+    llm.settings.reply_tokens = 3000  # a minute of tokens: only a taken-back request ends soon
+    llm.settings.tpot_ms = 20
+    llm.requests.clear()
+    cid = conversation(head_app)
+    store_class = type(workflow._d().store)
+    original_start = service_module.DBOS.start_workflow_async
+    original_replies = store_class.in_flight_replies
+    looked: list[asyncio.Event] = []  # made on the app's loop, by whichever runs first
+
+    def delete_looked() -> asyncio.Event:
+        if not looked:
+            looked.append(asyncio.Event())
+        return looked[0]
+
+    async def replies(self: Any, conversation_id: Any) -> Any:
+        rows = await original_replies(self, conversation_id)
+        delete_looked().set()  # the delete has read the replies in flight: none yet
+        return rows
+
+    async def held_start(*args: Any, **kwargs: Any) -> Any:
+        await delete_looked().wait()
+        return await original_start(*args, **kwargs)
+
+    monkeypatch.setattr(store_class, "in_flight_replies", replies)
+    monkeypatch.setattr(service_module.DBOS, "start_workflow_async", held_start)
+    stream = Stream(head_app, cid, "deleted at once")
+    wait_until(lambda: llm.active_streams == 1, timeout=10)  # the head start's request
+    answer = httpx.delete(f"{head_app.url}/api/conversations/{cid}", timeout=30)
+    assert answer.status_code == 200, answer.text
+    stream.thread.join(30)
+    turn_id = next(data["turn_id"] for name, data in stream.events if name == "turn")
+    assert answer.json()["cancelled_turns"] == [turn_id]
+    wait_until(lambda: llm.active_streams == 0, timeout=10)  # the request was taken back
+    assert httpx.get(f"{head_app.url}/api/turns/{turn_id}/events",
+                     timeout=10).status_code == 404
+    assert _saved(head_app, cid) == []
+    assert workflow._d().hub.in_flight() == []
+
+
+def test_a_send_cancelled_while_its_turn_is_recorded_still_gets_its_reply(
+        head_app: InProcessApp, llm: EmulatedLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """DBOS writes the workflow's row on a thread that a cancelled request cannot stop (a
+    client gone, Gradio cancelling the event). The turn is then recorded all the same: it
+    runs here at once, from its head start's request, and its reply is saved, rather than
+    waiting for the next start's recovery with no request at the LLM."""
+    llm.settings.reply_tokens = 8
+    llm.settings.tpot_ms = 20
+    llm.requests.clear()
+    cid = conversation(head_app)
+    original_start = service_module.DBOS.start_workflow_async
+    go: list[asyncio.Event] = []
+
+    async def held_start(*args: Any, **kwargs: Any) -> Any:
+        go.append(asyncio.Event())
+        await go[0].wait()
+        return await original_start(*args, **kwargs)
+
+    async def send_cancelled_then_let_go() -> None:
+        assert head_app.service is not None
+        sending = asyncio.ensure_future(head_app.service.start_turn(cid, "gone at once"))
+        while not llm.active_streams or not go:  # the head start's request is at the LLM
+            await asyncio.sleep(0.01)
+        sending.cancel()
+        await asyncio.gather(sending, return_exceptions=True)
+        go[0].set()
+
+    monkeypatch.setattr(service_module.DBOS, "start_workflow_async", held_start)
+    head_app.call(send_cancelled_then_let_go())
+    monkeypatch.setattr(service_module.DBOS, "start_workflow_async", original_start)
+    wait_until(lambda: len(_saved(head_app, cid)) == 2 and _saved(head_app, cid)[1][1]
+               == "complete", timeout=20)
+    assert _saved(head_app, cid)[0] == ("user", "complete", "gone at once")
+    assert len(llm.requests) == 1  # the head start's, adopted
+
+
+def test_a_keyed_send_deleted_before_its_message_is_saved_is_cancelled(
+        head_app: InProcessApp, llm: EmulatedLLM) -> None:
+    """A send with an Idempotency-Key has no head start, and its turn no rows until its first
+    step: a delete of the conversation then finds it all the same."""
+    llm.settings.reply_tokens = 8
+    cid = conversation(head_app)
+    with HeldSaves(head_app), httpx.stream(
+            "POST", f"{head_app.url}/api/conversations/{cid}/messages?stream=true",
+            json={"content": "keyed"}, headers={"Idempotency-Key": "k-1"},
+            timeout=30) as events:
+        first = next(line for line in events.iter_lines() if line.startswith("data: "))
+        turn_id = json.loads(first[6:])["turn_id"]
+        deleted = httpx.delete(f"{head_app.url}/api/conversations/{cid}", timeout=30)
+    assert deleted.status_code == 200, deleted.text
+    assert deleted.json()["cancelled_turns"] == [turn_id]
+    assert _saved(head_app, cid) == []

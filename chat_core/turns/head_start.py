@@ -128,5 +128,20 @@ class HeadStarts:
         if head is not None:
             await head.cancel()
 
+    def discard(self, turn_id: str) -> None:
+        """The turn's workflow did not start here: as `drop`, without waiting for the request
+        to end (from a callback)."""
+        self._asked.discard(turn_id)
+        head = self._waiting.pop(turn_id, None)
+        if head is not None and head.task is not None:
+            head.task.cancel()
+            head.task.add_done_callback(_ignore_error)
+
     def __len__(self) -> int:
         return len(self._waiting)
+
+
+def _ignore_error(task: "asyncio.Task[Completion]") -> None:
+    """An error the discarded request ended with goes with it (no turn reports it)."""
+    if not task.cancelled():
+        task.exception()

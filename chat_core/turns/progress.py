@@ -48,8 +48,13 @@ class TurnProgress:
         # The person whose turn this is (their account id; "" in local mode): whom the turn's
         # live progress may be shown to, and whose share of the LLM it waits in.
         self.owner = owner
-        # Its conversation, where known (a turn a web process hands to a worker).
+        # Its conversation, where known (a turn started or handed to a worker here).
         self.conversation_id = ""
+        # Cleared while DBOS is being asked to start or queue its workflow (turns/turn_start.py):
+        # a turn followed from before its workflow's row exists has nothing a delete of its
+        # conversation could cancel until then.
+        self.recorded = asyncio.Event()
+        self.recorded.set()
         # A copy of a turn run by a turn worker (turns/relay.py), not run here.
         self.relayed = False
         self.status = PENDING
@@ -243,6 +248,11 @@ class TurnHub:
 
     def in_flight(self) -> list[TurnProgress]:
         return [p for p in self._turns.values() if not p.finished]
+
+    def of_conversation(self, conversation_id: str) -> list[TurnProgress]:
+        """The unfinished turns of a conversation followed here (those started or handed to a
+        worker here: recovered ones do not know theirs)."""
+        return [p for p in self.in_flight() if p.conversation_id == conversation_id]
 
     def get(self, turn_id: str) -> TurnProgress | None:
         return self._turns.get(turn_id)

@@ -560,8 +560,9 @@ async def _closed_if_dead(row: dict[str, Any]) -> bool:
 def begin_head_start(turn_id: str, request: TurnRequest, progress: TurnProgress,
                      next_seq: int | None, recheck: bool = False) -> bool:
     """Send the turn's LLM request now, ahead of its steps (TURN_HEAD_START): for a new
-    message whose workflow runs here and has not reached its LLM step, in a conversation
-    whose next message goes to `next_seq` (None: a turn of it is in flight, no head start).
+    message whose workflow runs here (or is about to start: ChatService._start) and has not
+    reached its LLM step, in a conversation whose next message goes to `next_seq` (None: a
+    turn of it is in flight, no head start).
     `recheck`: read first whether it still does (a turn worker, which got the turn after a
     while, perhaps again after a crash); in the head start's own task, so that the turn's
     steps keep their place in the start order. True if begun."""
@@ -573,6 +574,12 @@ def begin_head_start(turn_id: str, request: TurnRequest, progress: TurnProgress,
     return d.head_starts.begin(
         turn_id, progress, lambda head: _head_start(head, request, next_seq, recheck)) \
         is not None
+
+
+def discard_head_start(turn_id: str) -> None:
+    """Cancel the turn's head start, if it has one (its workflow did not start here)."""
+    if _d().head_starts is not None:
+        _d().head_starts.discard(turn_id)
 
 
 async def _head_start(head: HeadStart, request: TurnRequest, seq: int,
