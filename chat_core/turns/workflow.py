@@ -560,7 +560,7 @@ async def _closed_if_dead(row: dict[str, Any]) -> bool:
 def begin_head_start(turn_id: str, request: TurnRequest, progress: TurnProgress,
                      next_seq: int | None, recheck: bool = False) -> bool:
     """Send the turn's LLM request now, ahead of its steps (TURN_HEAD_START): for a new
-    message whose workflow runs here (or is about to start: ChatService._start) and has not
+    message whose workflow runs here (or is about to start: turns/turn_start.py) and has not
     reached its LLM step, in a conversation whose next message goes to `next_seq` (None: a
     turn of it is in flight, no head start).
     `recheck`: read first whether it still does (a turn worker, which got the turn after a
