@@ -267,7 +267,7 @@ async def test_the_gate_tells_the_turns_progress_and_the_chat_and_the_api_show_i
             yield second.snapshot()
 
     events = [e async for e in turn_events(Service(), None, "turn-2")]  # type: ignore[arg-type]
-    assert events[0].startswith(b'event: waiting\ndata: {"ahead": 0}')
+    assert events[0] == b'event: waiting\ndata: {"ahead":0}\n\n'
     assert sum(e.startswith(b"event: waiting") for e in events) == 1
     assert second.snapshot().ahead is None
     await asyncio.gather(*tasks)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from chat_core.states import COMPLETE
-from chat_core.turns.progress import WAKE_EVERY_SEC, Snapshot, TurnProgress
+from chat_core.turns.progress import WAKE_EVERY_SEC, Snapshot, TurnHub, TurnProgress
 
 
 async def _settle() -> None:
@@ -83,3 +83,76 @@ def test_a_new_attempt_starts_over_at_once() -> None:
         await watcher
 
     asyncio.run(run())
+
+
+def test_many_turns_streaming_at_once_share_one_wake_up_timer() -> None:
+    """Each streamed reply arming its own timer every interval was a twentieth of a token's
+    CPU: the turns of one hub wait for one timer, and each watcher still sees every text
+    within about an interval of its coming."""
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        timers = 0
+        call_later = loop.call_later
+
+        def counting(delay, callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+            nonlocal timers
+            if getattr(callback, "__name__", "") != "_set_result_unless_cancelled":
+                timers += 1  # a timer not of this test's own sleeps
+            return call_later(delay, callback, *args, **kwargs)
+
+        loop.call_later = counting  # type: ignore[method-assign]
+        hub = TurnHub()
+        turns = [hub.track(f"t{n}", f"r{n}") for n in range(40)]
+        watched = [_watching(p) for p in turns]
+        for p in turns:
+            p.start_attempt()
+        rounds = 30
+        timers = 0
+        started = loop.time()
+        for i in range(rounds):
+            for p in turns:
+                p.append(f" {i}")
+            await asyncio.sleep(WAKE_EVERY_SEC / 4)
+        await asyncio.sleep(WAKE_EVERY_SEC * 2)
+        intervals = (loop.time() - started) / WAKE_EVERY_SEC
+        # One timer per interval for all 40 turns (each turn's own: about 40 per interval).
+        assert timers <= intervals + 2, (timers, intervals)
+        whole = "".join(f" {i}" for i in range(rounds))
+        for seen, _ in watched:
+            assert seen[-1].text == whole  # the last tokens shown without a further token
+        for p in turns:
+            hub.finish(p.turn_id, COMPLETE, whole)
+        await asyncio.gather(*(task for _, task in watched))
+
+    asyncio.run(run())
+
+
+def test_a_hub_used_again_on_a_new_event_loop_still_wakes_its_watchers() -> None:
+    """A wake-up timer left armed on a loop that has ended never fires: the next loop's turns
+    must not wait for it (tests and scripts run one hub on several loops)."""
+    hub = TurnHub()
+
+    async def stream(turn_id: str) -> list[Snapshot]:
+        progress = hub.track(turn_id, f"reply-{turn_id}")
+        seen, watcher = _watching(progress)
+        progress.start_attempt()
+        progress.append("a")
+        await _settle()
+        progress.append("b")  # within the interval: deferred to the shared timer
+        await asyncio.sleep(WAKE_EVERY_SEC * 3)
+        shown = list(seen)
+        hub.finish(turn_id, COMPLETE, "ab")
+        await watcher
+        return shown
+
+    first = asyncio.run(stream("one"))
+    assert first[-1].text == "ab"
+
+    async def end_with_a_timer_armed() -> None:
+        progress = hub.track("two", "reply-two")
+        progress.start_attempt()
+        progress.append("a")
+        progress.append("b")  # deferred; the loop ends before the timer fires
+
+    asyncio.run(end_with_a_timer_armed())
+    assert asyncio.run(stream("three"))[-1].text == "ab"

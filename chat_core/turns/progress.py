@@ -23,6 +23,33 @@ from typing import AsyncIterator, Callable
 WAKE_EVERY_SEC = 0.02
 
 
+class WakeTimer:
+    """One timer for the deferred wake-ups of many turns: each turn's own timer (a TimerHandle
+    made and cancelled every WAKE_EVERY_SEC for every reply being streamed) was 6 % of a
+    streamed token's CPU (docs/performance.md). A turn deferred now is woken at the timer's
+    next firing, at most WAKE_EVERY_SEC from now; the timer runs only while a turn waits."""
+
+    def __init__(self) -> None:
+        self._due: dict[TurnProgress, None] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def defer(self, progress: TurnProgress) -> None:
+        self._due[progress] = None
+        loop = asyncio.get_running_loop()
+        # A timer of a loop that has ended (tests run hubs on several) would never fire.
+        if self._timer is None or self._loop is not loop:
+            self._loop = loop
+            self._timer = loop.call_later(WAKE_EVERY_SEC, self._fire)
+
+    def _fire(self) -> None:
+        self._timer = None
+        due, self._due = self._due, {}
+        for progress in due:
+            if progress.deferred:
+                progress._notify()
+
+
 @dataclass(frozen=True)
 class Snapshot:
     turn_id: str
@@ -42,7 +69,8 @@ class Snapshot:
 
 
 class TurnProgress:
-    def __init__(self, turn_id: str, reply_id: str, owner: str = "") -> None:
+    def __init__(self, turn_id: str, reply_id: str, owner: str = "",
+                 wake_timer: WakeTimer | None = None) -> None:
         self.turn_id = turn_id
         self.reply_id = reply_id
         # The person whose turn this is (their account id; "" in local mode): whom the turn's
@@ -69,7 +97,9 @@ class TurnProgress:
         self._joined = 0
         self._changed = asyncio.Event()
         self._notified_at = 0.0
-        self._wake: asyncio.TimerHandle | None = None
+        # Text has come that the watchers are to be told of at `_wake_timer`'s next firing.
+        self.deferred = False
+        self._wake_timer = wake_timer or WakeTimer()
         # Set when the process stops: watchers end (the turn goes on in the next process).
         self.closing = False
         # Told of every change watchers are told of (turns/relay.py publishes it to the web
@@ -95,9 +125,7 @@ class TurnProgress:
                         self.error, self.ahead)
 
     def _notify(self) -> None:
-        if self._wake is not None:
-            self._wake.cancel()
-            self._wake = None
+        self.deferred = False
         self._notified_at = time.monotonic()
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
@@ -120,16 +148,18 @@ class TurnProgress:
             self._notify()
 
     def append(self, delta: str) -> None:
-        """Add text; wake the watchers now, or once WAKE_EVERY_SEC has passed since they were
-        last woken (a wake-up already due takes this text too)."""
+        """Add text; wake the watchers now when WAKE_EVERY_SEC has passed since they were last
+        woken (or it is an attempt's first text), else at the wake timer's next firing (a
+        wake-up already due takes this text too)."""
         self._pieces.append(delta)
-        if self._wake is not None:
+        if self.deferred:
             return
-        wait = self._notified_at + WAKE_EVERY_SEC - time.monotonic()
-        if wait <= 0 or len(self._pieces) == 1:
+        if len(self._pieces) == 1 or \
+                time.monotonic() - self._notified_at >= WAKE_EVERY_SEC:
             self._notify()
         else:
-            self._wake = asyncio.get_running_loop().call_later(wait, self._notify)
+            self.deferred = True
+            self._wake_timer.defer(self)
 
     def finish(self, status: str, text: str, error: str | None = None) -> None:
         self.status = status
@@ -218,6 +248,7 @@ class TurnHub:
         self.closed = asyncio.Event()
         # Given to every turn tracked from now on (see TurnProgress.observer).
         self.observer: Callable[[TurnProgress], None] | None = None
+        self._wake_timer = WakeTimer()
 
     def close(self) -> None:
         """The process is stopping: every watcher of an unfinished turn stops waiting now."""
@@ -230,7 +261,8 @@ class TurnHub:
     def track(self, turn_id: str, reply_id: str, owner: str = "") -> TurnProgress:
         progress = self._turns.get(turn_id)
         if progress is None:
-            progress = self._turns[turn_id] = TurnProgress(turn_id, reply_id, owner)
+            progress = self._turns[turn_id] = TurnProgress(turn_id, reply_id, owner,
+                                                              self._wake_timer)
             progress.closing = self.closing
             progress.observer = self.observer
         return progress

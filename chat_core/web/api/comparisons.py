@@ -17,7 +17,6 @@ Streamed events: `round` (the comparison and both turns' ids), then for each sid
 
 from __future__ import annotations
 
-import json
 from typing import Annotated, Any, AsyncIterator
 
 from fastapi import APIRouter, Query
@@ -30,36 +29,33 @@ from chat_core.validation import int_param
 from chat_core.web.api.bodies import json_object
 from chat_core.web.api.deps import IdempotencyKey, Json, Service, WantsStream
 from chat_core.web.api.errors import GuardedRoute, as_chat_error
+from chat_core.web.api.streaming import sse_event
 
 router = APIRouter(tags=["comparisons"], route_class=GuardedRoute)
-
-
-def _sse(event: str, data: Any) -> bytes:
-    return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n".encode()
 
 
 async def round_events(comparisons: ComparisonService, rnd: ComparisonRound
                        ) -> AsyncIterator[bytes]:
     """Both sides' events as they come, then the comparison."""
-    yield _sse("round", rnd.to_json())
+    yield sse_event("round", rnd.to_json())
     sent: dict[str, int] = {}
     attempts: dict[str, int] = {}
     try:
         async for side, snap in comparisons.watch_round(rnd):
             if side in attempts and (snap.attempt != attempts[side]
                                      or len(snap.text) < sent[side]):
-                yield _sse("reset", {"side": side})
+                yield sse_event("reset", {"side": side})
                 sent[side] = 0
             attempts[side] = snap.attempt
             if len(snap.text) > sent.setdefault(side, 0):
-                yield _sse("delta", {"side": side, "text": snap.text[sent[side]:]})
+                yield sse_event("delta", {"side": side, "text": snap.text[sent[side]:]})
                 sent[side] = len(snap.text)
             if snap.finished:
-                yield _sse("done", {"side": side, "status": snap.status, "error": snap.error})
-        yield _sse("comparison", await comparisons.get(rnd.comparison_id))
+                yield sse_event("done", {"side": side, "status": snap.status, "error": snap.error})
+        yield sse_event("comparison", await comparisons.get(rnd.comparison_id))
     except Exception as exc:  # the status line is sent: the error goes in the stream
         error = as_chat_error(exc, "comparison_events")
-        yield _sse("error", {**error.to_json(), "status": error.status})
+        yield sse_event("error", {**error.to_json(), "status": error.status})
 
 
 async def _answer(comparisons: ComparisonService, rnd: ComparisonRound, stream: bool) -> Any:
