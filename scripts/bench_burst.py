@@ -78,6 +78,9 @@ class Cost:
     # Of the app's figures, the web process's own (the rest is its turn workers').
     web_ms_per_turn: float = 0.0
     web_ms_per_token: float = 0.0
+    # The app's CPU a second with nobody using it (its pollers), measured before the turns:
+    # a longer run pays it for longer, so it is part of the per-token figure too.
+    idle_ms_per_sec: float = 0.0
 
 
 class CpuMeter:
@@ -178,6 +181,13 @@ async def cost(mode: str, meter: CpuMeter, args: argparse.Namespace,
                 per_turn[SHORT][2], (per_turn[LONG][2] - per_turn[SHORT][2]) / (LONG - SHORT))
 
 
+async def idle_cpu(meter: CpuMeter, seconds: float) -> float:
+    """The app's CPU in ms a second while no one uses it."""
+    before, started = meter.read()[0], time.monotonic()
+    await asyncio.sleep(seconds)
+    return (meter.read()[0] - before) / (time.monotonic() - started) * 1000
+
+
 def _profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
     """py-spy sampling the app into collapsed stacks: the thread holding the GIL, the CPU that
     one process can give."""
@@ -260,9 +270,11 @@ async def _run_app(args: argparse.Namespace, db: Database, env: dict[str, str], 
                 bursts += await paced_bursts(args, modes, args.full_load_bursts,
                                              args.full_load_tpot_ms)
         meter = CpuMeter(app.pid)
+        idle = 0.0 if args.only_bursts else await idle_cpu(meter, args.idle_sec)
         for mode, new, turn in [] if args.only_bursts else modes[-2:]:
             costs.append(await cost(mode, meter, args, new, turn))
             c = costs[-1]
+            c.idle_ms_per_sec = idle
             print(f"  cost {mode:>8}: {c.app_ms_per_turn:.1f} ms CPU/turn, "
                   f"{c.ms_per_token:.3f} ms/token, PostgreSQL {c.pg_ms_per_turn:.1f} ms/turn",
                   flush=True)
@@ -321,7 +333,7 @@ def print_report(bursts: list[Burst], costs: list[Cost], floor: float,
               f"{c.ms_per_token:.3f} ms CPU/token (the web process alone {c.web_ms_per_turn:.1f}"
               f" / {c.web_ms_per_token:.3f}); PostgreSQL {c.pg_ms_per_turn:.1f} ms/turn; "
               f"opening its {'page' if c.mode.startswith('chat tab') else 'conversation'} "
-              f"before: {c.open_ms:.1f} ms")
+              f"before: {c.open_ms:.1f} ms; idle: {c.idle_ms_per_sec:.1f} ms CPU a second")
     checks = targets(bursts, costs, floor)
     print("\nTargets (issue 16):")
     print("\n".join(checks))
@@ -347,6 +359,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cost-turns", type=int, default=128)
     parser.add_argument("--cost-concurrency", type=int, default=32)
     parser.add_argument("--cost-tpot-ms", type=float, default=10.0)
+    parser.add_argument("--idle-sec", type=float, default=5.0,
+                        help="how long the app's idle CPU is measured, before the cost runs")
     parser.add_argument("--profile", type=Path, help="py-spy the app during the cost runs and "
                         "write collapsed stacks here (needs py-spy in the virtualenv)")
     parser.add_argument("--only-cost", action="store_true", help="skip the bursts")

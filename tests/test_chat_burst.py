@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from chat_core.web.app import mount_ui
+from chat_core.web.app import QUEUE_POLL_SEC, mount_ui
 from tests.helpers import free_port, wait_until
 
 pytestmark = pytest.mark.slow  # serves a Blocks and holds 48 streams open (about a second)
@@ -142,3 +142,29 @@ def test_more_pages_than_gradios_default_all_see_their_reply_start(held: HeldStr
         f"only {len(seen)} of {PAGES} pages saw their reply start while the replies streamed: "
         "the rest waited for a free worker of Gradio's queue (mount_ui sizes them)")
     assert all(u[-1] == "process_completed" and len(u) >= 2 for u in updates)
+
+
+def test_an_idle_app_does_not_wake_every_millisecond(held: HeldStreams) -> None:
+    """Gradio's queue looked for work every millisecond while it had none: 53 ms of CPU a
+    second with nobody there (docs/performance.md). The sleeps the idle served app asks its
+    event loop for are all QUEUE_POLL_SEC or longer."""
+    loop = held.loop
+    assert loop is not None
+    delays: list[float] = []
+    enough = threading.Event()
+
+    def spy() -> None:
+        call_later = loop.call_later
+
+        def recording(delay, callback, *args, **kwargs):  # type: ignore[no-untyped-def]
+            if getattr(callback, "__name__", "") == "_set_result_unless_cancelled":
+                delays.append(delay)  # an asyncio.sleep
+                if len(delays) >= 30:
+                    enough.set()
+            return call_later(delay, callback, *args, **kwargs)
+
+        loop.call_later = recording  # type: ignore[method-assign]
+
+    loop.call_soon_threadsafe(spy)
+    assert enough.wait(30), "the idle app's loop slept fewer than 30 times in 30 s"
+    assert min(delays) >= QUEUE_POLL_SEC * 0.99, sorted(delays)[:10]

@@ -36,6 +36,10 @@ __all__ = ["QUEUE_MAX_SIZE", "build_web_app", "mount_ui", "parse_credentials"]
 
 # The most events Gradio's queue holds; beyond it a page is told the app is busy.
 QUEUE_MAX_SIZE = 2048
+# How often Gradio's queue looks for an event to start while none waits, and for progress to
+# send (see _quiet_queue_polls).
+QUEUE_POLL_SEC = 0.01
+QUEUE_PROGRESS_POLL_SEC = 0.1
 
 
 def build_web_app(service: ChatService, ui: gr.Blocks, *,
@@ -72,6 +76,22 @@ def build_web_app(service: ChatService, ui: gr.Blocks, *,
     return app
 
 
+def _quiet_queue_polls(ui: gr.Blocks) -> None:
+    """Gradio's queue, on Linux, looks for an event to start every millisecond while it has
+    none, and every 10 ms walks its QUEUE_MAX_SIZE job slots for progress to send: 53 ms of
+    CPU a second with nobody using the app, a fifth of a streamed token's CPU in the
+    benchmark (docs/performance.md). Gradio chooses 50 and 100 ms on Windows and takes no
+    setting for them; these are its queue's own attributes, read at every poll. 10 ms adds
+    at most that to a queued event's start (a chat message's send is not queued)."""
+    queue = ui._queue
+    for name, every in (("sleep_when_free", QUEUE_POLL_SEC),
+                        ("progress_update_sleep_when_free", QUEUE_PROGRESS_POLL_SEC)):
+        if not hasattr(queue, name):
+            raise RuntimeError(f"Gradio's queue has no {name} (a Gradio upgrade changed it): "
+                               "see _quiet_queue_polls in chat_core/web/app.py")
+        setattr(queue, name, max(getattr(queue, name), every))
+
+
 def mount_ui(app: FastAPI, ui: gr.Blocks, *, share_mode: bool = False,
              with_accounts: bool = False) -> None:
     """Serve `ui` at "/" of `app` on Gradio's queue, sized so that every event it holds runs
@@ -89,6 +109,7 @@ def mount_ui(app: FastAPI, ui: gr.Blocks, *, share_mode: bool = False,
     # a bounded queue answers "busy" instead of growing without limit. In share mode the
     # direct-call API is closed, so every call goes through the queue and its limits.
     ui.queue(default_concurrency_limit=None, max_size=QUEUE_MAX_SIZE, api_open=not share_mode)
+    _quiet_queue_polls(ui)
     # Gradio resolves matplotlib's backend around every event (for gr.Plot); the first time, it
     # imports matplotlib and pyplot: about 0.19 s more on the first reply after a start
     # (measured). Done here, before the server accepts anyone.
