@@ -46,6 +46,10 @@ from chat_core.turns.worker_pool import TurnWorkers
 from chat_core.turns import workflow as turn_workflow
 
 log = logging.getLogger(__name__)
+# DBOS's notifier thread wakes this often to send what workflow events and streams wrote
+# (DBOS.set_event, write_stream): the app uses neither, and DBOS's default, 10 ms, cost about
+# 5 ms of CPU a second on an idle app (docs/performance.md).
+DBOS_NOTIFY_EVERY_SEC = 0.1
 
 APP_NAME = "durable-chat"
 # What a process of the app does: WEB serves people and runs the turns itself, or with
@@ -241,6 +245,7 @@ class ChatRuntime:
             # (see treat_failed_connects_as_disconnects). Pool sized for many turns at once.
             "db_engine_kwargs": {"pool_pre_ping": False, "pool_size": s.db_pool_max * 2,
                                  "connect_args": {"application_name": "durable-chat-dbos"}},
+            "notification_coalesce_sec": DBOS_NOTIFY_EVERY_SEC,
         })
         # DBOS's own queues (recovery, Resume, forks) everywhere; the turn queue in workers.
         try:

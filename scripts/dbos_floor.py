@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from dbos import DBOS  # noqa: E402
 
+from chat_core.runtime import DBOS_NOTIFY_EVERY_SEC  # noqa: E402
 from chat_core.store.database import sqlalchemy_url  # noqa: E402
 
 
@@ -67,7 +68,8 @@ async def run(turns: int, concurrency: int) -> float:
 async def main(args: argparse.Namespace) -> dict[str, float]:
     DBOS(config={"name": "engine-floor", "system_database_url": sqlalchemy_url(args.database_url),
                  "executor_id": "engine-floor", "log_level": "WARNING",
-                 "db_engine_kwargs": {"pool_pre_ping": False, "pool_size": 40}})
+                 "db_engine_kwargs": {"pool_pre_ping": False, "pool_size": 40},
+                 "notification_coalesce_sec": DBOS_NOTIFY_EVERY_SEC})
     DBOS.launch()
     try:
         await run(min(args.turns, 32), args.concurrency)  # warm-up: pools, imports, caches
