@@ -156,3 +156,65 @@ def test_a_hub_used_again_on_a_new_event_loop_still_wakes_its_watchers() -> None
 
     asyncio.run(end_with_a_timer_armed())
     assert asyncio.run(stream("three"))[-1].text == "ab"
+
+
+def test_a_turn_whose_wake_up_fails_does_not_stall_the_others() -> None:
+    """The turns deferred to one firing of the shared timer are woken one after another: one
+    that fails (its observer raising) must not leave the others' new text unshown."""
+    async def run() -> None:
+        loop = asyncio.get_running_loop()
+        reported: list[dict[str, object]] = []
+        loop.set_exception_handler(lambda _loop, context: reported.append(context))
+        hub = TurnHub()
+        failing, fine = hub.track("bad", "r-bad"), hub.track("good", "r-good")
+        seen, watcher = _watching(fine)
+        for progress in (failing, fine):
+            progress.start_attempt()
+            progress.append("a")
+        await _settle()
+
+        def observer(progress: TurnProgress) -> None:
+            if progress is failing:
+                raise RuntimeError("observer failed")
+
+        failing.observer = fine.observer = observer
+        failing.append("b")  # both deferred to the same firing, the failing one first
+        fine.append("b")
+        await asyncio.sleep(WAKE_EVERY_SEC * 3)
+        assert seen[-1].text == "ab"
+        assert [str(c.get("exception")) for c in reported] == ["observer failed"]
+        fine.append("c")
+        await asyncio.sleep(WAKE_EVERY_SEC * 3)
+        assert seen[-1].text == "abc"  # it goes on streaming
+        hub.finish("good", COMPLETE, "abc")
+        await watcher
+
+    asyncio.run(run())
+
+
+def test_a_turn_is_woken_about_once_an_interval_though_the_timer_is_shared() -> None:
+    """A turn woken at once (its interval had passed) is not woken again by the shared timer,
+    armed by another turn, a moment later: its next text waits for the firing after."""
+    async def run() -> None:
+        hub = TurnHub()
+        other, turn = hub.track("other", "r-other"), hub.track("turn", "r-turn")
+        seen, watcher = _watching(turn)
+        for progress in (other, turn):
+            progress.start_attempt()
+            progress.append("0")
+        await _settle()
+        other.append("1")  # arms the shared timer now
+        await asyncio.sleep(WAKE_EVERY_SEC * 0.9)
+        turn.notified_at -= WAKE_EVERY_SEC  # its interval has passed: woken at once
+        turn.append("1")
+        await _settle()
+        turn.append("2")  # deferred; the shared timer fires about 0.1 interval later
+        await asyncio.sleep(WAKE_EVERY_SEC * 0.5)
+        assert seen[-1].text == "01", "woken twice within half an interval"
+        await asyncio.sleep(WAKE_EVERY_SEC * 2)
+        assert seen[-1].text == "012"
+        hub.finish("turn", COMPLETE, "012")
+        hub.finish("other", COMPLETE, "01")
+        await watcher
+
+    asyncio.run(run())
