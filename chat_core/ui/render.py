@@ -24,7 +24,7 @@ from __future__ import annotations
 import functools
 import html
 import re
-from typing import Any
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import nh3
@@ -113,9 +113,11 @@ def _markdown() -> MarkdownIt:
 
 
 _MD = _markdown()
+# The parser and renderer as configured here (ui/streamed_render.py renders with them too).
+MARKDOWN = _MD
 
 
-def _valid_text(text: str) -> str:
+def valid_text(text: str) -> str:
     """Text that can be encoded: an unpaired surrogate (which the sanitizer and the JSON sent
     to the page cannot carry) becomes U+FFFD, as does NUL."""
     try:
@@ -127,8 +129,13 @@ def _valid_text(text: str) -> str:
 
 def render_reply(text: str, share_mode: bool = False) -> str:
     """A reply's Markdown as sanitized HTML (see the module docstring)."""
-    raw = _MD.render(_valid_text(text), {"share": share_mode, "links": []})
-    return (_CLEAN_SHARED if share_mode else _CLEAN_LOCAL).clean(raw).strip()
+    raw = _MD.render(valid_text(text), {"share": share_mode, "links": []})
+    return sanitize(raw, share_mode).strip()
+
+
+def sanitize(raw: str, share_mode: bool = False) -> str:
+    """The rendered Markdown's HTML through the allow-list (see the module docstring)."""
+    return (_CLEAN_SHARED if share_mode else _CLEAN_LOCAL).clean(raw)
 
 
 # A conversation is redrawn (opened, reloaded, a reply finished) from its stored replies, up to
@@ -141,7 +148,7 @@ _render_finished = functools.lru_cache(maxsize=512)(render_reply)
 
 def user_html(text: str) -> str:
     """A user message as typed: plain text, HTML-escaped (the pane keeps its line breaks)."""
-    return html.escape(_valid_text(text), quote=False)
+    return html.escape(valid_text(text), quote=False)
 
 
 _MD_PUNCTUATION = re.compile(r"([!-/:-@\[-`{-~])")
@@ -152,7 +159,7 @@ def safe_markdown(text: str) -> str:
     """Text to interpolate into a Markdown notice, made inert: every ASCII punctuation mark is
     backslash-escaped (no emphasis, link, image, HTML, entity or autolink can start) and line
     breaks become spaces (no heading, list, fence or reference definition can start)."""
-    return _MD_PUNCTUATION.sub(r"\\\1", _LINE_BREAKS.sub(" ", _valid_text(text)))
+    return _MD_PUNCTUATION.sub(r"\\\1", _LINE_BREAKS.sub(" ", valid_text(text)))
 
 
 def warning(exc: ChatError) -> str:
@@ -166,15 +173,22 @@ STATUS_NOTES = {
 }
 
 
-def reply_markdown(reply: dict[str, Any], share_mode: bool = False) -> str:
+def reply_markdown(reply: dict[str, Any], share_mode: bool = False,
+                   streamed: Callable[[str], str] | None = None) -> str:
     """What the pane shows for a reply (HTML, despite the name kept for its callers): its
-    text, then its status (an error, a pending mark, or a stopped/cancelled note)."""
+    text, then its status (an error, a pending mark, or a stopped/cancelled note).
+    `streamed`: how a reply still being generated is rendered by the one following it
+    (ui/streamed_render.py: its finished blocks once)."""
     status = reply.get("status")
     content = reply.get("content") or ""
-    finished = status not in IN_FLIGHT and len(content) <= _CACHED_CHARS
-    text = (_render_finished if finished else render_reply)(content, share_mode)
+    if status in IN_FLIGHT and streamed is not None:
+        text = streamed(content)
+    elif status not in IN_FLIGHT and len(content) <= _CACHED_CHARS:
+        text = _render_finished(content, share_mode)
+    else:
+        text = render_reply(content, share_mode)
     if status == ERROR:
-        error = html.escape(_valid_text(reply.get("error") or "the reply failed"), quote=False)
+        error = html.escape(valid_text(reply.get("error") or "the reply failed"), quote=False)
         return f"{text}\n<p>⚠️ <strong>Error:</strong> {error}</p>".strip()
     if status in IN_FLIGHT and not text:
         return "…"
@@ -187,7 +201,7 @@ def reply_facts(reply: dict[str, Any]) -> str:
     after the first) and its time to first token; "" when nothing was measured."""
     if reply.get("status") not in (COMPLETE, STOPPED) or not reply.get("model"):
         return ""
-    facts = [html.escape(_valid_text(str(reply["model"])[:120]), quote=False)]
+    facts = [html.escape(valid_text(str(reply["model"])[:120]), quote=False)]
     tokens, ttft, latency = (reply.get("completion_tokens"), reply.get("ttft_ms"),
                              reply.get("latency_ms"))
     if isinstance(tokens, int) and tokens > 1 and isinstance(ttft, (int, float)) and \

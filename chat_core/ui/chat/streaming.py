@@ -18,6 +18,7 @@ from chat_core.errors import ChatError, ShuttingDown
 from chat_core.service import ChatService
 from chat_core.states import ERROR
 from chat_core.ui.chat.view import RESTARTING_NOTICE, Following, live_entry
+from chat_core.ui.streamed_render import StreamedRender
 from chat_core.ui.render import warning
 
 UI_UPDATE_SEC = 0.1
@@ -51,6 +52,7 @@ async def follow_reply(service: ChatService, turn: Following, share_mode: bool
     state: Following = {**turn, "status": ERROR, "finished": False}
     Streams.live += 1
     due = 0.0
+    renderer = StreamedRender(share_mode)
     try:
         async for snap in service.watch_turn(turn["id"], min_interval=Streams.interval()):
             state = {**state, "status": snap.status, "finished": snap.finished,
@@ -58,7 +60,7 @@ async def follow_reply(service: ChatService, turn: Following, share_mode: bool
             began = time.monotonic()
             if not snap.finished and began < due:
                 continue
-            entry = live_entry(snap, share_mode) if snap.ahead is None or snap.text \
+            entry = live_entry(snap, share_mode, renderer) if snap.ahead is None or snap.text \
                 else waiting_entry(snap.ahead)
             due = began + RENDER_BUDGET_FACTOR * (time.monotonic() - began)
             yield entry, state

@@ -13,6 +13,7 @@ from typing import Any, TypedDict
 from chat_core.states import ANSWERED, COMPLETE, FAILED, STOPPED
 from chat_core.turns.progress import Snapshot
 from chat_core.ui.render import reply_markdown
+from chat_core.ui.streamed_render import StreamedRender
 
 Pane = list[dict[str, str]]
 # Turns a conversation shows when opened; the whole history stays in the database and the API.
@@ -51,10 +52,13 @@ def following(turn_id: str, conversation: str, shown: Pane, reply_id: str | None
                      thumbs=thumbs)
 
 
-def live_entry(snap: Snapshot, share_mode: bool) -> dict[str, str]:
-    """The pane's entry for a reply being generated."""
+def live_entry(snap: Snapshot, share_mode: bool,
+               renderer: StreamedRender | None = None) -> dict[str, str]:
+    """The pane's entry for a reply being generated; `renderer`: the one following it keeps
+    its finished blocks rendered."""
     return {"role": "assistant", "content": reply_markdown(
-        {"status": snap.status, "content": snap.text, "error": snap.error}, share_mode)}
+        {"status": snap.status, "content": snap.text, "error": snap.error}, share_mode,
+        renderer.render if renderer is not None else None)}
 
 
 def without_last_reply(shown: Pane) -> Pane:

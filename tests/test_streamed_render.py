@@ -1,0 +1,95 @@
+"""A streamed reply rendered block by block (chat_core/ui/streamed_render.py) shows exactly what
+rendering it whole shows, at every length it passes through: the finished blocks kept from
+earlier updates must never differ from what the whole text makes of them."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings, strategies as st
+
+from chat_core.ui.render import render_reply
+from chat_core.ui.streamed_render import StreamedRender
+
+# Lines that exercise what could make a finished block depend on later text: lists (tight or
+# loose), indented and fenced code (of several lengths, unclosed), block quotes and their lazy
+# lines, tables, setext underlines, headings, breaks, links and images, and reference
+# definitions (the one thing that reaches back).
+LINES = [
+    "", "", "", "plain words", "**bold** and `code`", "- item", "* star item", "1. first",
+    "2) second", "   - indented item", "  continued", "    indented code", "```", "```python",
+    "````", "~~~", "> quote", "> > nested", "lazy line", "| a | b |", "|---|---|", "| 1 | 2 |",
+    "a | b", "--|--", "===", "---", "***", "# Heading", "## Sub", "[link](http://example.com)",
+    "![img](http://example.com/x.png)", "[ref]", "[ref]: http://example.com", "<b>raw</b>",
+    "text  ", "\\", "10. ten", "+ plus", "    ```", "  ~~~", "\tTab", "    ", "é ünïcode 東京",
+]
+
+
+def _stream(text: str, step: int, share_mode: bool) -> None:
+    renderer = StreamedRender(share_mode)
+    for end in list(range(1, len(text), step)) + [len(text)]:
+        assert renderer.render(text[:end]) == render_reply(text[:end], share_mode), \
+            (text[:end], end)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(LINES), min_size=1, max_size=24), st.integers(1, 7),
+       st.booleans())
+def test_every_length_of_a_streamed_reply_renders_as_the_whole(lines: list[str], step: int,
+                                                               share_mode: bool) -> None:
+    _stream("\n".join(lines), step, share_mode)
+
+
+def test_a_long_reply_of_many_blocks_keeps_its_finished_blocks() -> None:
+    text = "\n\n".join(f"Paragraph {i} with a [link](http://example.com/{i})." if i % 3 else
+                       f"- item {i}\n- item {i + 1}" for i in range(60))
+    _stream(text, 5, False)
+    renderer = StreamedRender()
+    renderer.render(text)
+    # What is rendered anew at the next update is the last two blocks only (the last one's
+    # line is not finished: it may yet join the one before).
+    last = text.rindex("\n\n")
+    assert renderer._done_text == text[:text.rindex("\n\n", 0, last) + 2]
+
+
+def test_a_new_attempt_starts_over() -> None:
+    renderer = StreamedRender()
+    renderer.render("First try.\n\nSecond paragraph")
+    assert renderer.render("Another\n\nreply") == render_reply("Another\n\nreply")
+
+
+def test_the_page_stream_renders_a_growing_reply_from_its_last_block(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The chat page's stream of a reply (ui/chat/streaming.follow_reply) parses only its last
+    blocks at each update, and shows at each what a whole render shows."""
+    import asyncio
+
+    from chat_core.states import COMPLETE, STREAMING
+    from chat_core.turns.progress import Snapshot
+    from chat_core.ui import render
+    from chat_core.ui.chat import streaming
+    from chat_core.ui.chat.view import following
+
+    text = "\n\n".join(f"Paragraph {i} of a long reply, with **words**." for i in range(40))
+    cuts = list(range(40, len(text), 97)) + [len(text)]
+
+    class Service:
+        async def watch_turn(self, turn_id: str, min_interval: float = 0.0):  # type: ignore[no-untyped-def]
+            for end in cuts:
+                yield Snapshot(turn_id, "reply-1", STREAMING, text[:end], 0)
+            yield Snapshot(turn_id, "reply-1", COMPLETE, text, 0)
+
+    parsed: list[int] = []
+    parse = render.MARKDOWN.parse
+    monkeypatch.setattr(render.MARKDOWN, "parse",
+                        lambda src, env=None: parsed.append(len(src)) or parse(src, env))
+    monkeypatch.setattr(streaming, "RENDER_BUDGET_FACTOR", 0)  # every update drawn
+
+    async def follow() -> list[str]:
+        state = following("turn-1", "conv-1", [])
+        return [entry["content"] async for entry, _ in
+                streaming.follow_reply(Service(), state, False) if entry]  # type: ignore[arg-type]
+
+    shown = asyncio.run(follow())
+    assert shown[:-1] == [render_reply(text[:end]) for end in cuts]
+    assert shown[-1] == render_reply(text)
+    # At the later updates only the last paragraphs were parsed, not the whole reply.
+    late = parsed[len(cuts) // 2:len(cuts)]
+    assert late and max(late) < 200, late
