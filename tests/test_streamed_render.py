@@ -20,6 +20,7 @@ LINES = [
     "a | b", "--|--", "===", "---", "***", "# Heading", "## Sub", "[link](http://example.com)",
     "![img](http://example.com/x.png)", "[ref]", "[ref]: http://example.com", "<b>raw</b>",
     "text  ", "\\", "10. ten", "+ plus", "    ```", "  ~~~", "\tTab", "    ", "é ünïcode 東京",
+    "| cmd |", "--verbose", "|-x", ":-:|", "- [ ] todo",
 ]
 
 
@@ -54,6 +55,20 @@ def test_a_new_attempt_starts_over() -> None:
     renderer = StreamedRender()
     renderer.render("First try.\n\nSecond paragraph")
     assert renderer.render("Another\n\nreply") == render_reply("Another\n\nreply")
+
+
+def test_a_new_attempt_that_begins_as_the_last_one_did_is_rendered_afresh() -> None:
+    """Where the last attempt's blocks ended depended on its own later text (a heading after
+    "Intro"); the new one's "The" goes on the paragraph (found by a review)."""
+    renderer = StreamedRender()
+    renderer.render("Intro\n# Title\nmore\n")
+    assert renderer.render("Intro\nThe") == render_reply("Intro\nThe")
+
+
+def test_a_line_that_was_a_tables_delimiter_for_a_moment_splits_nothing() -> None:
+    """"--" under "| cmd |" makes a table for as long as the line is that; "--verbose" is
+    text again, and the paragraph above was never a block of its own (found by a review)."""
+    _stream("text\n| cmd |\n--verbose and more\n\nnext", 1, False)
 
 
 def test_the_page_stream_renders_a_growing_reply_from_its_last_block(monkeypatch) -> None:  # type: ignore[no-untyped-def]

@@ -3,13 +3,15 @@
 The page redraws a streamed reply whole about ten times a second (a redraw may change what
 came before: a list closed, a table grown), and rendering all of it each time cost more as the
 reply grew: 0.6 ms of CPU a render for 2,000 characters, about 40 renders a reply. In
-CommonMark every top-level block but the last is final once the next one's first line is
-whole (text coming later can only extend or split the last block) with one exception,
-reference definitions, which apply to links anywhere. So the blocks before the last are rendered once and
+CommonMark every top-level block but the last is final once the next one's first line and the
+line after it are whole (text coming later can only extend or split the last block; no block
+rule looks further ahead) with one exception, reference definitions, which apply to links
+anywhere. So the blocks before the last are rendered once and
 kept, and each update parses and renders only the text from the last block on. Same parser,
 same rules, same sanitizer as render.render_reply (tests/test_streamed_render.py checks that
 the result equals a whole render at every length of many replies); where the exception could
-apply (a "]:" anywhere) or the text starts over, the reply is rendered whole.
+apply (a "]:" anywhere) or the text does not go on from the last update's (a new attempt),
+the reply is rendered whole.
 """
 
 from __future__ import annotations
@@ -26,20 +28,25 @@ class StreamedRender:
         self.share_mode = share_mode
         self._done_text = ""  # the text of the finished blocks
         self._done_html = ""  # their HTML, sanitized
+        self._previous = ""  # the text of the last update: one that does not go on from it
+        # is a new attempt, whose blocks may end elsewhere even where its text is the same
 
     def render(self, text: str) -> str:
         text = valid_text(text)
-        if "]:" in text or "\r" in text or not text.startswith(self._done_text):
+        grew = text.startswith(self._previous)
+        self._previous = text
+        if "]:" in text or "\r" in text or not grew:
             self._done_text = self._done_html = ""
             return render_reply(text, self.share_mode)
         tail = text[len(self._done_text):]
         env: dict[str, Any] = {"share": self.share_mode, "links": []}
         tokens = MARKDOWN.parse(tail, env)
-        # A block begun on the last line, still being written, may yet belong to the one
-        # before it ("*" starts a list item, "**" goes on the line above): not counted.
+        # A block whose first line, or the line after it, is still being written may yet
+        # belong to the one before ("*" begins a list item, "**" goes on the line above; a
+        # table's head needs the line after it to be its delimiter row): not counted.
         whole_lines = tail.count("\n")
         starts = [i for i, t in enumerate(tokens) if t.level == 0 and t.nesting >= 0
-                  and t.map is not None and t.map[0] < whole_lines]
+                  and t.map is not None and t.map[0] + 1 < whole_lines]
         if len(starts) > 1:
             last = starts[-1]
             finished = sanitize(MARKDOWN.renderer.render(tokens[:last], MARKDOWN.options, env),
