@@ -158,6 +158,20 @@ def test_a_hub_used_again_on_a_new_event_loop_still_wakes_its_watchers() -> None
     assert asyncio.run(stream("three"))[-1].text == "ab"
 
 
+async def _two_streaming(first: str, second: str, text: str
+                         ) -> tuple[TurnProgress, TurnProgress, list[Snapshot], asyncio.Task[None]]:
+    """Two turns of one hub (one shared wake-up timer) that have shown `text`; the second one
+    watched."""
+    hub = TurnHub()
+    one, two = hub.track(first, f"r-{first}"), hub.track(second, f"r-{second}")
+    seen, watcher = _watching(two)
+    for progress in (one, two):
+        progress.start_attempt()
+        progress.append(text)
+    await _settle()
+    return one, two, seen, watcher
+
+
 def test_a_turn_whose_wake_up_fails_does_not_stall_the_others() -> None:
     """The turns deferred to one firing of the shared timer are woken one after another: one
     that fails (its observer raising) must not leave the others' new text unshown."""
@@ -165,13 +179,7 @@ def test_a_turn_whose_wake_up_fails_does_not_stall_the_others() -> None:
         loop = asyncio.get_running_loop()
         reported: list[dict[str, object]] = []
         loop.set_exception_handler(lambda _loop, context: reported.append(context))
-        hub = TurnHub()
-        failing, fine = hub.track("bad", "r-bad"), hub.track("good", "r-good")
-        seen, watcher = _watching(fine)
-        for progress in (failing, fine):
-            progress.start_attempt()
-            progress.append("a")
-        await _settle()
+        failing, fine, seen, watcher = await _two_streaming("bad", "good", "a")
 
         def observer(progress: TurnProgress) -> None:
             if progress is failing:
@@ -186,7 +194,7 @@ def test_a_turn_whose_wake_up_fails_does_not_stall_the_others() -> None:
         fine.append("c")
         await asyncio.sleep(WAKE_EVERY_SEC * 3)
         assert seen[-1].text == "abc"  # it goes on streaming
-        hub.finish("good", COMPLETE, "abc")
+        fine.finish(COMPLETE, "abc")
         await watcher
 
     asyncio.run(run())
@@ -196,13 +204,7 @@ def test_a_turn_is_woken_about_once_an_interval_though_the_timer_is_shared() -> 
     """A turn woken at once (its interval had passed) is not woken again by the shared timer,
     armed by another turn, a moment later: its next text waits for the firing after."""
     async def run() -> None:
-        hub = TurnHub()
-        other, turn = hub.track("other", "r-other"), hub.track("turn", "r-turn")
-        seen, watcher = _watching(turn)
-        for progress in (other, turn):
-            progress.start_attempt()
-            progress.append("0")
-        await _settle()
+        other, turn, seen, watcher = await _two_streaming("other", "turn", "0")
         other.append("1")  # arms the shared timer now
         await asyncio.sleep(WAKE_EVERY_SEC * 0.9)
         turn.notified_at -= WAKE_EVERY_SEC  # its interval has passed: woken at once
@@ -213,8 +215,8 @@ def test_a_turn_is_woken_about_once_an_interval_though_the_timer_is_shared() -> 
         assert seen[-1].text == "01", "woken twice within half an interval"
         await asyncio.sleep(WAKE_EVERY_SEC * 2)
         assert seen[-1].text == "012"
-        hub.finish("turn", COMPLETE, "012")
-        hub.finish("other", COMPLETE, "01")
+        turn.finish(COMPLETE, "012")
+        other.finish(COMPLETE, "01")
         await watcher
 
     asyncio.run(run())
