@@ -6,12 +6,11 @@ reply grew: 0.6 ms of CPU a render for 2,000 characters, about 40 renders a repl
 CommonMark every top-level block but the last is final once the next one's first line and the
 line after it are whole (text coming later can only extend or split the last block; no block
 rule looks further ahead) with one exception, reference definitions, which apply to links
-anywhere. So the blocks before the last are rendered once and
-kept, and each update parses and renders only the text from the last block on. Same parser,
-same rules, same sanitizer as render.render_reply (tests/test_streamed_render.py checks that
-the result equals a whole render at every length of many replies); where the exception could
-apply (a "]:" anywhere) or the text does not go on from the last update's (a new attempt),
-the reply is rendered whole.
+anywhere. So the blocks before the last are rendered once and kept, and each update parses
+and renders only the text from the last block on. Same parser, same rules, same sanitizer as
+render.render_reply (tests/test_streamed_render.py checks that the result equals a whole
+render at every length of many replies); where the exception could apply (a "]:" anywhere)
+or the text does not go on from the last update's (a new attempt), it is rendered whole.
 """
 
 from __future__ import annotations
