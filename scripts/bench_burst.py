@@ -18,6 +18,7 @@ Against an emulated vLLM paced like a loaded RTX 5090 (--ttft-ms 150, then --tpo
                                                    # like a 5090 at full load (83 ms/token,
                                                    # about 12 tokens/s); about 6 minutes
     python scripts/bench_burst.py --bursts 16,64,256 --tpot-ms 83 --full-load-bursts ''
+    python scripts/bench_burst.py --only-cost --markdown   # replies as a model writes them
 
 `scripts/bench.py --quick` runs it too and prints its targets with its own.
 """
@@ -227,6 +228,7 @@ async def paced_bursts(args: argparse.Namespace, modes: list[tuple[str, Any, Tur
 async def run(args: argparse.Namespace) -> tuple[list[Burst], list[Cost], float]:
     emulator, llm_url = start_emulator(args)
     args.llm_url = llm_url
+    httpx.post(f"{llm_url}/_control", json={"markdown": args.markdown}).raise_for_status()
     db, floor_db = Database(), Database()
     bursts: list[Burst] = []
     costs: list[Cost] = []
@@ -319,8 +321,9 @@ def targets(bursts: list[Burst], costs: list[Cost], floor: float) -> list[str]:
 
 def print_report(bursts: list[Burst], costs: list[Cost], floor: float,
                  args: argparse.Namespace) -> list[str]:
+    shape = "Markdown replies" if args.markdown else "one-paragraph replies"
     print(f"\nBursts (emulated LLM: {args.ttft_ms:.0f} ms to the first token, then "
-          f"{args.tokens} tokens at the row's ms/token; times in ms)")
+          f"{args.tokens} tokens at the row's ms/token, {shape}; times in ms)")
     print(f"{'mode':>9} {'burst':>5} {'ms/token':>8} {'ttft p50':>9} {'ttft p99':>9} "
           f"{'turns/s':>8} {'errors':>6}")
     for b in bursts:
@@ -363,6 +366,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="how long the app's idle CPU is measured, before the cost runs")
     parser.add_argument("--profile", type=Path, help="py-spy the app during the cost runs and "
                         "write collapsed stacks here (needs py-spy in the virtualenv)")
+    parser.add_argument("--markdown", action="store_true",
+                        help="replies shaped like a chat model's Markdown (paragraphs, lists, "
+                        "code, a table) instead of one paragraph: the chat page renders those "
+                        "by their blocks")
     parser.add_argument("--only-cost", action="store_true", help="skip the bursts")
     parser.add_argument("--only-bursts", action="store_true", help="skip the cost runs")
 

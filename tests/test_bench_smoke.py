@@ -62,7 +62,7 @@ def test_burst_bench_compares_worker_counts(tmp_path: Path) -> None:
         [sys.executable, str(ROOT / "scripts" / "bench_burst.py"), "--workers", "0,1",
          "--bursts", "3", "--full-load-bursts", "", "--tokens", "4", "--tpot-ms", "5",
          "--ttft-ms", "10", "--cost-turns", "3", "--cost-concurrency", "3",
-         "--cost-tpot-ms", "0", "--idle-sec", "0.3", "--json", str(out)],
+         "--cost-tpot-ms", "0", "--idle-sec", "0.3", "--markdown", "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -72,6 +72,7 @@ def test_burst_bench_compares_worker_counts(tmp_path: Path) -> None:
     assert [c["mode"] for c in report["costs"]] == ["rest w0", "chat tab w0", "rest w1",
                                                     "chat tab w1"]
     assert "burst of 3 at 5 ms/token, chat tab w1: TTFT p50 within 100 ms" in result.stdout
+    assert "Markdown replies" in result.stdout
 
 
 def test_burst_args_are_checked_before_anything_runs() -> None:

@@ -241,7 +241,12 @@ def test_restart_during_a_reply_and_reload(browser: Browser, database_url: str,
         app.start()
         page.reload()
         page.wait_for_selector("#message-box textarea")
-        seen = watch_reply(page, " w148", timeout=60)
+        try:
+            seen = watch_reply(page, " w148", timeout=60)
+        except AssertionError as exc:  # where the end was lost: the turn, or the page's stream
+            raise AssertionError(f"{exc}; the reply in the database: " + str(query(
+                database_url, "SELECT status, length(content), workflow_id FROM messages WHERE"
+                " role = 'assistant'")) + f"; {app.log_path} ends:\n{app.log()}") from exc
         assert seen[-1].startswith("Reply to [survive a restart]")
         assert httpx.get(f"{app.url}/healthz").status_code == 200
         rows = query(database_url, "SELECT role, status FROM messages m WHERE conversation_id ="

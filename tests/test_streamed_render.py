@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from hypothesis import given, settings, strategies as st
 
+from chat_core.testing.emulated_llm import markdown_reply
 from chat_core.ui.render import render_reply
 from chat_core.ui.streamed_render import StreamedRender
 
@@ -108,3 +109,18 @@ def test_the_page_stream_renders_a_growing_reply_from_its_last_block(monkeypatch
     # At the later updates only the last paragraphs were parsed, not the whole reply.
     late = parsed[len(cuts) // 2:len(cuts)]
     assert late and max(late) < 200, late
+
+
+def test_the_benchmarks_model_like_reply_streams_as_it_renders_whole() -> None:
+    """The emulator's Markdown replies (scripts/bench_burst.py --markdown), token by token as
+    the page receives them: every block kind shows, and each update equals a whole render."""
+    tokens = markdown_reply([{"role": "user", "content": "hi"}], 120)
+    assert len(tokens) == 121
+    text = "".join(tokens)
+    whole = render_reply(text)
+    for tag in ("<h2>", "<ol>", "<pre>", "<table>"):
+        assert tag in whole, tag
+    renderer, shown = StreamedRender(), ""
+    for token in tokens:
+        shown += token
+        assert renderer.render(shown) == render_reply(shown), shown

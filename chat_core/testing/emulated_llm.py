@@ -50,6 +50,10 @@ class EmulatorSettings:
     # length that grows with temperature (and varies), and times that vary by this fraction.
     natural: bool = False
     vary: float = 0.0
+    # Replies shaped like a chat model's: paragraphs, a heading, lists, code and a table, where
+    # the default is one paragraph of "w0 w1 ...". The chat page renders a reply by its blocks
+    # (ui/streamed_render.py), which only such a reply exercises (scripts/bench_burst.py).
+    markdown: bool = False
     # Actions applied to the next chat requests, one each, in order:
     #   {"action": "ok"}                             answer normally
     #   {"action": "error", "status": 500}            answer with that HTTP status
@@ -69,6 +73,28 @@ def reply_for(messages: list[dict[str, Any]], extra_tokens: int) -> list[str]:
     last_user = next((m.get("content") for m in reversed(messages) if m.get("role") == "user"),
                      "")
     return [f"Reply to [{last_user}]"] + [f" w{i}" for i in range(max(0, extra_tokens))]
+
+
+def markdown_reply(messages: list[dict[str, Any]], extra_tokens: int) -> list[str]:
+    """reply_for's tokens laid out as a model writes Markdown: as many, the same first one,
+    each later word led by what starts its block or line, the blocks in turn: a paragraph, a
+    heading and a numbered list, a code block, a table."""
+    words = reply_for(messages, extra_tokens)
+    out = words[:1]
+    for i, word in enumerate(words[1:]):
+        block, at = divmod(i, 24)
+        kind = block % 4
+        lead = "\n\n" if at == 0 and kind != 1 else ""
+        if kind == 1 and at % 6 == 0:
+            lead = (f"\n\n## Part {block}\n\n" if at == 0 else "\n") + f"{at // 6 + 1}."
+        elif kind == 2:
+            lead += "```python\n" if at == 0 else "\n" if at % 4 == 0 else ""
+            word = word.replace(" w", " x_") + ("\n```" if at == 23 else "")
+        elif kind == 3 and at % 2 == 0:
+            lead += "| n | word |\n|---|---|\n" if at == 0 else " |\n"
+            lead += f"| {at} |"
+        out.append(lead + word)
+    return out
 
 
 _WORDS = ("the", "a", "durable", "workflow", "keeps", "each", "turn", "safe", "when", "server",
@@ -215,7 +241,7 @@ class EmulatedLLM:
     async def _control(self, request: Request) -> Response:
         body = await request.json()
         for key in ("model", "max_model_len", "ttft_ms", "tpot_ms", "reply_tokens", "natural",
-                    "vary", "tokenizer"):
+                    "vary", "tokenizer", "markdown"):
             if key in body:
                 setattr(self.settings, key, body[key])
         if "script" in body:
@@ -275,7 +301,8 @@ class EmulatedLLM:
             tokens = [" (continued)"] + [f" c{i}" for i in range(min(s.reply_tokens,
                                                                        max_tokens) - 1)]
         else:
-            tokens = reply_for(messages, min(s.reply_tokens, max_tokens) - 1)
+            shape = markdown_reply if s.markdown else reply_for
+            tokens = shape(messages, min(s.reply_tokens, max_tokens) - 1)
         tpot = float(action.get("tpot_ms", s.tpot_ms)) / 1000.0 * self._jitter()
         if not body.get("stream"):
             await asyncio.sleep(s.ttft_ms / 1000.0 + tpot * (len(tokens) - 1))
