@@ -244,7 +244,10 @@ def test_restart_during_a_reply_and_reload(browser: Browser, database_url: str,
         try:
             seen = watch_reply(page, " w148", timeout=60)
         except AssertionError as exc:  # where the end was lost: the turn, or the page's stream
-            raise AssertionError(f"{exc}; the reply in the database: " + str(query(
+            following = page.evaluate("() => { const live = window.__durableChatLive;"
+                                      " return !!(live && live.stop); }")
+            raise AssertionError(f"{exc}; the page's stream still open: {following}; the reply"
+                                 " in the database: " + str(query(
                 database_url, "SELECT status, length(content), workflow_id FROM messages WHERE"
                 " role = 'assistant'")) + f"; {app.log_path} ends:\n{app.log()}") from exc
         assert seen[-1].startswith("Reply to [survive a restart]")
