@@ -705,9 +705,9 @@ def run_burst(burst_args: argparse.Namespace) -> dict[str, Any]:
     """bench_burst's part; its report, targets included."""
     from scripts import bench_burst
 
-    bursts, costs, floor = asyncio.run(bench_burst.run(burst_args))
-    checks = bench_burst.print_report(bursts, costs, floor, burst_args)
-    return bench_burst.report(bursts, costs, floor, checks)
+    bursts, costs, floor, openings = asyncio.run(bench_burst.run(burst_args))
+    checks = bench_burst.print_report(bursts, costs, floor, burst_args, openings)
+    return bench_burst.report(bursts, costs, floor, checks, openings)
 
 
 def main() -> int:

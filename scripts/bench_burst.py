@@ -11,6 +11,8 @@ Against an emulated vLLM paced like a loaded RTX 5090 (--ttft-ms 150, then --tpo
             per turn of the app's processes; with 402-token replies, the CPU per streamed token
             (the difference over 400 tokens a turn); the same on the chat tab. PostgreSQL's own
             CPU per turn beside it (not counted in the app's).
+    opening --page-opens new visitors (64) open the chat page at once: when the last one is
+            ready, and the app's CPU a page.
     floor   DBOS's own CPU for an empty turn: a workflow of four no-op async steps, same
             concurrency, in a process of its own (scripts/dbos_floor.py).
 
@@ -35,7 +37,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Sequence
 
 import httpx
 import psutil
@@ -121,6 +123,23 @@ class CpuMeter:
 
 
 TurnFn = Callable[[Any, int, int], Awaitable[Sample]]
+
+
+@dataclass
+class Opening:
+    """A room opening the link at once: `pages` new visitors' pages loading together."""
+    pages: int
+    last_ms: float  # until the last page had run its load events
+    cpu_ms_per_page: float  # the app's
+
+
+async def open_pages(page: GradioPageClient, meter: CpuMeter, pages: int) -> Opening:
+    """The chat tab's load events for `pages` new visitors at once, as their browsers send
+    them: most of a page's cost is Gradio building the new session's state."""
+    cpu0, started = meter.read()[0], time.perf_counter()
+    await asyncio.gather(*(page.new_conversation() for _ in range(pages)))
+    last = time.perf_counter() - started
+    return Opening(pages, last * 1000, (meter.read()[0] - cpu0) / pages * 1000)
 
 
 async def burst(mode: str, size: int, new: Callable[[], Awaitable[Any]], turn: TurnFn,
@@ -225,13 +244,15 @@ async def paced_bursts(args: argparse.Namespace, modes: list[tuple[str, Any, Tur
     return done
 
 
-async def run(args: argparse.Namespace) -> tuple[list[Burst], list[Cost], float]:
+async def run(args: argparse.Namespace
+              ) -> tuple[list[Burst], list[Cost], float, list[Opening]]:
     emulator, llm_url = start_emulator(args)
     args.llm_url = llm_url
     httpx.post(f"{llm_url}/_control", json={"markdown": args.markdown}).raise_for_status()
     db, floor_db = Database(), Database()
     bursts: list[Burst] = []
     costs: list[Cost] = []
+    openings: list[Opening] = []
     try:
         floor = engine_floor(floor_db.url, args)
         print(f"  engine floor: {floor:.1f} ms CPU per empty turn", flush=True)
@@ -242,17 +263,19 @@ async def run(args: argparse.Namespace) -> tuple[list[Burst], list[Cost], float]
             env = dict(kv.split("=", 1) for kv in args.app_env)
             if workers is not None:
                 env["TURN_WORKERS"] = str(workers)
-            await _run_app(args, db, env, label, direct if i == 0 else None, bursts, costs)
+            await _run_app(args, db, env, label, direct if i == 0 else None, bursts, costs,
+                           openings)
         await direct.client.close()
     finally:
         emulator.terminate()
         db.drop()
         floor_db.drop()
-    return bursts, costs, floor
+    return bursts, costs, floor, openings
 
 
 async def _run_app(args: argparse.Namespace, db: Database, env: dict[str, str], label: str,
-                   direct: DirectClient | None, bursts: list[Burst], costs: list[Cost]) -> None:
+                   direct: DirectClient | None, bursts: list[Burst], costs: list[Cost],
+                   openings: list[Opening]) -> None:
     """The bursts and the cost runs through one app (`label` names its rows); direct's
     bursts beside the first app's."""
     workdir = Path(tempfile.mkdtemp(prefix="bench-burst-"))
@@ -272,6 +295,11 @@ async def _run_app(args: argparse.Namespace, db: Database, env: dict[str, str], 
                 bursts += await paced_bursts(args, modes, args.full_load_bursts,
                                              args.full_load_tpot_ms)
         meter = CpuMeter(app.pid)
+        if args.page_opens:
+            openings.append(await open_pages(page, meter, args.page_opens))
+            o = openings[-1]
+            print(f"  {o.pages} pages opened at once: the last ready after {o.last_ms:.0f} ms, "
+                  f"{o.cpu_ms_per_page:.1f} ms of CPU a page", flush=True)
         idle = 0.0 if args.only_bursts else await idle_cpu(meter, args.idle_sec)
         for mode, new, turn in [] if args.only_bursts else modes[-2:]:
             costs.append(await cost(mode, meter, args, new, turn))
@@ -320,7 +348,7 @@ def targets(bursts: list[Burst], costs: list[Cost], floor: float) -> list[str]:
 
 
 def print_report(bursts: list[Burst], costs: list[Cost], floor: float,
-                 args: argparse.Namespace) -> list[str]:
+                 args: argparse.Namespace, openings: Sequence[Opening] = ()) -> list[str]:
     shape = "Markdown replies" if args.markdown else "one-paragraph replies"
     print(f"\nBursts (emulated LLM: {args.ttft_ms:.0f} ms to the first token, then "
           f"{args.tokens} tokens at the row's ms/token, {shape}; times in ms)")
@@ -337,6 +365,9 @@ def print_report(bursts: list[Burst], costs: list[Cost], floor: float,
               f" / {c.web_ms_per_token:.3f}); PostgreSQL {c.pg_ms_per_turn:.1f} ms/turn; "
               f"opening its {'page' if c.mode.startswith('chat tab') else 'conversation'} "
               f"before: {c.open_ms:.1f} ms; idle: {c.idle_ms_per_sec:.1f} ms CPU a second")
+    for o in openings:
+        print(f"\nA room opening the link: {o.pages} new visitors' chat pages at once, the last "
+              f"ready after {o.last_ms:.0f} ms; {o.cpu_ms_per_page:.1f} ms of the app's CPU a page")
     checks = targets(bursts, costs, floor)
     print("\nTargets (issue 16):")
     print("\n".join(checks))
@@ -370,6 +401,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replies shaped like a chat model's Markdown (paragraphs, lists, "
                         "code, a table) instead of one paragraph: the chat page renders those "
                         "by their blocks")
+    parser.add_argument("--page-opens", type=int, default=64, metavar="N",
+                        help="N new visitors open the chat page at once (0: not measured)")
     parser.add_argument("--only-cost", action="store_true", help="skip the bursts")
     parser.add_argument("--only-bursts", action="store_true", help="skip the cost runs")
 
@@ -391,17 +424,18 @@ def main() -> int:
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     check_bursts(parser, args)
-    bursts, costs, floor = asyncio.run(run(args))
-    checks = print_report(bursts, costs, floor, args)
+    bursts, costs, floor, openings = asyncio.run(run(args))
+    checks = print_report(bursts, costs, floor, args, openings)
     if args.json:
-        args.json.write_text(json.dumps(report(bursts, costs, floor, checks), indent=2))
+        args.json.write_text(json.dumps(report(bursts, costs, floor, checks, openings),
+                                        indent=2))
     return 0
 
 
-def report(bursts: list[Burst], costs: list[Cost], floor: float, checks: list[str]
-           ) -> dict[str, Any]:
+def report(bursts: list[Burst], costs: list[Cost], floor: float, checks: list[str],
+           openings: Sequence[Opening] = ()) -> dict[str, Any]:
     """The results as --json writes them (scripts/bench.py adds them to its own)."""
-    return {"floor_ms": floor, "targets": checks,
+    return {"floor_ms": floor, "targets": checks, "openings": [vars(o) for o in openings],
             "bursts": [{"mode": b.mode, "size": b.size, "tpot_ms": b.tpot_ms,
                         "ttft_p50": b.ttft(50), "ttft_p99": b.ttft(99),
                         "turns_per_sec": b.turns_per_sec, "errors": b.errors} for b in bursts],

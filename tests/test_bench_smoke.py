@@ -21,7 +21,8 @@ def test_bench_runs_every_mode_and_prints_every_issue_16_figure(tmp_path: Path) 
     process, one start of the app's fork server)."""
     out = tmp_path / "bench.json"
     burst = ("--bursts 3 --full-load-bursts 2 --full-load-tpot-ms 7 --tokens 4 --tpot-ms 5"
-             " --ttft-ms 10 --cost-turns 3 --cost-concurrency 3 --cost-tpot-ms 0 --idle-sec 0.5")
+             " --ttft-ms 10 --cost-turns 3 --cost-concurrency 3 --cost-tpot-ms 0 --idle-sec 0.5"
+             " --page-opens 3")
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "--concurrency", "1,2",
          "--turns", "2", "--tokens", "5", "--tpot-ms", "5", "--ttft-ms", "10",
@@ -47,6 +48,9 @@ def _check_burst_report(report: dict[str, Any], stdout: str) -> None:
     assert [c["mode"] for c in report["costs"]] == ["rest", "chat tab"]
     assert report["floor_ms"] > 0 and all(c["app_ms_per_turn"] > 0 for c in report["costs"])
     assert all(c["idle_ms_per_sec"] >= 0 for c in report["costs"]) and "idle: " in stdout
+    [opening] = report["openings"]
+    assert opening["pages"] == 3 and opening["last_ms"] > 0 and opening["cpu_ms_per_page"] > 0
+    assert "A room opening the link: 3 new visitors' chat pages at once" in stdout
     printed = "\n".join(report["targets"])
     assert "burst of 2 at 7 ms/token, chat tab: TTFT p50 within 100 ms" in printed
     for target in ("TTFT p50 within 100 ms", "TTFT p99 within 300 ms", "throughput >= 0.95",
@@ -62,7 +66,8 @@ def test_burst_bench_compares_worker_counts(tmp_path: Path) -> None:
         [sys.executable, str(ROOT / "scripts" / "bench_burst.py"), "--workers", "0,1",
          "--bursts", "3", "--full-load-bursts", "", "--tokens", "4", "--tpot-ms", "5",
          "--ttft-ms", "10", "--cost-turns", "3", "--cost-concurrency", "3",
-         "--cost-tpot-ms", "0", "--idle-sec", "0.3", "--markdown", "--json", str(out)],
+         "--cost-tpot-ms", "0", "--idle-sec", "0.3", "--markdown", "--page-opens", "0",
+         "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     report = json.loads(out.read_text())
@@ -73,6 +78,7 @@ def test_burst_bench_compares_worker_counts(tmp_path: Path) -> None:
                                                     "chat tab w1"]
     assert "burst of 3 at 5 ms/token, chat tab w1: TTFT p50 within 100 ms" in result.stdout
     assert "Markdown replies" in result.stdout
+    assert report["openings"] == [] and "A room opening the link" not in result.stdout
 
 
 def test_burst_args_are_checked_before_anything_runs() -> None:
