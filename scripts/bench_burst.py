@@ -11,8 +11,8 @@ Against an emulated vLLM paced like a loaded RTX 5090 (--ttft-ms 150, then --tpo
             per turn of the app's processes; with 402-token replies, the CPU per streamed token
             (the difference over 400 tokens a turn); the same on the chat tab. PostgreSQL's own
             CPU per turn beside it (not counted in the app's).
-    opening --page-opens new visitors (64) open the chat page at once: when the last one is
-            ready, and the app's CPU a page.
+    opening after the bursts, --page-opens new visitors (64) open the chat page at once: when
+            the last one is ready, and the app's CPU a page.
     floor   DBOS's own CPU for an empty turn: a workflow of four no-op async steps, same
             concurrency, in a process of its own (scripts/dbos_floor.py).
 
@@ -128,18 +128,22 @@ TurnFn = Callable[[Any, int, int], Awaitable[Sample]]
 @dataclass
 class Opening:
     """A room opening the link at once: `pages` new visitors' pages loading together."""
+    mode: str  # "chat tab", with the turn workers' count where --workers gives one
     pages: int
     last_ms: float  # until the last page had run its load events
     cpu_ms_per_page: float  # the app's
 
 
-async def open_pages(page: GradioPageClient, meter: CpuMeter, pages: int) -> Opening:
-    """The chat tab's load events for `pages` new visitors at once, as their browsers send
-    them: most of a page's cost is Gradio building the new session's state."""
+async def open_pages(mode: str, page: GradioPageClient, meter: CpuMeter, pages: int
+                     ) -> Opening:
+    """`pages` new visitors' chat pages at once, each running its load events (one after
+    another, where a browser sends them together; the scripts, styles and Gradio's config a
+    browser also fetches are left out): about a third of a page's CPU is Gradio building the
+    new session's state (docs/performance.md)."""
     cpu0, started = meter.read()[0], time.perf_counter()
     await asyncio.gather(*(page.new_conversation() for _ in range(pages)))
     last = time.perf_counter() - started
-    return Opening(pages, last * 1000, (meter.read()[0] - cpu0) / pages * 1000)
+    return Opening(mode, pages, last * 1000, (meter.read()[0] - cpu0) / pages * 1000)
 
 
 async def burst(mode: str, size: int, new: Callable[[], Awaitable[Any]], turn: TurnFn,
@@ -248,12 +252,14 @@ async def run(args: argparse.Namespace
               ) -> tuple[list[Burst], list[Cost], float, list[Opening]]:
     emulator, llm_url = start_emulator(args)
     args.llm_url = llm_url
-    httpx.post(f"{llm_url}/_control", json={"markdown": args.markdown}).raise_for_status()
-    db, floor_db = Database(), Database()
     bursts: list[Burst] = []
     costs: list[Cost] = []
     openings: list[Opening] = []
+    db: Database | None = None
+    floor_db: Database | None = None
     try:
+        httpx.post(f"{llm_url}/_control", json={"markdown": args.markdown}).raise_for_status()
+        db, floor_db = Database(), Database()
         floor = engine_floor(floor_db.url, args)
         print(f"  engine floor: {floor:.1f} ms CPU per empty turn", flush=True)
         direct = DirectClient(llm_url)
@@ -268,8 +274,9 @@ async def run(args: argparse.Namespace
         await direct.client.close()
     finally:
         emulator.terminate()
-        db.drop()
-        floor_db.drop()
+        for each in (db, floor_db):
+            if each is not None:
+                each.drop()
     return bursts, costs, floor, openings
 
 
@@ -295,11 +302,11 @@ async def _run_app(args: argparse.Namespace, db: Database, env: dict[str, str], 
                 bursts += await paced_bursts(args, modes, args.full_load_bursts,
                                              args.full_load_tpot_ms)
         meter = CpuMeter(app.pid)
-        if args.page_opens:
-            openings.append(await open_pages(page, meter, args.page_opens))
+        if args.page_opens and not args.only_cost:  # after the bursts: their conversations
+            openings.append(await open_pages("chat tab" + label, page, meter, args.page_opens))
             o = openings[-1]
-            print(f"  {o.pages} pages opened at once: the last ready after {o.last_ms:.0f} ms, "
-                  f"{o.cpu_ms_per_page:.1f} ms of CPU a page", flush=True)
+            print(f"  {o.mode}: {o.pages} pages opened at once, the last ready after "
+                  f"{o.last_ms:.0f} ms, {o.cpu_ms_per_page:.1f} ms of CPU a page", flush=True)
         idle = 0.0 if args.only_bursts else await idle_cpu(meter, args.idle_sec)
         for mode, new, turn in [] if args.only_bursts else modes[-2:]:
             costs.append(await cost(mode, meter, args, new, turn))
@@ -366,12 +373,20 @@ def print_report(bursts: list[Burst], costs: list[Cost], floor: float,
               f"opening its {'page' if c.mode.startswith('chat tab') else 'conversation'} "
               f"before: {c.open_ms:.1f} ms; idle: {c.idle_ms_per_sec:.1f} ms CPU a second")
     for o in openings:
-        print(f"\nA room opening the link: {o.pages} new visitors' chat pages at once, the last "
-              f"ready after {o.last_ms:.0f} ms; {o.cpu_ms_per_page:.1f} ms of the app's CPU a page")
+        print(f"\nA room opening the link ({o.mode}): {o.pages} new visitors' pages at once, the"
+              f" last ready after {o.last_ms:.0f} ms; {o.cpu_ms_per_page:.1f} ms of the app's CPU"
+              " a page")
     checks = targets(bursts, costs, floor)
     print("\nTargets (issue 16):")
     print("\n".join(checks))
     return checks
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a count of 0 or more, not {value}")
+    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -401,8 +416,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replies shaped like a chat model's Markdown (paragraphs, lists, "
                         "code, a table) instead of one paragraph: the chat page renders those "
                         "by their blocks")
-    parser.add_argument("--page-opens", type=int, default=64, metavar="N",
-                        help="N new visitors open the chat page at once (0: not measured)")
+    parser.add_argument("--page-opens", type=_count, default=64, metavar="N",
+                        help="after the bursts, N new visitors open the chat page at once "
+                        "(0: not measured)")
     parser.add_argument("--only-cost", action="store_true", help="skip the bursts")
     parser.add_argument("--only-bursts", action="store_true", help="skip the cost runs")
 

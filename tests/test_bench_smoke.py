@@ -49,8 +49,9 @@ def _check_burst_report(report: dict[str, Any], stdout: str) -> None:
     assert report["floor_ms"] > 0 and all(c["app_ms_per_turn"] > 0 for c in report["costs"])
     assert all(c["idle_ms_per_sec"] >= 0 for c in report["costs"]) and "idle: " in stdout
     [opening] = report["openings"]
-    assert opening["pages"] == 3 and opening["last_ms"] > 0 and opening["cpu_ms_per_page"] > 0
-    assert "A room opening the link: 3 new visitors' chat pages at once" in stdout
+    assert opening["mode"] == "chat tab" and opening["pages"] == 3
+    assert opening["last_ms"] > 0 and opening["cpu_ms_per_page"] > 0
+    assert "A room opening the link (chat tab): 3 new visitors' pages at once" in stdout
     printed = "\n".join(report["targets"])
     assert "burst of 2 at 7 ms/token, chat tab: TTFT p50 within 100 ms" in printed
     for target in ("TTFT p50 within 100 ms", "TTFT p99 within 300 ms", "throughput >= 0.95",
@@ -66,7 +67,7 @@ def test_burst_bench_compares_worker_counts(tmp_path: Path) -> None:
         [sys.executable, str(ROOT / "scripts" / "bench_burst.py"), "--workers", "0,1",
          "--bursts", "3", "--full-load-bursts", "", "--tokens", "4", "--tpot-ms", "5",
          "--ttft-ms", "10", "--cost-turns", "3", "--cost-concurrency", "3",
-         "--cost-tpot-ms", "0", "--idle-sec", "0.3", "--markdown", "--page-opens", "0",
+         "--cost-tpot-ms", "0", "--idle-sec", "0.3", "--markdown", "--page-opens", "2",
          "--json", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
@@ -78,13 +79,19 @@ def test_burst_bench_compares_worker_counts(tmp_path: Path) -> None:
                                                     "chat tab w1"]
     assert "burst of 3 at 5 ms/token, chat tab w1: TTFT p50 within 100 ms" in result.stdout
     assert "Markdown replies" in result.stdout
-    assert report["openings"] == [] and "A room opening the link" not in result.stdout
+    assert [(o["mode"], o["pages"]) for o in report["openings"]] == [("chat tab w0", 2),
+                                                                     ("chat tab w1", 2)]
 
 
 def test_burst_args_are_checked_before_anything_runs() -> None:
-    """A burst size given at one pace twice is refused at once, not after the main run."""
+    """A burst size given at one pace twice, or a negative count, is refused at once, not
+    after the main run."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "bench.py"), "--burst-args",
          "--bursts 2 --full-load-bursts 2 --tpot-ms 7 --full-load-tpot-ms 7"],
         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "give the size once" in result.stderr, result.stderr
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "bench_burst.py"), "--page-opens", "-3"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "a count of 0 or more" in result.stderr, result.stderr

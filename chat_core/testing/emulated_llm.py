@@ -10,7 +10,8 @@ and a script of faults can be queued: HTTP errors, hangs, streams cut mid-way.
 
 Control over HTTP (for a server in another process):
     POST /_control  {"ttft_ms": .., "tpot_ms": .., "reply_tokens": .., "max_model_len": ..,
-                     "model": .., "script": [{"action": "error", "status": 500}, ...]}
+                     "model": .., "natural": .., "markdown": .., "vary": .., "tokenizer": ..,
+                     "script": [{"action": "error", "status": 500}, ...]}
     GET  /_requests  the chat requests received so far (messages, params)
     POST /_release   let requests held by a "hang" action finish
 """
@@ -386,11 +387,14 @@ def main() -> None:
                         help="prose-like replies whose length grows with temperature")
     parser.add_argument("--vary", type=float, default=0.0,
                         help="times vary by this fraction (0.3: +-30%%)")
+    parser.add_argument("--markdown", action="store_true",
+                        help="replies laid out as a model writes Markdown (markdown_reply)")
     args = parser.parse_args()
     emulator = EmulatedLLM(EmulatorSettings(model=args.model, max_model_len=args.max_model_len,
                                             ttft_ms=args.ttft_ms, tpot_ms=args.tpot_ms,
                                             reply_tokens=args.tokens, natural=args.natural,
-                                            vary=args.vary), port=args.port)
+                                            vary=args.vary, markdown=args.markdown),
+                           port=args.port)
 
     async def serve() -> None:
         emulator._loop = asyncio.get_running_loop()
