@@ -4,10 +4,15 @@ earlier updates must never differ from what the whole text makes of them."""
 
 from __future__ import annotations
 
+import uuid
+
+import pytest
 from hypothesis import given, settings, strategies as st
 
+from chat_core.states import COMPLETE, STREAMING
 from chat_core.testing.emulated_llm import markdown_reply
-from chat_core.ui.render import render_reply
+from chat_core.ui import render
+from chat_core.ui.render import FinishedReplies, render_reply, reply_markdown
 from chat_core.ui.streamed_render import StreamedRender
 
 # Lines that exercise what could make a finished block depend on later text: lists (tight or
@@ -124,3 +129,35 @@ def test_the_benchmarks_model_like_reply_streams_as_it_renders_whole() -> None:
     for token in tokens:
         shown += token
         assert renderer.render(shown) == render_reply(shown), shown
+
+
+def test_a_reply_that_ends_while_followed_is_not_rendered_whole_again(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its end shows as a whole render would, made from the blocks its page's renderer has
+    already rendered; the pane's later redraws (the turn's finish, the conversation opened
+    again) read that back instead of rendering the reply whole."""
+    tokens = markdown_reply([{"role": "user", "content": uuid.uuid4().hex}], 150)
+    text, renderer = "".join(tokens), StreamedRender()
+    for end in range(1, len(tokens), 7):
+        reply_markdown({"status": STREAMING, "content": "".join(tokens[:end])}, False,
+                       renderer.render)
+    whole = render_reply(text)
+    rendered_whole: list[str] = []
+    monkeypatch.setattr(render, "render_reply",
+                        lambda t, share=False: rendered_whole.append(t) or render_reply(t, share))
+    assert reply_markdown({"status": COMPLETE, "content": text}, False, renderer.render) == whole
+    assert reply_markdown({"status": COMPLETE, "content": text}) == whole
+    assert rendered_whole == []
+
+
+def test_finished_replies_keep_the_most_recently_used() -> None:
+    kept, made = FinishedReplies(size=2), []
+
+    def make(text: str) -> str:
+        made.append(text)
+        return f"<p>{text}</p>"
+
+    for text in ("a", "b", "a", "c", "a", "b"):
+        assert kept.html(text, False, make) == f"<p>{text}</p>"
+    assert made == ["a", "b", "c", "b"]  # "b" went when "c" came; "a" was used since
+    assert kept.html("a", True, make) == "<p>a</p>" and made[-1] == "a"  # per share mode

@@ -21,9 +21,10 @@ The chat pane renders this HTML as it is (no second Markdown pass, no LaTeX).
 
 from __future__ import annotations
 
-import functools
 import html
 import re
+import threading
+from collections import OrderedDict
 from typing import Any, Callable
 from urllib.parse import urlsplit
 
@@ -143,7 +144,40 @@ def sanitize(raw: str, share_mode: bool = False) -> str:
 # in the length of what is kept (about 25 MB at most); replies being streamed change at every
 # update and would only push finished ones out, so they are rendered afresh.
 _CACHED_CHARS = 16_000
-_render_finished = functools.lru_cache(maxsize=512)(render_reply)
+_CACHED_REPLIES = 512
+
+
+class FinishedReplies:
+    """The HTML of finished replies by (text, share mode), the most recently used kept. A reply
+    that ends while a page follows it is entered as that page's renderer drew it (its finished
+    blocks already rendered, ui/streamed_render.py, which equals a whole render:
+    tests/test_streamed_render.py), so that its end costs the parse of its last block, not of
+    all of it (a fifth of the chat tab's CPU per token with model-like replies,
+    docs/performance.md); every later redraw reads it from here."""
+
+    def __init__(self, size: int = _CACHED_REPLIES) -> None:
+        self._size = size
+        self._html: OrderedDict[tuple[str, bool], str] = OrderedDict()
+        self._lock = threading.Lock()  # pages are drawn on the event loop, exports on threads
+
+    def html(self, text: str, share_mode: bool, render: Callable[[str], str] | None = None
+             ) -> str:
+        """`text`'s HTML: kept, or made by `render` (a whole render without one) and kept."""
+        key = (text, share_mode)
+        with self._lock:
+            kept = self._html.get(key)
+            if kept is not None:
+                self._html.move_to_end(key)
+                return kept
+        made = render(text) if render is not None else render_reply(text, share_mode)
+        with self._lock:
+            self._html[key] = made
+            if len(self._html) > self._size:
+                self._html.popitem(last=False)
+        return made
+
+
+_FINISHED = FinishedReplies()
 
 
 def user_html(text: str) -> str:
@@ -177,14 +211,14 @@ def reply_markdown(reply: dict[str, Any], share_mode: bool = False,
                    streamed: Callable[[str], str] | None = None) -> str:
     """What the pane shows for a reply (HTML, despite the name kept for its callers): its
     text, then its status (an error, a pending mark, or a stopped/cancelled note).
-    `streamed`: how a reply still being generated is rendered by the one following it
+    `streamed`: how the one following a reply renders it as it is generated and as it ends
     (ui/streamed_render.py: its finished blocks once)."""
     status = reply.get("status")
     content = reply.get("content") or ""
-    if status in IN_FLIGHT and streamed is not None:
+    if status not in IN_FLIGHT and len(content) <= _CACHED_CHARS:
+        text = _FINISHED.html(content, share_mode, streamed)
+    elif streamed is not None:
         text = streamed(content)
-    elif status not in IN_FLIGHT and len(content) <= _CACHED_CHARS:
-        text = _render_finished(content, share_mode)
     else:
         text = render_reply(content, share_mode)
     if status == ERROR:

@@ -10,7 +10,8 @@ anywhere. So the blocks before the last are rendered once and kept, and each upd
 and renders only the text from the last block on. Same parser, same rules, same sanitizer as
 render.render_reply (tests/test_streamed_render.py checks that the result equals a whole
 render at every length of many replies); where the exception could apply (a "]:" anywhere)
-or the text does not go on from the last update's (a new attempt), it is rendered whole.
+or the text does not go on from the last update's (a new attempt), it is rendered whole. The
+reply's last update, as it ends, is what the pane's later redraws show (render.FinishedReplies).
 """
 
 from __future__ import annotations
