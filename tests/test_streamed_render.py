@@ -11,7 +11,7 @@ from hypothesis import given, settings, strategies as st
 
 from chat_core.states import COMPLETE, STREAMING
 from chat_core.testing.emulated_llm import markdown_reply
-from chat_core.ui import render
+from chat_core.ui import render, streamed_render
 from chat_core.ui.render import FinishedReplies, render_reply, reply_markdown
 from chat_core.ui.streamed_render import StreamedRender
 
@@ -84,7 +84,7 @@ def test_the_page_stream_renders_a_growing_reply_from_its_last_block(monkeypatch
 
     from chat_core.states import COMPLETE, STREAMING
     from chat_core.turns.progress import Snapshot
-    from chat_core.ui import render
+    from chat_core.ui import render, streamed_render
     from chat_core.ui.chat import streaming
     from chat_core.ui.chat.view import following
 
@@ -139,25 +139,58 @@ def test_a_reply_that_ends_while_followed_is_not_rendered_whole_again(
     tokens = markdown_reply([{"role": "user", "content": uuid.uuid4().hex}], 150)
     text, renderer = "".join(tokens), StreamedRender()
     for end in range(1, len(tokens), 7):
-        reply_markdown({"status": STREAMING, "content": "".join(tokens[:end])}, False,
-                       renderer.render)
+        reply_markdown({"status": STREAMING, "content": "".join(tokens[:end])}, False, renderer)
     whole = render_reply(text)
     rendered_whole: list[str] = []
-    monkeypatch.setattr(render, "render_reply",
-                        lambda t, share=False: rendered_whole.append(t) or render_reply(t, share))
-    assert reply_markdown({"status": COMPLETE, "content": text}, False, renderer.render) == whole
+
+    def counted(t: str, share: bool = False) -> str:
+        rendered_whole.append(t)
+        return render_reply(t, share)
+
+    monkeypatch.setattr(render, "render_reply", counted)
+    monkeypatch.setattr(streamed_render, "render_reply", counted)
+    assert reply_markdown({"status": COMPLETE, "content": text}, False, renderer) == whole
     assert reply_markdown({"status": COMPLETE, "content": text}) == whole
     assert rendered_whole == []
 
 
-def test_finished_replies_keep_the_most_recently_used() -> None:
-    kept, made = FinishedReplies(size=2), []
+def test_a_renderer_of_one_mode_cannot_fill_the_other_modes_replies() -> None:
+    """Share mode shows no links: a reply rendered for a local page must never be kept as a
+    shared page's."""
+    text = f"see [here](http://example.com/{uuid.uuid4().hex})"
+    with pytest.raises(ValueError):
+        reply_markdown({"status": COMPLETE, "content": text}, True, StreamedRender(False))
+    assert "<a " not in reply_markdown({"status": COMPLETE, "content": text}, True)
 
-    def make(text: str) -> str:
-        made.append(text)
+
+class _Counted:
+    share_mode = False
+
+    def __init__(self) -> None:
+        self.made: list[str] = []
+
+    def render(self, text: str) -> str:
+        self.made.append(text)
         return f"<p>{text}</p>"
 
+
+def test_finished_replies_keep_the_most_recently_used() -> None:
+    kept, renderer = FinishedReplies(size=2), _Counted()
     for text in ("a", "b", "a", "c", "a", "b"):
-        assert kept.html(text, False, make) == f"<p>{text}</p>"
-    assert made == ["a", "b", "c", "b"]  # "b" went when "c" came; "a" was used since
-    assert kept.html("a", True, make) == "<p>a</p>" and made[-1] == "a"  # per share mode
+        assert kept.html(text, False, renderer) == f"<p>{text}</p>"
+    assert renderer.made == ["a", "b", "c", "b"]  # "b" went when "c" came; "a" was used since
+    assert kept.html("a", True) == "<p>a</p>"  # the other mode's own entry, rendered whole
+
+
+def test_finished_replies_keep_no_more_than_their_total_length() -> None:
+    """A reply whose HTML is huge (a table's empty cells) pushes the older ones out rather
+    than growing the process: 9 characters each here (text and HTML), 20 kept at most."""
+    kept, renderer = FinishedReplies(size=10, total_chars=20), _Counted()
+    for text in ("a", "b", "c"):
+        kept.html(text, False, renderer)
+    kept.html("a", False, renderer)
+    kept.html("b", False, renderer)
+    assert renderer.made == ["a", "b", "c", "a", "b"]  # two fit: "a" went when "c" came
+    kept.html("x" * 40, False, renderer)  # larger than all: kept alone
+    kept.html("x" * 40, False, renderer)
+    assert renderer.made[-1] == "x" * 40 and renderer.made.count("x" * 40) == 1

@@ -25,7 +25,7 @@ import html
 import re
 import threading
 from collections import OrderedDict
-from typing import Any, Callable
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import nh3
@@ -140,11 +140,20 @@ def sanitize(raw: str, share_mode: bool = False) -> str:
 
 
 # A conversation is redrawn (opened, reloaded, a reply finished) from its stored replies, up to
-# 100 of them: finished replies are rendered once, not at every redraw. Bounded in entries and
-# in the length of what is kept (about 25 MB at most); replies being streamed change at every
+# 100 of them: finished replies are rendered once, not at every redraw. Bounded in entries, in
+# the length of a reply kept and in all that is kept, HTML included (a table's empty cells make
+# HTML hundreds of times longer than its Markdown); replies being streamed change at every
 # update and would only push finished ones out, so they are rendered afresh.
 _CACHED_CHARS = 16_000
 _CACHED_REPLIES = 512
+_CACHED_TOTAL_CHARS = 32_000_000
+
+
+class Renderer(Protocol):
+    """How the one following a reply renders it (ui/streamed_render.py's StreamedRender)."""
+    share_mode: bool
+
+    def render(self, text: str) -> str: ...
 
 
 class FinishedReplies:
@@ -153,27 +162,34 @@ class FinishedReplies:
     blocks already rendered, ui/streamed_render.py, which equals a whole render:
     tests/test_streamed_render.py), so that its end costs the parse of its last block, not of
     all of it (a fifth of the chat tab's CPU per token with model-like replies,
-    docs/performance.md); every later redraw reads it from here."""
+    docs/performance.md); redraws while it is kept read it from here."""
 
-    def __init__(self, size: int = _CACHED_REPLIES) -> None:
-        self._size = size
+    def __init__(self, size: int = _CACHED_REPLIES,
+                 total_chars: int = _CACHED_TOTAL_CHARS) -> None:
+        self._size, self._total_chars = size, total_chars
         self._html: OrderedDict[tuple[str, bool], str] = OrderedDict()
+        self._chars = 0
         self._lock = threading.Lock()  # pages are drawn on the event loop, exports on threads
 
-    def html(self, text: str, share_mode: bool, render: Callable[[str], str] | None = None
-             ) -> str:
-        """`text`'s HTML: kept, or made by `render` (a whole render without one) and kept."""
+    def html(self, text: str, share_mode: bool, renderer: Renderer | None = None) -> str:
+        """`text`'s HTML: kept, or made by `renderer` (a whole render without one) and kept."""
+        if renderer is not None and renderer.share_mode != share_mode:
+            raise ValueError("a reply rendered for one mode cannot be kept for the other")
         key = (text, share_mode)
         with self._lock:
             kept = self._html.get(key)
             if kept is not None:
                 self._html.move_to_end(key)
                 return kept
-        made = render(text) if render is not None else render_reply(text, share_mode)
+        made = renderer.render(text) if renderer is not None else render_reply(text, share_mode)
         with self._lock:
-            self._html[key] = made
-            if len(self._html) > self._size:
-                self._html.popitem(last=False)
+            if key not in self._html:
+                self._html[key] = made
+                self._chars += len(text) + len(made)
+            while len(self._html) > 1 and (len(self._html) > self._size
+                                           or self._chars > self._total_chars):
+                (old, _), old_html = self._html.popitem(last=False)
+                self._chars -= len(old) + len(old_html)
         return made
 
 
@@ -208,7 +224,7 @@ STATUS_NOTES = {
 
 
 def reply_markdown(reply: dict[str, Any], share_mode: bool = False,
-                   streamed: Callable[[str], str] | None = None) -> str:
+                   streamed: Renderer | None = None) -> str:
     """What the pane shows for a reply (HTML, despite the name kept for its callers): its
     text, then its status (an error, a pending mark, or a stopped/cancelled note).
     `streamed`: how the one following a reply renders it as it is generated and as it ends
@@ -218,7 +234,7 @@ def reply_markdown(reply: dict[str, Any], share_mode: bool = False,
     if status not in IN_FLIGHT and len(content) <= _CACHED_CHARS:
         text = _FINISHED.html(content, share_mode, streamed)
     elif streamed is not None:
-        text = streamed(content)
+        text = streamed.render(content)
     else:
         text = render_reply(content, share_mode)
     if status == ERROR:

@@ -58,7 +58,7 @@ def live_entry(snap: Snapshot, share_mode: bool,
     its finished blocks rendered."""
     return {"role": "assistant", "content": reply_markdown(
         {"status": snap.status, "content": snap.text, "error": snap.error}, share_mode,
-        renderer.render if renderer is not None else None)}
+        renderer)}
 
 
 def without_last_reply(shown: Pane) -> Pane:
