@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from chat_core.ui.render import (conversation_view, render_reply, reply_markdown,
-                                 safe_markdown, user_html)
+from chat_core.ui.render import (MAX_TABLE_CELLS, conversation_view, render_reply,
+                                 reply_markdown, safe_markdown, table_cells, user_html)
 
 # Each of these made the browser fetch something, or could, through some renderer.
 HOSTILE = {
@@ -212,3 +212,24 @@ def test_a_finished_reply_says_its_model_speed_and_first_token_under_it() -> Non
     odd = reply_facts({**reply, "model": "<b onclick=x>m</b>", "ttft_ms": None})
     assert "<b" not in odd and "&lt;b" in odd and "tokens/s" not in odd
     assert "~20 tokens/s" in reply_facts({**reply, "tokens_estimated": True})
+
+
+def _wide_table(columns: int, rows: int) -> str:
+    """A head of `columns` over rows of one character: markdown-it fills each row's cells."""
+    return ("|" + "|".join("h" * columns) + "|\n|" + "|".join("-" * columns) + "|\n"
+            + "|x\n" * rows)
+
+
+def test_a_reply_of_too_many_table_cells_shows_its_tables_as_text() -> None:
+    """A dozen tables of 400 columns over 200 one-character rows (26,000 characters) would be
+    about a million cells: 15 s of CPU on the event loop and 8 MB of HTML, for every page that
+    draws the reply. Past MAX_TABLE_CELLS the reply's tables show as the text they are; an
+    ordinary table is still a table."""
+    text = "\n".join(_wide_table(400, 200) for _ in range(12))
+    assert table_cells(text) > MAX_TABLE_CELLS
+    shown = render_reply(text)
+    assert "<table>" not in shown and "|x" in shown and len(shown) < 2 * len(text)
+    ordinary = "| a | b |\n|---|:-:|\n| 1 | 2 |\n| 3 | 4 |"
+    assert 0 < table_cells(ordinary) <= MAX_TABLE_CELLS
+    assert "<table>" in render_reply(ordinary)
+    assert table_cells("- one\n- two\n\n---\n\ntext | with a pipe") == 0

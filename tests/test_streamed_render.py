@@ -194,3 +194,16 @@ def test_finished_replies_keep_no_more_than_their_total_length() -> None:
     kept.html("x" * 40, False, renderer)  # larger than all: kept alone
     kept.html("x" * 40, False, renderer)
     assert renderer.made[-1] == "x" * 40 and renderer.made.count("x" * 40) == 1
+
+
+def test_a_reply_whose_tables_grow_past_the_cell_limit_streams_as_it_renders_whole(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Its tables are tables until the reply's cells pass MAX_TABLE_CELLS (lowered here), then
+    text (render.table_cells); at every length it shows what a whole render shows."""
+    monkeypatch.setattr(render, "MAX_TABLE_CELLS", 60)
+    monkeypatch.setattr(streamed_render, "MAX_TABLE_CELLS", 60)
+    table = "| a | b | c | d |\n|---|---|---|---|\n" + "| 1 | 2 | 3 | 4 |\n" * 5
+    text = "Intro.\n\n" + "\n".join([table] * 3) + "\nThe end."
+    _stream(text, 9, False)
+    assert "<table>" in render_reply(text[:len(table) + 10])
+    assert "<table>" not in render_reply(text)

@@ -101,11 +101,11 @@ def _cell_open(self: Any, tokens: list[Any], idx: int, options: Any, env: dict[s
     return f'<{token.tag} align="{align}">' if align in _ALIGN["align"] else f"<{token.tag}>"
 
 
-def _markdown() -> MarkdownIt:
+def _markdown(tables: bool = True) -> MarkdownIt:
     # breaks: a single newline is a line break, as the pane showed replies before (GFM style).
     md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False,
                                    "breaks": True})
-    md.enable(["table", "strikethrough"])
+    md.enable(["table", "strikethrough"] if tables else ["strikethrough"])
     for name, rule in (("image", _image), ("link_open", _link_open),
                        ("link_close", _link_close), ("th_open", _cell_open),
                        ("td_open", _cell_open)):
@@ -116,6 +116,35 @@ def _markdown() -> MarkdownIt:
 _MD = _markdown()
 # The parser and renderer as configured here (ui/streamed_render.py renders with them too).
 MARKDOWN = _MD
+# A table's short rows are filled up to its head's columns: a reply of a dozen tables with
+# 400-column heads over one-character rows (26,000 characters) took 15 s of CPU to render,
+# into 8 MB of HTML, the event loop held all along (markdown-it bounds the cells it fills in one
+# table, not in a reply). Past MAX_TABLE_CELLS in all, a reply's tables show as their text.
+MAX_TABLE_CELLS = 10_000
+_NO_TABLES = _markdown(tables=False)
+_DELIMITER_ROW = re.compile(r" {0,3}\|?[ \t]*:?-+:?[ \t]*(?:\|[ \t]*:?-+:?[ \t]*)*\|?[ \t]*")
+
+
+def table_cells(text: str) -> int:
+    """At least as many cells as the text's tables would have: for each line that can be a
+    table's delimiter row (under a line that is not blank), its columns times the lines from
+    its head to the next blank one. One pass, whatever the text."""
+    if "|" not in text or "-" not in text:
+        return 0
+    lines = text.split("\n")
+    cells, rows_below = 0, 0
+    for i in range(len(lines) - 1, 0, -1):
+        line = lines[i]
+        if i + 1 < len(lines):
+            rows_below = rows_below + 1 if lines[i + 1].strip() else 0
+        if lines[i - 1].strip() and _DELIMITER_ROW.fullmatch(line):
+            cells += (line.count("|") + 1) * (rows_below + 1)
+    return cells
+
+
+def markdown_for(text: str) -> MarkdownIt:
+    """The parser for `text`: tables left as text past MAX_TABLE_CELLS."""
+    return _MD if table_cells(text) <= MAX_TABLE_CELLS else _NO_TABLES
 
 
 def valid_text(text: str) -> str:
@@ -130,7 +159,8 @@ def valid_text(text: str) -> str:
 
 def render_reply(text: str, share_mode: bool = False) -> str:
     """A reply's Markdown as sanitized HTML (see the module docstring)."""
-    raw = _MD.render(valid_text(text), {"share": share_mode, "links": []})
+    text = valid_text(text)
+    raw = markdown_for(text).render(text, {"share": share_mode, "links": []})
     return sanitize(raw, share_mode).strip()
 
 

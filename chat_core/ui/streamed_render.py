@@ -18,7 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from chat_core.ui.render import MARKDOWN, render_reply, sanitize, valid_text
+from chat_core.ui.render import (MARKDOWN, MAX_TABLE_CELLS, render_reply, sanitize,
+                                 table_cells, valid_text)
 
 
 class StreamedRender:
@@ -35,7 +36,7 @@ class StreamedRender:
         text = valid_text(text)
         grew = text.startswith(self._previous)
         self._previous = text
-        if "]:" in text or "\r" in text or not grew:
+        if "]:" in text or "\r" in text or not grew or table_cells(text) > MAX_TABLE_CELLS:
             self._done_text = self._done_html = ""
             return render_reply(text, self.share_mode)
         tail = text[len(self._done_text):]
