@@ -12,8 +12,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from chat_core.ui.render import (MAX_TABLE_CELLS, conversation_view, render_reply,
-                                 reply_markdown, safe_markdown, table_cells, user_html)
+from chat_core.ui.render import (MARKDOWN, MAX_TABLE_CELLS, conversation_view,
+                                 render_reply, reply_markdown, safe_markdown, table_cells,
+                                 user_html)
 
 # Each of these made the browser fetch something, or could, through some renderer.
 HOSTILE = {
@@ -233,3 +234,24 @@ def test_a_reply_of_too_many_table_cells_shows_its_tables_as_text() -> None:
     assert 0 < table_cells(ordinary) <= MAX_TABLE_CELLS
     assert "<table>" in render_reply(ordinary)
     assert table_cells("- one\n- two\n\n---\n\ntext | with a pipe") == 0
+
+
+_HEAD, _DELIMITER = "|" * 21, "|" + "|".join("-" * 20) + "|"  # 20 columns
+
+
+@pytest.mark.parametrize("text", [
+    "\n".join([_HEAD, _DELIMITER] + ["x"] * 30),
+    "\r".join([_HEAD, _DELIMITER] + ["x"] * 30),  # markdown-it reads "\r" as a line break
+    "\r\n".join([_HEAD, _DELIMITER] + ["x"] * 30),
+    "\n".join([_HEAD, _DELIMITER] + ["\x1c"] * 30),  # not blank to markdown-it
+    "> " + _HEAD + "\n> " + _DELIMITER + "\n" + "> x\n" * 30,  # in a quote
+    "- " + _HEAD + "\n\t" + _DELIMITER + "\n" + "\tx\n" * 30,  # in a list item
+    "1.  " + _HEAD + "\n    " + _DELIMITER + "\n" + "    x\n" * 30,
+    "- - " + _HEAD + "\n    " + _DELIMITER + "\n" + "    x\n" * 30,  # in a nested list
+], ids=["lf", "cr", "crlf", "x1c-rows", "quote", "list-tab", "ordered", "nested-list"])
+def test_table_cells_counts_at_least_the_cells_markdown_it_makes(text: str) -> None:
+    """The count that keeps a reply's tables from holding the event loop must not miss a table
+    markdown-it builds: line breaks as it reads them, rows it does not take for blank, tables
+    in quotes and list items (review: each of these was counted as none)."""
+    made = MARKDOWN.render(text)
+    assert table_cells(text) >= made.count("<td") + made.count("<th") > 600
