@@ -21,6 +21,7 @@ import gradio as gr
 
 from chat_core.ui.chat.api import ApiAnswers
 from chat_core.ui.chat.handlers import ChatHandlers
+from chat_core.ui.chat.inline_io import INLINE, converted
 from chat_core.ui.chat.live_reply import FOLLOW_JS, STOP_JS
 
 # Chat events are not capped by Gradio: each waits on the service, and the LLM client's
@@ -83,7 +84,8 @@ class ChatEvents:
         # (live_reply.FOLLOW_JS). The script's step has no server side.
         chain = first.then(None, inputs=[ui.live], outputs=[ui.live, ui.notice], js=FOLLOW_JS,
                            show_progress="hidden", **MULTIPLE, **PRIVATE).then(
-            h.finish, inputs=[ui.turn, ui.live], outputs=[ui.chatbot, *self.settled],
+            converted(h.finish, [ui.turn, ui.live], [ui.chatbot, *self.settled]),
+            inputs=[ui.turn, ui.live], outputs=[ui.chatbot, *self.settled], **INLINE,
             show_progress="hidden", **MULTIPLE, **PRIVATE, **DIRECT)
         if lit:
             self._lit(chain)
@@ -109,7 +111,8 @@ class ChatEvents:
         h, ui, api = self.handlers, self.handlers.ui, self.api
         context = [ui.conversation, ui.view]
         # The page's first steps are private: their public names belong to the API's events.
-        self._follow(ui.box.submit(h.send, inputs=[ui.box, *context], outputs=self.started,
+        self._follow(ui.box.submit(converted(h.send, [ui.box, *context], self.started),
+                                   inputs=[ui.box, *context], outputs=self.started, **INLINE,
                                    api_name="page_send", **PRIVATE, **DIRECT), lit=False)
         for button, handler, name in ((ui.retry, h.retry, "retry"),
                                       (ui.regenerate, h.retry, "regenerate"),
