@@ -66,7 +66,7 @@ def handler_of(fn: Any) -> Any:
 
 def test_the_steps_every_turn_runs_are_wired_to_convert_in_line(page: Any) -> None:
     demo, _ = page
-    for name in ("send", "finish"):
+    for name in ("send", "retry", "continue_reply", "finish"):
         fn = step(demo, name)
         assert fn.preprocess is False and fn.postprocess is False
 
@@ -98,7 +98,7 @@ def test_a_finished_turn_and_a_skipped_finish_reach_the_page_as_before(page: Any
     assert pane[-1]["role"] == "assistant" and "Hello" in str(pane[-1]["content"])
 
 
-@pytest.mark.parametrize("name", ["send", "finish"])
+@pytest.mark.parametrize("name", ["send", "retry", "continue_reply", "finish"])
 def test_any_value_from_the_page_reaches_the_handler_as_gradio_would_hand_it(
         page: Any, name: str) -> None:
     demo, _ = page
@@ -119,3 +119,23 @@ def test_any_value_from_the_page_reaches_the_handler_as_gradio_would_hand_it(
             return expected, seen
         expected, seen = asyncio.run(both())
         assert seen == expected, f"{name} given {value!r}"
+
+
+def test_a_retry_and_a_continue_reach_the_page_as_before(page: Any) -> None:
+    demo, _ = page
+    send, finish = step(demo, "send"), step(demo, "finish")
+    started = asyncio.run(handler_of(send)("Hi", None, {}))
+    conversation = next(v for c, v in started.items() if type(c).__name__ == "BrowserState")
+    turn = next(v for c, v in started.items() if c.stateful and isinstance(v, dict)
+                and "id" in v)
+    ended = asyncio.run(handler_of(finish)(turn, turn["id"]))
+    view = next(v for c, v in ended.items() if c.stateful and isinstance(v, dict)
+                and "ids" in v)
+    retry, proceed = step(demo, "retry"), step(demo, "continue_reply")
+    again = asyncio.run(handler_of(retry)(conversation, view))
+    assert isinstance(again, dict) and "__type__" not in again  # a turn started again
+    # (The fake service cannot continue a reply: the continue's answer here is its skip.)
+    for fn, raw in ((retry, again), (retry, asyncio.run(handler_of(retry)(None, {}))),
+                    (proceed, asyncio.run(handler_of(proceed)(None, {})))):
+        expected, got = page_gets(demo, fn, raw)
+        assert got == expected

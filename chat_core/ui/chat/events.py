@@ -117,8 +117,9 @@ class ChatEvents:
         for button, handler, name in ((ui.retry, h.retry, "retry"),
                                       (ui.regenerate, h.retry, "regenerate"),
                                       (ui.proceed, h.continue_reply, "continue")):
-            self._follow(button.click(handler, inputs=context, outputs=self.again,
-                                      api_name=f"page_{name}", **PRIVATE, **DIRECT), lit=False)
+            self._follow(button.click(converted(handler, context, self.again), inputs=context,
+                                      outputs=self.again, **INLINE, api_name=f"page_{name}",
+                                      **PRIVATE, **DIRECT), lit=False)
         self._follow(ui.chatbot.edit(h.edit, inputs=context, outputs=self.shown,
                                      api_name="edit", **UNCAPPED))
         ui.stop.click(h.stop, inputs=[ui.turn], api_name="stop", **UNCAPPED)

@@ -1,5 +1,5 @@
-"""The steps every message runs on the page convert their inputs and outputs on the event
-loop, not on Gradio's worker threads.
+"""The steps that start a turn on the page, and its finish, convert their inputs and outputs
+on the event loop, not on Gradio's worker threads.
 
 Gradio hands each input of an event to a worker thread for its component's `preprocess`, and
 each plain value it returns to one for `postprocess`: a thread hop each. A message's two steps
@@ -13,7 +13,7 @@ got before (tests/test_inline_io.py compares the two, hostile inputs included).
 Only for steps whose property updates change nothing a conversion reads: Gradio converts an
 updated value with the component as updated (a Dropdown's new choices, say), this module with
 the page's own. The send and finish steps update a Textbox's interactivity, rows' classes and
-visibility, and the Chatbot's thumbs; opening a conversation updates the model Dropdown's
+visibility, and the Chatbot's thumbs (a retry or a continue the same); opening a conversation updates the model Dropdown's
 choices, and stays with Gradio."""
 
 from __future__ import annotations
