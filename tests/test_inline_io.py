@@ -10,6 +10,7 @@ from typing import Any
 
 import gradio as gr
 import pytest
+from gradio.helpers import special_args
 from gradio.state_holder import SessionState
 
 from chat_core.ui.chat.inline_io import converted
@@ -26,10 +27,19 @@ def page() -> tuple[gr.Blocks, FakeService]:
     return build_ui(service, share_mode=False), service  # type: ignore[arg-type]
 
 
+# The page's steps: the first step of each chain by its (private) API name, finish by its
+# handler's name among the chained steps (the API's own events skip postprocessing too).
+PAGE_STEPS = {"send": "page_send", "retry": "page_retry", "continue_reply": "page_continue"}
+
+
 def step(demo: gr.Blocks, name: str) -> Any:
-    """The page's step `name` (the handler's own name), wired to convert in line."""
-    fns = [fn for fn in demo.fns.values() if fn.name == name and not fn.postprocess]
-    assert fns, f"no step {name} converts its outputs in line"
+    """The page's step `name` (its handler's name)."""
+    if name in PAGE_STEPS:
+        fns = [fn for fn in demo.fns.values() if fn.api_name == PAGE_STEPS[name]]
+    else:
+        fns = [fn for fn in demo.fns.values() if fn.name == name and fn.trigger_after is not None]
+    assert fns, f"no page step {name}"
+    assert fns[0].name == name, f"{PAGE_STEPS.get(name)} runs {fns[0].name}, not {name}"
     return fns[0]
 
 
@@ -69,6 +79,19 @@ def test_the_steps_every_turn_runs_are_wired_to_convert_in_line(page: Any) -> No
     for name in ("send", "retry", "continue_reply", "finish"):
         fn = step(demo, name)
         assert fn.preprocess is False and fn.postprocess is False
+
+
+@pytest.mark.parametrize("name", ["send", "retry", "continue_reply", "finish"])
+def test_gradio_still_hands_each_step_the_person_asking(page: Any, name: str) -> None:
+    """The handlers find whose conversations they touch from the request Gradio passes them:
+    the converting wrapper must show Gradio the same parameters and annotations, or with
+    accounts on every message would be refused (or worse, anyone's)."""
+    demo, _ = page
+    fn = step(demo, name)
+    asking = gr.Request(username="alice")
+    given = [f"input {i}" for i in range(len(fn.inputs))]
+    args, *_ = special_args(fn.fn, list(given), request=asking)
+    assert args == [*given, asking]
 
 
 @pytest.mark.parametrize("text", ["Hello there", "   ", "\ud800", "x" * 50])
