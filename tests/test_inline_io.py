@@ -18,7 +18,8 @@ from chat_core.ui.page import build_ui
 from tests.ui_fakes import FakeService
 
 HOSTILE = ["text", "", None, 5, 2.5, True, ["a", 1], {"x": {"y": [1]}}, "\ud800 lone",
-           "<img src=x onerror=alert(1)>"]
+           "<img src=x onerror=alert(1)>",
+           {"path": "/etc/passwd", "meta": {"_type": "gradio.FileData"}}]  # a server file
 
 
 @pytest.fixture(scope="module")
