@@ -67,6 +67,9 @@ def pct(values: list[float], q: float) -> float:
 class Sample:
     ttft_ms: float
     latency_ms: float
+    # When each of the page's steps ended, ms after the message was sent (the chat tab's
+    # chain: its send, the reply followed, its finish), to say where a burst's time goes.
+    steps: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -232,6 +235,7 @@ class RestClient:
         started = time.perf_counter()
         first = None
         done = False
+        steps: dict[str, float] = {}
         async with self.http.stream("POST", f"/api/conversations/{cid}/messages?stream=true",
                                     json={"content": text_for(index, n)}) as response:
             event = ""
@@ -239,7 +243,9 @@ class RestClient:
                 if line.startswith("event: "):
                     event = line[7:]
                 elif line.startswith("data: "):
-                    if event == "delta" and first is None:
+                    if event == "turn":  # the turn is recorded: its stream begins
+                        steps["accepted"] = (time.perf_counter() - started) * 1000
+                    elif event == "delta" and first is None:
                         first = time.perf_counter()
                     elif event == "done":
                         done = True
@@ -248,7 +254,7 @@ class RestClient:
         ended = time.perf_counter()
         if not done:
             raise RuntimeError("stream ended without a done event")
-        return Sample(((first or ended) - started) * 1000, (ended - started) * 1000)
+        return Sample(((first or ended) - started) * 1000, (ended - started) * 1000, steps)
 
 
 class GradioClient:
@@ -339,19 +345,26 @@ class GradioPageClient:
     async def turn(self, conv: dict[str, Any], index: int, n: int) -> Sample:
         started = time.perf_counter()
         first: list[float] = []
+        steps: dict[str, float] = {}
         for step in self.chain:
             data = [text_for(index, n) if i == self.box else
                     conv["id"] if i == self.conversation else
                     conv.get("live") if i == self.live else None for i in step["inputs"]]
             await self._run_step(step, data, conv, first)
+            name = "reply followed" if not step.get("backend_fn") else \
+                step.get("api_name") or str(step["id"])
+            steps[name] = (time.perf_counter() - started) * 1000
+            if "opened" in conv:
+                steps["stream opened"] = (conv.pop("opened") - started) * 1000
         ended = time.perf_counter()
-        return Sample(((first[0] if first else ended) - started) * 1000, (ended - started) * 1000)
+        return Sample(((first[0] if first else ended) - started) * 1000,
+                      (ended - started) * 1000, steps)
 
     async def _run_step(self, step: dict[str, Any], data: list[Any], conv: dict[str, Any],
                         first: list[float]) -> None:
         if not step.get("backend_fn"):
             if step.get("js") and conv.get("live"):
-                await self._follow_live(conv["live"], first)
+                conv["opened"] = await self._follow_live(conv["live"], first)
             return
         trigger = next(t[0] for t in step["targets"] if t[1] == "load") \
             if step in self.on_load else self.box
@@ -383,13 +396,16 @@ class GradioPageClient:
                 if message.get("msg") == "process_completed":
                     return
 
-    async def _follow_live(self, turn_id: str, first: list[float]) -> None:
+    async def _follow_live(self, turn_id: str, first: list[float]) -> float:
+        """Reads the reply's stream as the page does; returns when its headers came."""
         async with self.http.stream("GET", f"/api/turns/{turn_id}/events",
                                     params={"render": "html"}) as response:
+            opened = time.perf_counter()
             async for line in response.aiter_lines():
                 if line.startswith("data: ") and not first and shows_words(
                         json.loads(line[6:]).get("html")):
                     first.append(time.perf_counter())
+        return opened
 
     def _note(self, step: dict[str, Any], outputs: list[Any], conv: dict[str, Any],
               first: list[float]) -> None:

@@ -245,7 +245,30 @@ async def paced_bursts(args: argparse.Namespace, modes: list[tuple[str, Any, Tur
             print(f"  burst {mode:>8} x{size:<4} at {tpot_ms:.0f} ms/token: ttft p50 "
                   f"{b.ttft(50):7.0f} ms, {b.turns_per_sec:5.1f} turns/s, {b.errors} errors",
                   flush=True)
+            if b.samples and b.samples[0].steps:
+                print(f"    {'':>8} when its steps ended, ms (first / p50 / p90 / last): "
+                      f"{timeline_line(b)}", flush=True)
     return done
+
+
+def timeline(b: Burst) -> dict[str, dict[str, float]]:
+    """When each step of a message ended (REST: the turn accepted; the chat tab: the page's
+    send, its stream of the reply opened and ended, its finish) and its first words, ms after
+    sending, first / p50 / p90 / last over a burst's messages: where a message's time went,
+    and whether the messages were served in the order they came (docs/performance.md)."""
+    marks: dict[str, list[float]] = {}
+    for sample in b.samples:
+        for name, at in sample.steps.items():
+            marks.setdefault(name, []).append(at)
+        marks.setdefault("first words", []).append(sample.ttft_ms)
+    order = sorted(marks, key=lambda name: pct(marks[name], 50))
+    return {name: {"first": min(marks[name]), "p50": pct(marks[name], 50),
+                   "p90": pct(marks[name], 90), "last": max(marks[name])} for name in order}
+
+
+def timeline_line(b: Burst) -> str:
+    return "; ".join(f"{name} {t['first']:.0f} / {t['p50']:.0f} / {t['p90']:.0f} / "
+                     f"{t['last']:.0f}" for name, t in timeline(b).items())
 
 
 async def run(args: argparse.Namespace
@@ -454,7 +477,8 @@ def report(bursts: list[Burst], costs: list[Cost], floor: float, checks: list[st
     return {"floor_ms": floor, "targets": checks, "openings": [vars(o) for o in openings],
             "bursts": [{"mode": b.mode, "size": b.size, "tpot_ms": b.tpot_ms,
                         "ttft_p50": b.ttft(50), "ttft_p99": b.ttft(99),
-                        "turns_per_sec": b.turns_per_sec, "errors": b.errors} for b in bursts],
+                        "turns_per_sec": b.turns_per_sec, "errors": b.errors,
+                        "steps": timeline(b)} for b in bursts],
             "costs": [vars(c) for c in costs]}
 
 

@@ -45,6 +45,15 @@ def _check_burst_report(report: dict[str, Any], stdout: str) -> None:
         (mode, size, tpot) for mode in ("direct", "rest", "chat tab")
         for size, tpot in ((3, 5), (2, 7))}
     assert all(b["errors"] == 0 for b in report["bursts"])
+    # Where each message's time went: the chat tab's steps in the order the page runs them.
+    for b in report["bursts"]:
+        steps = {name: t["p50"] for name, t in b["steps"].items()}
+        if b["mode"] == "chat tab":
+            assert steps["page_send"] <= steps["stream opened"] <= steps["reply followed"] \
+                <= steps["finish"], b["steps"]
+        elif b["mode"] == "rest":
+            assert 0 < steps["accepted"] <= steps["first words"], b["steps"]
+    assert "when its steps ended" in stdout
     assert [c["mode"] for c in report["costs"]] == ["rest", "chat tab"]
     assert report["floor_ms"] > 0 and all(c["app_ms_per_turn"] > 0 for c in report["costs"])
     assert all(c["idle_ms_per_sec"] >= 0 for c in report["costs"]) and "idle: " in stdout
