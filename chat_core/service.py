@@ -277,12 +277,29 @@ class ChatService:
         """Accept a user message: once this returns, the turn is recorded in PostgreSQL and
         will finish, whatever crashes. The message itself is saved by the workflow's first step."""
         cid = parse_id(conversation_id)
-        text = check_text(content, "content", self.settings.max_message_chars,
-                          setting="MAX_MESSAGE_CHARS")
+        text = self._message_text(content)
         key = self.check_idempotency_key(idempotency_key) if idempotency_key is not None \
-            else str(uuid.uuid4())
-        conversation = await self.store.conversation_for_turn(cid)
-        turn_id = turn_id_for(cid, key)
+            else None
+        return await self._start_message(await self.store.conversation_for_turn(cid), text, key)
+
+    async def start_conversation(self, content: Any) -> tuple[dict[str, Any], Turn]:
+        """A new conversation and its first message's turn (the chat page's first message): the
+        conversation as made is what the turn starts from, with no read back. Text that cannot
+        be sent is refused before anything is made."""
+        text = self._message_text(content)
+        row = await self.store.create_conversation("")
+        return public_conversation(row), await self._start_message(row, text, None)
+
+    def _message_text(self, content: Any) -> str:
+        return check_text(content, "content", self.settings.max_message_chars,
+                          setting="MAX_MESSAGE_CHARS")
+
+    async def _start_message(self, conversation: dict[str, Any], text: str,
+                             idempotency_key: str | None) -> Turn:
+        """The turn of a new message `text` to `conversation` (a row with its `next_seq`,
+        ChatStore.conversation_for_turn), under `idempotency_key` if the client gave one."""
+        cid = conversation["id"]
+        turn_id = turn_id_for(cid, idempotency_key or str(uuid.uuid4()))
         user_id = user_message_id_for(turn_id)
         request: TurnRequest = {"conversation_id": str(cid), "content": text,
                                 "user_message_id": str(user_id),

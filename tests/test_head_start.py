@@ -16,6 +16,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
+from chat_core.errors import InvalidInput
 from chat_core.testing.emulated_llm import EmulatedLLM
 from chat_core import service as service_module
 from chat_core.turns import workflow
@@ -138,6 +139,38 @@ def test_the_request_leaves_and_streams_before_the_message_is_saved(
     assert len(llm.requests) == 1  # adopted by the LLM step, not asked again
     assert _saved(head_app, cid) == [("user", "complete", "hurry, please"),
                                      ("assistant", "complete", reply)]
+
+
+def test_a_new_chats_first_message_starts_from_the_conversation_as_made(
+        head_app: InProcessApp, llm: EmulatedLLM) -> None:
+    """The chat page's first message in a new chat (ChatService.start_conversation): one
+    round trip makes the conversation and says where the message goes; the request leaves
+    before the message is saved and is adopted; the message is the conversation's first."""
+    llm.settings.reply_tokens = 6
+    service = head_app.service
+    with HeldSaves(head_app) as saves:
+        made, turn = head_app.call(service.start_conversation("a new chat"))
+        wait_until(lambda: len(llm.requests) == 1, timeout=20)
+        assert _saved(head_app, made["id"]) == []
+        saves.release()
+    answer = head_app.call(service.wait_turn(turn))
+    assert len(llm.requests) == 1  # adopted by the LLM step, not asked again
+    assert answer["assistant_message"]["content"].startswith("Reply to [a new chat]")
+    assert [tuple(r) for r in query(
+        head_app.settings.database_url or "", "SELECT seq, role FROM messages"
+        " WHERE conversation_id = %s ORDER BY seq, role DESC", (made["id"],))] == [
+            (1, "user"), (1, "assistant")]
+
+
+@pytest.mark.parametrize("text", ["   ", "x" * 300_000, 42])
+def test_a_first_message_that_cannot_be_sent_makes_no_conversation(
+        head_app: InProcessApp, text: Any) -> None:
+    """Refused before anything is made: no empty conversation left in the list."""
+    url = head_app.settings.database_url or ""
+    before = query(url, "SELECT count(*) FROM conversations")[0][0]
+    with pytest.raises(InvalidInput):
+        head_app.call(head_app.service.start_conversation(text))
+    assert query(url, "SELECT count(*) FROM conversations")[0][0] == before
 
 
 def test_a_head_start_that_asked_otherwise_is_dropped_and_the_text_starts_over(

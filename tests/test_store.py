@@ -84,6 +84,19 @@ def test_create_get_list_rename_delete(store: ChatStore, run: Run) -> None:
         run(store.update_conversation(first["id"], title="gone"))
 
 
+def test_a_new_conversation_says_where_its_first_message_goes(store: ChatStore,
+                                                              run: Run) -> None:
+    """What conversation_for_turn would read, without reading it back; an insert retried after
+    a commit whose answer was lost finds the conversation made, not a second one."""
+    made = run(store.create_conversation("t"))
+    assert made["next_seq"] == run(store.conversation_for_turn(made["id"]))["next_seq"] == 1
+    again = run(store._insert_conversation(made["id"], "other"))
+    assert (again["id"], again["title"], again["next_seq"]) == (made["id"], "t", 1)
+    _turn(store, run, made["id"], "q")  # its first message, a turn in flight: no head start
+    assert run(store.conversation_for_turn(made["id"]))["next_seq"] is None
+    assert run(store._insert_conversation(made["id"], "t"))["next_seq"] is None
+
+
 def test_settings_merge_and_a_null_removes_one(store: ChatStore, run: Run) -> None:
     cid = run(store.create_conversation("s"))["id"]
     run(store.update_conversation(cid, settings={"temperature": 0.2, "top_p": 0.5}))

@@ -124,6 +124,13 @@ class FakeService:
         return self.add_turn(conversation_id, content, self.snapshots[-1][1],
                              self.snapshots[-1][0])
 
+    async def start_conversation(self, content: Any) -> tuple[dict[str, Any], Turn]:
+        """As the service: the text is checked before the conversation is made."""
+        if not isinstance(content, str) or not content.strip():
+            raise InvalidInput("the message is empty: type something to send")
+        conversation = await self.create_conversation()
+        return conversation, await self.start_turn(conversation["id"], content)
+
     async def retry_turn(self, conversation_id: str, message_id: str) -> Turn:
         await self.get_conversation(conversation_id)
         return Turn(f"turn-{uuid.uuid4()}", conversation_id, message_id, str(uuid.uuid4()))

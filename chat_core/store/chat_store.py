@@ -144,22 +144,21 @@ class ChatStore(PersonScoped):
     # -- conversations -----------------------------------------------------------------------
 
     async def create_conversation(self, title: str = "") -> Row:
+        """The new conversation, with its `next_seq` (conversation_for_turn's): its first
+        message can start from it without reading it back."""
         return await self._insert_conversation(uuid.uuid4(), title)
 
     @retry_transient
     async def _insert_conversation(self, conversation_id: uuid.UUID, title: str) -> Row:
-        # The id is chosen before the first attempt, so a retry cannot create a second row.
+        # The id is chosen before the first attempt, so a retry cannot create a second row;
+        # a retry after a commit whose answer was lost finds it made and reads it.
         async with self.db.connection() as conn:
-            await conn.execute(
-                "INSERT INTO conversations (id, title, owner_id) VALUES (%s, %s, %s)"
-                " ON CONFLICT DO NOTHING", (conversation_id, title, self.person.id))
             cur = await conn.execute(
-                f"SELECT {_CONVERSATION_VIEW} FROM conversations c WHERE c.id = %s",
-                (conversation_id,),
-            )
+                "WITH c AS (INSERT INTO conversations (id, title, owner_id) VALUES (%s, %s, %s)"
+                f" ON CONFLICT DO NOTHING RETURNING *) SELECT {_CONVERSATION_VIEW},"
+                " c.last_seq + 1 AS next_seq FROM c", (conversation_id, title, self.person.id))
             row = await cur.fetchone()
-        assert row is not None
-        return row
+        return row if row is not None else await self.conversation_for_turn(conversation_id)
 
     @retry_transient
     async def get_conversation(self, conversation_id: uuid.UUID) -> Row:

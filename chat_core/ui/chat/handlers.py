@@ -217,8 +217,10 @@ class ChatHandlers:
         shown = [] if new else list((view or {}).get("shown") or [])
         try:
             if conversation_id is None:
-                conversation_id = (await service.create_conversation())["id"]
-            turn = await service.start_turn(conversation_id, text)
+                conversation, turn = await service.start_conversation(text)
+                conversation_id = conversation["id"]
+            else:
+                turn = await service.start_turn(conversation_id, text)
         except ChatError as exc:
             # Nothing is lost: the text stays in the box, the notice says what to change (or,
             # over the person's limits, when to send it again). Text that cannot be sent back
