@@ -5,6 +5,7 @@ raise chat_core.errors exceptions whose messages can be shown to a user as they 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import dataclasses
 import uuid
@@ -284,11 +285,19 @@ class ChatService:
 
     async def start_conversation(self, content: Any) -> tuple[dict[str, Any], Turn]:
         """A new conversation and its first message's turn (the chat page's first message): the
-        conversation as made is what the turn starts from, with no read back. Text that cannot
-        be sent is refused before anything is made."""
+        conversation as made is what the turn starts from, with no read back. A message that
+        cannot be sent (its text, the person's limits, the app stopping) leaves no empty
+        conversation behind."""
         text = self._message_text(content)
+        self._refuse_if_closing()
         row = await self.store.create_conversation("")
-        return public_conversation(row), await self._start_message(row, text, None)
+        try:
+            turn = await self._start_message(row, text, None)
+        except ChatError:  # refused (over the person's limits): nothing made for it stays
+            with contextlib.suppress(ChatError):
+                await self.store.delete_conversation(row["id"])
+            raise
+        return public_conversation(row), turn
 
     def _message_text(self, content: Any) -> str:
         return check_text(content, "content", self.settings.max_message_chars,

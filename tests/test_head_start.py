@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import httpx
 import pytest
 
-from chat_core.errors import InvalidInput
+from chat_core.errors import InvalidInput, TooManyTurns
 from chat_core.testing.emulated_llm import EmulatedLLM
 from chat_core import service as service_module
 from chat_core.turns import workflow
@@ -171,6 +171,29 @@ def test_a_first_message_that_cannot_be_sent_makes_no_conversation(
     with pytest.raises(InvalidInput):
         head_app.call(head_app.service.start_conversation(text))
     assert query(url, "SELECT count(*) FROM conversations")[0][0] == before
+
+
+def test_a_first_message_over_the_persons_limits_leaves_no_conversation(
+        head_app: InProcessApp, llm: EmulatedLLM, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Share mode's limits are checked once the conversation exists (their count names it):
+    refused, the conversation made for the message goes again, and a send after the limit
+    clears starts as if nothing had happened."""
+    url, service = head_app.settings.database_url or "", head_app.service
+
+    async def over_the_limit(*args: Any, **kwargs: Any) -> None:
+        raise TooManyTurns("you have sent 2 messages in the last minute; send again in 9 s",
+                           retry_after_sec=9, limit=2)
+
+    before = query(url, "SELECT count(*) FROM conversations")[0][0]
+    monkeypatch.setattr(service, "admit_turn", over_the_limit)
+    with pytest.raises(TooManyTurns, match="send again in 9 s"):
+        head_app.call(service.start_conversation("one too many"))
+    assert query(url, "SELECT count(*) FROM conversations")[0][0] == before
+    assert llm.requests == []
+    monkeypatch.undo()
+    made, turn = head_app.call(service.start_conversation("later"))
+    head_app.call(service.wait_turn(turn))
+    assert query(url, "SELECT count(*) FROM conversations")[0][0] == before + 1
 
 
 def test_a_head_start_that_asked_otherwise_is_dropped_and_the_text_starts_over(

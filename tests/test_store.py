@@ -89,7 +89,7 @@ def test_a_new_conversation_says_where_its_first_message_goes(store: ChatStore,
     """What conversation_for_turn would read, without reading it back; an insert retried after
     a commit whose answer was lost finds the conversation made, not a second one."""
     made = run(store.create_conversation("t"))
-    assert made["next_seq"] == run(store.conversation_for_turn(made["id"]))["next_seq"] == 1
+    assert made == {**run(store.conversation_for_turn(made["id"])), "next_seq": 1}
     again = run(store._insert_conversation(made["id"], "other"))
     assert (again["id"], again["title"], again["next_seq"]) == (made["id"], "t", 1)
     _turn(store, run, made["id"], "q")  # its first message, a turn in flight: no head start

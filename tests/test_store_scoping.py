@@ -208,6 +208,18 @@ def test_what_a_person_creates_is_theirs(
         assert run(stores["b"].get_conversation(row["id"]))["id"] == row["id"]
 
 
+def test_making_someone_elses_conversation_again_answers_like_a_missing_one(
+        setting: tuple[Callable[..., Any], dict[str, Any]]) -> None:
+    """A conversation's insert retried after a lost answer reads back what it made, scoped: B
+    naming A's id gets NotFound, as for an id nobody has, and A's row stays as it was."""
+    run, stores = setting
+    hers = run(stores["a"].create_conversation("a's"))
+    assert outcome(run, stores["b"]._insert_conversation(hers["id"], "b's")) == (
+        "raised", "NotFound")
+    assert run(stores["a"].get_conversation(hers["id"]))["title"] == "a's"
+    assert run(stores["a"]._insert_conversation(hers["id"], "again"))["title"] == "a's"
+
+
 # -- the other stores of a person's data (ratings, dataset rows) -------------------------------
 
 def _other_stores() -> dict[type, dict[str, Callable[[Any, World], Awaitable[Any]]]]:
