@@ -30,6 +30,7 @@ import os
 import re
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -70,6 +71,19 @@ class Sample:
     # When each of the page's steps ended, ms after the message was sent (the chat tab's
     # chain: its send, the reply followed, its finish), to say where a burst's time goes.
     steps: dict[str, float] = field(default_factory=dict)
+
+
+# One for every client below: httpx would build one (loading the CA bundle) per client.
+_TLS = ssl.create_default_context()
+
+
+def own_client(base_url: str) -> httpx.AsyncClient:
+    """The HTTP client of one person (their browser, their script), with connections of its
+    own. One client shared by hundreds of conversations cost the benchmark itself seconds in a
+    burst: httpcore's pool looks at every connection each time a request starts or ends (46 %
+    of the benchmark's CPU in the chat tab's burst of 256, holding the page's streams back by
+    up to 6 s: docs/performance.md), a delay that was the client's, not the app's."""
+    return httpx.AsyncClient(base_url=base_url, timeout=600, verify=_TLS)
 
 
 @dataclass
@@ -224,20 +238,36 @@ class ServiceClient:
 
 
 class RestClient:
+    """An API client per conversation (own_client)."""
+
     def __init__(self, base_url: str) -> None:
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=600,
-                                      limits=httpx.Limits(max_connections=None))
+        self.base_url = base_url
+        self.clients: dict[str, httpx.AsyncClient] = {}
 
     async def new_conversation(self) -> str:
-        return str((await self.http.post("/api/conversations")).json()["id"])
+        client = own_client(self.base_url)
+        cid = str((await client.post("/api/conversations")).json()["id"])
+        self.clients[cid] = client
+        return cid
+
+    def _client(self, cid: str) -> httpx.AsyncClient:
+        """A conversation made elsewhere (the long one) gets its client when first used."""
+        if cid not in self.clients:
+            self.clients[cid] = own_client(self.base_url)
+        return self.clients[cid]
+
+    async def aclose(self) -> None:
+        for client in self.clients.values():
+            await client.aclose()
 
     async def turn(self, cid: str, index: int, n: int) -> Sample:
         started = time.perf_counter()
         first = None
         done = False
         steps: dict[str, float] = {}
-        async with self.http.stream("POST", f"/api/conversations/{cid}/messages?stream=true",
-                                    json={"content": text_for(index, n)}) as response:
+        async with self._client(cid).stream(
+                "POST", f"/api/conversations/{cid}/messages?stream=true",
+                json={"content": text_for(index, n)}) as response:
             event = ""
             async for line in response.aiter_lines():
                 if line.startswith("event: "):
@@ -261,20 +291,26 @@ class GradioClient:
     """Gradio's HTTP API as its own clients use it: join the queue, read the event stream."""
 
     def __init__(self, base_url: str) -> None:
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=600,
-                                      limits=httpx.Limits(max_connections=None))
+        self.base_url = base_url
+        self.pages: list[httpx.AsyncClient] = []
 
     async def new_conversation(self) -> dict[str, Any]:
-        return {"id": None}
+        conv = {"id": None, "http": own_client(self.base_url)}
+        self.pages.append(conv["http"])
+        return conv
+
+    async def aclose(self) -> None:
+        for client in self.pages:
+            await client.aclose()
 
     async def turn(self, conv: dict[str, Any], index: int, n: int) -> Sample:
         started = time.perf_counter()
-        joined = await self.http.post("/gradio_api/call/send", json={
+        joined = await conv["http"].post("/gradio_api/call/send", json={
             "data": [text_for(index, n), conv["id"]]})
         event_id = joined.json()["event_id"]
         first = None
         outputs = None
-        async with self.http.stream("GET", f"/gradio_api/call/send/{event_id}") as response:
+        async with conv["http"].stream("GET", f"/gradio_api/call/send/{event_id}") as response:
             event = ""
             async for line in response.aiter_lines():
                 if line.startswith("event: "):
@@ -312,8 +348,8 @@ class GradioPageClient:
     stream (chat_core/ui/chat/live_reply.py): the client reads that stream as the page does."""
 
     def __init__(self, base_url: str) -> None:
-        self.http = httpx.AsyncClient(base_url=base_url, timeout=600,
-                                      limits=httpx.Limits(max_connections=None))
+        self.http = own_client(base_url)  # the page's configuration; each page its own
+        self.pages: list[httpx.AsyncClient] = []
         self.chain: list[dict[str, Any]] = []
         self.on_load: list[dict[str, Any]] = []
 
@@ -337,10 +373,16 @@ class GradioPageClient:
         """A page opened by a new visitor (nothing in its browser storage)."""
         if not self.chain:
             await self._load_chain()
-        conv: dict[str, Any] = {"id": None, "session": uuid.uuid4().hex}
+        conv: dict[str, Any] = {"id": None, "session": uuid.uuid4().hex,
+                                "http": own_client(str(self.http.base_url))}
+        self.pages.append(conv["http"])
         for step in self.on_load:
             await self._run_step(step, [None] * len(step["inputs"]), conv, [])
         return conv
+
+    async def aclose(self) -> None:
+        for client in [self.http, *self.pages]:
+            await client.aclose()
 
     async def turn(self, conv: dict[str, Any], index: int, n: int) -> Sample:
         started = time.perf_counter()
@@ -355,7 +397,9 @@ class GradioPageClient:
                 step.get("api_name") or str(step["id"])
             steps[name] = (time.perf_counter() - started) * 1000
             if "opened" in conv:
-                steps["stream opened"] = (conv.pop("opened") - started) * 1000
+                asked, opened = conv.pop("opened")
+                steps["stream asked"] = (asked - started) * 1000
+                steps["stream opened"] = (opened - started) * 1000
         ended = time.perf_counter()
         return Sample(((first[0] if first else ended) - started) * 1000,
                       (ended - started) * 1000, steps)
@@ -364,22 +408,23 @@ class GradioPageClient:
                         first: list[float]) -> None:
         if not step.get("backend_fn"):
             if step.get("js") and conv.get("live"):
-                conv["opened"] = await self._follow_live(conv["live"], first)
+                conv["opened"] = await self._follow_live(conv, first)
             return
         trigger = next(t[0] for t in step["targets"] if t[1] == "load") \
             if step in self.on_load else self.box
         body = {"data": data, "event_data": None, "fn_index": step["id"],
                 "trigger_id": trigger, "session_hash": conv["session"]}
+        http = conv["http"]
         if step.get("queue") is False:  # the page posts these straight to the event's route
-            answer = await self.http.post(f"/gradio_api/run/{step['api_name']}", json=body)
+            answer = await http.post(f"/gradio_api/run/{step['api_name']}", json=body)
             answer.raise_for_status()
             self._note(step, answer.json()["data"], conv, first)
             return
-        joined = await self.http.post("/gradio_api/queue/join", json=body)
+        joined = await http.post("/gradio_api/queue/join", json=body)
         joined.raise_for_status()
         event_id = joined.json()["event_id"]
         outputs: list[Any] = []
-        async with self.http.stream("GET", "/gradio_api/queue/data",
+        async with http.stream("GET", "/gradio_api/queue/data",
                                     params={"session_hash": conv["session"]}) as response:
             async for line in response.aiter_lines():
                 if not line.startswith("data: "):
@@ -396,16 +441,19 @@ class GradioPageClient:
                 if message.get("msg") == "process_completed":
                     return
 
-    async def _follow_live(self, turn_id: str, first: list[float]) -> float:
-        """Reads the reply's stream as the page does; returns when its headers came."""
-        async with self.http.stream("GET", f"/api/turns/{turn_id}/events",
+    async def _follow_live(self, conv: dict[str, Any], first: list[float]
+                           ) -> tuple[float, float]:
+        """Reads the reply's stream as the page does; returns when it was asked for and when
+        its headers came."""
+        asked = time.perf_counter()
+        async with conv["http"].stream("GET", f"/api/turns/{conv['live']}/events",
                                     params={"render": "html"}) as response:
             opened = time.perf_counter()
             async for line in response.aiter_lines():
                 if line.startswith("data: ") and not first and shows_words(
                         json.loads(line[6:]).get("html")):
                     first.append(time.perf_counter())
-        return opened
+        return asked, opened
 
     def _note(self, step: dict[str, Any], outputs: list[Any], conv: dict[str, Any],
               first: list[float]) -> None:
@@ -551,7 +599,7 @@ async def bench(args: argparse.Namespace) -> list[Result]:
                     r.db_tx = db.transactions() - tx0
                     results.append(r)
                     report_line(r)
-                await client.http.aclose()
+                await client.aclose()
             if args.long_messages:
                 results.extend(await long_conversation(base, db, args))
     finally:
@@ -595,7 +643,7 @@ async def long_conversation(base: str, db: Database, args: argparse.Namespace) -
         r.wall_sec = time.perf_counter() - started
         out.append(r)
         report_line(r)
-    await client.http.aclose()
+    await client.aclose()
 
     # The same request straight to the LLM server: the history the app sent (the turns that
     # fitted the window), so the comparison isolates what the app adds.

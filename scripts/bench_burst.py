@@ -338,6 +338,8 @@ async def _run_app(args: argparse.Namespace, db: Database, env: dict[str, str], 
             print(f"  cost {mode:>8}: {c.app_ms_per_turn:.1f} ms CPU/turn, "
                   f"{c.ms_per_token:.3f} ms/token, PostgreSQL {c.pg_ms_per_turn:.1f} ms/turn",
                   flush=True)
+        await rest.aclose()
+        await page.aclose()
     finally:
         if app is not None:
             app.stop()

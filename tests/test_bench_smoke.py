@@ -49,8 +49,8 @@ def _check_burst_report(report: dict[str, Any], stdout: str) -> None:
     for b in report["bursts"]:
         steps = {name: t["p50"] for name, t in b["steps"].items()}
         if b["mode"] == "chat tab":
-            assert steps["page_send"] <= steps["stream opened"] <= steps["reply followed"] \
-                <= steps["finish"], b["steps"]
+            assert steps["page_send"] <= steps["stream asked"] <= steps["stream opened"] \
+                <= steps["reply followed"] <= steps["finish"], b["steps"]
         elif b["mode"] == "rest":
             assert 0 < steps["accepted"] <= steps["first words"], b["steps"]
     assert "when its steps ended" in stdout
