@@ -293,7 +293,7 @@ class ChatService:
         row = await self.store.create_conversation("")
         try:
             turn = await self._start_message(row, text, None)
-        except ChatError:  # refused (over the person's limits): nothing made for it stays
+        except ChatError:  # refused before it started (the limits, the app stopping)
             with contextlib.suppress(ChatError):
                 await self.store.delete_conversation(row["id"])
             raise
