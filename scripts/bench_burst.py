@@ -36,6 +36,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any, Awaitable, Callable, Sequence
 
@@ -147,7 +148,10 @@ async def open_pages(mode: str, page: GradioPageClient, meter: CpuMeter, pages: 
 
 
 async def burst(mode: str, size: int, new: Callable[[], Awaitable[Any]], turn: TurnFn,
-                tpot_ms: float = 0.0) -> Burst:
+                tpot_ms: float = 0.0, spy: Callable[[], subprocess.Popen[bytes]] | None = None,
+                spy_sec: float = 0.0) -> Burst:
+    """`spy`: a profiler started before the burst, stopped `spy_sec` after its messages left
+    (their acceptance, not the replies' streaming)."""
     result = Burst(mode, size, tpot_ms)
     conversations = [await new() for _ in range(size)]
     gate = asyncio.Event()
@@ -162,9 +166,14 @@ async def burst(mode: str, size: int, new: Callable[[], Awaitable[Any]], turn: T
                 print(f"  ! {mode} error: {type(exc).__name__}: {str(exc)[:200]}", flush=True)
 
     tasks = [asyncio.create_task(one(i, c)) for i, c in enumerate(conversations)]
+    profiler = spy() if spy is not None else None
     await asyncio.sleep(0.2)  # every sender waiting on the gate
     started = time.perf_counter()
     gate.set()
+    if profiler is not None:
+        await asyncio.sleep(spy_sec)
+        profiler.send_signal(2)
+        await asyncio.to_thread(profiler.wait, 60)
     await asyncio.gather(*tasks)
     result.wall_sec = time.perf_counter() - started
     return result
@@ -240,7 +249,11 @@ async def paced_bursts(args: argparse.Namespace, modes: list[tuple[str, Any, Tur
     done = []
     for size in [int(x) for x in sizes.split(",")]:
         for mode, new, turn in modes:
-            b = await burst(mode, size, new, turn, tpot_ms)
+            spy = None
+            if args.profile and getattr(args, "app_pid", None) and mode != "direct":
+                out = args.profile / f"burst-{mode.replace(' ', '_')}-{size}.txt"
+                spy = partial(_profiler, args.app_pid, out)
+            b = await burst(mode, size, new, turn, tpot_ms, spy, args.profile_burst_sec)
             done.append(b)
             print(f"  burst {mode:>8} x{size:<4} at {tpot_ms:.0f} ms/token: ttft p50 "
                   f"{b.ttft(50):7.0f} ms, {b.turns_per_sec:5.1f} turns/s, {b.errors} errors",
@@ -319,6 +332,7 @@ async def _run_app(args: argparse.Namespace, db: Database, env: dict[str, str], 
                   ("chat tab" + label, page.new_conversation, page.turn)]
         await burst("warm-up", 4, rest.new_conversation, rest.turn)
         await burst("warm-up", 4, page.new_conversation, page.turn)
+        args.app_pid = app.pid
         if not args.only_cost:
             bursts += await paced_bursts(args, modes, args.bursts, args.tpot_ms)
             if args.full_load_bursts:
@@ -436,7 +450,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--idle-sec", type=float, default=5.0,
                         help="how long the app's idle CPU is measured, before the cost runs")
     parser.add_argument("--profile", type=Path, help="py-spy the app during the cost runs and "
-                        "write collapsed stacks here (needs py-spy in the virtualenv)")
+                        "the bursts' first seconds and write collapsed stacks here (needs "
+                        "py-spy in the virtualenv)")
+    parser.add_argument("--profile-burst-sec", type=float, default=1.5,
+                        help="how long after a burst's messages leave its profile runs")
     parser.add_argument("--markdown", action="store_true",
                         help="replies shaped like a chat model's Markdown (paragraphs, lists, "
                         "code, a table) instead of one paragraph: the chat page renders those "
