@@ -341,17 +341,21 @@ class GradioPageClient:
     skips the queue, posted to its route), with the values the page would send. Works against
     any version of the page: it reads the chain from /config.
 
-    Each conversation is a page opened first: its load events run (which is when Gradio
-    builds the session's state, a copy of the page's configuration) before any message is sent,
-    as for a room of people who have the page open when they press Enter together. A step the
-    page runs as its own script (no server side) is the reply drawn from the app's event
-    stream (chat_core/ui/chat/live_reply.py): the client reads that stream as the page does."""
+    Each conversation is a page opened first: its load events and the steps chained after
+    them run (which is when Gradio builds the session's state, a copy of the page's
+    configuration) before any message is sent, as for a room of people who have the page open
+    when they press Enter together. Steps chained after the same step run together, as in a
+    browser. A step the page runs as its own script (no server side) is the reply drawn from
+    the app's event stream (chat_core/ui/chat/live_reply.py): the client reads that stream as
+    the page does, and with no reply to follow the script fails its step, which ends that
+    branch of the chain (Gradio runs a `.then()` step only after one that succeeded)."""
 
     def __init__(self, base_url: str) -> None:
         self.http = own_client(base_url)  # the page's configuration; each page its own
         self.pages: list[httpx.AsyncClient] = []
         self.chain: list[dict[str, Any]] = []
         self.on_load: list[dict[str, Any]] = []
+        self.after: dict[int, list[dict[str, Any]]] = {}  # the steps chained after each
 
     async def _load_chain(self) -> None:
         config = (await self.http.get("/config")).json()
@@ -364,6 +368,9 @@ class GradioPageClient:
         deps = config["dependencies"]
         self.on_load = [d for d in deps if d.get("backend_fn")
                         and any(t[1] == "load" for t in d["targets"])]
+        for d in deps:
+            if d.get("trigger_after") is not None:
+                self.after.setdefault(d["trigger_after"], []).append(d)
         step = next(d for d in deps if [self.box, "submit"] in d["targets"])
         while step is not None:
             self.chain.append(step)
@@ -374,11 +381,24 @@ class GradioPageClient:
         if not self.chain:
             await self._load_chain()
         conv: dict[str, Any] = {"id": None, "session": uuid.uuid4().hex,
-                                "http": own_client(str(self.http.base_url))}
+                                "http": own_client(str(self.http.base_url)),
+                                "queued": asyncio.Lock()}
         self.pages.append(conv["http"])
         for step in self.on_load:
-            await self._run_step(step, [None] * len(step["inputs"]), conv, [])
+            await self._run_chain(step, conv,
+                                  next(t[0] for t in step["targets"] if t[1] == "load"))
         return conv
+
+    async def _run_chain(self, step: dict[str, Any], conv: dict[str, Any], trigger: int
+                         ) -> None:
+        """`step` and the steps chained after it, those after the same step together, all
+        set off by `trigger` (the page's load)."""
+        data = [conv["id"] if i == self.conversation else
+                conv.get("live") if i == self.live else None for i in step["inputs"]]
+        if await self._run_step(step, data, conv, [], trigger) is False:
+            return
+        await asyncio.gather(*(self._run_chain(after, conv, trigger)
+                               for after in self.after.get(step["id"], [])))
 
     async def aclose(self) -> None:
         for client in [self.http, *self.pages]:
@@ -392,7 +412,8 @@ class GradioPageClient:
             data = [text_for(index, n) if i == self.box else
                     conv["id"] if i == self.conversation else
                     conv.get("live") if i == self.live else None for i in step["inputs"]]
-            await self._run_step(step, data, conv, first)
+            if await self._run_step(step, data, conv, first) is False:
+                break  # the page's script had no reply to follow: the chain ends
             name = "reply followed" if not step.get("backend_fn") else \
                 step.get("api_name") or str(step["id"])
             steps[name] = (time.perf_counter() - started) * 1000
@@ -405,13 +426,16 @@ class GradioPageClient:
                       (ended - started) * 1000, steps)
 
     async def _run_step(self, step: dict[str, Any], data: list[Any], conv: dict[str, Any],
-                        first: list[float]) -> None:
+                        first: list[float], trigger: int | None = None) -> bool | None:
+        """False: the step failed as the page's script does with no reply to follow."""
         if not step.get("backend_fn"):
-            if step.get("js") and conv.get("live"):
-                conv["opened"] = await self._follow_live(conv, first)
-            return
-        trigger = next(t[0] for t in step["targets"] if t[1] == "load") \
-            if step in self.on_load else self.box
+            if self.live not in step["inputs"]:  # a script with nothing to ask the server
+                return None
+            if not conv.get("live"):  # as that version of the page's script does
+                return False if re.search(r"if \(!turnId\) throw", step["js"]) else None
+            conv["opened"] = await self._follow_live(conv, first)
+            return None
+        trigger = self.box if trigger is None else trigger
         body = {"data": data, "event_data": None, "fn_index": step["id"],
                 "trigger_id": trigger, "session_hash": conv["session"]}
         http = conv["http"]
@@ -420,6 +444,15 @@ class GradioPageClient:
             answer.raise_for_status()
             self._note(step, answer.json()["data"], conv, first)
             return
+        async with conv["queued"]:
+            await self._queued(step, body, conv, first)
+
+    async def _queued(self, step: dict[str, Any], body: dict[str, Any], conv: dict[str, Any],
+                      first: list[float]) -> None:
+        """A step through Gradio's queue: joined, then followed on the session's event stream
+        (one at a time for a page: a browser reads all of a session's events on one stream,
+        and a second stream of the same session would not get them)."""
+        http = conv["http"]
         joined = await http.post("/gradio_api/queue/join", json=body)
         joined.raise_for_status()
         event_id = joined.json()["event_id"]

@@ -47,6 +47,38 @@ def test_chat_streams_and_finishes(page: Page, app: InProcessApp, llm: EmulatedL
     assert page.locator('#chatbot [data-testid="user"]').last.inner_text() == \
         "Hello from the browser"
     assert page.locator("#sidebar").get_by_text("Hello from the browser").is_visible()
+    # Reopened with its reply ended, the page has nothing to follow: its chain ends with the
+    # script's step, and no finish request (which cost Gradio a rebuild of each of its
+    # outputs) is made. The thumbs' step, set off with it, comes back after the script ran.
+    finish, thumbs = _load_chain(page)
+    steps: list[object] = []
+    page.on("request", lambda r: steps.append(_fn_index(r)))
+    with page.expect_response(lambda r: _fn_index(r.request) == thumbs):
+        page.reload()
+    assert thumbs in steps and finish not in steps
+    assert page.locator('#chatbot [data-testid="user"]').last.inner_text() == \
+        "Hello from the browser"
+    assert page.locator("#message-box textarea").is_enabled()
+    assert page.locator(".toast-body").count() == 0  # the chain's end shows no error
+
+
+def _load_chain(page: Page) -> tuple[int, int]:
+    """The ids of the steps that follow the page's load showing its conversation: the finish
+    step (after the script's), and the thumbs' step."""
+    return tuple(page.evaluate("""() => {
+      const deps = window.gradio_config.dependencies;
+      const after = (d) => deps.filter(x => x.trigger_after === d.id);
+      const script = (d) => after(d).find(x => x.js && !x.backend_fn);
+      const open = deps.find(d => d.targets.some(([, event]) => event === 'load') && script(d));
+      return [after(script(open))[0].id, after(open).find(d => d.backend_fn).id];
+    }"""))
+
+
+def _fn_index(request: Request) -> object:
+    try:
+        return json.loads(request.post_data or "").get("fn_index")
+    except (ValueError, AttributeError):
+        return None
 
 
 def _trigger(request: Request) -> object:

@@ -71,7 +71,7 @@ def within(changes: dict[Any, Any], outputs: list[Any]) -> bool:
 
 def finish(chat: ChatHandlers, turn: Any, request: Any = None) -> Any:
     """The finish step after the page's script followed `turn` to its end."""
-    return run(chat.finish(turn, turn["id"] if turn else "", request))
+    return run(chat.finish(turn, turn["id"] if turn else "", "", request))
 
 
 def pane_of(change: Any) -> list[str]:
@@ -129,6 +129,35 @@ def test_send_in_a_new_conversation_shows_it_pending_and_lists_it(
     assert out[ui.turn]["shown"] == [{"role": "user", "content": "Hello there"}]
 
 
+def updated(changes: dict[Any, Any]) -> set[Any]:
+    """The outputs a step's answer gives as property updates, which Gradio rebuilds anew."""
+    return {c for c, v in changes.items() if isinstance(v, dict) and v.get("__type__")}
+
+
+def test_a_message_rebuilds_only_what_it_changes(tab: ChatTab, chat: ChatHandlers,
+                                                 service: FakeService) -> None:
+    """Gradio rebuilds each output an answer gives as a property update, and each one it
+    leaves out (a skip is an update too): for the sidebar, a component with its 100 choices.
+    A message to an open conversation and its finish answer every output they name, and
+    change the properties of the input, the actions and the rating's row only."""
+    ui = tab.ui
+    conversation = run(service.create_conversation("Birds"))["id"]
+    run(service.create_conversation("Other"))
+    opened = run(chat.open(conversation))
+    started = run(chat.send("Hi", conversation, opened[ui.view], "Birds, renamed"))
+    assert set(started) == set(tab.events.started)
+    assert updated(started) == {ui.box, ui.actions, ui.rating_row}
+    # The page's own: the open conversation, selected in the list, and its title field.
+    assert started[ui.conversation] == started[ui.conversations] == conversation
+    assert started[ui.title] == "Birds, renamed"
+    out = run(chat.finish(started[ui.turn], started[ui.turn]["id"], "🔁 a notice shown"))
+    assert set(out) == {ui.chatbot, *tab.events.settled}
+    assert updated(out) == {ui.box, ui.actions}
+    assert out[ui.notice] == "🔁 a notice shown"  # left as the page showed it
+    # A title that is not text is not given back (Gradio's own skip then keeps the page's).
+    assert ui.title not in run(chat.send("Again", conversation, out[ui.view], 42))
+
+
 def test_a_refused_message_stays_in_the_box(tab: ChatTab, chat: ChatHandlers,
                                             service: FakeService) -> None:
     conversation = run(service.create_conversation())["id"]
@@ -170,7 +199,7 @@ def test_finish_draws_the_reply_as_stored_and_gives_the_input_back(
     assert out[ui.live] == ""  # nothing left for the page's script to follow
     assert out[ui.actions] == gr.update(elem_classes=["regenerate"])
     assert out[ui.view]["ids"][-1] == started[ui.turn]["reply_id"]  # as stored
-    assert ui.notice not in out
+    assert out[ui.notice] == ""  # the page's, as it was (a skip would rebuild it)
 
 
 def test_finish_draws_the_stored_pane_when_they_differ(
@@ -235,7 +264,7 @@ def test_a_conversation_gone_meanwhile_gives_the_input_back(
 
 def test_no_turn_to_follow_changes_nothing(chat: ChatHandlers) -> None:
     assert finish(chat, None) == SKIP
-    assert run(chat.finish({"id": "turn-1"}, "", None)) == SKIP  # the script followed none
+    assert run(chat.finish({"id": "turn-1"}, "", "")) == SKIP  # the script followed none
     assert chat.settle(None, None) == SKIP
 
 
@@ -467,11 +496,11 @@ def test_someone_elses_turn_answers_like_a_missing_one(shared: ChatHandlers,
     # Finished, so that a stream that reached it would show it rather than wait.
     r.run(r.system.finish_reply(uuid.UUID(reply_id), content="flamingos", status=COMPLETE))
     ends = [masked(r.run(shared.finish({"id": turn, "conversation": cid, "shown": []}, turn,
-                                       bob)), turn, cid) for turn in (turn_id, unknown)]
+                                       "", bob)), turn, cid) for turn in (turn_id, unknown)]
     assert ends[0] == ends[1] and "reply failed" in ends[0]
     assert "flamingo" not in ends[0]
     hers = r.run(shared.finish({"id": turn_id, "conversation": cid, "shown": []}, turn_id,
-                               caller(r.alice)))
+                               "", caller(r.alice)))
     assert "flamingos" in repr(hers)
 
 
@@ -560,8 +589,9 @@ def test_a_refused_message_leaves_the_reply_shown_followed(
         raise TooManyTurns("you have 1 reply being written already", retry_after_sec=5,
                            limit=1)
     monkeypatch.setattr(service, "start_turn", refuse)
-    assert tab.ui.turn not in run(chat.send("another", conversation, opened[tab.ui.view], page))
-    assert tab.ui.chatbot in run(chat.finish(opened[tab.ui.turn], turn.turn_id, page))
+    assert tab.ui.turn not in run(chat.send("another", conversation, opened[tab.ui.view],
+                                            request=page))
+    assert tab.ui.chatbot in run(chat.finish(opened[tab.ui.turn], turn.turn_id, "", page))
     # A page that opened another conversation since no longer gets this one drawn.
     run(chat.new_chat(page))
-    assert run(chat.finish(opened[tab.ui.turn], turn.turn_id, page)) == SKIP
+    assert run(chat.finish(opened[tab.ui.turn], turn.turn_id, "", page)) == SKIP

@@ -34,6 +34,8 @@ DIRECT: dict[str, Any] = {"queue": False}
 # For chained steps: Gradio's default ("once") skips a step while the same step of another
 # chain of the page is pending.
 MULTIPLE: dict[str, Any] = {"trigger_mode": "multiple"}
+# Where a chain's thumbs' step goes (ChatEvents._follow).
+LIT_AFTER_FIRST, LIT_AFTER_FINISH = "first", "finish"
 
 
 class ChatEvents:
@@ -46,7 +48,7 @@ class ChatEvents:
         # alternative reply shown.
         self.shown = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box,
                       ui.title, ui.actions, ui.position, *ui.settings_fields, ui.model, ui.turn,
-                      ui.live, ui.view, ui.rating_row]
+                      ui.live, ui.view]
         self.started = [ui.conversation, ui.conversations, ui.chatbot, ui.notice, ui.box,
                         ui.title, ui.actions, ui.turn, ui.live, ui.rating_row]
         self.again = [ui.chatbot, ui.notice, ui.box, ui.actions, ui.turn, ui.live,
@@ -71,24 +73,27 @@ class ChatEvents:
             listener(h.everyone_shown, outputs=[h.everyone], show_progress="hidden", **PRIVATE,
                      **DIRECT)
 
-    def _follow(self, first: Any, lit: bool = True) -> None:
+    def _follow(self, first: Any, lit: str | None = LIT_AFTER_FIRST) -> None:
         """Chain the page's drawing of the reply and the finish step after an event that may
-        have started a turn, and the thumbs' step after them when the first step showed other
-        replies (`lit`). A turn's own chain lights the thumbs itself (a retry's first step,
-        finish: handlers.started, handlers.lit_if_moved): one request to Gradio fewer for
-        each message sent."""
+        have started a turn; the chain ends with the script's step when there is no reply to
+        follow (live_reply.FOLLOW_JS). The thumbs' step (`lit`) follows the first step when
+        that step showed a conversation with its view (opening one), or finish when only
+        finish has the view (an edit shows its branch's). A turn's own chain lights the
+        thumbs itself (a retry's first step, finish: handlers.started,
+        handlers.lit_if_moved): one request to Gradio fewer for each message sent."""
         h, ui = self.handlers, self.handlers.ui
+        settled = [ui.chatbot, *self.settled]
         # MULTIPLE: a chain's steps must run even while the same steps of an earlier chain
         # still run (a conversation picked while another one's reply streams); that one's
         # script then closes its stream and fails its step, so its finish never runs
         # (live_reply.FOLLOW_JS). The script's step has no server side.
         chain = first.then(None, inputs=[ui.live], outputs=[ui.live, ui.notice], js=FOLLOW_JS,
                            show_progress="hidden", **MULTIPLE, **PRIVATE).then(
-            converted(h.finish, [ui.turn, ui.live], [ui.chatbot, *self.settled]),
-            inputs=[ui.turn, ui.live], outputs=[ui.chatbot, *self.settled], **INLINE,
+            converted(h.finish, [ui.turn, ui.live, ui.notice], settled),
+            inputs=[ui.turn, ui.live, ui.notice], outputs=settled, **INLINE,
             show_progress="hidden", **MULTIPLE, **PRIVATE, **DIRECT)
-        if lit:
-            self._lit(chain)
+        if lit is not None:
+            self._lit(first if lit == LIT_AFTER_FIRST else chain)
 
     def _shown(self, event: Any) -> None:
         """After a step that shows a conversation with no reply to follow (a new chat, an
@@ -111,17 +116,18 @@ class ChatEvents:
         h, ui, api = self.handlers, self.handlers.ui, self.api
         context = [ui.conversation, ui.view]
         # The page's first steps are private: their public names belong to the API's events.
-        self._follow(ui.box.submit(converted(h.send, [ui.box, *context], self.started),
-                                   inputs=[ui.box, *context], outputs=self.started, **INLINE,
-                                   api_name="page_send", **PRIVATE, **DIRECT), lit=False)
+        sent = [ui.box, *context, ui.title]
+        self._follow(ui.box.submit(converted(h.send, sent, self.started), inputs=sent,
+                                   outputs=self.started, **INLINE, api_name="page_send",
+                                   **PRIVATE, **DIRECT), lit=None)
         for button, handler, name in ((ui.retry, h.retry, "retry"),
                                       (ui.regenerate, h.retry, "regenerate"),
                                       (ui.proceed, h.continue_reply, "continue")):
             self._follow(button.click(converted(handler, context, self.again), inputs=context,
                                       outputs=self.again, **INLINE, api_name=f"page_{name}",
-                                      **PRIVATE, **DIRECT), lit=False)
-        self._follow(ui.chatbot.edit(h.edit, inputs=context, outputs=self.shown,
-                                     api_name="edit", **UNCAPPED))
+                                      **PRIVATE, **DIRECT), lit=None)
+        self._follow(ui.chatbot.edit(h.edit, inputs=context, outputs=[*self.shown, ui.rating_row],
+                                     api_name="edit", **UNCAPPED), lit=LIT_AFTER_FINISH)
         ui.stop.click(h.stop, inputs=[ui.turn], api_name="stop", **UNCAPPED)
         # The thumbs on replies: the pane position is resolved in the pane as the server drew
         # it for this page (the view, a State; handlers.rate).

@@ -198,7 +198,7 @@ class ChatHandlers:
         shown = without_last_reply(shown)
         turn = following(in_flight[-1]["workflow_id"], conversation_id, shown)
         return {**out, ui.chatbot: shown + [placeholder(turn["id"])], ui.view: view,
-                **self.busy(turn)}
+                ui.position: "", **self.busy(turn)}
 
     async def new_chat(self, request: Caller = None) -> Changes:
         return await self.open(None, request)
@@ -206,12 +206,14 @@ class ChatHandlers:
     # -- starting a turn ----------------------------------------------------------------------
 
     async def send(self, text: str, conversation_id: str | None, view: dict[str, Any] | None,
-                   request: Caller = None) -> Changes:
+                   title: Any = None, request: Caller = None) -> Changes:
+        """`title`: the page's own title field, given back as it is (below)."""
         return self.shows(request, await self.start(await self.service_for(request), text,
-                                                    conversation_id, view))
+                                                    conversation_id, view, title=title))
 
     async def start(self, service: ChatService, text: str, conversation_id: str | None,
-                    view: dict[str, Any] | None, page: bool = True) -> Changes:
+                    view: dict[str, Any] | None, page: bool = True, title: Any = None
+                    ) -> Changes:
         ui = self.ui
         new = conversation_id is None
         shown = [] if new else list((view or {}).get("shown") or [])
@@ -236,6 +238,13 @@ class ChatHandlers:
             out.update({ui.conversation: conversation_id,
                         ui.conversations: await self.sidebar(service, conversation_id, text),
                         ui.title: self.service.title_for(text)})
+        elif page:
+            # Gradio rebuilds every output an answer leaves out (a skip is a property update
+            # too: for the sidebar, its 100 choices). The conversation, the list's selection
+            # and the page's title go back as the plain values they are, which cost nothing.
+            out[ui.conversation] = out[ui.conversations] = conversation_id
+            if isinstance(title, str):
+                out[ui.title] = title
         return out
 
     async def retry(self, conversation_id: str | None, view: dict[str, Any] | None,
@@ -339,13 +348,16 @@ class ChatHandlers:
         yield (shown + stored[-1:] if lines_up else stored), {**state, "view": view,
                                                                "redrawn": not lines_up}
 
-    async def finish(self, turn: Following | None, live: Any, request: Caller = None) -> Any:
+    async def finish(self, turn: Following | None, live: Any, notice: Any = None,
+                     request: Caller = None) -> Any:
         """After the page has drawn the reply from the app's event stream (live_reply.py): the
         pane as stored, the input back, the newest turn's actions, and a notice if the reply
         failed or could not be followed (settle). Nothing when the page has moved on since this
         chain began: `live`, the turn its script followed, is no longer the page's `turn`, or
         another chain of the page follows another one (followed.py). Should the script not
-        have followed it (its stream refused), this waits for the reply's end."""
+        have followed it (its stream refused), this waits for the reply's end. `notice`: the
+        page's, given back as it is when the turn leaves none (Gradio would rebuild the
+        notice for an answer that left it out)."""
         if not turn or live != turn.get("id") or self.followed.moved_on(request, turn):
             return gr.skip()
         service = await self.service_for(request)
@@ -357,8 +369,11 @@ class ChatHandlers:
         if self.followed.moved_on(request, turn):
             return gr.skip()
         out = self.settle(turn, state)
+        if "__type__" in out:  # a skip: the turn followed is not this chain's
+            return out
         if pane is not None:
             out[self.ui.chatbot] = self.lit_if_moved(pane, state)
+        out.setdefault(self.ui.notice, notice if isinstance(notice, str) else "")
         return out
 
     def lit_if_moved(self, pane: Pane, state: Following) -> Any:

@@ -41,8 +41,11 @@ def placeholder(turn_id: str) -> dict[str, str]:
 # ends) and the page's notice when the reply could not be followed to its end (the app
 # stopping). A page follows one reply at a time: a newer chain's step ends an older one's
 # stream and fails that chain's step, so that its finish step never runs (Gradio runs a
-# `.then()` step only after a step that succeeded). A refused stream (404, 401) ends the step
-# at once: finish then reads the turn itself. While the pane is scrolled to its end it stays
+# `.then()` step only after a step that succeeded). With no turn to follow (a page opened on a
+# conversation whose replies have ended, a new chat, a refused message) the step fails too:
+# nothing is left to finish, and a finish step answering "nothing" would cost a request in
+# which Gradio rebuilds each of its outputs (events.py). A refused stream (404, 401) ends the
+# step at once: finish then reads the turn itself. While the pane is scrolled to its end it stays
 # there as the reply grows (the Chatbot scrolls only when its value changes). STOP_JS ends the
 # page's stream, for the steps that show a conversation with nothing to follow.
 STOP_JS = "() => { const page = window.__durableChatLive; if (page && page.stop) page.stop(); }"
@@ -50,7 +53,7 @@ FOLLOW_JS = """
 async (turnId) => {
   const page = window.__durableChatLive || (window.__durableChatLive = {stop: null});
   if (page.stop) page.stop();
-  if (!turnId) return [undefined, undefined];
+  if (!turnId) throw new Error('no reply to follow');
   const url = new URL('api/turns/' + encodeURIComponent(turnId) + '/events?render=html',
                       location.href);
   let latest = null;
