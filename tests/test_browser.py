@@ -59,7 +59,10 @@ def test_chat_streams_and_finishes(page: Page, app: InProcessApp, llm: EmulatedL
     assert page.locator('#chatbot [data-testid="user"]').last.inner_text() == \
         "Hello from the browser"
     assert page.locator("#message-box textarea").is_enabled()
-    assert page.locator(".toast-body").count() == 0  # the chain's end shows no error
+    # The chain's end shows no error: no toast, and no error tracker (hidden, but focusable)
+    # on the notice.
+    assert page.locator(".toast-body").count() == 0
+    assert page.locator("#notice").get_by_role("button", name="Clear").count() == 0
 
 
 def _load_chain(page: Page) -> tuple[int, int]:

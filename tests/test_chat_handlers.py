@@ -150,6 +150,7 @@ def test_a_message_rebuilds_only_what_it_changes(tab: ChatTab, chat: ChatHandler
     # The page's own: the open conversation, selected in the list, and its title field.
     assert started[ui.conversation] == started[ui.conversations] == conversation
     assert started[ui.title] == "Birds, renamed"
+    service.snapshots = [(COMPLETE, "Hello")]  # the page's script followed it to its end
     out = run(chat.finish(started[ui.turn], started[ui.turn]["id"], "🔁 a notice shown"))
     assert set(out) == {ui.chatbot, *tab.events.settled}
     assert updated(out) == {ui.box, ui.actions}
@@ -186,9 +187,10 @@ def test_the_pending_reply_is_a_block_named_for_its_turn() -> None:
 
 
 def test_finish_draws_the_reply_as_stored_and_gives_the_input_back(
-        tab: ChatTab, chat: ChatHandlers) -> None:
+        tab: ChatTab, chat: ChatHandlers, service: FakeService) -> None:
     ui = tab.ui
     started = run(chat.send("Hi", None, {}))
+    service.snapshots = [(COMPLETE, "Hello")]  # the page's script followed it to its end
     out = finish(chat, started[ui.turn])
     assert within(out, [ui.chatbot, *tab.events.settled])
     # A value alone: the page's thumbs (none) are those stored, so the Chatbot is not rebuilt
@@ -571,6 +573,40 @@ def test_an_edit_over_the_limits_keeps_its_text(tab: ChatTab, chat: ChatHandlers
     assert out[tab.ui.conversation] == conversation  # the original, unchanged
     assert out[tab.ui.box] == gr.update(value="first, edited", interactive=True)
     assert out[tab.ui.notice].startswith("⏳ Not sent")
+
+
+def test_a_refused_edit_lights_what_it_shows_and_puts_the_rating_away(
+        tab: ChatTab, chat: ChatHandlers, service: FakeService,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A refused edit leaves no reply to follow, so its chain ends before the thumbs' step
+    (events._follow): the refusal lights the thumbs of what it shows itself (here a new
+    chat: the conversation was deleted in another tab, and its thumbs must not stay on the
+    places of the next one's replies) and puts an earlier rating's row away."""
+    ui = tab.ui
+    conversation = run(service.create_conversation("Talk"))["id"]
+    turn = service.add_turn(conversation, "first", "answer")
+    run(service.delete_conversation(conversation))
+
+    async def gone(*args: Any, **kwargs: Any) -> Any:
+        raise NotFound(f"conversation {conversation} does not exist")
+    monkeypatch.setattr(service, "edit_message", gone, raising=False)
+    edit = gr.EditData(None, {"index": 0, "value": "first, edited", "previous_value": "first"})
+    out = run(chat.edit(conversation, {"ids": [turn.user_message_id, turn.reply_id]}, edit))
+    assert out[ui.conversation] is None and out[ui.live] == ""  # nothing to follow
+    assert out[ui.chatbot] == gr.update(value=[], feedback_value=[])
+    assert out[ui.rating_row] == gr.update(visible=False)
+
+
+def test_a_finish_that_waited_for_the_reply_leaves_the_notice_alone(
+        tab: ChatTab, chat: ChatHandlers, service: FakeService) -> None:
+    """A finish step whose page could not follow the reply (its stream refused) waits for
+    the reply's end; the notice it was given is then an older one than the page may show
+    (a rating saved meanwhile), so it is not given back."""
+    conversation = run(service.create_conversation("Talk"))["id"]
+    started = run(chat.send("Hi", conversation, {}, "Talk"))
+    service.snapshots = [(STREAMING, "Hel"), (COMPLETE, "Hello")]
+    out = run(chat.finish(started[tab.ui.turn], started[tab.ui.turn]["id"], "an old notice"))
+    assert tab.ui.notice not in out and tab.ui.box in out
 
 
 def test_a_refused_message_leaves_the_reply_shown_followed(

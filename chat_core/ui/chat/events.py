@@ -87,8 +87,11 @@ class ChatEvents:
         # still run (a conversation picked while another one's reply streams); that one's
         # script then closes its stream and fails its step, so its finish never runs
         # (live_reply.FOLLOW_JS). The script's step has no server side.
+        # show_progress_on: a failed script step marks the components it shows progress on
+        # with an error tracker (hidden, but focusable); `live` is never shown.
         chain = first.then(None, inputs=[ui.live], outputs=[ui.live, ui.notice], js=FOLLOW_JS,
-                           show_progress="hidden", **MULTIPLE, **PRIVATE).then(
+                           show_progress="hidden", show_progress_on=[ui.live], **MULTIPLE,
+                           **PRIVATE).then(
             converted(h.finish, [ui.turn, ui.live, ui.notice], settled),
             inputs=[ui.turn, ui.live, ui.notice], outputs=settled, **INLINE,
             show_progress="hidden", **MULTIPLE, **PRIVATE, **DIRECT)

@@ -300,10 +300,8 @@ class ChatHandlers:
             branch, turn = await service.edit_message(conversation_id, ids[index], text)
             loaded, branch_view, _ = await self.load(service, branch["id"])
         except ChatError as exc:  # the original, unchanged
-            out = await self.show(service, conversation_id, refusal(exc))
-            if isinstance(exc, TooManyTurns) and sendable(text):  # the edit is not lost
-                out[self.ui.box] = gr.update(value=text, interactive=True)
-            return out
+            return self.refused_edit(await self.show(service, conversation_id, refusal(exc)),
+                                     exc, text)
         # The turn may already have saved the edited message (and its reply placeholder): show
         # the turns before it, then the message once.
         turn_rows = {turn.user_message_id, turn.reply_id}
@@ -315,6 +313,17 @@ class ChatHandlers:
                 ui.conversations: await self.sidebar(service, branch["id"]),
                 **self.started(branch["id"], turn.turn_id, turn.reply_id, shown,
                                BRANCHED_NOTICE)}
+
+    def refused_edit(self, out: Changes, exc: ChatError, text: str) -> Changes:
+        """The conversation shown again (or a new chat, if it is gone) with its own thumbs and
+        the rating's row put away: with no reply to follow, this chain ends before the
+        thumbs' step (events._follow)."""
+        ui = self.ui
+        out[ui.chatbot] = lit(out[ui.chatbot], (out.get(ui.view) or {}).get("feedback") or [])
+        out[ui.rating_row] = gr.update(visible=False)
+        if isinstance(exc, TooManyTurns) and sendable(text):  # the edit is not lost
+            out[ui.box] = gr.update(value=text, interactive=True)
+        return out
 
     # -- following it -------------------------------------------------------------------------
 
@@ -356,16 +365,17 @@ class ChatHandlers:
         chain began: `live`, the turn its script followed, is no longer the page's `turn`, or
         another chain of the page follows another one (followed.py). Should the script not
         have followed it (its stream refused), this waits for the reply's end. `notice`: the
-        page's, given back as it is when the turn leaves none (Gradio would rebuild the
-        notice for an answer that left it out)."""
+        page's when this step began, given back as it is when the turn leaves none (Gradio
+        rebuilds an output an answer leaves out), unless this step had to wait."""
         if not turn or live != turn.get("id") or self.followed.moved_on(request, turn):
             return gr.skip()
         service = await self.service_for(request)
         pane: Pane | None = None
         state: Following = turn
+        waited = False
         async with aclosing(self.follow(service, turn)) as steps:
             async for pane, state in steps:
-                pass
+                waited = waited or not state.get("finished")
         if self.followed.moved_on(request, turn):
             return gr.skip()
         out = self.settle(turn, state)
@@ -373,7 +383,8 @@ class ChatHandlers:
             return out
         if pane is not None:
             out[self.ui.chatbot] = self.lit_if_moved(pane, state)
-        out.setdefault(self.ui.notice, notice if isinstance(notice, str) else "")
+        if not waited:  # (having waited for the reply, `notice` may be an older one's)
+            out.setdefault(self.ui.notice, notice if isinstance(notice, str) else "")
         return out
 
     def lit_if_moved(self, pane: Pane, state: Following) -> Any:
