@@ -85,6 +85,9 @@ class Cost:
     # The app's CPU a second with nobody using it (its pollers), measured before the turns:
     # a longer run pays it for longer, so it is part of the per-token figure too.
     idle_ms_per_sec: float = 0.0
+    # A second message in each of the short turns' conversations (the per-turn figure is a
+    # new conversation's first message; on the chat tab a follow-up's steps differ).
+    follow_up_ms_per_turn: float = 0.0
 
 
 class CpuMeter:
@@ -209,9 +212,24 @@ async def cost(mode: str, meter: CpuMeter, args: argparse.Namespace,
             spy.wait(60)
         per_turn[tokens] = ((app1 - app0) / turns * 1000, (pg1 - pg0) / turns * 1000,
                             (web1 - web0) / turns * 1000)
+        if tokens == SHORT:
+            follow_up = await _follow_ups(meter, conversations, turn, limit)
     return Cost(mode, per_turn[SHORT][0], per_turn[SHORT][1],
                 (per_turn[LONG][0] - per_turn[SHORT][0]) / (LONG - SHORT), open_ms,
-                per_turn[SHORT][2], (per_turn[LONG][2] - per_turn[SHORT][2]) / (LONG - SHORT))
+                per_turn[SHORT][2], (per_turn[LONG][2] - per_turn[SHORT][2]) / (LONG - SHORT),
+                follow_up_ms_per_turn=follow_up)
+
+
+async def _follow_ups(meter: CpuMeter, conversations: list[Any], turn: TurnFn,
+                      limit: asyncio.Semaphore) -> float:
+    """The app's CPU per turn for a second message in each conversation."""
+    async def one(i: int, conv: Any) -> None:
+        async with limit:
+            await turn(conv, i, 1)
+
+    before = meter.read()[0]
+    await asyncio.gather(*(one(i, c) for i, c in enumerate(conversations)))
+    return (meter.read()[0] - before) / len(conversations) * 1000
 
 
 async def idle_cpu(meter: CpuMeter, seconds: float) -> float:
@@ -410,7 +428,8 @@ def print_report(bursts: list[Burst], costs: list[Cost], floor: float,
               f"{c.ms_per_token:.3f} ms CPU/token (the web process alone {c.web_ms_per_turn:.1f}"
               f" / {c.web_ms_per_token:.3f}); PostgreSQL {c.pg_ms_per_turn:.1f} ms/turn; "
               f"opening its {'page' if c.mode.startswith('chat tab') else 'conversation'} "
-              f"before: {c.open_ms:.1f} ms; idle: {c.idle_ms_per_sec:.1f} ms CPU a second")
+              f"before: {c.open_ms:.1f} ms; idle: {c.idle_ms_per_sec:.1f} ms CPU a second; "
+              f"a second message: {c.follow_up_ms_per_turn:.1f} ms CPU/turn")
     for o in openings:
         print(f"\nA room opening the link ({o.mode}): {o.pages} new visitors' pages at once, the"
               f" last ready after {o.last_ms:.0f} ms; {o.cpu_ms_per_page:.1f} ms of the app's CPU"

@@ -57,6 +57,9 @@ def _check_burst_report(report: dict[str, Any], stdout: str) -> None:
     assert [c["mode"] for c in report["costs"]] == ["rest", "chat tab"]
     assert report["floor_ms"] > 0 and all(c["app_ms_per_turn"] > 0 for c in report["costs"])
     assert all(c["idle_ms_per_sec"] >= 0 for c in report["costs"]) and "idle: " in stdout
+    # A second message in each conversation, metered apart (a follow-up's steps differ).
+    assert all(c["follow_up_ms_per_turn"] > 0 for c in report["costs"])
+    assert "a second message: " in stdout
     [opening] = report["openings"]
     assert opening["mode"] == "chat tab" and opening["pages"] == 3
     assert opening["last_ms"] > 0 and opening["cpu_ms_per_page"] > 0
