@@ -393,9 +393,7 @@ class GradioPageClient:
                          ) -> None:
         """`step` and the steps chained after it, those after the same step together, all
         set off by `trigger` (the page's load)."""
-        data = [conv["id"] if i == self.conversation else
-                conv.get("live") if i == self.live else None for i in step["inputs"]]
-        if await self._run_step(step, data, conv, [], trigger) is False:
+        if await self._run_step(step, self._inputs(step, conv), conv, [], trigger) is False:
             return
         await asyncio.gather(*(self._run_chain(after, conv, trigger)
                                for after in self.after.get(step["id"], [])))
@@ -409,9 +407,7 @@ class GradioPageClient:
         first: list[float] = []
         steps: dict[str, float] = {}
         for step in self.chain:
-            data = [text_for(index, n) if i == self.box else
-                    conv["id"] if i == self.conversation else
-                    conv.get("live") if i == self.live else None for i in step["inputs"]]
+            data = self._inputs(step, conv, text_for(index, n))
             if await self._run_step(step, data, conv, first) is False:
                 break  # the page's script had no reply to follow: the chain ends
             name = "reply followed" if not step.get("backend_fn") else \
@@ -424,6 +420,13 @@ class GradioPageClient:
         ended = time.perf_counter()
         return Sample(((first[0] if first else ended) - started) * 1000,
                       (ended - started) * 1000, steps)
+
+    def _inputs(self, step: dict[str, Any], conv: dict[str, Any], text: str | None = None
+                ) -> list[Any]:
+        """What the page sends for `step`'s inputs: the message box's text, the conversation
+        it shows, the reply it follows; None for the rest (states are the server's own)."""
+        return [text if i == self.box else conv["id"] if i == self.conversation else
+                conv.get("live") if i == self.live else None for i in step["inputs"]]
 
     async def _run_step(self, step: dict[str, Any], data: list[Any], conv: dict[str, Any],
                         first: list[float], trigger: int | None = None) -> bool | None:
