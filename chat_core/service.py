@@ -33,7 +33,7 @@ from chat_core.llm.servers import LLMServers
 from chat_core.turns.payloads import TurnParams, TurnRequest
 from chat_core.turns.progress import Snapshot, TurnHub
 from chat_core.turns import queued_order, turn_queue
-from chat_core.turns.turn_start import follow_new, refuse_if_closing, runs_here, start_here
+from chat_core.turns.turn_start import follow_new, runs_here, start_here
 from chat_core.turns.workflow import reply_id_for, user_message_id_for
 from chat_core.data import conversation_export, dataset_export
 from chat_core.states import (FINAL, ANSWERED, CANCELLED, ERROR, IN_FLIGHT, MAX_SEARCH_CHARS,
@@ -656,7 +656,11 @@ class ChatService:
         self.hub.close()
 
     def _refuse_if_closing(self) -> None:
-        refuse_if_closing(self.hub)
+        # A turn accepted now could only be answered "shutting down", and a client resending
+        # it without an Idempotency-Key would get it answered twice after the restart.
+        if self.hub.closing:
+            raise ShuttingDown("the app is shutting down and starts no turn now; send the "
+                               "request again once the app is back")
 
     def _shutting_down(self, turn_id: str) -> ShuttingDown:
         return ShuttingDown(

@@ -382,20 +382,18 @@ class LLMClient:
         on_delta: DeltaCallback,
         continue_final: bool = False,
         model: str | None = None,
-        on_open: Callable[[], None] | None = None,
     ) -> Completion:
         """Stream one completion of `model` (one this server lists, llm/servers.py; None: its
         default, LLM_MODEL or the first it lists); `on_delta` sees each piece and may stop the generation, in
         which case the text so far is returned with finish_reason "stopped". With
         `continue_final`, the last message is the assistant's unfinished text and the reply
-        goes on from it (vLLM's continue_final_message; servers without it start a new reply).
-        `on_open` is called once the server has answered the request (its stream begins)."""
+        goes on from it (vLLM's continue_final_message; servers without it start a new reply)."""
         info = ModelInfo(model, None) if model else await self.model_info()
         async with self._slots:
             started = time.perf_counter()
             try:
                 return await self._stream(info, messages, temperature, max_tokens, top_p,
-                                          on_delta, started, continue_final, on_open)
+                                          on_delta, started, continue_final)
             except (openai.APIError, StatusError, *_REQUEST_ERRORS) as exc:
                 raise self._request_failed(exc, info, model) from exc
 
@@ -431,7 +429,6 @@ class LLMClient:
         on_delta: DeltaCallback,
         started: float,
         continue_final: bool = False,
-        on_open: Callable[[], None] | None = None,
     ) -> Completion:
         body: dict[str, Any] = {
             "model": model.id, "messages": messages, "temperature": temperature,
@@ -443,8 +440,6 @@ class LLMClient:
         reply = _StreamedReply(served_model=model.id)
         response = await self._poster.open(body)
         try:
-            if on_open is not None:
-                on_open()
             await self._read_events(ResponseBody(response), reply, on_delta)
         finally:
             # Whole: back to the pool; cut short (stopped, cancelled, failed): the connection

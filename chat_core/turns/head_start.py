@@ -18,30 +18,17 @@ asks back is given up only once the step has adopted the request.
 
 Its cost: a turn killed before its LLM step has cost the LLM one request more (the recovered
 turn cannot take over a request its dead process sent). Measured in docs/performance.md.
-
-The turn's workflow is started once the request is on its way (`HeadStart.on_its_way`): the
-server has answered it, or it waits for a place at the LLM, or it ended, or
-HEAD_START_LEAD_SEC passed. In a burst, each of the burst's requests then leaves before the
-burst's durable bookkeeping (DBOS's row of each workflow, on the same event loop and its thread
-pool), instead of all of it interleaved; the turn is accepted, as before, only once DBOS has its
-row (turns/turn_start.py).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable
 
 from chat_core.llm.client import Completion, DeltaCallback
 from chat_core.llm.fair_gate import Place
 from chat_core.turns.progress import TurnProgress
-
-# The longest a new turn's workflow start waits for its head start's request to be answered: a
-# server slow to answer (or hung) delays a message's acceptance by this much at most, never its
-# first token, which comes from that request.
-HEAD_START_LEAD_SEC = 0.25
 
 
 @dataclass(frozen=True)
@@ -73,22 +60,6 @@ class HeadStart:
     entered: asyncio.Event = field(default_factory=asyncio.Event)
     # The adopting step's on_delta: the deltas that come after the adoption go there.
     forward: DeltaCallback | None = None
-    # Set once the request is on its way: answered by the server, waiting for a place at the
-    # LLM, or ended (whatever the reason).
-    sent: asyncio.Event = field(default_factory=asyncio.Event)
-
-    async def on_its_way(self, timeout: float) -> None:
-        """Wait until the request is on its way, `timeout` seconds at most."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await self.sent.wait()
-
-    def waiting(self, ahead: int | None) -> None:
-        """The gate's word (`TurnProgress.waiting`): a request that must wait for a place is
-        as far on its way as it gets for now."""
-        if ahead is not None:
-            self.sent.set()
-        self.progress.waiting(ahead)
 
     async def on_delta(self, delta: str) -> bool:
         if self.forward is not None:
@@ -141,7 +112,6 @@ class HeadStarts:
             return None
         head = HeadStart(turn_id, progress)
         head.task = asyncio.ensure_future(send(head))
-        head.task.add_done_callback(lambda _: head.sent.set())
         self._waiting[turn_id] = head
         return head
 

@@ -1,9 +1,8 @@
 """Starting a turn's workflow in this process, its LLM request already on its way.
 
 A new message's turn is followed, and its head start's request sent (turns/head_start.py),
-before DBOS writes the workflow's row, which waits until that request is on its way (at most
-HEAD_START_LEAD_SEC): in a burst each request then leaves after its conversation's read alone,
-not behind the burst's DBOS inserts too (docs/performance.md).
+before DBOS writes the workflow's row: in a burst each request then leaves after its
+conversation's read alone, not behind the burst's DBOS inserts too (docs/performance.md).
 
 Until DBOS has the row there is nothing to cancel, so the turn's `recorded` stays cleared: a
 delete of its conversation waits for it (ChatService.delete_conversation). DBOS writes the row
@@ -22,8 +21,6 @@ from dbos import DBOS, SetWorkflowID
 # elsewhere (both are WorkflowHandleAsync); only the former can be followed from its first token.
 from dbos._core import WorkflowHandleAsyncTask
 
-from chat_core.errors import ShuttingDown
-from chat_core.turns.head_start import HEAD_START_LEAD_SEC, HeadStart
 from chat_core.turns.payloads import TurnRequest
 from chat_core.turns.progress import TurnHub, TurnProgress
 from chat_core.turns.workflow import begin_head_start, chat_turn, discard_head_start
@@ -57,31 +54,13 @@ async def start_here(hub: TurnHub, turn_id: str, request: TurnRequest, reply_id:
         return handle
     progress = follow_new(hub, turn_id, reply_id, request)
     try:
-        head = begin_head_start(turn_id, request, progress, next_seq)
-        start = asyncio.ensure_future(_start_after(hub, turn_id, request, head))
+        begin_head_start(turn_id, request, progress, next_seq)
+        start = asyncio.ensure_future(_start_workflow(turn_id, request))
     except BaseException:
         _settle(hub, progress, None)
         raise
     start.add_done_callback(lambda task: _settle(hub, progress, task))
     return await asyncio.shield(start)
-
-
-def refuse_if_closing(hub: TurnHub) -> None:
-    """A turn accepted while the process stops could only be answered "shutting down", and a
-    client resending it without an Idempotency-Key would get it answered twice after the
-    restart: none is started."""
-    if hub.closing:
-        raise ShuttingDown("the app is shutting down and starts no turn now; send the "
-                           "request again once the app is back")
-
-
-async def _start_after(hub: TurnHub, turn_id: str, request: TurnRequest,
-                       head: HeadStart | None) -> Any:
-    """Start the workflow once the head start's request is on its way (module docstring)."""
-    if head is not None:
-        await head.on_its_way(HEAD_START_LEAD_SEC)
-        refuse_if_closing(hub)  # the process began to stop meanwhile: nothing is recorded
-    return await _start_workflow(turn_id, request)
 
 
 async def _start_workflow(turn_id: str, request: TurnRequest) -> Any:
@@ -95,9 +74,7 @@ def _settle(hub: TurnHub, progress: TurnProgress, start: "asyncio.Future[Any] | 
     goes; then whoever waits for the turn's row goes on."""
     ran_here = (start is not None and not start.cancelled() and start.exception() is None
                 and runs_here(start.result()))
-    try:
-        if not ran_here:
-            hub.detach(progress.turn_id)
-            discard_head_start(progress.turn_id)
-    finally:
-        progress.recorded.set()
+    if not ran_here:
+        hub.detach(progress.turn_id)
+        discard_head_start(progress.turn_id)
+    progress.recorded.set()

@@ -558,28 +558,28 @@ async def _closed_if_dead(row: dict[str, Any]) -> bool:
 
 
 def begin_head_start(turn_id: str, request: TurnRequest, progress: TurnProgress,
-                     next_seq: int | None, recheck: bool = False) -> HeadStart | None:
+                     next_seq: int | None, recheck: bool = False) -> bool:
     """Send the turn's LLM request now, ahead of its steps (TURN_HEAD_START): for a new
     message whose workflow runs here (or is about to start: turns/turn_start.py) and has not
     reached its LLM step, in a conversation whose next message goes to `next_seq` (None: a
     turn of it is in flight, no head start).
     `recheck`: read first whether it still does (a turn worker, which got the turn after a
     while, perhaps again after a crash); in the head start's own task, so that the turn's
-    steps keep their place in the start order. The head start, if begun."""
+    steps keep their place in the start order. True if begun."""
     d = _d()
     if d.head_starts is None or next_seq is None or request.get("content") is None or \
             request.get("continue_reply_id") or turn_id.endswith(OVERRIDE_SUFFIX) or \
             progress.status != PENDING:
-        return None
+        return False
     return d.head_starts.begin(
-        turn_id, progress, lambda head: _head_start(head, request, next_seq, recheck))
+        turn_id, progress, lambda head: _head_start(head, request, next_seq, recheck)) \
+        is not None
 
 
 def discard_head_start(turn_id: str) -> None:
-    """Cancel the turn's head start, if it has one (its workflow did not start here; the
-    runtime may have stopped meanwhile, and its head starts with it)."""
-    if _deps is not None and _deps.head_starts is not None:
-        _deps.head_starts.discard(turn_id)
+    """Cancel the turn's head start, if it has one (its workflow did not start here)."""
+    if _d().head_starts is not None:
+        _d().head_starts.discard(turn_id)
 
 
 async def _head_start(head: HeadStart, request: TurnRequest, seq: int,
@@ -595,14 +595,13 @@ async def _head_start(head: HeadStart, request: TurnRequest, seq: int,
     messages, room = _messages_for(prompt, params), _reply_room(prompt, params)
     route = await _route(params)
     head.ask = Ask.of(messages, params, room)
-    async with route.client.gate.turn(head.progress.owner, head.waiting,
+    async with route.client.gate.turn(head.progress.owner, head.progress.waiting,
                                       _claim(head.turn_id)) as place:
         head.let_in(place)
         head.progress.start_attempt()
         return await route.client.stream_chat(
             messages, temperature=float(params["temperature"]), max_tokens=room,
-            top_p=float(params["top_p"]), on_delta=head.on_delta, model=route.model,
-            on_open=head.sent.set)
+            top_p=float(params["top_p"]), on_delta=head.on_delta, model=route.model)
 
 
 def _claim(turn_id: str) -> Any:
