@@ -288,8 +288,7 @@ class ChatService:
         conversation as made is what the turn starts from, with no read back. A message that
         cannot be sent (its text, the person's limits, the app stopping) leaves no empty
         conversation behind."""
-        text = self._message_text(content)
-        self._refuse_if_closing()
+        text = self.check_sendable(content)
         row = await self.store.create_conversation("")
         try:
             turn = await self._start_message(row, text, None)
@@ -298,6 +297,14 @@ class ChatService:
                 await self.store.delete_conversation(row["id"])
             raise
         return public_conversation(row), turn
+
+    def check_sendable(self, content: Any) -> str:
+        """The text of a message that can be sent now: InvalidInput says what to change in it,
+        ShuttingDown that the app is stopping. Nothing is read or written for it before (the
+        person's limits are checked as its turn starts)."""
+        text = self._message_text(content)
+        self._refuse_if_closing()
+        return text
 
     def _message_text(self, content: Any) -> str:
         return check_text(content, "content", self.settings.max_message_chars,

@@ -22,7 +22,8 @@ from chat_core.states import (COMPLETE, ERROR, MAX_SEARCH_CHARS, MAX_SYSTEM_PROM
 from chat_core.ui.chat import ChatHandlers, ChatTab
 from chat_core.ui.chat.api import ApiAnswers
 from chat_core.ui.chat.live_reply import LIVE_CLASS, placeholder
-from chat_core.ui.chat.view import FAILED_NOTICE, PENDING_REPLY, RESTARTING_NOTICE, TurnActions
+from chat_core.ui.chat.view import (FAILED_NOTICE, PENDING_REPLY, RESTARTING_NOTICE, SIDEBAR_LENGTH,
+                                    TurnActions)
 from chat_core.ui.page import build_ui
 from tests.ui_fakes import FakeService, Room, caller, room
 
@@ -132,6 +133,36 @@ def test_send_in_a_new_conversation_shows_it_pending_and_lists_it(
 def updated(changes: dict[Any, Any]) -> set[Any]:
     """The outputs a step's answer gives as property updates, which Gradio rebuilds anew."""
     return {c for c, v in changes.items() if isinstance(v, dict) and v.get("__type__")}
+
+
+def test_a_new_chats_list_puts_it_first_among_the_newest(
+        tab: ChatTab, chat: ChatHandlers, service: FakeService) -> None:
+    """A new chat's list is read while its first message starts (one wait less in a burst),
+    before its conversation exists: it shows the new conversation first, under the title it
+    will get, then the newest others, each once, as many as the list holds."""
+    earlier = [run(service.create_conversation(f"Earlier {i}"))["id"]
+               for i in range(SIDEBAR_LENGTH)]
+    out = run(chat.send("Hello there", None, {}))
+    choices = out[tab.ui.conversations]["choices"]
+    assert choices[0] == ("Hello there", out[tab.ui.conversation])
+    assert [c for _, c in choices[1:]] == earlier[::-1][:SIDEBAR_LENGTH - 1]
+    assert value(out[tab.ui.conversations]) == out[tab.ui.conversation]
+
+
+def test_a_new_chats_refused_message_reads_nothing(
+        tab: ChatTab, chat: ChatHandlers, service: FakeService,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Anyone can send anything: a message refused for its text costs no read of the list."""
+    reads: list[int] = []
+
+    async def titles(limit: int = SIDEBAR_LENGTH) -> list[dict[str, Any]]:
+        reads.append(limit)
+        return []
+
+    monkeypatch.setattr(service, "conversation_titles", titles)
+    out = run(chat.send("   ", None, {}))
+    assert out[tab.ui.notice].startswith("⚠️ the message is empty") and reads == []
+    assert service.conversations == {}
 
 
 def test_a_message_rebuilds_only_what_it_changes(tab: ChatTab, chat: ChatHandlers,

@@ -66,7 +66,8 @@ class FakeService:
         return self.conversations[conversation_id]
 
     async def list_conversations(self, limit: int = 100) -> list[dict[str, Any]]:
-        return list(self.conversations.values())[:limit]
+        """Newest first, as the store lists them."""
+        return list(reversed(self.conversations.values()))[:limit]
 
     async def conversation_titles(self, limit: int = 100) -> list[dict[str, Any]]:
         return [{"id": c["id"], "title": c["title"]} for c in await self.list_conversations(limit)]
@@ -124,10 +125,17 @@ class FakeService:
         return self.add_turn(conversation_id, content, self.snapshots[-1][1],
                              self.snapshots[-1][0])
 
-    async def start_conversation(self, content: Any) -> tuple[dict[str, Any], Turn]:
-        """As the service: the text is checked before the conversation is made."""
+    @staticmethod
+    def check_sendable(content: Any) -> str:
         if not isinstance(content, str) or not content.strip():
             raise InvalidInput("the message is empty: type something to send")
+        return content
+
+    async def start_conversation(self, content: Any) -> tuple[dict[str, Any], Turn]:
+        """As the service: the text is checked before the conversation is made; the making
+        takes a while (what the page reads meanwhile runs)."""
+        self.check_sendable(content)
+        await asyncio.sleep(0)
         conversation = await self.create_conversation()
         return conversation, await self.start_turn(conversation["id"], content)
 

@@ -17,7 +17,9 @@ so a call resolves its person once."""
 
 from __future__ import annotations
 
+import asyncio
 import html
+import logging
 from contextlib import aclosing
 from typing import Any, AsyncIterator
 
@@ -34,7 +36,7 @@ from chat_core.ui.chat.streaming import follow_reply
 from chat_core.ui.chat.view import (BEING_WRITTEN_NOTICE, BRANCHED_NOTICE, BUSY_ACTIONS,
                                     FAILED_NOTICE, GONE_NOTICE, NOT_RATED, PENDING_REPLY,
                                     RATED_NOTICE,
-                                    SHOWN_TURNS, Following, Pane, TurnActions,
+                                    SHOWN_TURNS, SIDEBAR_LENGTH, Following, Pane, TurnActions,
                                     earlier_turns_note, edit_text, feedback_of, following,
                                     like_index, like_value, pane_lines_up, sendable,
                                     thumb_of, thumbs_for, thumbs_stand, without_last_reply)
@@ -60,6 +62,18 @@ def refusal(exc: ChatError) -> str:
     when = "" if f"{exc.retry_after} s" in exc.message else \
         f" Try again in about {exc.retry_after} s."
     return f"⏳ Not sent: {safe_markdown(exc.message)}.{when} Your message is still in the box."
+
+
+log = logging.getLogger(__name__)
+
+
+def _dropped(task: "asyncio.Future[Any]") -> None:
+    """A read whose answer is not shown (the send was refused): an error other than the
+    refusals the service words is still logged."""
+    if not task.cancelled() and task.exception() is not None and \
+            not isinstance(task.exception(), ChatError):
+        log.warning("the conversation list read beside a refused message failed",
+                    exc_info=task.exception())
 
 
 class ChatHandlers:
@@ -98,10 +112,11 @@ class ChatHandlers:
         """An admin who chose to see everyone's conversations in the sidebar."""
         return sees_others(service) and service.person.id in self.everyone_chosen
 
-    def listing(self, service: ChatService) -> ChatService:
+    def listing(self, service: ChatService, everyone: bool) -> ChatService:
         """What the sidebar and its search list: a person's own conversations; an admin's
-        own too, unless they chose everyone's."""
-        return service if self.lists_everyone(service) else own_only(service)
+        own too, unless they chose everyone's (`everyone`: lists_everyone, asked once for a
+        list read and drawn)."""
+        return service if everyone else own_only(service)
 
     async def sidebar(self, service: ChatService, selected: str | None,
                       first_message: str | None = None) -> Any:
@@ -109,7 +124,18 @@ class ChatHandlers:
         the message, which may not have happened yet: it is listed with the title it will get.
         Everyone's (an admin's choice) are listed with their owner."""
         everyone = self.lists_everyone(service)
-        rows = await self.listing(service).conversation_titles(limit=100)
+        rows = await self.listing(service, everyone).conversation_titles(limit=SIDEBAR_LENGTH)
+        return self.listed(rows, selected, everyone, first_message)
+
+    def with_new(self, rows: list[dict[str, Any]], conversation: dict[str, Any]
+                 ) -> list[dict[str, Any]]:
+        """`rows`, read while `conversation` was being made, with it first (the newest)."""
+        new = {"id": conversation["id"], "title": conversation.get("title") or "",
+               **({"owner": conversation["owner"]} if "owner" in conversation else {})}
+        return [new, *(r for r in rows if r["id"] != new["id"])][:SIDEBAR_LENGTH]
+
+    def listed(self, rows: list[dict[str, Any]], selected: str | None, everyone: bool,
+               first_message: str | None = None) -> Any:
         choices = []
         for c in rows:
             title = c["title"] or (self.service.title_for(first_message) if first_message and
@@ -217,13 +243,23 @@ class ChatHandlers:
         ui = self.ui
         new = conversation_id is None
         shown = [] if new else list((view or {}).get("shown") or [])
+        listing: asyncio.Future[list[dict[str, Any]]] | None = None
+        everyone = self.lists_everyone(service)
         try:
             if conversation_id is None:
+                service.check_sendable(text)  # a message refused for its text reads nothing
+                # The new chat's list is read while its message starts: one wait less in a burst.
+                listing = asyncio.ensure_future(self.listing(service, everyone)
+                                                .conversation_titles(limit=SIDEBAR_LENGTH))
                 conversation, turn = await service.start_conversation(text)
                 conversation_id = conversation["id"]
             else:
                 turn = await service.start_turn(conversation_id, text)
-        except ChatError as exc:
+        except BaseException as exc:
+            if listing is not None:  # not shown: its end (or error) is dropped with it
+                listing.add_done_callback(_dropped)
+            if not isinstance(exc, ChatError):
+                raise
             # Nothing is lost: the text stays in the box, the notice says what to change (or,
             # over the person's limits, when to send it again). Text that cannot be sent back
             # (see view.sendable) is left where it is.
@@ -234,9 +270,10 @@ class ChatHandlers:
         thumbs = [] if new else (view or {}).get("feedback")
         out = self.started(conversation_id, turn.turn_id, turn.reply_id, shown,
                            thumbs=thumbs if isinstance(thumbs, list) else None, page=page)
-        if new:  # remember it, list it, title it
+        if listing is not None:  # remember it, list it, title it
+            rows = self.with_new(await listing, conversation)
             out.update({ui.conversation: conversation_id,
-                        ui.conversations: await self.sidebar(service, conversation_id, text),
+                        ui.conversations: self.listed(rows, conversation_id, everyone, text),
                         ui.title: self.service.title_for(text)})
         elif page:
             # Gradio rebuilds every output an answer leaves out (a skip is a property update
@@ -570,7 +607,8 @@ class ChatHandlers:
         if not query.strip():
             return {ui.conversations: await self.sidebar(service, None), ui.notice: ""}
         try:
-            hits = await self.listing(service).search_conversations(query, limit=30)
+            hits = await self.listing(service, self.lists_everyone(service)
+                                      ).search_conversations(query, limit=30)
         except ChatError as exc:
             return {ui.notice: warning(exc)}
         choices = [(f"{h['title'] or 'Untitled'} — {h['snippet']}", h["id"]) for h in hits]

@@ -18,6 +18,7 @@ from chat_core.ui.streamed_render import StreamedRender
 Pane = list[dict[str, str]]
 # Turns a conversation shows when opened; the whole history stays in the database and the API.
 SHOWN_TURNS = 100
+SIDEBAR_LENGTH = 100  # the newest conversations the list shows (search finds the rest)
 PENDING_TEXT = "…"  # a reply's place before its first words
 PENDING_REPLY = {"role": "assistant", "content": PENDING_TEXT}
 
