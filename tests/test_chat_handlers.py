@@ -165,6 +165,26 @@ def test_a_new_chats_refused_message_reads_nothing(
     assert service.conversations == {}
 
 
+def test_a_new_chat_whose_list_cannot_be_read_still_follows_its_reply(
+        tab: ChatTab, chat: ChatHandlers, service: FakeService,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """The list is read beside the first message; if that read fails once the turn has
+    started, the reply is still followed (an error here would leave it running unseen) and
+    the list shows the new chat alone until the next load. The failure is logged."""
+    run(service.create_conversation("Earlier"))
+
+    async def titles(limit: int = SIDEBAR_LENGTH) -> list[dict[str, Any]]:
+        raise OSError("the database went away")
+
+    monkeypatch.setattr(service, "conversation_titles", titles)
+    out = run(chat.send("Hello there", None, {}))
+    ui = tab.ui
+    assert out[ui.live] == out[ui.turn]["id"]
+    assert out[ui.conversations]["choices"] == [("Hello there", out[ui.conversation])]
+    assert value(out[ui.conversations]) == out[ui.conversation]
+    assert "could not be read" in caplog.text
+
+
 def test_a_message_rebuilds_only_what_it_changes(tab: ChatTab, chat: ChatHandlers,
                                                  service: FakeService) -> None:
     """Gradio rebuilds each output an answer gives as a property update, and each one it

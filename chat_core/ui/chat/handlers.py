@@ -76,6 +76,19 @@ def _dropped(task: "asyncio.Future[Any]") -> None:
                     exc_info=task.exception())
 
 
+async def _listed_or_none(listing: "asyncio.Future[list[dict[str, Any]]]"
+                          ) -> list[dict[str, Any]]:
+    """The list read beside a new chat's first message, or none if it failed: the turn has
+    started by then, and the page must follow it; the list is whole again on the next load."""
+    try:
+        return await listing
+    except Exception:  # noqa: BLE001 (logged; the reply matters more than the sidebar)
+        log.warning("the conversation list could not be read beside a new chat's first "
+                    "message; the list shows the new chat alone until the next load",
+                    exc_info=True)
+        return []
+
+
 class ChatHandlers:
     def __init__(self, service: ChatService, ui: ChatLayout, share_mode: bool = False,
                  everyone: gr.Checkbox | None = None) -> None:
@@ -271,7 +284,7 @@ class ChatHandlers:
         out = self.started(conversation_id, turn.turn_id, turn.reply_id, shown,
                            thumbs=thumbs if isinstance(thumbs, list) else None, page=page)
         if listing is not None:  # remember it, list it, title it
-            rows = self.with_new(await listing, conversation)
+            rows = self.with_new(await _listed_or_none(listing), conversation)
             out.update({ui.conversation: conversation_id,
                         ui.conversations: self.listed(rows, conversation_id, everyone, text),
                         ui.title: self.service.title_for(text)})
