@@ -56,6 +56,9 @@ def _check_burst_report(report: dict[str, Any], stdout: str) -> None:
     assert "when its steps ended" in stdout
     assert [c["mode"] for c in report["costs"]] == ["rest", "chat tab"]
     assert report["floor_ms"] > 0 and all(c["app_ms_per_turn"] > 0 for c in report["costs"])
+    # A bare relay's CPU per token in the same run, beside each per-token target.
+    assert report["relay_floor_ms_per_token"] > 0
+    assert sum("a bare relay" in t for t in report["targets"]) == 2, report["targets"]
     assert all(c["idle_ms_per_sec"] >= 0 for c in report["costs"]) and "idle: " in stdout
     # A second message in each conversation, metered apart (a follow-up's steps differ).
     assert all(c["follow_up_ms_per_turn"] > 0 for c in report["costs"])
