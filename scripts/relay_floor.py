@@ -25,9 +25,8 @@ import socket
 import subprocess
 import sys
 import time
-from typing import Any
-
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import httpx
@@ -37,6 +36,7 @@ import psutil
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from chat_core.testing.app_process import free_port  # noqa: E402
 from chat_core.turns.progress import WAKE_EVERY_SEC  # noqa: E402
 
 SHORT, LONG = 2, 402
@@ -111,12 +111,6 @@ def serve(port: int, llm_url: str, model: str, read_only: bool) -> None:
                 http="httptools", log_level="warning", lifespan="on")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _started(port: int, child: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + START_TIMEOUT_SEC
     while time.monotonic() < deadline and child.poll() is None:
@@ -145,7 +139,7 @@ def measure(llm_url: str, turns: int, concurrency: int, tpot_ms: float,
             read_only: bool = False) -> dict[str, float]:
     model = httpx.get(f"{llm_url}/v1/models").raise_for_status().json()["data"][0]["id"]
     turns = max(turns, MIN_TURNS)
-    port = _free_port()
+    port = free_port()
     child = subprocess.Popen([sys.executable, __file__, llm_url, "--serve", str(port),
                               "--model", model] + (["--read-only"] if read_only else []))
     try:
